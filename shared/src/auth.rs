@@ -1,0 +1,149 @@
+//! API keys and credentials.
+//!
+//! **Invariant:** API keys are never stored, only their SHA-256 digests, and
+//! digests are compared in constant time. A key is 32 random bytes (256 bits),
+//! so a fast hash is enough: there is nothing to brute-force, which is why no
+//! password-hashing function (argon2, bcrypt) is used.
+
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A new random API key (64 lowercase hex characters).
+pub fn generate_api_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The digest stored for a key.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Whether `key` matches one of the stored digests (constant time per digest;
+/// every digest is compared, whatever matches).
+pub fn verify_api_key(key: &str, digests: &[String]) -> bool {
+    let candidate = hash_api_key(key);
+    let mut ok = subtle::Choice::from(0);
+    for d in digests {
+        ok |= candidate.as_bytes().ct_eq(d.as_bytes());
+    }
+    ok.into()
+}
+
+/// Credentials as a client presented them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The API key (secret: never logged; `Debug` hides it).
+    pub key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why an `Authorization` header could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// Not `Basic …` or `ApiKey …`.
+    #[error(
+        "unsupported Authorization scheme: use 'Basic base64(user:apikey)' or 'ApiKey user:apikey'"
+    )]
+    Scheme,
+    /// The value is not `user:key`.
+    #[error("malformed credentials: expected user:apikey")]
+    Malformed,
+}
+
+/// Parses `Authorization: Basic base64(user:key)` or `Authorization: ApiKey user:key`.
+pub fn parse_authorization(value: &str) -> Result<Credentials, CredentialsError> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').ok_or(CredentialsError::Scheme)?;
+    let pair = if scheme.eq_ignore_ascii_case("basic") {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .map_err(|_| CredentialsError::Malformed)?;
+        String::from_utf8(raw).map_err(|_| CredentialsError::Malformed)?
+    } else if scheme.eq_ignore_ascii_case("apikey") {
+        rest.trim().to_string()
+    } else {
+        return Err(CredentialsError::Scheme);
+    };
+    let (user, key) = pair.split_once(':').ok_or(CredentialsError::Malformed)?;
+    if user.is_empty() || key.is_empty() {
+        return Err(CredentialsError::Malformed);
+    }
+    Ok(Credentials {
+        user: user.to_string(),
+        key: key.to_string(),
+    })
+}
+
+/// Whether a user or namespace name is acceptable: 1–64 characters of
+/// `[A-Za-z0-9_.-]`, starting with a letter or digit. Names appear in URLs and
+/// routing keys, so nothing else is allowed.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_verify_against_their_digest_only() {
+        let k = generate_api_key();
+        assert_eq!(k.len(), 64);
+        let d = vec![hash_api_key("other"), hash_api_key(&k)];
+        assert!(verify_api_key(&k, &d));
+        assert!(!verify_api_key("nope", &d));
+        assert!(!verify_api_key(&k, &[]));
+    }
+
+    #[test]
+    fn both_header_schemes_parse() {
+        let b = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let c = parse_authorization(&format!("Basic {b}")).unwrap();
+        assert_eq!((c.user.as_str(), c.key.as_str()), ("alice", "s3cret"));
+        let c = parse_authorization("ApiKey alice:s3cret").unwrap();
+        assert_eq!(c.user, "alice");
+        assert_eq!(
+            parse_authorization("Bearer x"),
+            Err(CredentialsError::Scheme)
+        );
+        assert_eq!(
+            parse_authorization("Basic !!!"),
+            Err(CredentialsError::Malformed)
+        );
+        assert_eq!(
+            parse_authorization("ApiKey alice"),
+            Err(CredentialsError::Malformed)
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn names_are_url_safe() {
+        assert!(valid_name("acme-corp.eu_1"));
+        for bad in ["", "-x", "a/b", "a b", "ä", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

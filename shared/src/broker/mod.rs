@@ -1,0 +1,145 @@
+//! The `Broker`: how jobs, updates and control messages travel, behind one
+//! trait with two backends — [`amqp::AmqpBroker`] (RabbitMQ via lapin and
+//! deadpool-lapin) for production and [`memory::MemoryBroker`] (in-process)
+//! for `stevedore dev` — that pass one conformance suite
+//! (`shared/tests/broker_conformance.rs`).
+//!
+//! Topology (names prefixed by [`BrokerNames::prefix`], default `stevedore`):
+//! - `<prefix>.jobs`: durable **quorum** queue of [`JobMessage`]s, competing
+//!   consumers, manual acks, dead-lettered through `<prefix>.dlx` to
+//!   `<prefix>.jobs.dead` after [`JOB_DELIVERY_LIMIT`] deliveries;
+//! - `<prefix>.updates`: **topic** exchange of [`Update`]s; every subscriber
+//!   gets its own exclusive, auto-deleted queue bound to `#`;
+//! - `<prefix>.control`: **fanout** exchange of [`Control`] messages; every
+//!   subscriber gets its own exclusive queue.
+//!
+//! **Invariant:** `publish_job` returns only once the broker has confirmed the
+//! message (publisher confirms); a message may still be delivered twice.
+
+pub mod amqp;
+pub mod memory;
+
+use crate::messages::{Control, JobMessage, Update};
+use crate::Result;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::sync::Arc;
+
+/// How many times a job may be delivered before it is dead-lettered. A job
+/// whose consumer crashes on it (a poison message) cannot loop forever.
+pub const JOB_DELIVERY_LIMIT: u32 = 20;
+
+/// Exchange and queue names derived from one prefix, so test runs and
+/// deployments never collide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerNames {
+    /// The prefix (`stevedore` by default).
+    pub prefix: String,
+}
+
+impl BrokerNames {
+    /// Names under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        BrokerNames {
+            prefix: prefix.into(),
+        }
+    }
+    /// The jobs quorum queue.
+    pub fn jobs_queue(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+    /// The dead-letter exchange for jobs.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+    /// The dead-letter queue for jobs.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.jobs.dead", self.prefix)
+    }
+    /// The updates topic exchange.
+    pub fn updates_exchange(&self) -> String {
+        format!("{}.updates", self.prefix)
+    }
+    /// The control fanout exchange.
+    pub fn control_exchange(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+}
+
+impl Default for BrokerNames {
+    fn default() -> Self {
+        BrokerNames::new("stevedore")
+    }
+}
+
+/// Acknowledges one delivery back to the broker.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Done with it: the broker forgets it.
+    async fn ack(&self) -> Result<()>;
+    /// Give it back: it will be delivered again (to any consumer).
+    async fn requeue(&self) -> Result<()>;
+    /// Refuse it for good: it goes to the dead-letter queue.
+    async fn reject(&self) -> Result<()>;
+}
+
+/// A job delivered to a consumer. Dropping it without acking leaves it
+/// unacknowledged until the consumer's connection closes, when the broker
+/// delivers it again.
+pub struct JobDelivery {
+    /// The job.
+    pub job: JobMessage,
+    /// Whether the broker has delivered it before.
+    pub redelivered: bool,
+    /// Settles the delivery.
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for JobDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobDelivery")
+            .field("job", &self.job)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+/// A stream of job deliveries; it ends (or yields an error) when the
+/// connection is lost, and the consumer then subscribes again.
+pub type JobStream = BoxStream<'static, Result<JobDelivery>>;
+/// A stream of updates.
+pub type UpdateStream = BoxStream<'static, Result<Update>>;
+/// A stream of control messages.
+pub type ControlStream = BoxStream<'static, Result<Control>>;
+
+/// The messaging interface.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Declares the topology (idempotent).
+    async fn declare(&self) -> Result<()>;
+
+    /// Checks that the broker answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Publishes jobs (persistent) and returns once every one is confirmed.
+    /// Confirms are pipelined: all are sent before any is awaited.
+    async fn publish_jobs(&self, jobs: &[JobMessage]) -> Result<()>;
+
+    /// Consumes the jobs queue with at most `prefetch` unacknowledged deliveries.
+    async fn consume_jobs(&self, prefetch: u16) -> Result<JobStream>;
+
+    /// Publishes an update (not persistent; best effort, not confirmed).
+    async fn publish_update(&self, update: &Update) -> Result<()>;
+
+    /// Subscribes to every update published from now on.
+    async fn subscribe_updates(&self) -> Result<UpdateStream>;
+
+    /// Publishes a control message to every subscriber.
+    async fn publish_control(&self, msg: &Control) -> Result<()>;
+
+    /// Subscribes to every control message published from now on.
+    async fn subscribe_control(&self) -> Result<ControlStream>;
+}
+
+/// A shared, dynamically dispatched broker.
+pub type DynBroker = Arc<dyn Broker>;

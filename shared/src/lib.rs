@@ -1,0 +1,33 @@
+//! Stevedore's shared core: the domain model and the two interfaces every role
+//! meets through. No HTTP here.
+//!
+//! - [`state`]: the action state machine — the one place transitions are decided.
+//! - [`action`], [`object`], [`event`], [`logline`]: the domain types and their wire JSON.
+//! - [`dates`]: RFC 2822 dates as the clients parse them.
+//! - [`store`]: the `Store` trait, with PostgreSQL and SQLite backends.
+//! - [`broker`]: the `Broker` trait, with RabbitMQ and in-process backends.
+//! - [`messages`]: what travels through the broker.
+//! - [`dispatch`]: publishing jobs through the outbox, and the relay that
+//!   republishes whatever was committed but not confirmed.
+//! - [`config`]: `stevedore.toml`, operations and object types.
+//! - [`auth`]: API keys (hashed at rest) and `Authorization` headers.
+//! - [`shutdown`]: the one shutdown signal every role listens to.
+//! - [`testing`]: throwaway PostgreSQL databases and broker prefixes for tests.
+
+pub mod action;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod dates;
+pub mod dispatch;
+pub mod error;
+pub mod event;
+pub mod logline;
+pub mod messages;
+pub mod object;
+pub mod shutdown;
+pub mod state;
+pub mod store;
+pub mod testing;
+
+pub use error::{Error, Result};

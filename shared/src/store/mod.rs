@@ -1,0 +1,250 @@
+//! The `Store`: everything Stevedore keeps, behind one trait with two
+//! backends — [`postgres::PgStore`] for production and [`sqlite::SqliteStore`]
+//! for `stevedore dev` — that pass one conformance suite
+//! (`shared/tests/store_conformance.rs`).
+//!
+//! **Invariant:** the database is the source of truth. A state change, its
+//! event and (when work must be dispatched) its outbox row are written in one
+//! transaction.
+//!
+//! **Invariant:** every state write is guarded by
+//! [`ActionState::sources`](crate::state::ActionState::sources), and every
+//! worker write by its lease token, so a stale or duplicate writer changes
+//! nothing.
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::action::{Action, NewAction};
+use crate::event::Event;
+use crate::logline::{LogLine, NewLogLine};
+use crate::object::Object;
+use crate::state::ActionState;
+use crate::Result;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A lease on an action, held by the worker that claimed it. Writes made under
+/// a lease carry its token and are refused once the lease has moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken(pub Uuid);
+
+/// The outcome of recording a new action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The action as stored (Pending, In progress, or the given final state).
+    pub action: Action,
+    /// Its creation event.
+    pub event: Event,
+    /// The outbox row to publish, when the action was dispatched (In progress).
+    pub outbox_id: Option<i64>,
+}
+
+/// A row of the outbox: a job committed but not yet confirmed by the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Row id.
+    pub id: i64,
+    /// The action to dispatch.
+    pub action_uuid: Uuid,
+}
+
+/// A successful claim: the action and the lease that fences writes to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The action, now leased (`claims` already incremented).
+    pub action: Action,
+    /// The lease token to present on every later write.
+    pub token: LeaseToken,
+}
+
+/// The outcome of a state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transitioned {
+    /// The action after the change.
+    pub action: Action,
+    /// The event recorded for it.
+    pub event: Event,
+    /// When the change ended the action and a Pending action on the same object
+    /// was promoted to In progress: that action, its event and its outbox row.
+    pub promoted: Option<Submitted>,
+}
+
+/// A user with the namespaces they belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Namespaces (organisations) they belong to; the first is their own.
+    pub namespaces: Vec<String>,
+}
+
+/// Which namespaces a read may see: all (administration, workers) or a
+/// caller's set (API requests).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// No tenant restriction: only for trusted, internal callers.
+    All,
+    /// Only these namespaces.
+    Namespaces(&'a [String]),
+}
+
+impl Scope<'_> {
+    /// Whether a namespace is visible in this scope.
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Namespaces(ns) => ns.iter().any(|n| n == namespace),
+        }
+    }
+}
+
+/// What expired leases were turned into by [`Store::reap_expired_leases`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reaped {
+    /// Actions handed back for another attempt (lease cleared, outbox row added).
+    pub requeued: Vec<Submitted>,
+    /// Actions that had used up their claims and were set to Failed.
+    pub failed: Vec<Transitioned>,
+}
+
+/// The persistence interface. See the module docs for the invariants every
+/// implementation keeps.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    // --- tenancy ---------------------------------------------------------
+
+    /// Creates a user who belongs to `namespaces` (their own namespace, named
+    /// like the user, is always added first). `Error::Conflict` if the user exists.
+    async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User>;
+
+    /// Looks a user up.
+    async fn get_user(&self, name: &str) -> Result<Option<User>>;
+
+    /// Stores an API key digest for an existing user (`Error::NotFound` otherwise).
+    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()>;
+
+    /// The user and their key digests, for authentication.
+    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>>;
+
+    // --- objects ---------------------------------------------------------
+
+    /// Stores a new object.
+    async fn insert_object(&self, object: &Object) -> Result<()>;
+
+    /// An object by uuid, if visible in `scope` (deleted objects included).
+    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>>;
+
+    // --- actions ---------------------------------------------------------
+
+    /// Records a new action with its `create` event, in one transaction. Unless
+    /// `new.completed` is set, its state is In progress with an outbox row when
+    /// no other action on the same object is Pending, In progress or Canceling,
+    /// and Pending (no outbox row) otherwise. Concurrent submissions on one
+    /// object must still produce at most one In progress action.
+    async fn submit_action(&self, new: NewAction) -> Result<Submitted>;
+
+    /// An action by uuid, if visible in `scope`.
+    async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>>;
+
+    /// Outbox rows not marked sent and created at least `min_age` ago, oldest
+    /// first, at most `limit`.
+    async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>>;
+
+    /// Marks outbox rows as sent (published and confirmed). Idempotent.
+    async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()>;
+
+    /// Claims an In progress action for `owner` with a lease of `lease`, when it
+    /// has no lease or its lease has expired. Increments `claims`. `None` when
+    /// the action is missing, not In progress, or leased by someone else.
+    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration)
+        -> Result<Option<Claim>>;
+
+    /// Extends a lease; `false` when the token no longer holds the action.
+    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<bool>;
+
+    /// Appends lines to an action's log and numbers them (per action, from 1,
+    /// without gaps), returning them as stored. With `Some(token)` the write is
+    /// fenced (`Error::Conflict` if the lease moved on).
+    async fn append_logs(
+        &self,
+        uuid: Uuid,
+        token: Option<LeaseToken>,
+        lines: &[NewLogLine],
+    ) -> Result<Vec<LogLine>>;
+
+    /// The last `tail` lines of an action's log (all with `None`), in order.
+    async fn logs(&self, uuid: Uuid, tail: Option<i64>) -> Result<Vec<LogLine>>;
+
+    /// Moves an action to `to`, checking the transition with
+    /// [`ActionState::check_transition`] atomically (the guard is in the
+    /// `UPDATE`), with its `update` event. With `Some(token)` the write is fenced
+    /// by the lease. A final state sets `end_date`, clears the lease, and
+    /// promotes the oldest Pending action on the same object (when no other
+    /// action there is In progress or Canceling). Errors: `NotFound`, or
+    /// `Transition` when the current state does not allow it (or the token does
+    /// not hold the lease).
+    async fn transition(
+        &self,
+        scope: Scope<'_>,
+        uuid: Uuid,
+        to: ActionState,
+        token: Option<LeaseToken>,
+    ) -> Result<Transitioned>;
+
+    /// Clears expired leases: an action whose `claims` is below `max_claims`
+    /// gets a new outbox row (its state stays In progress, or Canceling → it is
+    /// set Canceled); one that reached `max_claims` is set Failed. Both record
+    /// events.
+    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped>;
+
+    /// In progress actions with no lease whose last dispatch is older than
+    /// `older_than`: their dispatch time is reset and their uuids returned, to
+    /// be published again (a confirmed message the broker lost).
+    async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>>;
+
+    // --- events ----------------------------------------------------------
+
+    /// Events with `seq > after`, in `scope`, oldest first, at most `limit`.
+    async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>>;
+}
+
+/// A shared, dynamically dispatched store.
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `postgres://…` / `postgresql://…` or
+/// `sqlite://path` (created if missing). Does not migrate.
+pub async fn connect(url: &str) -> Result<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else {
+        Err(crate::Error::Config(format!(
+            "unsupported database URL scheme in {:?}: use postgres:// or sqlite://",
+            redact_url(url)
+        )))
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

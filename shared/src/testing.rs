@@ -1,0 +1,1 @@
+//! Test support: throwaway PostgreSQL databases and unique broker prefixes.
