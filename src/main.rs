@@ -1,1 +1,77 @@
-fn main() {}
+//! `stevedore`: one binary for every role (dev, api, worker, migrate) and the
+//! administration commands. See `stevedore --help`.
+
+mod roles;
+mod settings;
+
+use clap::{Parser, Subcommand};
+use settings::CommonArgs;
+use std::process::ExitCode;
+
+/// Stevedore: a message-queue-backed job orchestrator with a Docker Cloud /
+/// Tutum compatible Actions API.
+#[derive(Debug, Parser)]
+#[command(name = "stevedore", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process on an embedded SQLite store and in-process
+    /// broker: API, worker, demo operations. Needs no PostgreSQL or RabbitMQ.
+    Dev(roles::DevArgs),
+    /// The REST API (with the outbox relay), on PostgreSQL + RabbitMQ.
+    Api(roles::ServerArgs),
+    /// A worker: consumes jobs and runs their handlers.
+    Worker(roles::WorkerArgs),
+    /// Applies database migrations.
+    Migrate(CommonArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates a user (and their own namespace) with a first API key.
+    Create(roles::UserCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Creates a new API key for an existing user.
+    Create(roles::ApikeyCreateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(a) => roles::dev(a).await,
+            Command::Api(a) => roles::api(a).await,
+            Command::Worker(a) => roles::worker(a).await,
+            Command::Migrate(a) => roles::migrate(a).await,
+            Command::User(UserCommand::Create(a)) => roles::user_create(a).await,
+            Command::Apikey(ApikeyCommand::Create(a)) => roles::apikey_create(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

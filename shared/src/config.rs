@@ -1,1 +1,273 @@
-//! Config.
+//! `stevedore.toml`: server settings, worker settings, object types and the
+//! operations workers execute.
+//!
+//! Precedence (resolved by the binary): command-line flags, then environment
+//! variables, then this file, then the defaults documented on each field.
+
+use crate::object::{ObjectType, ObjectTypes};
+use crate::{Error, Result};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole configuration file. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address servers listen on (`STEVEDORE_LISTEN`; default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// `postgres://…` or `sqlite://…` (`STEVEDORE_DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// `amqp://…` (`STEVEDORE_AMQP_URL`).
+    pub amqp_url: Option<String>,
+    /// Prefix of queue and exchange names (`STEVEDORE_BROKER_PREFIX`; default `stevedore`).
+    pub broker_prefix: Option<String>,
+    /// Worker settings.
+    #[serde(default)]
+    pub worker: WorkerSettings,
+    /// Extra object types beyond the five built-ins.
+    #[serde(default, rename = "object_type")]
+    pub object_types: Vec<ObjectType>,
+    /// Operations: (object type, verb) → handler.
+    #[serde(default, rename = "operation")]
+    pub operations: Vec<Operation>,
+}
+
+/// Worker tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Actions one worker process runs at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat. Long enough to ride out a
+    /// GC-free but busy process and a slow database; short enough that a killed
+    /// worker's actions resume quickly.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often a running action's lease is renewed (well under `lease`).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Claims after which an action whose worker keeps dying is Failed.
+    pub max_claims: i32,
+    /// Grace period between SIGTERM and SIGKILL when an `exec` handler is cancelled.
+    #[serde(with = "humantime_serde")]
+    pub kill_grace: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 64,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            max_claims: 5,
+            kill_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What runs an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerSpec {
+    /// A command: argv, the action JSON on stdin.
+    Exec(Vec<String>),
+    /// A built-in handler by name (`noop`, `sleep`, …).
+    Builtin(String),
+}
+
+/// One `[[operation]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Object type name (`service`, …).
+    pub object: String,
+    /// Verb in `POST …/<uuid>/<verb>/`.
+    pub verb: String,
+    /// Action name; default: "<Type label> <Verb>", e.g. "Service Start".
+    pub action: Option<String>,
+    /// Command to run (mutually exclusive with `handler`).
+    pub exec: Option<Vec<String>>,
+    /// Built-in handler name (mutually exclusive with `exec`).
+    pub handler: Option<String>,
+    /// Time limit for one attempt (default 10 minutes).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Automatic retries for temporary failures (default 0).
+    #[serde(default)]
+    pub retries: u32,
+    /// Extra environment for `exec` handlers.
+    #[serde(default)]
+    pub env: HashMap<String, String>,
+}
+
+/// Default time limit of one attempt of an operation.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Operation {
+    /// The handler this operation runs.
+    pub fn handler_spec(&self) -> HandlerSpec {
+        match (&self.exec, &self.handler) {
+            (Some(argv), _) => HandlerSpec::Exec(argv.clone()),
+            (None, Some(name)) => HandlerSpec::Builtin(name.clone()),
+            (None, None) => HandlerSpec::Builtin("noop".into()),
+        }
+    }
+
+    /// The time limit of one attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_OPERATION_TIMEOUT)
+    }
+}
+
+/// The resolved operations and object types, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Operations {
+    types: ObjectTypes,
+    ops: Vec<Operation>,
+}
+
+/// Built-in handler names a config may refer to.
+pub const BUILTIN_HANDLERS: &[&str] = &["noop", "sleep", "fail"];
+
+impl Operations {
+    /// Validates and indexes `ops` against the built-in types plus `extra_types`.
+    pub fn new(extra_types: &[ObjectType], ops: Vec<Operation>) -> Result<Self> {
+        let types = ObjectTypes::with_extra(extra_types);
+        let mut resolved: Vec<Operation> = Vec::with_capacity(ops.len());
+        for mut op in ops {
+            let ty = types.by_name(&op.object).ok_or_else(|| {
+                Error::Config(format!("operation {}/{}: unknown object type {:?}", op.object, op.verb, op.object))
+            })?;
+            if op.verb.is_empty() || !op.verb.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(Error::Config(format!("operation {}: invalid verb {:?}", op.object, op.verb)));
+            }
+            if op.exec.is_some() && op.handler.is_some() {
+                return Err(Error::Config(format!(
+                    "operation {}/{}: set either exec or handler, not both",
+                    op.object, op.verb
+                )));
+            }
+            if let Some(argv) = &op.exec {
+                if argv.is_empty() {
+                    return Err(Error::Config(format!("operation {}/{}: exec is empty", op.object, op.verb)));
+                }
+            }
+            if let Some(h) = &op.handler {
+                if !BUILTIN_HANDLERS.contains(&h.as_str()) {
+                    return Err(Error::Config(format!(
+                        "operation {}/{}: unknown handler {h:?} (built-ins: {})",
+                        op.object,
+                        op.verb,
+                        BUILTIN_HANDLERS.join(", ")
+                    )));
+                }
+            }
+            if resolved.iter().any(|o| o.object == op.object && o.verb == op.verb) {
+                return Err(Error::Config(format!("operation {}/{} is declared twice", op.object, op.verb)));
+            }
+            if op.action.is_none() {
+                op.action = Some(format!("{} {}", ty.label, title_case(&op.verb)));
+            }
+            resolved.push(op);
+        }
+        Ok(Operations { types, ops: resolved })
+    }
+
+    /// The object types.
+    pub fn types(&self) -> &ObjectTypes {
+        &self.types
+    }
+
+    /// The operation for (type, verb).
+    pub fn get(&self, object_type: &str, verb: &str) -> Option<&Operation> {
+        self.ops.iter().find(|o| o.object == object_type && o.verb == verb)
+    }
+
+    /// Every operation.
+    pub fn all(&self) -> &[Operation] {
+        &self.ops
+    }
+
+    /// The verbs configured for a type, for error messages.
+    pub fn verbs(&self, object_type: &str) -> Vec<&str> {
+        self.ops.iter().filter(|o| o.object == object_type).map(|o| o.verb.as_str()).collect()
+    }
+}
+
+/// `redeploy` → `Redeploy`, `scale_up` → `Scale Up`.
+pub fn title_case(s: &str) -> String {
+    s.split(['_', '-'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// The validated operations of this file.
+    pub fn operations(&self) -> Result<Operations> {
+        Operations::new(&self.object_types, self.operations.clone())
+    }
+}
+
+/// The example configuration shipped with `stevedore dev`: demo operations for
+/// the five object types.
+pub const EXAMPLE_CONFIG: &str = include_str!("../../stevedore.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let cfg = FileConfig::parse(EXAMPLE_CONFIG).unwrap();
+        let ops = cfg.operations().unwrap();
+        for ty in ["stack", "service", "container", "nodecluster", "node"] {
+            assert!(!ops.verbs(ty).is_empty(), "no demo operation for {ty}");
+        }
+        assert_eq!(ops.get("service", "start").unwrap().action.as_deref(), Some("Service Start"));
+    }
+
+    #[test]
+    fn bad_operations_are_refused_with_a_reason() {
+        for (text, want) in [
+            ("[[operation]]\nobject='planet'\nverb='spin'", "unknown object type"),
+            ("[[operation]]\nobject='service'\nverb='x'\nexec=[]", "exec is empty"),
+            ("[[operation]]\nobject='service'\nverb='x'\nhandler='nope'", "unknown handler"),
+            ("[[operation]]\nobject='service'\nverb='a b'", "invalid verb"),
+            (
+                "[[operation]]\nobject='service'\nverb='x'\n[[operation]]\nobject='service'\nverb='x'",
+                "declared twice",
+            ),
+        ] {
+            let err = FileConfig::parse(text).unwrap().operations().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        assert!(FileConfig::parse("bogus_key = 1").is_err());
+    }
+
+    #[test]
+    fn verbs_become_title_case_action_names() {
+        assert_eq!(title_case("redeploy"), "Redeploy");
+        assert_eq!(title_case("scale_up"), "Scale Up");
+    }
+}

@@ -1,1 +1,151 @@
-//! Dispatch.
+//! Getting committed work onto the broker, and keeping it there.
+//!
+//! [`Dispatcher::dispatch`] publishes the jobs of freshly committed outbox rows
+//! (with publisher confirms) and then marks the rows sent. If the process dies
+//! between the commit and the confirm, the [`OutboxRelay`] finds the unsent rows
+//! and publishes them again; it also re-publishes In progress actions that no
+//! worker ever claimed (a message the broker confirmed and then lost).
+//!
+//! **Invariant:** a job is published only after its action is committed, and an
+//! outbox row is marked sent only after the broker confirmed its job.
+
+use crate::broker::DynBroker;
+use crate::event::Event;
+use crate::messages::{JobMessage, Update};
+use crate::shutdown::Shutdown;
+use crate::store::{DynStore, Submitted, Transitioned};
+use crate::Result;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Publishes jobs and updates for what the store committed.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: DynStore,
+    broker: DynBroker,
+}
+
+impl Dispatcher {
+    /// A dispatcher over a store and a broker.
+    pub fn new(store: DynStore, broker: DynBroker) -> Self {
+        Dispatcher { store, broker }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &DynBroker {
+        &self.broker
+    }
+
+    /// Publishes the jobs of outbox rows `(id, action)` and marks them sent.
+    pub async fn dispatch(&self, rows: &[(i64, Uuid)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<JobMessage> = rows.iter().map(|(_, a)| JobMessage { action: *a }).collect();
+        self.broker.publish_jobs(&jobs).await?;
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        self.store.mark_outbox_sent(&ids).await
+    }
+
+    /// Publishes a submission's events and, if it was dispatched, its job. A
+    /// failed publish is logged and left to the relay: the action is committed.
+    pub async fn after_submit(&self, s: &Submitted) {
+        self.publish_events(std::slice::from_ref(&s.event)).await;
+        if let Some(id) = s.outbox_id {
+            if let Err(e) = self.dispatch(&[(id, s.action.uuid)]).await {
+                tracing::warn!(action = %s.action.uuid, error = %e, "publish failed; the outbox relay will retry");
+            }
+        }
+    }
+
+    /// Publishes a transition's events, and the job of any action it promoted.
+    pub async fn after_transition(&self, t: &Transitioned) {
+        self.publish_events(std::slice::from_ref(&t.event)).await;
+        if let Some(p) = &t.promoted {
+            self.after_submit(p).await;
+        }
+    }
+
+    /// Publishes events as updates (best effort: the events are stored, and
+    /// stream clients can resume from the store).
+    pub async fn publish_events(&self, events: &[Event]) {
+        for e in events {
+            if let Err(err) = self.broker.publish_update(&Update::Event(e.clone())).await {
+                tracing::debug!(error = %err, "update publish failed");
+            }
+        }
+    }
+}
+
+/// How often the relay looks for unsent outbox rows.
+pub const RELAY_INTERVAL: Duration = Duration::from_secs(2);
+/// Outbox rows younger than this are left to the request that wrote them, so
+/// the relay does not race every normal publish.
+pub const RELAY_MIN_AGE: Duration = Duration::from_secs(5);
+/// An In progress action nobody claimed for this long is published again.
+pub const REDISPATCH_AFTER: Duration = Duration::from_secs(120);
+/// Rows handled per relay pass.
+const RELAY_BATCH: i64 = 500;
+
+/// Re-publishes committed-but-unconfirmed jobs and never-claimed actions.
+pub struct OutboxRelay {
+    dispatcher: Dispatcher,
+    interval: Duration,
+    min_age: Duration,
+    redispatch_after: Duration,
+}
+
+impl OutboxRelay {
+    /// A relay with the default timings.
+    pub fn new(dispatcher: Dispatcher) -> Self {
+        OutboxRelay {
+            dispatcher,
+            interval: RELAY_INTERVAL,
+            min_age: RELAY_MIN_AGE,
+            redispatch_after: REDISPATCH_AFTER,
+        }
+    }
+
+    /// Overrides the timings (tests use short ones).
+    pub fn with_timings(mut self, interval: Duration, min_age: Duration, redispatch_after: Duration) -> Self {
+        self.interval = interval;
+        self.min_age = min_age;
+        self.redispatch_after = redispatch_after;
+        self
+    }
+
+    /// One pass: publish what is due. Returns how many jobs were published.
+    pub async fn run_once(&self) -> Result<usize> {
+        let store = self.dispatcher.store();
+        let unsent = store.unsent_outbox(self.min_age, RELAY_BATCH).await?;
+        let rows: Vec<(i64, Uuid)> = unsent.iter().map(|e| (e.id, e.action_uuid)).collect();
+        self.dispatcher.dispatch(&rows).await?;
+        let stale = store.redispatch_unclaimed(self.redispatch_after, RELAY_BATCH).await?;
+        if !stale.is_empty() {
+            tracing::warn!(count = stale.len(), "re-publishing actions no worker claimed");
+            let jobs: Vec<JobMessage> = stale.iter().map(|a| JobMessage { action: *a }).collect();
+            self.dispatcher.broker().publish_jobs(&jobs).await?;
+        }
+        Ok(rows.len() + stale.len())
+    }
+
+    /// Runs passes until shutdown; errors are logged and the next pass retries.
+    pub async fn run(self, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            match self.run_once().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(published = n, "outbox relay re-published jobs"),
+                Err(e) => tracing::warn!(error = %e, "outbox relay pass failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Authentication: the [`Caller`] extractor.
+//!
+//! **Invariant:** every route that touches tenant data takes a `Caller`, and
+//! every read it makes is scoped to `caller.namespaces`.
+
+use crate::error::ApiError;
+use crate::ApiState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use stevedore_shared::auth::{parse_authorization, verify_api_key};
+use stevedore_shared::store::Scope;
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// User name.
+    pub user: String,
+    /// Namespaces they may see; the first is their own.
+    pub namespaces: Vec<String>,
+}
+
+impl Caller {
+    /// The store scope of this caller.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope::Namespaces(&self.namespaces)
+    }
+
+    /// The caller's own namespace.
+    pub fn own_namespace(&self) -> &str {
+        &self.namespaces[0]
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("authentication required: send Authorization: Basic base64(user:apikey)".into()))?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        let creds = parse_authorization(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        let found = state.dispatcher.store().credentials(&creds.user).await?;
+        match found {
+            Some((user, digests)) if verify_api_key(&creds.key, &digests) && !user.namespaces.is_empty() => {
+                Ok(Caller { user: user.name, namespaces: user.namespaces })
+            }
+            _ => {
+                tracing::info!(user = %creds.user, "authentication failed");
+                Err(ApiError::Unauthorized("invalid credentials".into()))
+            }
+        }
+    }
+}

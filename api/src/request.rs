@@ -1,0 +1,81 @@
+//! Facts about a request that an action records: client IP, User-Agent,
+//! method and path; and reading an optional JSON-object body.
+
+use crate::error::ApiError;
+use crate::ApiState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::header::USER_AGENT;
+use std::net::SocketAddr;
+
+/// Where a request came from and what it asked.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Client IP: the peer address, or the first `X-Forwarded-For` hop when the
+    /// API is configured to trust its proxy.
+    pub ip: String,
+    /// The User-Agent header (empty when absent).
+    pub user_agent: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query as requested.
+    pub path: String,
+}
+
+/// Longest User-Agent kept (longer ones are cut, not refused).
+const MAX_USER_AGENT: usize = 512;
+
+impl FromRequestParts<ApiState> for RequestInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let forwarded = if state.trust_forwarded_for {
+            parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|s| s.trim().to_string())
+                .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+        } else {
+            None
+        };
+        let mut user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if user_agent.len() > MAX_USER_AGENT {
+            let mut cut = MAX_USER_AGENT;
+            while !user_agent.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            user_agent.truncate(cut);
+        }
+        Ok(RequestInfo {
+            ip: forwarded.unwrap_or(peer),
+            user_agent,
+            method: parts.method.to_string(),
+            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        })
+    }
+}
+
+/// Parses a request body that must be empty or a JSON object. Returns the raw
+/// text (stored on the action as sent) and the parsed object.
+pub fn json_object_body(bytes: &[u8]) -> Result<(String, serde_json::Map<String, serde_json::Value>), ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Ok((String::new(), serde_json::Map::new()));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok((text.to_string(), map)),
+        Ok(_) => Err(ApiError::BadRequest("request body must be a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("invalid JSON in request body: {e}"))),
+    }
+}

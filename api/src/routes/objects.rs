@@ -1,0 +1,275 @@
+//! The objects API: `/api/<subsystem>/v1/[<ns>/]<type>/[<uuid>/[<verb>/]]`.
+//!
+//! - `POST …/<type>/` creates an object and records a "<Type> Create" action
+//!   (dispatched when a `create` operation is configured, otherwise recorded
+//!   as Success at once): 202 or 201.
+//! - `GET …/<type>/<uuid>/` returns the object.
+//! - `POST …/<type>/<uuid>/<verb>/` records the operation's action and
+//!   dispatches it: 202 with the action JSON and both action-URI headers.
+
+use super::{parse_uuid, segments, with_action};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::request::{json_object_body, RequestInfo};
+use crate::ApiState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{Map, Value};
+use stevedore_shared::action::NewAction;
+use stevedore_shared::object::{parse_object_uri, Object, ObjectType};
+use stevedore_shared::state::ActionState;
+use uuid::Uuid;
+
+/// Longest object name accepted.
+const MAX_NAME_LEN: usize = 256;
+
+/// What an objects path names.
+struct ObjectPath {
+    ty: ObjectType,
+    namespace: Option<String>,
+    uuid: Option<Uuid>,
+    verb: Option<String>,
+}
+
+fn resolve(state: &ApiState, uri: &Uri) -> ApiResult<ObjectPath> {
+    let segs = segments(uri.path());
+    // ["api", subsystem, "v1", …]
+    let (sub, rest) = match segs.as_slice() {
+        ["api", sub, "v1", rest @ ..] => (*sub, rest),
+        _ => return Err(ApiError::NotFound(format!("no such resource: {}", uri.path()))),
+    };
+    let types = state.ops.types();
+    let (namespace, rest) = match rest {
+        [first, tail @ ..] if types.get(sub, first).is_some() => (None, {
+            let mut v = vec![*first];
+            v.extend_from_slice(tail);
+            v
+        }),
+        [ns, second, tail @ ..] if types.get(sub, second).is_some() => (Some(ns.to_string()), {
+            let mut v = vec![*second];
+            v.extend_from_slice(tail);
+            v
+        }),
+        _ => {
+            let known: Vec<&str> = types.all().iter().filter(|t| t.subsystem == sub).map(|t| t.name.as_str()).collect();
+            return Err(ApiError::NotFound(format!(
+                "unknown object type in {}; known types here: {}",
+                uri.path(),
+                known.join(", ")
+            )));
+        }
+    };
+    let ty = types
+        .get(sub, rest[0])
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound("unknown object type".into()))?;
+    let (uuid, verb) = match &rest[1..] {
+        [] => (None, None),
+        [id] => (Some(parse_uuid(id)?), None),
+        [id, verb] => (Some(parse_uuid(id)?), Some(verb.to_string())),
+        _ => return Err(ApiError::NotFound(format!("no such resource: {}", uri.path()))),
+    };
+    Ok(ObjectPath { ty, namespace, uuid, verb })
+}
+
+/// The namespace a request acts in: the path's (which the caller must belong
+/// to; otherwise it does not exist for them) or the caller's own.
+fn namespace_for(caller: &Caller, path_ns: Option<&str>) -> ApiResult<String> {
+    match path_ns {
+        None => Ok(caller.own_namespace().to_string()),
+        Some(ns) if caller.namespaces.iter().any(|n| n == ns) => Ok(ns.to_string()),
+        Some(ns) => Err(ApiError::NotFound(format!("namespace {ns} not found"))),
+    }
+}
+
+/// An object visible to the caller, of the path's type (and namespace, if given).
+async fn load_object(state: &ApiState, caller: &Caller, p: &ObjectPath, uuid: Uuid) -> ApiResult<Object> {
+    let ns = p.namespace.as_deref().map(|ns| namespace_for(caller, Some(ns))).transpose()?;
+    let obj = state.dispatcher.store().get_object(caller.scope(), uuid).await?;
+    match obj {
+        Some(o) if o.object_type == p.ty.name && ns.as_ref().is_none_or(|ns| *ns == o.namespace) => Ok(o),
+        _ => Err(ApiError::NotFound(format!("{} {uuid} not found", p.ty.name))),
+    }
+}
+
+/// The JSON of an object: its attributes, its parent links (`"stack": uri`),
+/// and the fields every object has.
+pub fn object_json(o: &Object) -> Value {
+    let mut m: Map<String, Value> = o.attributes.as_object().cloned().unwrap_or_default();
+    for p in &o.parents {
+        if let Some(parsed) = parse_object_uri(p) {
+            m.insert(parsed.object_type, Value::String(p.clone()));
+        }
+    }
+    m.insert("uuid".into(), Value::String(o.uuid.to_string()));
+    m.insert("resource_uri".into(), Value::String(o.resource_uri.clone()));
+    m.insert("name".into(), Value::String(o.name.clone()));
+    m.insert("state".into(), Value::String(o.state.clone()));
+    m.insert("parents".into(), Value::from(o.parents.clone()));
+    m.insert("created".into(), Value::String(stevedore_shared::dates::format(&o.created_at)));
+    m.insert(
+        "deleted".into(),
+        o.deleted_at.map(|d| Value::String(stevedore_shared::dates::format(&d))).unwrap_or(Value::Null),
+    );
+    Value::Object(m)
+}
+
+fn new_action(info: &RequestInfo, caller: &Caller, obj: &Object, action: String, verb: &str, body: String) -> NewAction {
+    NewAction {
+        uuid: Uuid::new_v4(),
+        namespace: obj.namespace.clone(),
+        action,
+        object: obj.resource_uri.clone(),
+        object_uuid: obj.uuid,
+        object_type: obj.object_type.clone(),
+        object_parents: obj.parents.clone(),
+        verb: verb.to_string(),
+        method: info.method.clone(),
+        path: info.path.clone(),
+        body,
+        ip: info.ip.clone(),
+        location: String::new(),
+        user: caller.user.clone(),
+        user_agent: info.user_agent.clone(),
+        is_user_action: true,
+        retry_of: None,
+        completed: None,
+    }
+}
+
+/// `GET` on an objects path.
+pub async fn get(State(state): State<ApiState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
+    let p = resolve(&state, &uri)?;
+    match (p.uuid, &p.verb) {
+        (Some(uuid), None) => Ok(Json(object_json(&load_object(&state, &caller, &p, uuid).await?)).into_response()),
+        (None, None) => Err(ApiError::NotFound(format!(
+            "listing {} objects is not available; fetch one by uuid",
+            p.ty.name
+        ))),
+        (_, Some(_)) => Err(ApiError::NotFound(format!("no such resource: {}", uri.path()))),
+    }
+}
+
+/// `POST` on an objects path: create, or run a verb.
+pub async fn post(
+    State(state): State<ApiState>,
+    caller: Caller,
+    info: RequestInfo,
+    uri: Uri,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let p = resolve(&state, &uri)?;
+    match (p.uuid, p.verb.clone()) {
+        (None, None) => create(state, caller, info, p, &body).await,
+        (Some(uuid), Some(verb)) => run_verb(state, caller, info, p, uuid, verb, &body).await,
+        (Some(_), None) => Err(ApiError::NotFound(format!(
+            "POST {} names no operation: use POST …/{}/<uuid>/<verb>/",
+            uri.path(),
+            p.ty.name
+        ))),
+        (None, Some(_)) => Err(ApiError::NotFound(format!("no such resource: {}", uri.path()))),
+    }
+}
+
+async fn create(state: ApiState, caller: Caller, info: RequestInfo, p: ObjectPath, body: &[u8]) -> ApiResult<Response> {
+    let (raw, mut attrs) = json_object_body(body)?;
+    let namespace = namespace_for(&caller, p.namespace.as_deref())?;
+    let name = match attrs.remove("name") {
+        None => String::new(),
+        Some(Value::String(s)) if s.len() <= MAX_NAME_LEN => s,
+        Some(Value::String(_)) => return Err(ApiError::BadRequest(format!("name is longer than {MAX_NAME_LEN} bytes"))),
+        Some(_) => return Err(ApiError::BadRequest("name must be a string".into())),
+    };
+    for reserved in ["uuid", "resource_uri", "state", "parents", "created", "deleted"] {
+        if attrs.contains_key(reserved) {
+            return Err(ApiError::BadRequest(format!("{reserved} is set by the server and cannot be given")));
+        }
+    }
+    let store = state.dispatcher.store();
+    let mut parents: Vec<String> = Vec::new();
+    for parent_type in &p.ty.parents {
+        let Some(v) = attrs.remove(parent_type) else { continue };
+        let Value::String(reference) = v else {
+            return Err(ApiError::BadRequest(format!("{parent_type} must be a resource URI or uuid string")));
+        };
+        let id = parse_object_uri(&reference)
+            .map(|u| u.uuid)
+            .or_else(|| Uuid::parse_str(&reference).ok())
+            .ok_or_else(|| ApiError::BadRequest(format!("{parent_type}: {reference:?} is not a resource URI or uuid")))?;
+        let parent = store
+            .get_object(caller.scope(), id)
+            .await?
+            .filter(|o| &o.object_type == parent_type && o.namespace == namespace && o.deleted_at.is_none())
+            .ok_or_else(|| ApiError::BadRequest(format!("{parent_type} {reference} not found in namespace {namespace}")))?;
+        for uri in std::iter::once(parent.resource_uri.clone()).chain(parent.parents.iter().cloned()) {
+            if !parents.contains(&uri) {
+                parents.push(uri);
+            }
+        }
+    }
+    let uuid = Uuid::new_v4();
+    let now = chrono::Utc::now();
+    let obj = Object {
+        uuid,
+        namespace: namespace.clone(),
+        object_type: p.ty.name.clone(),
+        resource_uri: p.ty.uri(&namespace, &uuid),
+        name,
+        state: "Created".into(),
+        parents,
+        attributes: Value::Object(attrs),
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    store.insert_object(&obj).await?;
+    let asynchronous = state.ops.get(&p.ty.name, "create").is_some();
+    let mut new = new_action(&info, &caller, &obj, format!("{} Create", p.ty.label), "create", raw);
+    if !asynchronous {
+        new.completed = Some(ActionState::Success);
+    }
+    let submitted = store.submit_action(new).await?;
+    state.dispatcher.after_submit(&submitted).await;
+    let status = if asynchronous { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+    Ok(with_action(status, &submitted.action, object_json(&obj)))
+}
+
+async fn run_verb(
+    state: ApiState,
+    caller: Caller,
+    info: RequestInfo,
+    p: ObjectPath,
+    uuid: Uuid,
+    verb: String,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let op = state.ops.get(&p.ty.name, &verb).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "{} has no operation {verb:?}; configured: {}",
+            p.ty.name,
+            state.ops.verbs(&p.ty.name).join(", ")
+        ))
+    })?;
+    let (raw, _) = json_object_body(body)?;
+    let obj = load_object(&state, &caller, &p, uuid).await?;
+    if obj.deleted_at.is_some() {
+        return Err(ApiError::Conflict(format!("{} {uuid} has been terminated", p.ty.name)));
+    }
+    let name = op.action.clone().unwrap_or_else(|| format!("{} {verb}", p.ty.label));
+    let submitted = state
+        .dispatcher
+        .store()
+        .submit_action(new_action(&info, &caller, &obj, name, &verb, raw))
+        .await?;
+    state.dispatcher.after_submit(&submitted).await;
+    Ok(with_action(StatusCode::ACCEPTED, &submitted.action, serde_json::to_value(submitted.action.to_wire())?))
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}

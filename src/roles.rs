@@ -1,0 +1,279 @@
+//! The subcommands: each wires the crates together for one role.
+
+use crate::settings::{self, CommonArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use stevedore_api::ApiState;
+use stevedore_shared::auth::{generate_api_key, hash_api_key, valid_name};
+use stevedore_shared::broker::amqp::AmqpBroker;
+use stevedore_shared::broker::memory::MemoryBroker;
+use stevedore_shared::broker::{BrokerNames, DynBroker};
+use stevedore_shared::config::{FileConfig, Operations};
+use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
+use stevedore_shared::shutdown::Shutdown;
+use stevedore_shared::store::{self, redact_url, DynStore};
+use stevedore_worker::Worker;
+
+/// `stevedore dev` options.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "STEVEDORE_LISTEN")]
+    listen: Option<String>,
+    /// Where the SQLite database lives.
+    #[arg(long, env = "STEVEDORE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Name of the bootstrap user.
+    #[arg(long, default_value = "admin")]
+    admin_user: String,
+}
+
+/// Options of the long-running production roles.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "STEVEDORE_LISTEN")]
+    listen: Option<String>,
+    /// RabbitMQ URL.
+    #[arg(long, env = "STEVEDORE_AMQP_URL")]
+    amqp_url: Option<String>,
+    /// Prefix of queue and exchange names.
+    #[arg(long, env = "STEVEDORE_BROKER_PREFIX")]
+    broker_prefix: Option<String>,
+    /// Take client IPs from X-Forwarded-For (only behind a proxy you trust).
+    #[arg(long, env = "STEVEDORE_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+}
+
+/// `stevedore worker` options.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// RabbitMQ URL.
+    #[arg(long, env = "STEVEDORE_AMQP_URL")]
+    amqp_url: Option<String>,
+    /// Prefix of queue and exchange names.
+    #[arg(long, env = "STEVEDORE_BROKER_PREFIX")]
+    broker_prefix: Option<String>,
+    /// Actions run at once (overrides [worker] concurrency).
+    #[arg(long, env = "STEVEDORE_WORKER_CONCURRENCY")]
+    concurrency: Option<usize>,
+}
+
+/// `stevedore user create` options.
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// User name (also their own namespace).
+    name: String,
+    /// Further namespaces (organisations) the user belongs to.
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Where the dev SQLite database lives (when no database URL is given).
+    #[arg(long, env = "STEVEDORE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+/// `stevedore apikey create` options.
+#[derive(Debug, Args)]
+pub struct ApikeyCreateArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The user the key is for.
+    name: String,
+    /// Where the dev SQLite database lives (when no database URL is given).
+    #[arg(long, env = "STEVEDORE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+async fn open_store(url: &str) -> Result<DynStore> {
+    let store = store::connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(url)))?;
+    Ok(store)
+}
+
+async fn open_amqp(url: Option<String>, prefix: Option<String>, file: &FileConfig) -> Result<DynBroker> {
+    let url = url
+        .or_else(|| file.amqp_url.clone())
+        .context("no RabbitMQ URL: set --amqp-url, STEVEDORE_AMQP_URL or amqp_url in the config file")?;
+    let prefix = prefix.or_else(|| file.broker_prefix.clone()).unwrap_or_else(|| "stevedore".into());
+    let broker = AmqpBroker::connect(&url, BrokerNames::new(prefix))
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+    let broker: DynBroker = Arc::new(broker);
+    broker.declare().await.context("declaring the RabbitMQ topology")?;
+    Ok(broker)
+}
+
+async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, format!("http://{addr}")))
+}
+
+fn print_exports(url: &str, user: &str, key: &str) {
+    println!("export STEVEDORE_URL={url}");
+    println!("export STEVEDORE_USER={user}");
+    println!("export STEVEDORE_APIKEY={key}");
+}
+
+/// `stevedore dev`.
+pub async fn dev(a: DevArgs) -> Result<()> {
+    a.common.init_logging();
+    let file = a.common.file()?;
+    let ops = Arc::new(settings::operations(&file, true)?);
+    let db_url = match a.common.database_url(&file) {
+        Some(u) => u,
+        None => settings::dev_database_url(&a.data_dir)?,
+    };
+    let store = open_store(&db_url).await?;
+    store.migrate().await.context("migrating the database")?;
+    let broker: DynBroker = Arc::new(MemoryBroker::new());
+    broker.declare().await?;
+    let dispatcher = Dispatcher::new(store.clone(), broker);
+    let user = &a.admin_user;
+    if store.get_user(user).await?.is_none() {
+        store.create_user(user, &[]).await?;
+    }
+    let key = generate_api_key();
+    store.add_api_key(user, &hash_api_key(&key)).await?;
+
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let listen = a.listen.or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let (listener, url) = bind(&listen).await?;
+    let worker = Worker::new(dispatcher.clone(), ops.clone(), file.worker.clone());
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
+    let app = stevedore_api::router(ApiState { dispatcher, ops, trust_forwarded_for: false });
+
+    println!("Stevedore dev server listening on {url}");
+    println!("  store: {} (SQLite), broker: in-process", redact_url(&db_url));
+    println!("  {} operations configured; stop with Ctrl-C", settings::operations(&file, true)?.all().len());
+    println!();
+    print_exports(&url, user, &key);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    stevedore_api::serve(listener, app, shutdown.clone()).await?;
+    shutdown.trigger();
+    let _ = relay.await;
+    let _ = worker.await;
+    Ok(())
+}
+
+fn require_db(common: &CommonArgs, file: &FileConfig) -> Result<String> {
+    common
+        .database_url(file)
+        .context("no database URL: set --database-url, STEVEDORE_DATABASE_URL or database_url in the config file")
+}
+
+/// `stevedore api`.
+pub async fn api(a: ServerArgs) -> Result<()> {
+    a.common.init_logging();
+    let file = a.common.file()?;
+    let ops = Arc::new(settings::operations(&file, false)?);
+    let store = open_store(&require_db(&a.common, &file)?).await?;
+    let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
+    let dispatcher = Dispatcher::new(store, broker);
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let listen = a.listen.or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let (listener, url) = bind(&listen).await?;
+    let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
+    let app = stevedore_api::router(ApiState {
+        dispatcher,
+        ops,
+        trust_forwarded_for: a.trust_forwarded_for,
+    });
+    println!("Stevedore API listening on {url}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(%url, "api started");
+    stevedore_api::serve(listener, app, shutdown.clone()).await?;
+    shutdown.trigger();
+    let _ = relay.await;
+    Ok(())
+}
+
+/// `stevedore worker`.
+pub async fn worker(a: WorkerArgs) -> Result<()> {
+    a.common.init_logging();
+    let file = a.common.file()?;
+    let ops: Arc<Operations> = Arc::new(settings::operations(&file, false)?);
+    if ops.all().is_empty() {
+        tracing::warn!("no operations configured: every job will fail; pass --config stevedore.toml");
+    }
+    let store = open_store(&require_db(&a.common, &file)?).await?;
+    let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
+    let mut settings = file.worker.clone();
+    if let Some(c) = a.concurrency {
+        settings.concurrency = c;
+    }
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    Worker::new(Dispatcher::new(store, broker), ops, settings).run(shutdown).await;
+    Ok(())
+}
+
+/// `stevedore migrate`.
+pub async fn migrate(a: CommonArgs) -> Result<()> {
+    a.init_logging();
+    let file = a.file()?;
+    let url = require_db(&a, &file)?;
+    open_store(&url).await?.migrate().await.context("migrating")?;
+    println!("migrations applied to {}", redact_url(&url));
+    Ok(())
+}
+
+async fn admin_store(common: &CommonArgs, data_dir: &std::path::Path) -> Result<DynStore> {
+    let file = common.file()?;
+    let url = match common.database_url(&file) {
+        Some(u) => u,
+        None => settings::dev_database_url(data_dir)?,
+    };
+    let store = open_store(&url).await?;
+    store.migrate().await.context("migrating")?;
+    Ok(store)
+}
+
+/// `stevedore user create`.
+pub async fn user_create(a: UserCreateArgs) -> Result<()> {
+    for n in std::iter::once(&a.name).chain(a.namespaces.iter()) {
+        if !valid_name(n) {
+            bail!("invalid name {n:?}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit");
+        }
+    }
+    let store = admin_store(&a.common, &a.data_dir).await?;
+    let user = store.create_user(&a.name, &a.namespaces).await?;
+    let key = generate_api_key();
+    store.add_api_key(&user.name, &hash_api_key(&key)).await?;
+    eprintln!("created user {} in namespaces {}", user.name, user.namespaces.join(", "));
+    let url = std::env::var("STEVEDORE_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
+    print_exports(&url, &user.name, &key);
+    Ok(())
+}
+
+/// `stevedore apikey create`.
+pub async fn apikey_create(a: ApikeyCreateArgs) -> Result<()> {
+    let store = admin_store(&a.common, &a.data_dir).await?;
+    if store.get_user(&a.name).await?.is_none() {
+        bail!("no user named {:?}; create it with `stevedore user create`", a.name);
+    }
+    let key = generate_api_key();
+    store.add_api_key(&a.name, &hash_api_key(&key)).await?;
+    let url = std::env::var("STEVEDORE_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
+    print_exports(&url, &a.name, &key);
+    Ok(())
+}

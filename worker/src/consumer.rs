@@ -1,0 +1,171 @@
+//! The worker role: consume jobs with bounded concurrency, listen for cancels,
+//! reap expired leases, and shut down gracefully.
+
+use crate::executor::Executor;
+use backon::BackoffBuilder;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use stevedore_shared::config::{Operations, WorkerSettings};
+use stevedore_shared::dispatch::Dispatcher;
+use stevedore_shared::messages::Control;
+use stevedore_shared::shutdown::Shutdown;
+use tokio::sync::Semaphore;
+
+/// How long running actions may take to finish after SIGTERM before they are
+/// stopped and left to their leases (a deployment's termination grace period
+/// is usually 30 s; stay inside it).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
+/// Expired leases handled per reaper pass.
+const REAP_BATCH: i64 = 200;
+
+/// A worker process's main loop.
+pub struct Worker {
+    dispatcher: Dispatcher,
+    ops: Arc<Operations>,
+    settings: WorkerSettings,
+    owner: String,
+    shutdown_deadline: Duration,
+}
+
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+impl Worker {
+    /// A worker; `owner` names it in leases (host:pid by default).
+    pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>, settings: WorkerSettings) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let owner = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8]);
+        Worker { dispatcher, ops, settings, owner, shutdown_deadline: SHUTDOWN_DEADLINE }
+    }
+
+    /// Overrides the shutdown deadline.
+    pub fn with_shutdown_deadline(mut self, d: Duration) -> Self {
+        self.shutdown_deadline = d;
+        self
+    }
+
+    /// Runs until `shutdown` fires, then drains.
+    pub async fn run(self, shutdown: Shutdown) {
+        let exec = Arc::new(Executor::new(
+            self.dispatcher.clone(),
+            self.ops.clone(),
+            self.settings.clone(),
+            self.owner.clone(),
+        ));
+        tracing::info!(owner = %self.owner, concurrency = self.settings.concurrency, "worker started");
+        let control = tokio::spawn(control_loop(self.dispatcher.clone(), exec.clone(), shutdown.clone()));
+        let reaper = tokio::spawn(reaper_loop(self.dispatcher.clone(), self.settings.clone(), shutdown.clone()));
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let prefetch = self.settings.concurrency.clamp(1, u16::MAX as usize) as u16;
+        let mut delays = reconnect_delays();
+        'outer: while !shutdown.is_triggered() {
+            let mut jobs = match self.dispatcher.broker().consume_jobs(prefetch).await {
+                Ok(s) => {
+                    delays = reconnect_delays();
+                    s
+                }
+                Err(e) => {
+                    let d = delays.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %e, retry_in = ?d, "cannot consume jobs");
+                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(d) => continue }
+                }
+            };
+            loop {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
+                };
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    n = jobs.next() => n,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        let exec = exec.clone();
+                        tokio::spawn(async move {
+                            exec.handle(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "job stream failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!("job stream ended; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+        // Graceful shutdown: no new jobs (the stream is dropped, so unacked
+        // prefetched jobs return to the queue); running ones get a deadline.
+        tracing::info!(running = exec.running_count(), "worker draining");
+        let total = self.settings.concurrency.max(1) as u32;
+        if tokio::time::timeout(self.shutdown_deadline, permits.acquire_many(total)).await.is_err() {
+            tracing::warn!(running = exec.running_count(), "shutdown deadline passed; stopping running actions");
+            exec.stop_all();
+            let _ = tokio::time::timeout(Duration::from_secs(5), permits.acquire_many(total)).await;
+        }
+        control.abort();
+        reaper.abort();
+        tracing::info!("worker stopped");
+    }
+}
+
+/// Cancels running actions when a cancel arrives on the control exchange.
+async fn control_loop(dispatcher: Dispatcher, exec: Arc<Executor>, shutdown: Shutdown) {
+    let mut delays = reconnect_delays();
+    while !shutdown.is_triggered() {
+        let mut msgs = match dispatcher.broker().subscribe_control().await {
+            Ok(s) => s,
+            Err(e) => {
+                let d = delays.next().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(error = %e, "cannot subscribe to control messages");
+                tokio::time::sleep(d).await;
+                continue;
+            }
+        };
+        while let Some(msg) = msgs.next().await {
+            match msg {
+                Ok(Control::Cancel { action }) => {
+                    if exec.cancel(action) {
+                        tracing::info!(%action, "cancel requested");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "control message error"),
+            }
+        }
+    }
+}
+
+/// Hands back (or fails) actions whose worker stopped heartbeating.
+async fn reaper_loop(dispatcher: Dispatcher, settings: WorkerSettings, shutdown: Shutdown) {
+    let period = (settings.lease / 2).max(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        match dispatcher.store().reap_expired_leases(settings.max_claims, REAP_BATCH).await {
+            Ok(reaped) => {
+                for s in &reaped.requeued {
+                    tracing::warn!(action = %s.action.uuid, "lease expired; re-queued");
+                    dispatcher.after_submit(s).await;
+                }
+                for t in &reaped.failed {
+                    tracing::warn!(action = %t.action.uuid, "lease expired too often; failed");
+                    dispatcher.after_transition(t).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
+        }
+    }
+}

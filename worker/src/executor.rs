@@ -1,0 +1,310 @@
+//! Running one job: claim → ack → run the handler (with heartbeat, log
+//! writer, timeout, automatic retries) → final state → publish.
+//!
+//! **Invariant:** a worker writes to an action only under its lease token; a
+//! worker that lost its lease (the reaper gave the action to someone else)
+//! stops its handler and writes nothing more.
+
+use crate::handlers::{self, HandlerContext, Outcome};
+use backon::BackoffBuilder;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stevedore_shared::action::Action;
+use stevedore_shared::broker::JobDelivery;
+use stevedore_shared::config::{Operation, Operations, WorkerSettings};
+use stevedore_shared::dispatch::Dispatcher;
+use stevedore_shared::logline::{NewLogLine, StreamType};
+use stevedore_shared::messages::Update;
+use stevedore_shared::state::ActionState;
+use stevedore_shared::store::{Claim, LeaseToken, Scope};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Log lines written to the store per batch at most.
+const LOG_BATCH_LINES: usize = 256;
+/// How long a log line may wait for its batch to fill before it is written.
+const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Pause before handing a job back when the database is unreachable, so a
+/// database outage does not turn into a hot redelivery loop.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why a running action's token was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Canceled,
+    Timeout,
+    LeaseLost,
+    Shutdown,
+}
+
+/// Runs jobs; shared by all the worker's tasks.
+pub struct Executor {
+    dispatcher: Dispatcher,
+    ops: Arc<Operations>,
+    settings: WorkerSettings,
+    owner: String,
+    running: Mutex<HashMap<Uuid, (CancellationToken, Arc<Mutex<Option<StopReason>>>)>>,
+}
+
+impl Executor {
+    /// An executor that claims as `owner`.
+    pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>, settings: WorkerSettings, owner: String) -> Self {
+        Executor { dispatcher, ops, settings, owner, running: Mutex::new(HashMap::new()) }
+    }
+
+    /// Asks a running action to stop because a user cancelled it. Returns
+    /// whether this worker was running it.
+    pub fn cancel(&self, action: Uuid) -> bool {
+        self.stop(action, StopReason::Canceled)
+    }
+
+    /// Stops every running action (shutdown deadline passed).
+    pub fn stop_all(&self) {
+        let ids: Vec<Uuid> = self.running.lock().map(|m| m.keys().copied().collect()).unwrap_or_default();
+        for id in ids {
+            self.stop(id, StopReason::Shutdown);
+        }
+    }
+
+    /// How many actions run now.
+    pub fn running_count(&self) -> usize {
+        self.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn stop(&self, action: Uuid, why: StopReason) -> bool {
+        let Ok(map) = self.running.lock() else { return false };
+        match map.get(&action) {
+            Some((token, reason)) => {
+                if let Ok(mut r) = reason.lock() {
+                    r.get_or_insert(why);
+                }
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Handles one delivery from the jobs queue.
+    pub async fn handle(self: &Arc<Self>, delivery: JobDelivery) {
+        let uuid = delivery.job.action;
+        let store = self.dispatcher.store();
+        let claim = match store.claim_action(uuid, &self.owner, self.settings.lease).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                // Finished, cancelled, or leased by a live worker (a duplicate
+                // delivery): nothing to do. The reaper covers a dead holder.
+                tracing::debug!(action = %uuid, "job not claimable; dropping the duplicate");
+                let _ = delivery.acker.ack().await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(action = %uuid, error = %e, "cannot claim; handing the job back");
+                tokio::time::sleep(REQUEUE_PAUSE).await;
+                let _ = delivery.acker.requeue().await;
+                return;
+            }
+        };
+        // The claim is durable: from here the lease, not the message, protects
+        // the action. A lost ack only causes a duplicate that cannot claim.
+        if let Err(e) = delivery.acker.ack().await {
+            tracing::debug!(action = %uuid, error = %e, "ack failed after claim");
+        }
+        self.run_claimed(claim).await;
+    }
+
+    async fn run_claimed(self: &Arc<Self>, claim: Claim) {
+        let Claim { action, token } = claim;
+        let uuid = action.uuid;
+        let span = tracing::info_span!("action", action = %uuid, op = %action.action);
+        let _enter = span.enter();
+        let cancel = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(uuid, (cancel.clone(), reason.clone()));
+        }
+        // A cancel requested before this worker registered the action.
+        if action.state == ActionState::Canceling {
+            self.stop(uuid, StopReason::Canceled);
+        }
+        let (log_tx, log_rx) = mpsc::channel(LOG_BATCH_LINES * 4);
+        let writer = tokio::spawn(log_writer(self.dispatcher.clone(), action.clone(), token, log_rx));
+        let heartbeat = tokio::spawn(heartbeat(self.clone(), uuid, token));
+
+        let outcome = match self.ops.get(&action.object_type, &action.verb).cloned() {
+            Some(op) => self.run_attempts(&action, op, cancel.clone(), log_tx.clone()).await,
+            None => Outcome::Failed(format!(
+                "no operation is configured for {} {}; check stevedore.toml",
+                action.object_type, action.verb
+            )),
+        };
+        heartbeat.abort();
+        if let Ok(mut m) = self.running.lock() {
+            m.remove(&uuid);
+        }
+        let why = reason.lock().ok().and_then(|r| *r);
+        let final_state = match (&outcome, why) {
+            (_, Some(StopReason::LeaseLost)) => None,
+            (Outcome::Canceled, Some(StopReason::Shutdown)) => None,
+            (Outcome::Canceled, Some(StopReason::Timeout)) => {
+                let limit = self.ops.get(&action.object_type, &action.verb).map(|o| o.timeout()).unwrap_or_default();
+                send_line(&log_tx, StreamType::System, format!("timed out after {}", humantime::format_duration(limit))).await;
+                Some(ActionState::Failed)
+            }
+            (Outcome::Canceled, _) => {
+                send_line(&log_tx, StreamType::System, "canceled").await;
+                Some(ActionState::Canceled)
+            }
+            (Outcome::Success, _) => Some(ActionState::Success),
+            (Outcome::Failed(msg) | Outcome::Temporary(msg), _) => {
+                send_line(&log_tx, StreamType::System, msg.clone()).await;
+                Some(ActionState::Failed)
+            }
+        };
+        drop(log_tx);
+        let _ = writer.await;
+        let Some(to) = final_state else {
+            tracing::info!(?why, "stopped without a final state; the lease decides who resumes it");
+            return;
+        };
+        match self.dispatcher.store().transition(Scope::All, uuid, to, Some(token)).await {
+            Ok(t) => {
+                tracing::info!(state = %t.action.state, "action finished");
+                self.dispatcher.after_transition(&t).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "final state not written (cancelled or lease lost meanwhile)"),
+        }
+    }
+
+    /// Runs the handler, retrying temporary failures with exponential backoff
+    /// and jitter up to the operation's `retries`, each attempt under the
+    /// operation's timeout.
+    async fn run_attempts(
+        self: &Arc<Self>,
+        action: &Action,
+        op: Operation,
+        cancel: CancellationToken,
+        log_tx: mpsc::Sender<NewLogLine>,
+    ) -> Outcome {
+        let handler = handlers::for_operation(&op);
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut attempt = 1u32;
+        loop {
+            let ctx = HandlerContext::new(action.clone(), op.clone(), cancel.child_token(), self.settings.kill_grace, log_tx.clone());
+            // The timeout cancels the token like a user cancel would, so the
+            // handler winds down the same way (exec: SIGTERM, grace, SIGKILL).
+            let timer = {
+                let me = self.clone();
+                let (id, limit) = (action.uuid, op.timeout());
+                tokio::spawn(async move {
+                    tokio::time::sleep(limit).await;
+                    me.stop(id, StopReason::Timeout);
+                })
+            };
+            let outcome = handler.run(&ctx).await;
+            timer.abort();
+            match outcome {
+                Outcome::Temporary(msg) if attempt <= op.retries && !cancel.is_cancelled() => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                    send_line(
+                        &log_tx,
+                        StreamType::System,
+                        format!("attempt {attempt} failed temporarily ({msg}); retrying in {:.1}s ({} of {} retries)", delay.as_secs_f64(), attempt, op.retries),
+                    )
+                    .await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = cancel.cancelled() => return Outcome::Canceled,
+                    }
+                    attempt += 1;
+                }
+                Outcome::Temporary(msg) if op.retries > 0 => {
+                    return Outcome::Failed(format!("{msg}; giving up after {} attempts", attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+async fn send_line(tx: &mpsc::Sender<NewLogLine>, stream: StreamType, line: impl Into<String>) {
+    let _ = tx.send(NewLogLine::now(stream, line)).await;
+}
+
+/// Renews the lease until aborted; on a lost lease, stops the handler.
+async fn heartbeat(exec: Arc<Executor>, uuid: Uuid, token: LeaseToken) {
+    let store = exec.dispatcher.store().clone();
+    loop {
+        tokio::time::sleep(exec.settings.heartbeat).await;
+        match store.heartbeat(uuid, token, exec.settings.lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(action = %uuid, "lease lost; stopping the handler");
+                exec.stop(uuid, StopReason::LeaseLost);
+                return;
+            }
+            // The database may come back before the lease runs out: keep trying.
+            Err(e) => tracing::warn!(action = %uuid, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Batches log lines into the store (fenced by the lease) and publishes them.
+async fn log_writer(dispatcher: Dispatcher, action: Action, token: LeaseToken, mut rx: mpsc::Receiver<NewLogLine>) {
+    let mut batch: Vec<NewLogLine> = Vec::with_capacity(LOG_BATCH_LINES);
+    loop {
+        let first = match rx.recv().await {
+            Some(l) => l,
+            None => return,
+        };
+        batch.push(first);
+        let deadline = tokio::time::sleep(LOG_FLUSH_INTERVAL);
+        tokio::pin!(deadline);
+        while batch.len() < LOG_BATCH_LINES {
+            tokio::select! {
+                l = rx.recv() => match l { Some(l) => batch.push(l), None => break },
+                _ = &mut deadline => break,
+            }
+        }
+        write_batch(&dispatcher, &action, token, &mut batch).await;
+    }
+}
+
+async fn write_batch(dispatcher: &Dispatcher, action: &Action, token: LeaseToken, batch: &mut Vec<NewLogLine>) {
+    let mut delays = backon::ExponentialBuilder::default().with_max_times(5).build();
+    loop {
+        match dispatcher.store().append_logs(action.uuid, Some(token), batch).await {
+            Ok(lines) => {
+                batch.clear();
+                let update = Update::Logs { namespace: action.namespace.clone(), lines };
+                if let Err(e) = dispatcher.broker().publish_update(&update).await {
+                    tracing::debug!(error = %e, "log update publish failed");
+                }
+                return;
+            }
+            Err(stevedore_shared::Error::Conflict(_)) => {
+                tracing::warn!(action = %action.uuid, "lease lost; dropping log lines");
+                batch.clear();
+                return;
+            }
+            Err(e) => match delays.next() {
+                Some(d) => {
+                    tracing::warn!(action = %action.uuid, error = %e, "log write failed; retrying");
+                    tokio::time::sleep(d).await;
+                }
+                None => {
+                    tracing::error!(action = %action.uuid, error = %e, lines = batch.len(), "log lines lost after retries");
+                    batch.clear();
+                    return;
+                }
+            },
+        }
+    }
+}
