@@ -1,1 +1,655 @@
-//! TODO
+//! The RabbitMQ backend of [`Broker`], built on lapin and deadpool-lapin.
+//!
+//! Connections come from two deadpool-lapin pools: one for publishing and one
+//! for consuming, so that RabbitMQ's flow control on publishers never stalls
+//! the acks of consumers. Publishing goes through pools of long-lived
+//! channels: one in confirm mode (jobs and control messages) and one without
+//! confirms (updates, best effort). Every consumer and subscriber gets a
+//! channel of its own; dropping its stream (and every acker handed out by it)
+//! closes that channel, so RabbitMQ requeues whatever it left unacknowledged.
+
+use super::{
+    Acker, Broker, BrokerNames, ControlStream, JobDelivery, JobStream, UpdateStream,
+    JOB_DELIVERY_LIMIT,
+};
+use crate::messages::{Control, JobMessage, Update};
+use crate::{Error, Result};
+use async_trait::async_trait;
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use futures::stream::{BoxStream, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
+use serde::de::DeserializeOwned;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tracing::warn;
+
+/// How long `connect` (and any later connection attempt) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Publisher confirms kept in flight by one `publish_jobs` call.
+const MAX_CONFIRMS_IN_FLIGHT: usize = 1024;
+/// Connections used for publishing.
+const PUBLISH_CONNECTIONS: usize = 2;
+/// Connections shared by consumers and subscribers.
+const CONSUME_CONNECTIONS: usize = 2;
+/// Publishing channels kept per pool.
+const PUBLISH_CHANNELS: usize = 16;
+
+const JSON: &str = "application/json";
+
+/// A [`Broker`] on RabbitMQ. See the module documentation for how connections
+/// and channels are used.
+pub struct AmqpBroker {
+    names: BrokerNames,
+    publish_connections: deadpool_lapin::Pool,
+    consume_connections: deadpool_lapin::Pool,
+    confirm_channels: managed::Pool<ChannelManager>,
+    plain_channels: managed::Pool<ChannelManager>,
+}
+
+impl std::fmt::Debug for AmqpBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpBroker")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpBroker {
+    /// Connects to RabbitMQ at `url` (`amqp://user:password@host:port/vhost`)
+    /// and uses the topology named by `names`.
+    ///
+    /// One connection is opened at once, so an unreachable broker or wrong
+    /// credentials fail here, with an error naming the URL without its
+    /// password. Further connections are opened on demand and replaced when
+    /// they break.
+    pub async fn connect(url: &str, names: BrokerNames) -> Result<Self> {
+        let shown = redact_url(url);
+        let publish_connections = connection_pool(url, "publish", PUBLISH_CONNECTIONS)?;
+        let consume_connections = connection_pool(url, "consume", CONSUME_CONNECTIONS)?;
+        let conn = publish_connections
+            .get()
+            .await
+            .map_err(|e| Error::Broker(format!("cannot connect to RabbitMQ at {shown}: {e}")))?;
+        drop(conn);
+        let confirm_channels = channel_pool(&publish_connections, true)?;
+        let plain_channels = channel_pool(&publish_connections, false)?;
+        Ok(AmqpBroker {
+            names,
+            publish_connections,
+            consume_connections,
+            confirm_channels,
+            plain_channels,
+        })
+    }
+
+    /// The names this broker uses.
+    pub fn names(&self) -> &BrokerNames {
+        &self.names
+    }
+
+    /// How many messages wait in the dead-letter queue.
+    pub async fn dead_letter_depth(&self) -> Result<u32> {
+        self.queue_depth(&self.names.dead_letter_queue()).await
+    }
+
+    /// How many jobs wait in the jobs queue, ready for delivery (unacknowledged
+    /// deliveries are not counted).
+    pub async fn jobs_depth(&self) -> Result<u32> {
+        self.queue_depth(&self.names.jobs_queue()).await
+    }
+
+    /// Deletes the queues and exchanges of this prefix, with their messages.
+    /// Missing ones are not an error. Meant for tests and decommissioning.
+    pub async fn delete_topology(&self) -> Result<()> {
+        let mut first_error = None;
+        let mut channel = self.scratch_channel().await?;
+        for queue in [self.names.jobs_queue(), self.names.dead_letter_queue()] {
+            if !channel.status().connected() {
+                channel = self.scratch_channel().await?;
+            }
+            if let Err(e) = channel
+                .queue_delete(&queue, QueueDeleteOptions::default())
+                .await
+            {
+                warn!(queue = %queue, error = %e, "cannot delete queue");
+                first_error.get_or_insert(Error::from(e));
+            }
+        }
+        for exchange in [
+            self.names.dead_letter_exchange(),
+            self.names.updates_exchange(),
+            self.names.control_exchange(),
+        ] {
+            if !channel.status().connected() {
+                channel = self.scratch_channel().await?;
+            }
+            if let Err(e) = channel
+                .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+                .await
+            {
+                warn!(exchange = %exchange, error = %e, "cannot delete exchange");
+                first_error.get_or_insert(Error::from(e));
+            }
+        }
+        close_quietly(channel).await;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<u32> {
+        let channel = self.scratch_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        close_quietly(channel).await;
+        Ok(declared.message_count())
+    }
+
+    /// A fresh channel for one-off operations whose failure closes the channel
+    /// (passive declares, deletes).
+    async fn scratch_channel(&self) -> Result<Channel> {
+        let conn = self.publish_connections.get().await.map_err(pool_error)?;
+        Ok(conn.create_channel().await?)
+    }
+
+    /// A fresh channel on a consuming connection, for one consumer.
+    async fn consumer_channel(&self) -> Result<Channel> {
+        let conn = self.consume_connections.get().await.map_err(pool_error)?;
+        Ok(conn.create_channel().await?)
+    }
+
+    /// Subscribes to `exchange` through an exclusive, auto-deleted,
+    /// server-named queue bound with `binding_key`, without acks.
+    async fn subscribe<T>(
+        &self,
+        exchange: String,
+        binding_key: &str,
+    ) -> Result<BoxStream<'static, Result<T>>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let channel = self.consumer_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let queue = queue.name().as_str().to_string();
+        channel
+            .queue_bind(
+                &queue,
+                &exchange,
+                binding_key,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                &queue,
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let stream = futures::stream::unfold(
+            Some((consumer, channel, exchange)),
+            |state| async move {
+                let (mut consumer, channel, exchange) = state?;
+                loop {
+                    match consumer.next().await {
+                        None => return None,
+                        Some(Err(e)) => return Some((Err(Error::from(e)), None)),
+                        Some(Ok(delivery)) => match serde_json::from_slice::<T>(&delivery.data) {
+                            Ok(message) => {
+                                return Some((Ok(message), Some((consumer, channel, exchange))))
+                            }
+                            Err(e) => warn!(
+                                exchange = %exchange,
+                                error = %e,
+                                "skipping undecodable message"
+                            ),
+                        },
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
+    }
+}
+
+#[async_trait]
+impl Broker for AmqpBroker {
+    async fn declare(&self) -> Result<()> {
+        let channel = self.scratch_channel().await?;
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let dlx = self.names.dead_letter_exchange();
+        let dead = self.names.dead_letter_queue();
+        channel
+            .exchange_declare(
+                &dlx,
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(&dead, durable_queue, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                &dead,
+                &dlx,
+                "",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+        let mut jobs_args = FieldTable::default();
+        jobs_args.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+        jobs_args.insert(
+            ShortString::from("x-delivery-limit"),
+            AMQPValue::LongLongInt(i64::from(JOB_DELIVERY_LIMIT)),
+        );
+        jobs_args.insert(
+            ShortString::from("x-dead-letter-exchange"),
+            AMQPValue::LongString(LongString::from(dlx.as_str())),
+        );
+        channel
+            .queue_declare(&self.names.jobs_queue(), durable_queue, jobs_args)
+            .await?;
+
+        channel
+            .exchange_declare(
+                &self.names.updates_exchange(),
+                ExchangeKind::Topic,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                &self.names.control_exchange(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        close_quietly(channel).await;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let channel = self.scratch_channel().await?;
+        close_quietly(channel).await;
+        Ok(())
+    }
+
+    async fn publish_jobs(&self, jobs: &[JobMessage]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let channel = self.confirm_channels.get().await.map_err(pool_error)?;
+        let queue = self.names.jobs_queue();
+        let outcome = publish_confirmed(&channel, jobs, &queue).await;
+        if outcome.is_err() {
+            // The channel may be broken or still owe confirms: never reuse it.
+            let _ = managed::Object::take(channel);
+        }
+        outcome
+    }
+
+    async fn consume_jobs(&self, prefetch: u16) -> Result<JobStream> {
+        let channel = self.consumer_channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                &self.names.jobs_queue(),
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let stream = futures::stream::unfold(Some((consumer, channel)), |state| async move {
+            let (mut consumer, channel) = state?;
+            loop {
+                match consumer.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
+                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data)
+                    {
+                        Ok(job) => {
+                            let item = JobDelivery {
+                                job,
+                                redelivered: delivery.redelivered,
+                                acker: Box::new(AmqpAcker {
+                                    acker: delivery.acker,
+                                    _channel: channel.clone(),
+                                }),
+                            };
+                            return Some((Ok(item), Some((consumer, channel))));
+                        }
+                        Err(e) => {
+                            warn!(
+                                error = %e,
+                                bytes = delivery.data.len(),
+                                "rejecting undecodable job message to the dead-letter queue"
+                            );
+                            if let Err(e) = delivery
+                                .acker
+                                .reject(BasicRejectOptions { requeue: false })
+                                .await
+                            {
+                                warn!(error = %e, "cannot reject undecodable job message");
+                            }
+                        }
+                    },
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn publish_update(&self, update: &Update) -> Result<()> {
+        let payload = serde_json::to_vec(update)?;
+        let channel = self.plain_channels.get().await.map_err(pool_error)?;
+        let properties = BasicProperties::default()
+            .with_content_type(ShortString::from(JSON))
+            .with_delivery_mode(1);
+        let sent = channel
+            .basic_publish(
+                &self.names.updates_exchange(),
+                &update.routing_key(),
+                BasicPublishOptions::default(),
+                &payload,
+                properties,
+            )
+            .await;
+        match sent {
+            // Not in confirm mode: this resolves at once; awaiting it keeps
+            // lapin from storing it for a later `wait_for_confirms`.
+            Ok(confirm) => {
+                let _ = confirm.await;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = managed::Object::take(channel);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn subscribe_updates(&self) -> Result<UpdateStream> {
+        self.subscribe(self.names.updates_exchange(), "#").await
+    }
+
+    async fn publish_control(&self, msg: &Control) -> Result<()> {
+        let payload = serde_json::to_vec(msg)?;
+        let channel = self.confirm_channels.get().await.map_err(pool_error)?;
+        let properties = BasicProperties::default()
+            .with_content_type(ShortString::from(JSON))
+            .with_delivery_mode(1);
+        let outcome = async {
+            let confirm = channel
+                .basic_publish(
+                    &self.names.control_exchange(),
+                    "",
+                    BasicPublishOptions::default(),
+                    &payload,
+                    properties,
+                )
+                .await?;
+            match confirm.await? {
+                Confirmation::Ack(_) => Ok(()),
+                Confirmation::Nack(_) => Err(Error::Broker(
+                    "RabbitMQ refused (nacked) a control message".to_string(),
+                )),
+                Confirmation::NotRequested => Err(not_confirming()),
+            }
+        }
+        .await;
+        if outcome.is_err() {
+            let _ = managed::Object::take(channel);
+        }
+        outcome
+    }
+
+    async fn subscribe_control(&self) -> Result<ControlStream> {
+        self.subscribe(self.names.control_exchange(), "").await
+    }
+}
+
+/// Publishes `jobs` to `queue` with at most [`MAX_CONFIRMS_IN_FLIGHT`]
+/// confirms outstanding, then awaits every confirm. Jobs that were nacked or
+/// returned as unroutable make the whole call fail (after all confirms are in).
+async fn publish_confirmed(channel: &Channel, jobs: &[JobMessage], queue: &str) -> Result<()> {
+    let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
+    let mut failed = ConfirmFailures::default();
+    for job in jobs {
+        let payload = serde_json::to_vec(job)?;
+        let properties = BasicProperties::default()
+            .with_content_type(ShortString::from(JSON))
+            .with_delivery_mode(2)
+            .with_message_id(ShortString::from(job.action.to_string()));
+        let confirm = channel
+            .basic_publish(
+                "",
+                queue,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &payload,
+                properties,
+            )
+            .await?;
+        pending.push_back(confirm);
+        if pending.len() >= MAX_CONFIRMS_IN_FLIGHT {
+            if let Some(oldest) = pending.pop_front() {
+                failed.record(oldest.await?)?;
+            }
+        }
+    }
+    for confirm in pending {
+        failed.record(confirm.await?)?;
+    }
+    failed.into_result(jobs.len(), queue)
+}
+
+/// Counts the publishes RabbitMQ did not take.
+#[derive(Default)]
+struct ConfirmFailures {
+    nacked: usize,
+    unroutable: usize,
+}
+
+impl ConfirmFailures {
+    fn record(&mut self, confirmation: Confirmation) -> Result<()> {
+        match confirmation {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(_)) => self.unroutable += 1,
+            Confirmation::Nack(_) => self.nacked += 1,
+            Confirmation::NotRequested => return Err(not_confirming()),
+        }
+        Ok(())
+    }
+
+    fn into_result(self, total: usize, queue: &str) -> Result<()> {
+        if self.nacked == 0 && self.unroutable == 0 {
+            return Ok(());
+        }
+        Err(Error::Broker(format!(
+            "{} of {total} jobs not accepted by RabbitMQ ({} nacked, {} unroutable; is queue {queue} declared?)",
+            self.nacked + self.unroutable,
+            self.nacked,
+            self.unroutable,
+        )))
+    }
+}
+
+fn not_confirming() -> Error {
+    Error::Broker("publishing channel is not in confirm mode".to_string())
+}
+
+/// Settles one delivery. It keeps the consumer's channel open, so a delivery
+/// can still be settled after its stream was dropped (graceful shutdown).
+struct AmqpAcker {
+    acker: lapin::acker::Acker,
+    _channel: Channel,
+}
+
+#[async_trait]
+impl Acker for AmqpAcker {
+    async fn ack(&self) -> Result<()> {
+        Ok(self.acker.ack(BasicAckOptions::default()).await?)
+    }
+
+    async fn requeue(&self) -> Result<()> {
+        Ok(self
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?)
+    }
+
+    async fn reject(&self) -> Result<()> {
+        Ok(self
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await?)
+    }
+}
+
+/// Creates and recycles publishing channels on pooled connections.
+struct ChannelManager {
+    connections: deadpool_lapin::Pool,
+    confirm: bool,
+}
+
+impl managed::Manager for ChannelManager {
+    type Type = Channel;
+    type Error = Error;
+
+    async fn create(&self) -> Result<Channel> {
+        let conn = self.connections.get().await.map_err(pool_error)?;
+        let channel = conn.create_channel().await?;
+        if self.confirm {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+        }
+        Ok(channel)
+    }
+
+    async fn recycle(&self, channel: &mut Channel, _: &Metrics) -> RecycleResult<Error> {
+        if channel.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("channel is closed"))
+        }
+    }
+}
+
+fn connection_pool(url: &str, role: &str, size: usize) -> Result<deadpool_lapin::Pool> {
+    let config = deadpool_lapin::Config {
+        url: Some(url.to_string()),
+        pool: None,
+        connection_properties: ConnectionProperties::default()
+            .with_connection_name(LongString::from(format!("stevedore-{role}"))),
+    };
+    config
+        .builder(Some(deadpool_lapin::Runtime::Tokio1))
+        .max_size(size)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| Error::Config(format!("RabbitMQ connection pool: {e}")))
+}
+
+fn channel_pool(
+    connections: &deadpool_lapin::Pool,
+    confirm: bool,
+) -> Result<managed::Pool<ChannelManager>> {
+    managed::Pool::builder(ChannelManager {
+        connections: connections.clone(),
+        confirm,
+    })
+    .max_size(PUBLISH_CHANNELS)
+    .runtime(deadpool::Runtime::Tokio1)
+    .create_timeout(Some(CONNECT_TIMEOUT))
+    .build()
+    .map_err(|e| Error::Config(format!("RabbitMQ channel pool: {e}")))
+}
+
+fn pool_error<E: std::fmt::Display>(e: managed::PoolError<E>) -> Error {
+    Error::Broker(format!("RabbitMQ unavailable: {e}"))
+}
+
+async fn close_quietly(channel: Channel) {
+    if channel.status().connected() {
+        let _ = channel.close(200, "OK").await;
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &authority[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
