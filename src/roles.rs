@@ -105,12 +105,17 @@ async fn open_amqp(url: Option<String>, prefix: Option<String>, file: &FileConfi
     let url = url
         .or_else(|| file.amqp_url.clone())
         .context("no RabbitMQ URL: set --amqp-url, STEVEDORE_AMQP_URL or amqp_url in the config file")?;
-    let prefix = prefix.or_else(|| file.broker_prefix.clone()).unwrap_or_else(|| "stevedore".into());
+    let prefix = prefix
+        .or_else(|| file.broker_prefix.clone())
+        .unwrap_or_else(|| "stevedore".into());
     let broker = AmqpBroker::connect(&url, BrokerNames::new(prefix))
         .await
         .with_context(|| format!("connecting to {}", redact_url(&url)))?;
     let broker: DynBroker = Arc::new(broker);
-    broker.declare().await.context("declaring the RabbitMQ topology")?;
+    broker
+        .declare()
+        .await
+        .context("declaring the RabbitMQ topology")?;
     Ok(broker)
 }
 
@@ -151,16 +156,26 @@ pub async fn dev(a: DevArgs) -> Result<()> {
 
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let listen = a.listen.or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen = a
+        .listen
+        .or(file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
     let worker = Worker::new(dispatcher.clone(), ops.clone(), file.worker.clone());
     let worker = tokio::spawn(worker.run(shutdown.clone()));
     let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
-    let app = stevedore_api::router(ApiState { dispatcher, ops, trust_forwarded_for: false });
+    let app = stevedore_api::router(ApiState {
+        dispatcher,
+        ops,
+        trust_forwarded_for: false,
+    });
 
     println!("Stevedore dev server listening on {url}");
     println!("  store: {} (SQLite), broker: in-process", redact_url(&db_url));
-    println!("  {} operations configured; stop with Ctrl-C", settings::operations(&file, true)?.all().len());
+    println!(
+        "  {} operations configured; stop with Ctrl-C",
+        settings::operations(&file, true)?.all().len()
+    );
     println!();
     print_exports(&url, user, &key);
     use std::io::Write;
@@ -174,9 +189,9 @@ pub async fn dev(a: DevArgs) -> Result<()> {
 }
 
 fn require_db(common: &CommonArgs, file: &FileConfig) -> Result<String> {
-    common
-        .database_url(file)
-        .context("no database URL: set --database-url, STEVEDORE_DATABASE_URL or database_url in the config file")
+    common.database_url(file).context(
+        "no database URL: set --database-url, STEVEDORE_DATABASE_URL or database_url in the config file",
+    )
 }
 
 /// `stevedore api`.
@@ -189,7 +204,10 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     let dispatcher = Dispatcher::new(store, broker);
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let listen = a.listen.or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen = a
+        .listen
+        .or(file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
     let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
     let app = stevedore_api::router(ApiState {
@@ -223,7 +241,9 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
     }
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    Worker::new(Dispatcher::new(store, broker), ops, settings).run(shutdown).await;
+    Worker::new(Dispatcher::new(store, broker), ops, settings)
+        .run(shutdown)
+        .await;
     Ok(())
 }
 
@@ -259,7 +279,11 @@ pub async fn user_create(a: UserCreateArgs) -> Result<()> {
     let user = store.create_user(&a.name, &a.namespaces).await?;
     let key = generate_api_key();
     store.add_api_key(&user.name, &hash_api_key(&key)).await?;
-    eprintln!("created user {} in namespaces {}", user.name, user.namespaces.join(", "));
+    eprintln!(
+        "created user {} in namespaces {}",
+        user.name,
+        user.namespaces.join(", ")
+    );
     let url = std::env::var("STEVEDORE_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
     print_exports(&url, &user.name, &key);
     Ok(())
@@ -269,7 +293,10 @@ pub async fn user_create(a: UserCreateArgs) -> Result<()> {
 pub async fn apikey_create(a: ApikeyCreateArgs) -> Result<()> {
     let store = admin_store(&a.common, &a.data_dir).await?;
     if store.get_user(&a.name).await?.is_none() {
-        bail!("no user named {:?}; create it with `stevedore user create`", a.name);
+        bail!(
+            "no user named {:?}; create it with `stevedore user create`",
+            a.name
+        );
     }
     let key = generate_api_key();
     store.add_api_key(&a.name, &hash_api_key(&key)).await?;

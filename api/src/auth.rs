@@ -36,10 +36,11 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("authentication required: send Authorization: Basic base64(user:apikey)".into()))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "authentication required: send Authorization: Basic base64(user:apikey)".into(),
+            )
+        })?;
         let value = header
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
@@ -47,7 +48,10 @@ impl FromRequestParts<ApiState> for Caller {
         let found = state.dispatcher.store().credentials(&creds.user).await?;
         match found {
             Some((user, digests)) if verify_api_key(&creds.key, &digests) && !user.namespaces.is_empty() => {
-                Ok(Caller { user: user.name, namespaces: user.namespaces })
+                Ok(Caller {
+                    user: user.name,
+                    namespaces: user.namespaces,
+                })
             }
             _ => {
                 tracing::info!(user = %creds.user, "authentication failed");

@@ -74,8 +74,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"stevedore\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"stevedore\""),
+            );
         }
         resp
     }
@@ -114,7 +116,9 @@ pub async fn json_errors(resp: Response) -> Response {
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };
     let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }

@@ -47,7 +47,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/auth/", get(routes::probes::auth_probe))
         .route("/api/audit/v1/{*rest}", get(routes::actions::get))
         .route("/api/v1/{*rest}", get(routes::actions::get));
-    let mut subsystems: Vec<String> = state.ops.types().all().iter().map(|t| t.subsystem.clone()).collect();
+    let mut subsystems: Vec<String> = state
+        .ops
+        .types()
+        .all()
+        .iter()
+        .map(|t| t.subsystem.clone())
+        .collect();
     subsystems.sort();
     subsystems.dedup();
     for sub in subsystems {
@@ -69,8 +75,15 @@ async fn not_found(method: Method, uri: Uri) -> error::ApiError {
 
 /// Serves `router` on `listener` until `shutdown` fires, then finishes the
 /// requests in flight.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

@@ -4,8 +4,8 @@
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
 use std::net::SocketAddr;
 
 /// Where a request came from and what it asked.
@@ -61,15 +61,22 @@ impl FromRequestParts<ApiState> for RequestInfo {
             ip: forwarded.unwrap_or(peer),
             user_agent,
             method: parts.method.to_string(),
-            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
         })
     }
 }
 
 /// Parses a request body that must be empty or a JSON object. Returns the raw
 /// text (stored on the action as sent) and the parsed object.
-pub fn json_object_body(bytes: &[u8]) -> Result<(String, serde_json::Map<String, serde_json::Value>), ApiError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))?;
+pub fn json_object_body(
+    bytes: &[u8],
+) -> Result<(String, serde_json::Map<String, serde_json::Value>), ApiError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))?;
     if text.trim().is_empty() {
         return Ok((String::new(), serde_json::Map::new()));
     }

@@ -187,9 +187,7 @@ mod tests {
             uuid,
             namespace: "user_namespace".into(),
             action: "Cluster Create".into(),
-            object:
-                "/api/infra/v1/user_namespace/nodecluster/eea638f4-b77a-4183-b241-22dbd7866f22/"
-                    .into(),
+            object: "/api/infra/v1/user_namespace/nodecluster/eea638f4-b77a-4183-b241-22dbd7866f22/".into(),
             object_uuid: Uuid::new_v4(),
             object_type: "nodecluster".into(),
             verb: "create".into(),

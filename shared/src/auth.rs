@@ -55,9 +55,7 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
     /// Not `Basic …` or `ApiKey …`.
-    #[error(
-        "unsupported Authorization scheme: use 'Basic base64(user:apikey)' or 'ApiKey user:apikey'"
-    )]
+    #[error("unsupported Authorization scheme: use 'Basic base64(user:apikey)' or 'ApiKey user:apikey'")]
     Scheme,
     /// The value is not `user:key`.
     #[error("malformed credentials: expected user:apikey")]
@@ -94,10 +92,7 @@ pub fn parse_authorization(value: &str) -> Result<Credentials, CredentialsError>
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
@@ -124,14 +119,8 @@ mod tests {
         assert_eq!((c.user.as_str(), c.key.as_str()), ("alice", "s3cret"));
         let c = parse_authorization("ApiKey alice:s3cret").unwrap();
         assert_eq!(c.user, "alice");
-        assert_eq!(
-            parse_authorization("Bearer x"),
-            Err(CredentialsError::Scheme)
-        );
-        assert_eq!(
-            parse_authorization("Basic !!!"),
-            Err(CredentialsError::Malformed)
-        );
+        assert_eq!(parse_authorization("Bearer x"), Err(CredentialsError::Scheme));
+        assert_eq!(parse_authorization("Basic !!!"), Err(CredentialsError::Malformed));
         assert_eq!(
             parse_authorization("ApiKey alice"),
             Err(CredentialsError::Malformed)

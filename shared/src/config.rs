@@ -137,10 +137,21 @@ impl Operations {
         let mut resolved: Vec<Operation> = Vec::with_capacity(ops.len());
         for mut op in ops {
             let ty = types.by_name(&op.object).ok_or_else(|| {
-                Error::Config(format!("operation {}/{}: unknown object type {:?}", op.object, op.verb, op.object))
+                Error::Config(format!(
+                    "operation {}/{}: unknown object type {:?}",
+                    op.object, op.verb, op.object
+                ))
             })?;
-            if op.verb.is_empty() || !op.verb.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(Error::Config(format!("operation {}: invalid verb {:?}", op.object, op.verb)));
+            if op.verb.is_empty()
+                || !op
+                    .verb
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::Config(format!(
+                    "operation {}: invalid verb {:?}",
+                    op.object, op.verb
+                )));
             }
             if op.exec.is_some() && op.handler.is_some() {
                 return Err(Error::Config(format!(
@@ -150,7 +161,10 @@ impl Operations {
             }
             if let Some(argv) = &op.exec {
                 if argv.is_empty() {
-                    return Err(Error::Config(format!("operation {}/{}: exec is empty", op.object, op.verb)));
+                    return Err(Error::Config(format!(
+                        "operation {}/{}: exec is empty",
+                        op.object, op.verb
+                    )));
                 }
             }
             if let Some(h) = &op.handler {
@@ -163,8 +177,14 @@ impl Operations {
                     )));
                 }
             }
-            if resolved.iter().any(|o| o.object == op.object && o.verb == op.verb) {
-                return Err(Error::Config(format!("operation {}/{} is declared twice", op.object, op.verb)));
+            if resolved
+                .iter()
+                .any(|o| o.object == op.object && o.verb == op.verb)
+            {
+                return Err(Error::Config(format!(
+                    "operation {}/{} is declared twice",
+                    op.object, op.verb
+                )));
             }
             if op.action.is_none() {
                 op.action = Some(format!("{} {}", ty.label, title_case(&op.verb)));
@@ -181,7 +201,9 @@ impl Operations {
 
     /// The operation for (type, verb).
     pub fn get(&self, object_type: &str, verb: &str) -> Option<&Operation> {
-        self.ops.iter().find(|o| o.object == object_type && o.verb == verb)
+        self.ops
+            .iter()
+            .find(|o| o.object == object_type && o.verb == verb)
     }
 
     /// Every operation.
@@ -191,7 +213,11 @@ impl Operations {
 
     /// The verbs configured for a type, for error messages.
     pub fn verbs(&self, object_type: &str) -> Vec<&str> {
-        self.ops.iter().filter(|o| o.object == object_type).map(|o| o.verb.as_str()).collect()
+        self.ops
+            .iter()
+            .filter(|o| o.object == object_type)
+            .map(|o| o.verb.as_str())
+            .collect()
     }
 }
 
@@ -244,22 +270,38 @@ mod tests {
         for ty in ["stack", "service", "container", "nodecluster", "node"] {
             assert!(!ops.verbs(ty).is_empty(), "no demo operation for {ty}");
         }
-        assert_eq!(ops.get("service", "start").unwrap().action.as_deref(), Some("Service Start"));
+        assert_eq!(
+            ops.get("service", "start").unwrap().action.as_deref(),
+            Some("Service Start")
+        );
     }
 
     #[test]
     fn bad_operations_are_refused_with_a_reason() {
         for (text, want) in [
-            ("[[operation]]\nobject='planet'\nverb='spin'", "unknown object type"),
-            ("[[operation]]\nobject='service'\nverb='x'\nexec=[]", "exec is empty"),
-            ("[[operation]]\nobject='service'\nverb='x'\nhandler='nope'", "unknown handler"),
+            (
+                "[[operation]]\nobject='planet'\nverb='spin'",
+                "unknown object type",
+            ),
+            (
+                "[[operation]]\nobject='service'\nverb='x'\nexec=[]",
+                "exec is empty",
+            ),
+            (
+                "[[operation]]\nobject='service'\nverb='x'\nhandler='nope'",
+                "unknown handler",
+            ),
             ("[[operation]]\nobject='service'\nverb='a b'", "invalid verb"),
             (
                 "[[operation]]\nobject='service'\nverb='x'\n[[operation]]\nobject='service'\nverb='x'",
                 "declared twice",
             ),
         ] {
-            let err = FileConfig::parse(text).unwrap().operations().unwrap_err().to_string();
+            let err = FileConfig::parse(text)
+                .unwrap()
+                .operations()
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err}");
         }
         assert!(FileConfig::parse("bogus_key = 1").is_err());

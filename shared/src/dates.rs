@@ -26,11 +26,7 @@ pub fn parse_filter(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.with_timezone(&Utc));
     }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-    ] {
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(Utc.from_utc_datetime(&naive));
         }
@@ -85,8 +81,7 @@ pub mod wire {
     /// Accepts the wire format (or any format [`super::parse_filter`] takes).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        super::parse_filter(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid date {s:?}")))
+        super::parse_filter(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid date {s:?}")))
     }
 }
 

@@ -125,7 +125,9 @@ impl OutboxRelay {
         let unsent = store.unsent_outbox(self.min_age, RELAY_BATCH).await?;
         let rows: Vec<(i64, Uuid)> = unsent.iter().map(|e| (e.id, e.action_uuid)).collect();
         self.dispatcher.dispatch(&rows).await?;
-        let stale = store.redispatch_unclaimed(self.redispatch_after, RELAY_BATCH).await?;
+        let stale = store
+            .redispatch_unclaimed(self.redispatch_after, RELAY_BATCH)
+            .await?;
         if !stale.is_empty() {
             tracing::warn!(count = stale.len(), "re-publishing actions no worker claimed");
             let jobs: Vec<JobMessage> = stale.iter().map(|a| JobMessage { action: *a }).collect();

@@ -53,10 +53,7 @@ impl ObjectType {
 
     /// The object's resource URI.
     pub fn uri(&self, namespace: &str, uuid: &Uuid) -> String {
-        format!(
-            "/api/{}/v1/{}/{}/{}/",
-            self.subsystem, namespace, self.name, uuid
-        )
+        format!("/api/{}/v1/{}/{}/{}/", self.subsystem, namespace, self.name, uuid)
     }
 
     /// The URI of this type's list endpoint in a namespace.
@@ -189,10 +186,7 @@ mod tests {
         assert_eq!(p.object_type, "service");
         assert_eq!(p.uuid, u);
         let p = parse_object_uri(&format!("http://h:1/api/infra/v1/node/{u}")).unwrap();
-        assert_eq!(
-            (p.subsystem.as_str(), p.namespace, p.uuid),
-            ("infra", None, u)
-        );
+        assert_eq!((p.subsystem.as_str(), p.namespace, p.uuid), ("infra", None, u));
         assert!(parse_object_uri("/api/app/v1/service/not-a-uuid/").is_none());
         assert!(parse_object_uri("/etc/passwd").is_none());
     }

@@ -129,7 +129,9 @@ impl fmt::Display for ActionState {
 
 /// The error for a state name that is not one of the six.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown action state {0:?}: expected one of Pending, In progress, Canceling, Canceled, Success, Failed")]
+#[error(
+    "unknown action state {0:?}: expected one of Pending, In progress, Canceling, Canceled, Success, Failed"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for ActionState {
@@ -165,10 +167,7 @@ mod tests {
     fn final_states_have_no_way_out() {
         for from in [Canceled, Success, Failed] {
             for to in ActionState::ALL {
-                assert!(
-                    ActionState::check_transition(from, to).is_err(),
-                    "{from} -> {to}"
-                );
+                assert!(ActionState::check_transition(from, to).is_err(), "{from} -> {to}");
             }
         }
     }

@@ -41,8 +41,18 @@ impl Worker {
     /// A worker; `owner` names it in leases (host:pid by default).
     pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>, settings: WorkerSettings) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-        let owner = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8]);
-        Worker { dispatcher, ops, settings, owner, shutdown_deadline: SHUTDOWN_DEADLINE }
+        let owner = format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().to_string()[..8]
+        );
+        Worker {
+            dispatcher,
+            ops,
+            settings,
+            owner,
+            shutdown_deadline: SHUTDOWN_DEADLINE,
+        }
     }
 
     /// Overrides the shutdown deadline.
@@ -60,8 +70,16 @@ impl Worker {
             self.owner.clone(),
         ));
         tracing::info!(owner = %self.owner, concurrency = self.settings.concurrency, "worker started");
-        let control = tokio::spawn(control_loop(self.dispatcher.clone(), exec.clone(), shutdown.clone()));
-        let reaper = tokio::spawn(reaper_loop(self.dispatcher.clone(), self.settings.clone(), shutdown.clone()));
+        let control = tokio::spawn(control_loop(
+            self.dispatcher.clone(),
+            exec.clone(),
+            shutdown.clone(),
+        ));
+        let reaper = tokio::spawn(reaper_loop(
+            self.dispatcher.clone(),
+            self.settings.clone(),
+            shutdown.clone(),
+        ));
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let prefetch = self.settings.concurrency.clamp(1, u16::MAX as usize) as u16;
         let mut delays = reconnect_delays();
@@ -109,8 +127,14 @@ impl Worker {
         // prefetched jobs return to the queue); running ones get a deadline.
         tracing::info!(running = exec.running_count(), "worker draining");
         let total = self.settings.concurrency.max(1) as u32;
-        if tokio::time::timeout(self.shutdown_deadline, permits.acquire_many(total)).await.is_err() {
-            tracing::warn!(running = exec.running_count(), "shutdown deadline passed; stopping running actions");
+        if tokio::time::timeout(self.shutdown_deadline, permits.acquire_many(total))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = exec.running_count(),
+                "shutdown deadline passed; stopping running actions"
+            );
             exec.stop_all();
             let _ = tokio::time::timeout(Duration::from_secs(5), permits.acquire_many(total)).await;
         }
@@ -154,7 +178,11 @@ async fn reaper_loop(dispatcher: Dispatcher, settings: WorkerSettings, shutdown:
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        match dispatcher.store().reap_expired_leases(settings.max_claims, REAP_BATCH).await {
+        match dispatcher
+            .store()
+            .reap_expired_leases(settings.max_claims, REAP_BATCH)
+            .await
+        {
             Ok(reaped) => {
                 for s in &reaped.requeued {
                     tracing::warn!(action = %s.action.uuid, "lease expired; re-queued");

@@ -50,8 +50,19 @@ pub struct Executor {
 
 impl Executor {
     /// An executor that claims as `owner`.
-    pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>, settings: WorkerSettings, owner: String) -> Self {
-        Executor { dispatcher, ops, settings, owner, running: Mutex::new(HashMap::new()) }
+    pub fn new(
+        dispatcher: Dispatcher,
+        ops: Arc<Operations>,
+        settings: WorkerSettings,
+        owner: String,
+    ) -> Self {
+        Executor {
+            dispatcher,
+            ops,
+            settings,
+            owner,
+            running: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Asks a running action to stop because a user cancelled it. Returns
@@ -62,7 +73,11 @@ impl Executor {
 
     /// Stops every running action (shutdown deadline passed).
     pub fn stop_all(&self) {
-        let ids: Vec<Uuid> = self.running.lock().map(|m| m.keys().copied().collect()).unwrap_or_default();
+        let ids: Vec<Uuid> = self
+            .running
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
         for id in ids {
             self.stop(id, StopReason::Shutdown);
         }
@@ -74,7 +89,9 @@ impl Executor {
     }
 
     fn stop(&self, action: Uuid, why: StopReason) -> bool {
-        let Ok(map) = self.running.lock() else { return false };
+        let Ok(map) = self.running.lock() else {
+            return false;
+        };
         match map.get(&action) {
             Some((token, reason)) => {
                 if let Ok(mut r) = reason.lock() {
@@ -134,7 +151,10 @@ impl Executor {
         let heartbeat = tokio::spawn(heartbeat(self.clone(), uuid, token));
 
         let outcome = match self.ops.get(&action.object_type, &action.verb).cloned() {
-            Some(op) => self.run_attempts(&action, op, cancel.clone(), log_tx.clone()).await,
+            Some(op) => {
+                self.run_attempts(&action, op, cancel.clone(), log_tx.clone())
+                    .await
+            }
             None => Outcome::Failed(format!(
                 "no operation is configured for {} {}; check stevedore.toml",
                 action.object_type, action.verb
@@ -149,8 +169,17 @@ impl Executor {
             (_, Some(StopReason::LeaseLost)) => None,
             (Outcome::Canceled, Some(StopReason::Shutdown)) => None,
             (Outcome::Canceled, Some(StopReason::Timeout)) => {
-                let limit = self.ops.get(&action.object_type, &action.verb).map(|o| o.timeout()).unwrap_or_default();
-                send_line(&log_tx, StreamType::System, format!("timed out after {}", humantime::format_duration(limit))).await;
+                let limit = self
+                    .ops
+                    .get(&action.object_type, &action.verb)
+                    .map(|o| o.timeout())
+                    .unwrap_or_default();
+                send_line(
+                    &log_tx,
+                    StreamType::System,
+                    format!("timed out after {}", humantime::format_duration(limit)),
+                )
+                .await;
                 Some(ActionState::Failed)
             }
             (Outcome::Canceled, _) => {
@@ -166,15 +195,25 @@ impl Executor {
         drop(log_tx);
         let _ = writer.await;
         let Some(to) = final_state else {
-            tracing::info!(?why, "stopped without a final state; the lease decides who resumes it");
+            tracing::info!(
+                ?why,
+                "stopped without a final state; the lease decides who resumes it"
+            );
             return;
         };
-        match self.dispatcher.store().transition(Scope::All, uuid, to, Some(token)).await {
+        match self
+            .dispatcher
+            .store()
+            .transition(Scope::All, uuid, to, Some(token))
+            .await
+        {
             Ok(t) => {
                 tracing::info!(state = %t.action.state, "action finished");
                 self.dispatcher.after_transition(&t).await;
             }
-            Err(e) => tracing::warn!(error = %e, "final state not written (cancelled or lease lost meanwhile)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "final state not written (cancelled or lease lost meanwhile)")
+            }
         }
     }
 
@@ -197,7 +236,13 @@ impl Executor {
             .build();
         let mut attempt = 1u32;
         loop {
-            let ctx = HandlerContext::new(action.clone(), op.clone(), cancel.child_token(), self.settings.kill_grace, log_tx.clone());
+            let ctx = HandlerContext::new(
+                action.clone(),
+                op.clone(),
+                cancel.child_token(),
+                self.settings.kill_grace,
+                log_tx.clone(),
+            );
             // The timeout cancels the token like a user cancel would, so the
             // handler winds down the same way (exec: SIGTERM, grace, SIGKILL).
             let timer = {
@@ -257,7 +302,12 @@ async fn heartbeat(exec: Arc<Executor>, uuid: Uuid, token: LeaseToken) {
 }
 
 /// Batches log lines into the store (fenced by the lease) and publishes them.
-async fn log_writer(dispatcher: Dispatcher, action: Action, token: LeaseToken, mut rx: mpsc::Receiver<NewLogLine>) {
+async fn log_writer(
+    dispatcher: Dispatcher,
+    action: Action,
+    token: LeaseToken,
+    mut rx: mpsc::Receiver<NewLogLine>,
+) {
     let mut batch: Vec<NewLogLine> = Vec::with_capacity(LOG_BATCH_LINES);
     loop {
         let first = match rx.recv().await {
@@ -277,13 +327,25 @@ async fn log_writer(dispatcher: Dispatcher, action: Action, token: LeaseToken, m
     }
 }
 
-async fn write_batch(dispatcher: &Dispatcher, action: &Action, token: LeaseToken, batch: &mut Vec<NewLogLine>) {
+async fn write_batch(
+    dispatcher: &Dispatcher,
+    action: &Action,
+    token: LeaseToken,
+    batch: &mut Vec<NewLogLine>,
+) {
     let mut delays = backon::ExponentialBuilder::default().with_max_times(5).build();
     loop {
-        match dispatcher.store().append_logs(action.uuid, Some(token), batch).await {
+        match dispatcher
+            .store()
+            .append_logs(action.uuid, Some(token), batch)
+            .await
+        {
             Ok(lines) => {
                 batch.clear();
-                let update = Update::Logs { namespace: action.namespace.clone(), lines };
+                let update = Update::Logs {
+                    namespace: action.namespace.clone(),
+                    lines,
+                };
                 if let Err(e) = dispatcher.broker().publish_update(&update).await {
                     tracing::debug!(error = %e, "log update publish failed");
                 }

@@ -32,7 +32,11 @@ fn parse(rest: &str) -> ApiResult<AuditPath> {
 }
 
 /// `GET /api/audit/v1/…` and `GET /api/v1/…`.
-pub async fn get(State(state): State<ApiState>, caller: Caller, Path(rest): Path<String>) -> ApiResult<Response> {
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(rest): Path<String>,
+) -> ApiResult<Response> {
     match parse(&rest)? {
         AuditPath::Auth => Ok(super::probes::auth_probe(caller).await.into_response()),
         AuditPath::Action(uuid) => {

@@ -34,7 +34,9 @@ pub fn segments(rest: &str) -> Vec<&str> {
 /// Parses a uuid path segment; only canonical hyphenated uuids are accepted.
 pub fn parse_uuid(s: &str) -> Result<uuid::Uuid, crate::error::ApiError> {
     if s.len() != 36 {
-        return Err(crate::error::ApiError::BadRequest(format!("malformed uuid {s:?}")));
+        return Err(crate::error::ApiError::BadRequest(format!(
+            "malformed uuid {s:?}"
+        )));
     }
     uuid::Uuid::parse_str(s).map_err(|_| crate::error::ApiError::BadRequest(format!("malformed uuid {s:?}")))
 }

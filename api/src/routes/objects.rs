@@ -54,7 +54,12 @@ fn resolve(state: &ApiState, uri: &Uri) -> ApiResult<ObjectPath> {
             v
         }),
         _ => {
-            let known: Vec<&str> = types.all().iter().filter(|t| t.subsystem == sub).map(|t| t.name.as_str()).collect();
+            let known: Vec<&str> = types
+                .all()
+                .iter()
+                .filter(|t| t.subsystem == sub)
+                .map(|t| t.name.as_str())
+                .collect();
             return Err(ApiError::NotFound(format!(
                 "unknown object type in {}; known types here: {}",
                 uri.path(),
@@ -72,7 +77,12 @@ fn resolve(state: &ApiState, uri: &Uri) -> ApiResult<ObjectPath> {
         [id, verb] => (Some(parse_uuid(id)?), Some(verb.to_string())),
         _ => return Err(ApiError::NotFound(format!("no such resource: {}", uri.path()))),
     };
-    Ok(ObjectPath { ty, namespace, uuid, verb })
+    Ok(ObjectPath {
+        ty,
+        namespace,
+        uuid,
+        verb,
+    })
 }
 
 /// The namespace a request acts in: the path's (which the caller must belong
@@ -87,7 +97,11 @@ fn namespace_for(caller: &Caller, path_ns: Option<&str>) -> ApiResult<String> {
 
 /// An object visible to the caller, of the path's type (and namespace, if given).
 async fn load_object(state: &ApiState, caller: &Caller, p: &ObjectPath, uuid: Uuid) -> ApiResult<Object> {
-    let ns = p.namespace.as_deref().map(|ns| namespace_for(caller, Some(ns))).transpose()?;
+    let ns = p
+        .namespace
+        .as_deref()
+        .map(|ns| namespace_for(caller, Some(ns)))
+        .transpose()?;
     let obj = state.dispatcher.store().get_object(caller.scope(), uuid).await?;
     match obj {
         Some(o) if o.object_type == p.ty.name && ns.as_ref().is_none_or(|ns| *ns == o.namespace) => Ok(o),
@@ -109,15 +123,27 @@ pub fn object_json(o: &Object) -> Value {
     m.insert("name".into(), Value::String(o.name.clone()));
     m.insert("state".into(), Value::String(o.state.clone()));
     m.insert("parents".into(), Value::from(o.parents.clone()));
-    m.insert("created".into(), Value::String(stevedore_shared::dates::format(&o.created_at)));
+    m.insert(
+        "created".into(),
+        Value::String(stevedore_shared::dates::format(&o.created_at)),
+    );
     m.insert(
         "deleted".into(),
-        o.deleted_at.map(|d| Value::String(stevedore_shared::dates::format(&d))).unwrap_or(Value::Null),
+        o.deleted_at
+            .map(|d| Value::String(stevedore_shared::dates::format(&d)))
+            .unwrap_or(Value::Null),
     );
     Value::Object(m)
 }
 
-fn new_action(info: &RequestInfo, caller: &Caller, obj: &Object, action: String, verb: &str, body: String) -> NewAction {
+fn new_action(
+    info: &RequestInfo,
+    caller: &Caller,
+    obj: &Object,
+    action: String,
+    verb: &str,
+    body: String,
+) -> NewAction {
     NewAction {
         uuid: Uuid::new_v4(),
         namespace: obj.namespace.clone(),
@@ -144,7 +170,9 @@ fn new_action(info: &RequestInfo, caller: &Caller, obj: &Object, action: String,
 pub async fn get(State(state): State<ApiState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
     let p = resolve(&state, &uri)?;
     match (p.uuid, &p.verb) {
-        (Some(uuid), None) => Ok(Json(object_json(&load_object(&state, &caller, &p, uuid).await?)).into_response()),
+        (Some(uuid), None) => {
+            Ok(Json(object_json(&load_object(&state, &caller, &p, uuid).await?)).into_response())
+        }
         (None, None) => Err(ApiError::NotFound(format!(
             "listing {} objects is not available; fetch one by uuid",
             p.ty.name
@@ -174,36 +202,60 @@ pub async fn post(
     }
 }
 
-async fn create(state: ApiState, caller: Caller, info: RequestInfo, p: ObjectPath, body: &[u8]) -> ApiResult<Response> {
+async fn create(
+    state: ApiState,
+    caller: Caller,
+    info: RequestInfo,
+    p: ObjectPath,
+    body: &[u8],
+) -> ApiResult<Response> {
     let (raw, mut attrs) = json_object_body(body)?;
     let namespace = namespace_for(&caller, p.namespace.as_deref())?;
     let name = match attrs.remove("name") {
         None => String::new(),
         Some(Value::String(s)) if s.len() <= MAX_NAME_LEN => s,
-        Some(Value::String(_)) => return Err(ApiError::BadRequest(format!("name is longer than {MAX_NAME_LEN} bytes"))),
+        Some(Value::String(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "name is longer than {MAX_NAME_LEN} bytes"
+            )))
+        }
         Some(_) => return Err(ApiError::BadRequest("name must be a string".into())),
     };
     for reserved in ["uuid", "resource_uri", "state", "parents", "created", "deleted"] {
         if attrs.contains_key(reserved) {
-            return Err(ApiError::BadRequest(format!("{reserved} is set by the server and cannot be given")));
+            return Err(ApiError::BadRequest(format!(
+                "{reserved} is set by the server and cannot be given"
+            )));
         }
     }
     let store = state.dispatcher.store();
     let mut parents: Vec<String> = Vec::new();
     for parent_type in &p.ty.parents {
-        let Some(v) = attrs.remove(parent_type) else { continue };
+        let Some(v) = attrs.remove(parent_type) else {
+            continue;
+        };
         let Value::String(reference) = v else {
-            return Err(ApiError::BadRequest(format!("{parent_type} must be a resource URI or uuid string")));
+            return Err(ApiError::BadRequest(format!(
+                "{parent_type} must be a resource URI or uuid string"
+            )));
         };
         let id = parse_object_uri(&reference)
             .map(|u| u.uuid)
             .or_else(|| Uuid::parse_str(&reference).ok())
-            .ok_or_else(|| ApiError::BadRequest(format!("{parent_type}: {reference:?} is not a resource URI or uuid")))?;
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{parent_type}: {reference:?} is not a resource URI or uuid"
+                ))
+            })?;
         let parent = store
             .get_object(caller.scope(), id)
             .await?
             .filter(|o| &o.object_type == parent_type && o.namespace == namespace && o.deleted_at.is_none())
-            .ok_or_else(|| ApiError::BadRequest(format!("{parent_type} {reference} not found in namespace {namespace}")))?;
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{parent_type} {reference} not found in namespace {namespace}"
+                ))
+            })?;
         for uri in std::iter::once(parent.resource_uri.clone()).chain(parent.parents.iter().cloned()) {
             if !parents.contains(&uri) {
                 parents.push(uri);
@@ -227,13 +279,24 @@ async fn create(state: ApiState, caller: Caller, info: RequestInfo, p: ObjectPat
     };
     store.insert_object(&obj).await?;
     let asynchronous = state.ops.get(&p.ty.name, "create").is_some();
-    let mut new = new_action(&info, &caller, &obj, format!("{} Create", p.ty.label), "create", raw);
+    let mut new = new_action(
+        &info,
+        &caller,
+        &obj,
+        format!("{} Create", p.ty.label),
+        "create",
+        raw,
+    );
     if !asynchronous {
         new.completed = Some(ActionState::Success);
     }
     let submitted = store.submit_action(new).await?;
     state.dispatcher.after_submit(&submitted).await;
-    let status = if asynchronous { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+    let status = if asynchronous {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
     Ok(with_action(status, &submitted.action, object_json(&obj)))
 }
 
@@ -256,16 +319,26 @@ async fn run_verb(
     let (raw, _) = json_object_body(body)?;
     let obj = load_object(&state, &caller, &p, uuid).await?;
     if obj.deleted_at.is_some() {
-        return Err(ApiError::Conflict(format!("{} {uuid} has been terminated", p.ty.name)));
+        return Err(ApiError::Conflict(format!(
+            "{} {uuid} has been terminated",
+            p.ty.name
+        )));
     }
-    let name = op.action.clone().unwrap_or_else(|| format!("{} {verb}", p.ty.label));
+    let name = op
+        .action
+        .clone()
+        .unwrap_or_else(|| format!("{} {verb}", p.ty.label));
     let submitted = state
         .dispatcher
         .store()
         .submit_action(new_action(&info, &caller, &obj, name, &verb, raw))
         .await?;
     state.dispatcher.after_submit(&submitted).await;
-    Ok(with_action(StatusCode::ACCEPTED, &submitted.action, serde_json::to_value(submitted.action.to_wire())?))
+    Ok(with_action(
+        StatusCode::ACCEPTED,
+        &submitted.action,
+        serde_json::to_value(submitted.action.to_wire())?,
+    ))
 }
 
 impl From<serde_json::Error> for ApiError {

@@ -19,12 +19,19 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let db = state.dispatcher.store().ping().await;
     let broker = state.dispatcher.broker().ping().await;
-    let status = if db.is_ok() && broker.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db.is_ok() && broker.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let show = |r: &stevedore_shared::Result<()>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
-    (status, Json(json!({ "database": show(&db), "broker": show(&broker) })))
+    (
+        status,
+        Json(json!({ "database": show(&db), "broker": show(&broker) })),
+    )
 }
 
 /// `GET /auth/` and friends: 200 with who you are, 401 otherwise. The tutum

@@ -9,8 +9,7 @@
 //! closes that channel, so RabbitMQ requeues whatever it left unacknowledged.
 
 use super::{
-    Acker, Broker, BrokerNames, ControlStream, JobDelivery, JobStream, UpdateStream,
-    JOB_DELIVERY_LIMIT,
+    Acker, Broker, BrokerNames, ControlStream, JobDelivery, JobStream, UpdateStream, JOB_DELIVERY_LIMIT,
 };
 use crate::messages::{Control, JobMessage, Update};
 use crate::{Error, Result};
@@ -114,10 +113,7 @@ impl AmqpBroker {
             if !channel.status().connected() {
                 channel = self.scratch_channel().await?;
             }
-            if let Err(e) = channel
-                .queue_delete(&queue, QueueDeleteOptions::default())
-                .await
-            {
+            if let Err(e) = channel.queue_delete(&queue, QueueDeleteOptions::default()).await {
                 warn!(queue = %queue, error = %e, "cannot delete queue");
                 first_error.get_or_insert(Error::from(e));
             }
@@ -176,11 +172,7 @@ impl AmqpBroker {
 
     /// Subscribes to `exchange` through an exclusive, auto-deleted,
     /// server-named queue bound with `binding_key`, without acks.
-    async fn subscribe<T>(
-        &self,
-        exchange: String,
-        binding_key: &str,
-    ) -> Result<BoxStream<'static, Result<T>>>
+    async fn subscribe<T>(&self, exchange: String, binding_key: &str) -> Result<BoxStream<'static, Result<T>>>
     where
         T: DeserializeOwned + Send + 'static,
     {
@@ -218,28 +210,23 @@ impl AmqpBroker {
                 FieldTable::default(),
             )
             .await?;
-        let stream = futures::stream::unfold(
-            Some((consumer, channel, exchange)),
-            |state| async move {
-                let (mut consumer, channel, exchange) = state?;
-                loop {
-                    match consumer.next().await {
-                        None => return None,
-                        Some(Err(e)) => return Some((Err(Error::from(e)), None)),
-                        Some(Ok(delivery)) => match serde_json::from_slice::<T>(&delivery.data) {
-                            Ok(message) => {
-                                return Some((Ok(message), Some((consumer, channel, exchange))))
-                            }
-                            Err(e) => warn!(
-                                exchange = %exchange,
-                                error = %e,
-                                "skipping undecodable message"
-                            ),
-                        },
-                    }
+        let stream = futures::stream::unfold(Some((consumer, channel, exchange)), |state| async move {
+            let (mut consumer, channel, exchange) = state?;
+            loop {
+                match consumer.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
+                    Some(Ok(delivery)) => match serde_json::from_slice::<T>(&delivery.data) {
+                        Ok(message) => return Some((Ok(message), Some((consumer, channel, exchange)))),
+                        Err(e) => warn!(
+                            exchange = %exchange,
+                            error = %e,
+                            "skipping undecodable message"
+                        ),
+                    },
                 }
-            },
-        );
+            }
+        });
         Ok(stream.boxed())
     }
 }
@@ -338,9 +325,7 @@ impl Broker for AmqpBroker {
 
     async fn consume_jobs(&self, prefetch: u16) -> Result<JobStream> {
         let channel = self.consumer_channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let consumer = channel
             .basic_consume(
                 &self.names.jobs_queue(),
@@ -355,8 +340,7 @@ impl Broker for AmqpBroker {
                 match consumer.next().await {
                     None => return None,
                     Some(Err(e)) => return Some((Err(Error::from(e)), None)),
-                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data)
-                    {
+                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data) {
                         Ok(job) => {
                             let item = JobDelivery {
                                 job,
@@ -374,10 +358,7 @@ impl Broker for AmqpBroker {
                                 bytes = delivery.data.len(),
                                 "rejecting undecodable job message to the dead-letter queue"
                             );
-                            if let Err(e) = delivery
-                                .acker
-                                .reject(BasicRejectOptions { requeue: false })
-                                .await
+                            if let Err(e) = delivery.acker.reject(BasicRejectOptions { requeue: false }).await
                             {
                                 warn!(error = %e, "cannot reject undecodable job message");
                             }
@@ -554,10 +535,7 @@ impl Acker for AmqpAcker {
     }
 
     async fn reject(&self) -> Result<()> {
-        Ok(self
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await?)
+        Ok(self.acker.reject(BasicRejectOptions { requeue: false }).await?)
     }
 }
 
@@ -575,9 +553,7 @@ impl managed::Manager for ChannelManager {
         let conn = self.connections.get().await.map_err(pool_error)?;
         let channel = conn.create_channel().await?;
         if self.confirm {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
         }
         Ok(channel)
     }
@@ -607,10 +583,7 @@ fn connection_pool(url: &str, role: &str, size: usize) -> Result<deadpool_lapin:
         .map_err(|e| Error::Config(format!("RabbitMQ connection pool: {e}")))
 }
 
-fn channel_pool(
-    connections: &deadpool_lapin::Pool,
-    confirm: bool,
-) -> Result<managed::Pool<ChannelManager>> {
+fn channel_pool(connections: &deadpool_lapin::Pool, confirm: bool) -> Result<managed::Pool<ChannelManager>> {
     managed::Pool::builder(ChannelManager {
         connections: connections.clone(),
         confirm,
@@ -642,12 +615,7 @@ pub fn redact_url(url: &str) -> String {
     let authority = &rest[..authority_end];
     match authority.rfind('@') {
         Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:***{}",
-                &url[..scheme_end],
-                &authority[..colon],
-                &rest[at..]
-            ),
+            Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &authority[..colon], &rest[at..]),
             None => url.to_string(),
         },
         None => url.to_string(),

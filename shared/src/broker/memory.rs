@@ -15,9 +15,7 @@
 //!
 //! Nothing is persisted: everything is gone when the last clone is dropped.
 
-use super::{
-    Acker, Broker, ControlStream, JobDelivery, JobStream, UpdateStream, JOB_DELIVERY_LIMIT,
-};
+use super::{Acker, Broker, ControlStream, JobDelivery, JobStream, UpdateStream, JOB_DELIVERY_LIMIT};
 use crate::messages::{Control, JobMessage, Update};
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -186,10 +184,7 @@ struct MemoryAcker {
 
 impl MemoryAcker {
     fn take(&self) -> Option<Outstanding> {
-        self.outstanding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.outstanding.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn settle(&self, how: Settle) -> Result<()> {
@@ -266,10 +261,7 @@ impl Broker for MemoryBroker {
                 redelivered: queued.deliveries > 1,
                 acker: Box::new(MemoryAcker {
                     inner: inner.clone(),
-                    outstanding: Mutex::new(Some(Outstanding {
-                        queued,
-                        _slot: slot,
-                    })),
+                    outstanding: Mutex::new(Some(Outstanding { queued, _slot: slot })),
                 }),
             };
             Some((Ok(delivery), (inner, slots)))

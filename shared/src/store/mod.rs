@@ -165,8 +165,7 @@ pub trait Store: Send + Sync + 'static {
     /// Claims an In progress action for `owner` with a lease of `lease`, when it
     /// has no lease or its lease has expired. Increments `claims`. `None` when
     /// the action is missing, not In progress, or leased by someone else.
-    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration)
-        -> Result<Option<Claim>>;
+    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>>;
 
     /// Extends a lease; `false` when the token no longer holds the action.
     async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<bool>;

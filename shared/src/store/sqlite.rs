@@ -31,28 +31,16 @@ impl super::Store for SqliteStore {
     async fn insert_object(&self, _: &crate::object::Object) -> Result<()> {
         todo!()
     }
-    async fn get_object(
-        &self,
-        _: super::Scope<'_>,
-        _: uuid::Uuid,
-    ) -> Result<Option<crate::object::Object>> {
+    async fn get_object(&self, _: super::Scope<'_>, _: uuid::Uuid) -> Result<Option<crate::object::Object>> {
         todo!()
     }
     async fn submit_action(&self, _: crate::action::NewAction) -> Result<super::Submitted> {
         todo!()
     }
-    async fn get_action(
-        &self,
-        _: super::Scope<'_>,
-        _: uuid::Uuid,
-    ) -> Result<Option<crate::action::Action>> {
+    async fn get_action(&self, _: super::Scope<'_>, _: uuid::Uuid) -> Result<Option<crate::action::Action>> {
         todo!()
     }
-    async fn unsent_outbox(
-        &self,
-        _: std::time::Duration,
-        _: i64,
-    ) -> Result<Vec<super::OutboxEntry>> {
+    async fn unsent_outbox(&self, _: std::time::Duration, _: i64) -> Result<Vec<super::OutboxEntry>> {
         todo!()
     }
     async fn mark_outbox_sent(&self, _: &[i64]) -> Result<()> {
@@ -66,12 +54,7 @@ impl super::Store for SqliteStore {
     ) -> Result<Option<super::Claim>> {
         todo!()
     }
-    async fn heartbeat(
-        &self,
-        _: uuid::Uuid,
-        _: super::LeaseToken,
-        _: std::time::Duration,
-    ) -> Result<bool> {
+    async fn heartbeat(&self, _: uuid::Uuid, _: super::LeaseToken, _: std::time::Duration) -> Result<bool> {
         todo!()
     }
     async fn append_logs(
@@ -97,19 +80,10 @@ impl super::Store for SqliteStore {
     async fn reap_expired_leases(&self, _: i32, _: i64) -> Result<super::Reaped> {
         todo!()
     }
-    async fn redispatch_unclaimed(
-        &self,
-        _: std::time::Duration,
-        _: i64,
-    ) -> Result<Vec<uuid::Uuid>> {
+    async fn redispatch_unclaimed(&self, _: std::time::Duration, _: i64) -> Result<Vec<uuid::Uuid>> {
         todo!()
     }
-    async fn events_after(
-        &self,
-        _: super::Scope<'_>,
-        _: i64,
-        _: i64,
-    ) -> Result<Vec<crate::event::Event>> {
+    async fn events_after(&self, _: super::Scope<'_>, _: i64, _: i64) -> Result<Vec<crate::event::Event>> {
         todo!()
     }
 }

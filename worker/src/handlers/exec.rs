@@ -68,8 +68,14 @@ impl Handler for ExecHandler {
             });
         }
         let readers = [
-            child.stdout.take().map(|o| tokio::spawn(pump(BufReader::new(o), StreamType::Stdout, ctx.log_sink()))),
-            child.stderr.take().map(|e| tokio::spawn(pump(BufReader::new(e), StreamType::Stderr, ctx.log_sink()))),
+            child
+                .stdout
+                .take()
+                .map(|o| tokio::spawn(pump(BufReader::new(o), StreamType::Stdout, ctx.log_sink()))),
+            child
+                .stderr
+                .take()
+                .map(|e| tokio::spawn(pump(BufReader::new(e), StreamType::Stderr, ctx.log_sink()))),
         ];
         let status = tokio::select! {
             s = child.wait() => Some(s),
@@ -78,7 +84,10 @@ impl Handler for ExecHandler {
         let outcome = match status {
             Some(Ok(st)) => match st.code() {
                 Some(0) => Outcome::Success,
-                Some(EX_TEMPFAIL) => Outcome::Temporary(format!("{} exited with code 75 (temporary failure)", self.argv[0])),
+                Some(EX_TEMPFAIL) => Outcome::Temporary(format!(
+                    "{} exited with code 75 (temporary failure)",
+                    self.argv[0]
+                )),
                 Some(code) => Outcome::Failed(format!("{} exited with code {code}", self.argv[0])),
                 None => Outcome::Failed(format!("{} was killed by a signal", self.argv[0])),
             },
@@ -102,7 +111,11 @@ async fn terminate_group(pid: Option<u32>, child: &mut tokio::process::Child, ct
     use nix::unistd::Pid;
     let Some(pid) = pid else { return };
     let group = Pid::from_raw(pid as i32);
-    ctx.log(StreamType::System, "sending SIGTERM to the command's process group").await;
+    ctx.log(
+        StreamType::System,
+        "sending SIGTERM to the command's process group",
+    )
+    .await;
     let _ = killpg(group, Signal::SIGTERM);
     if tokio::time::timeout(ctx.kill_grace, child.wait()).await.is_err() {
         ctx.log(

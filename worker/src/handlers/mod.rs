@@ -57,7 +57,13 @@ impl HandlerContext {
         kill_grace: Duration,
         log: mpsc::Sender<NewLogLine>,
     ) -> Self {
-        HandlerContext { action, operation, cancel, kill_grace, log }
+        HandlerContext {
+            action,
+            operation,
+            cancel,
+            kill_grace,
+            log,
+        }
     }
 
     /// Emits a log line (waits when the log writer is behind: backpressure

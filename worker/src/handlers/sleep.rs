@@ -47,7 +47,8 @@ fn humantime_parse(s: &str) -> Option<Duration> {
 impl Handler for SleepHandler {
     async fn run(&self, ctx: &HandlerContext) -> Outcome {
         let d = requested_duration(&ctx.action.body);
-        ctx.log(StreamType::Stdout, format!("sleeping {:.3}s", d.as_secs_f64())).await;
+        ctx.log(StreamType::Stdout, format!("sleeping {:.3}s", d.as_secs_f64()))
+            .await;
         tokio::select! {
             _ = tokio::time::sleep(d) => {
                 ctx.log(StreamType::Stdout, "done").await;
@@ -64,9 +65,18 @@ mod tests {
 
     #[test]
     fn durations_come_from_the_body() {
-        assert_eq!(requested_duration(r#"{"seconds": 2.5}"#), Duration::from_millis(2500));
-        assert_eq!(requested_duration(r#"{"duration": "250ms"}"#), Duration::from_millis(250));
-        assert_eq!(requested_duration(r#"{"duration": "2m"}"#), Duration::from_secs(120));
+        assert_eq!(
+            requested_duration(r#"{"seconds": 2.5}"#),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            requested_duration(r#"{"duration": "250ms"}"#),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            requested_duration(r#"{"duration": "2m"}"#),
+            Duration::from_secs(120)
+        );
         assert_eq!(requested_duration(""), DEFAULT_SLEEP);
         assert_eq!(requested_duration(r#"{"seconds": 1e12}"#), MAX_SLEEP);
         assert_eq!(requested_duration(r#"{"seconds": -4}"#), Duration::ZERO);

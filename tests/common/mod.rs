@@ -1,0 +1,422 @@
+//! End-to-end harness: runs the real `stevedore` binary as a user would —
+//! either `stevedore dev` (SQLite + in-process broker) or `stevedore migrate`,
+//! `api` and `worker` on PostgreSQL + RabbitMQ — and talks HTTP to it.
+//! Each deployment gets its own database, data directory and broker prefix,
+//! and removes them when dropped.
+
+#![allow(dead_code)]
+
+use reqwest::{header::HeaderMap, Method, StatusCode};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use stevedore_shared::testing::{amqp_url, unique_prefix, TestDatabase};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The config every end-to-end deployment runs with: short leases so fault
+/// tests finish quickly, and small operations with known output.
+pub const TEST_CONFIG: &str = r#"
+[worker]
+concurrency = 8
+lease = "3s"
+heartbeat = "1s"
+kill_grace = "1s"
+
+[[operation]]
+object = "service"
+verb = "start"
+exec = ["sh", "-c", "echo \"starting $STEVEDORE_OBJECT_UUID\"; echo 'warming up' >&2; echo started"]
+
+[[operation]]
+object = "service"
+verb = "fail"
+exec = ["sh", "-c", "echo failing; exit 3"]
+
+[[operation]]
+object = "service"
+verb = "noop"
+handler = "noop"
+
+[[operation]]
+object = "service"
+verb = "sleep"
+handler = "sleep"
+
+[[operation]]
+object = "node"
+verb = "upgrade"
+handler = "noop"
+"#;
+
+/// How long a test waits for an action to reach a state.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// Which backends a deployment runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `stevedore dev`: SQLite + in-process broker, one process.
+    Embedded,
+    /// `stevedore api` + `stevedore worker` on PostgreSQL + RabbitMQ.
+    PostgresRabbit,
+}
+
+/// A running deployment and a client for it.
+pub struct Deployment {
+    pub backend: Backend,
+    pub url: String,
+    pub user: String,
+    pub key: String,
+    pub db_url: String,
+    pub prefix: Option<String>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    children: Vec<Child>,
+    http: reqwest::Client,
+    _db: Option<TestDatabase>,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stevedore")
+}
+
+/// Runs a short-lived `stevedore` command and returns its stdout.
+pub async fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("STEVEDORE_DATABASE_URL")
+        .output()
+        .await
+        .expect("run stevedore");
+    assert!(
+        out.status.success(),
+        "stevedore {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads `export NAME=value` lines.
+pub fn exports(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Deployment {
+    /// Starts a deployment on `backend` with [`TEST_CONFIG`].
+    pub async fn start(backend: Backend) -> Deployment {
+        Self::start_with(backend, TEST_CONFIG).await
+    }
+
+    /// Starts a deployment on `backend` with `config`.
+    pub async fn start_with(backend: Backend, config: &str) -> Deployment {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("stevedore.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut d = Deployment {
+            backend,
+            url: String::new(),
+            user: String::new(),
+            key: String::new(),
+            db_url: String::new(),
+            prefix: None,
+            config_path,
+            children: vec![],
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            _db: None,
+            dir,
+        };
+        match backend {
+            Backend::Embedded => d.start_dev().await,
+            Backend::PostgresRabbit => d.start_production().await,
+        }
+        d
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log file")
+    }
+
+    /// Spawns a long-running role and waits for the stdout line containing
+    /// `ready_marker`; returns the lines read until then.
+    async fn spawn_role(&mut self, name: &str, args: &[&str], ready_marker: &str) -> Vec<String> {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env_remove("STEVEDORE_DATABASE_URL")
+            .env("RUST_LOG", "info,stevedore=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(self.log_file(name)))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn stevedore");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = vec![];
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                seen.push(l.clone());
+                if l.contains(ready_marker) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !found {
+            let log =
+                std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            panic!("{name} did not start; stdout: {seen:?}\nstderr:\n{log}");
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.children.push(child);
+        seen
+    }
+
+    async fn start_dev(&mut self) {
+        let data = self.dir.path().join("data");
+        let data = data.to_str().unwrap().to_string();
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        let lines = self
+            .spawn_role(
+                "dev",
+                &[
+                    "dev",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    &data,
+                    "--config",
+                    &cfg,
+                ],
+                "export STEVEDORE_APIKEY=",
+            )
+            .await;
+        let ex = exports(&lines.join("\n"));
+        self.url = ex["STEVEDORE_URL"].clone();
+        self.user = ex["STEVEDORE_USER"].clone();
+        self.key = ex["STEVEDORE_APIKEY"].clone();
+        self.db_url = format!("sqlite://{data}/stevedore.db");
+    }
+
+    async fn start_production(&mut self) {
+        let db = TestDatabase::create().await;
+        self.db_url = db.url().to_string();
+        self._db = Some(db);
+        let prefix = unique_prefix("e2e");
+        self.prefix = Some(prefix.clone());
+        let db_url = self.db_url.clone();
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        run_cli(&["migrate", "--database-url", &db_url], &[]).await;
+        let (user, key) = self.create_user("alice").await;
+        self.user = user;
+        self.key = key;
+        let amqp = amqp_url();
+        let lines = self
+            .spawn_role(
+                "api",
+                &[
+                    "api",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--database-url",
+                    &db_url,
+                    "--amqp-url",
+                    &amqp,
+                    "--broker-prefix",
+                    &prefix,
+                    "--config",
+                    &cfg,
+                ],
+                "listening on",
+            )
+            .await;
+        let line = lines.iter().find(|l| l.contains("listening on")).unwrap();
+        self.url = line.rsplit(' ').next().unwrap().to_string();
+        self.start_worker("worker-1").await;
+    }
+
+    /// Starts one more worker process (PostgreSQL + RabbitMQ only). Returns its index.
+    pub async fn start_worker(&mut self, name: &str) -> usize {
+        assert_eq!(self.backend, Backend::PostgresRabbit);
+        let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        let amqp = amqp_url();
+        let args = [
+            "worker",
+            "--database-url",
+            &db_url,
+            "--amqp-url",
+            &amqp,
+            "--broker-prefix",
+            &prefix,
+            "--config",
+            &cfg,
+        ];
+        let child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "info,stevedore=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(self.log_file(name)))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn worker");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Creates a user with the CLI against this deployment's database.
+    pub async fn create_user(&self, name: &str) -> (String, String) {
+        let out = run_cli(&["user", "create", name, "--database-url", &self.db_url], &[]).await;
+        let ex = exports(&out);
+        (ex["STEVEDORE_USER"].clone(), ex["STEVEDORE_APIKEY"].clone())
+    }
+
+    /// What a process wrote to stderr (for failure messages).
+    pub fn logs(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Sends a request as `(user, key)` with Basic auth, like the SDKs do.
+    pub async fn request_as(
+        &self,
+        auth: Option<(&str, &str)>,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .header("Content-Type", "application/json")
+            .header("User-Agent", "stevedore-tests/1.0");
+        if let Some((u, k)) = auth {
+            req = req.basic_auth(u, Some(k));
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{status} body is not JSON ({e}): {text:?}"))
+        };
+        (status, headers, json)
+    }
+
+    /// Sends a request as the deployment's user.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        self.request_as(Some((&self.user, &self.key)), method, path, body)
+            .await
+    }
+
+    /// Creates an object and returns its JSON.
+    pub async fn create_object(&self, collection: &str, body: &str) -> Value {
+        let (status, _, json) = self.request(Method::POST, collection, Some(body)).await;
+        assert!(status.is_success(), "create {collection}: {status} {json}");
+        json
+    }
+
+    /// Polls an action until its state is one of `states`.
+    pub async fn wait_for_state(&self, uuid: &str, states: &[&str]) -> Value {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let (status, _, json) = self
+                .request(Method::GET, &format!("/api/audit/v1/action/{uuid}/"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{json}");
+            if states.contains(&json["state"].as_str().unwrap_or_default()) {
+                return json;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "action {uuid} still {} after {SETTLE:?}\nworker log:\n{}{}",
+                    json["state"],
+                    self.logs("worker-1"),
+                    self.logs("dev")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A store on this deployment's database, to check what was written.
+    pub async fn store(&self) -> stevedore_shared::store::DynStore {
+        stevedore_shared::store::connect(&self.db_url)
+            .await
+            .expect("open store")
+    }
+
+    /// Sends SIGKILL to a child process.
+    pub async fn kill(&mut self, index: usize) {
+        let _ = self.children[index].kill().await;
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.start_kill();
+        }
+        if let Some(prefix) = self.prefix.clone() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    use stevedore_shared::broker::{amqp::AmqpBroker, BrokerNames};
+                    if let Ok(b) = AmqpBroker::connect(&amqp_url(), BrokerNames::new(prefix)).await {
+                        let _ = b.delete_topology().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed test function
+/// `async fn name(d: &mut Deployment)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let mut d = $crate::common::Deployment::start($crate::common::Backend::Embedded).await;
+                    super::$name(&mut d).await;
+                }
+            )*
+        }
+        mod postgres_rabbitmq {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let mut d = $crate::common::Deployment::start($crate::common::Backend::PostgresRabbit).await;
+                    super::$name(&mut d).await;
+                }
+            )*
+        }
+    };
+}
