@@ -218,9 +218,8 @@ impl AmqpBroker {
                 FieldTable::default(),
             )
             .await?;
-        let stream = futures::stream::unfold(
-            Some((consumer, channel, exchange)),
-            |state| async move {
+        let stream =
+            futures::stream::unfold(Some((consumer, channel, exchange)), |state| async move {
                 let (mut consumer, channel, exchange) = state?;
                 loop {
                     match consumer.next().await {
@@ -238,8 +237,7 @@ impl AmqpBroker {
                         },
                     }
                 }
-            },
-        );
+            });
         Ok(stream.boxed())
     }
 }
@@ -355,34 +353,35 @@ impl Broker for AmqpBroker {
                 match consumer.next().await {
                     None => return None,
                     Some(Err(e)) => return Some((Err(Error::from(e)), None)),
-                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data)
-                    {
-                        Ok(job) => {
-                            let item = JobDelivery {
-                                job,
-                                redelivered: delivery.redelivered,
-                                acker: Box::new(AmqpAcker {
-                                    acker: delivery.acker,
-                                    _channel: channel.clone(),
-                                }),
-                            };
-                            return Some((Ok(item), Some((consumer, channel))));
-                        }
-                        Err(e) => {
-                            warn!(
-                                error = %e,
-                                bytes = delivery.data.len(),
-                                "rejecting undecodable job message to the dead-letter queue"
-                            );
-                            if let Err(e) = delivery
-                                .acker
-                                .reject(BasicRejectOptions { requeue: false })
-                                .await
-                            {
-                                warn!(error = %e, "cannot reject undecodable job message");
+                    Some(Ok(delivery)) => {
+                        match serde_json::from_slice::<JobMessage>(&delivery.data) {
+                            Ok(job) => {
+                                let item = JobDelivery {
+                                    job,
+                                    redelivered: delivery.redelivered,
+                                    acker: Box::new(AmqpAcker {
+                                        acker: delivery.acker,
+                                        _channel: channel.clone(),
+                                    }),
+                                };
+                                return Some((Ok(item), Some((consumer, channel))));
+                            }
+                            Err(e) => {
+                                warn!(
+                                    error = %e,
+                                    bytes = delivery.data.len(),
+                                    "rejecting undecodable job message to the dead-letter queue"
+                                );
+                                if let Err(e) = delivery
+                                    .acker
+                                    .reject(BasicRejectOptions { requeue: false })
+                                    .await
+                                {
+                                    warn!(error = %e, "cannot reject undecodable job message");
+                                }
                             }
                         }
-                    },
+                    }
                 }
             }
         });

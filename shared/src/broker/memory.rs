@@ -78,7 +78,7 @@ impl MemoryBroker {
 
     /// The jobs that were dead-lettered, oldest first.
     pub fn dead_letters(&self) -> Vec<JobMessage> {
-        self.inner.queue().dead.iter().cloned().collect()
+        self.inner.queue().dead.to_vec()
     }
 
     /// How many jobs were dead-lettered.
@@ -298,7 +298,10 @@ impl Broker for MemoryBroker {
 }
 
 /// A stream over a broadcast receiver; a lag becomes one `Err` item.
-fn broadcast_stream<T>(rx: broadcast::Receiver<T>, what: &'static str) -> BoxStream<'static, Result<T>>
+fn broadcast_stream<T>(
+    rx: broadcast::Receiver<T>,
+    what: &'static str,
+) -> BoxStream<'static, Result<T>>
 where
     T: Clone + Send + 'static,
 {
