@@ -467,6 +467,74 @@ mod amqp_only {
         .await;
     }
 
+    /// Runs `rabbitmqctl` with `args` and returns its standard output.
+    async fn rabbitmqctl(args: Vec<String>) -> String {
+        let output = tokio::process::Command::new("rabbitmqctl")
+            .args(&args)
+            .output()
+            .await
+            .expect("rabbitmqctl must be installed for this test");
+        assert!(output.status.success(), "rabbitmqctl {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn job_stream_ends_when_the_connection_is_lost_and_consuming_again_works() {
+        run::<AmqpBroker, _, _>("connection-lost", |broker: Arc<AmqpBroker>| async move {
+            let jobs = new_jobs(1);
+            broker.publish_jobs(&jobs).await.expect("publish");
+            let mut stream = broker.consume_jobs(4).await.expect("consume");
+            let held = next_delivery(&mut stream).await;
+
+            let name = format!("{}-consume", broker.names().prefix);
+            let listing = rabbitmqctl(
+                [
+                    "list_connections",
+                    "-q",
+                    "--no-table-headers",
+                    "pid",
+                    "client_properties",
+                ]
+                .map(String::from)
+                .to_vec(),
+            )
+            .await;
+            let pids: Vec<String> = listing
+                .lines()
+                .filter(|line| line.contains(&format!("\"{name}\"")))
+                .filter_map(|line| line.split_whitespace().next().map(String::from))
+                .collect();
+            assert!(
+                !pids.is_empty(),
+                "no connection named {name} in:\n{listing}"
+            );
+            for pid in pids {
+                rabbitmqctl(vec!["close_connection".into(), pid, "test".into()]).await;
+            }
+
+            // The stream reports the loss (an error, or its end) and ends.
+            match timeout(ARRIVAL, stream.next()).await {
+                Ok(None) => {}
+                Ok(Some(Err(_))) => {
+                    let end = timeout(ARRIVAL, stream.next()).await.expect("ends");
+                    assert!(end.is_none(), "stream goes on after an error");
+                }
+                Ok(Some(Ok(d))) => panic!("delivery after connection loss: {:?}", d.job),
+                Err(_) => panic!("stream neither failed nor ended after connection loss"),
+            }
+            assert!(held.acker.ack().await.is_err(), "ack on a lost connection");
+            drop(held);
+
+            // A new consumer gets a new connection and the job again.
+            let mut stream = broker.consume_jobs(4).await.expect("consume again");
+            let again = next_delivery(&mut stream).await;
+            assert_eq!(again.job, jobs[0]);
+            assert!(again.redelivered);
+            again.acker.ack().await.expect("ack");
+        })
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishing_before_declare_fails() {
         let names = BrokerNames::new(unique_prefix("undeclared"));
