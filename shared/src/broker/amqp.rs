@@ -7,6 +7,9 @@
 //! confirms (updates, best effort). Every consumer and subscriber gets a
 //! channel of its own; dropping its stream (and every acker handed out by it)
 //! closes that channel, so RabbitMQ requeues whatever it left unacknowledged.
+//!
+//! Connections are named `<prefix>-publish` and `<prefix>-consume`, as RabbitMQ's
+//! management tools show them.
 
 use super::{
     Acker, Broker, BrokerNames, ControlStream, JobDelivery, JobStream, UpdateStream, JOB_DELIVERY_LIMIT,
@@ -70,8 +73,8 @@ impl AmqpBroker {
     /// they break.
     pub async fn connect(url: &str, names: BrokerNames) -> Result<Self> {
         let shown = redact_url(url);
-        let publish_connections = connection_pool(url, "publish", PUBLISH_CONNECTIONS)?;
-        let consume_connections = connection_pool(url, "consume", CONSUME_CONNECTIONS)?;
+        let publish_connections = connection_pool(url, &names, "publish", PUBLISH_CONNECTIONS)?;
+        let consume_connections = connection_pool(url, &names, "consume", CONSUME_CONNECTIONS)?;
         let conn = publish_connections
             .get()
             .await
@@ -567,12 +570,12 @@ impl managed::Manager for ChannelManager {
     }
 }
 
-fn connection_pool(url: &str, role: &str, size: usize) -> Result<deadpool_lapin::Pool> {
+fn connection_pool(url: &str, names: &BrokerNames, role: &str, size: usize) -> Result<deadpool_lapin::Pool> {
     let config = deadpool_lapin::Config {
         url: Some(url.to_string()),
         pool: None,
         connection_properties: ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("stevedore-{role}"))),
+            .with_connection_name(LongString::from(format!("{}-{role}", names.prefix))),
     };
     config
         .builder(Some(deadpool_lapin::Runtime::Tokio1))

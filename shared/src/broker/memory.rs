@@ -76,7 +76,7 @@ impl MemoryBroker {
 
     /// The jobs that were dead-lettered, oldest first.
     pub fn dead_letters(&self) -> Vec<JobMessage> {
-        self.inner.queue().dead.iter().cloned().collect()
+        self.inner.queue().dead.to_vec()
     }
 
     /// How many jobs were dead-lettered.
