@@ -39,13 +39,19 @@ enum StopReason {
     Shutdown,
 }
 
+/// Why a running action was stopped, set once by whoever stops it first.
+type SharedReason = Arc<Mutex<Option<StopReason>>>;
+
+/// A running action's stop handle.
+type Running = (CancellationToken, SharedReason);
+
 /// Runs jobs; shared by all the worker's tasks.
 pub struct Executor {
     dispatcher: Dispatcher,
     ops: Arc<Operations>,
     settings: WorkerSettings,
     owner: String,
-    running: Mutex<HashMap<Uuid, (CancellationToken, Arc<Mutex<Option<StopReason>>>)>>,
+    running: Mutex<HashMap<Uuid, Running>>,
 }
 
 impl Executor {

@@ -147,11 +147,7 @@ pub async fn read_capped_line<R: AsyncBufRead + Unpin>(r: &mut R, cap: usize) ->
     let mut line = Vec::new();
     let mut cut = false;
     let mut saw_any = false;
-    loop {
-        let buf = match r.fill_buf().await {
-            Ok(b) => b,
-            Err(_) => break,
-        };
+    while let Ok(buf) = r.fill_buf().await {
         if buf.is_empty() {
             break;
         }
