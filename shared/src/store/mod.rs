@@ -13,6 +13,7 @@
 //! nothing.
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use crate::action::{Action, NewAction};
@@ -106,7 +107,8 @@ impl Scope<'_> {
 pub struct Reaped {
     /// Actions handed back for another attempt (lease cleared, outbox row added).
     pub requeued: Vec<Submitted>,
-    /// Actions that had used up their claims and were set to Failed.
+    /// Actions that ended: set Failed because they had used up their claims,
+    /// or set Canceled because a cancel was under way (Canceling).
     pub failed: Vec<Transitioned>,
 }
 

@@ -1,89 +1,745 @@
-//! PostgreSQL store (placeholder until the backend lands).
-use crate::Result;
-/// PostgreSQL-backed store.
-pub struct PgStore;
+//! The PostgreSQL store: the production backend.
+//!
+//! # Concurrency
+//!
+//! Transactions run at READ COMMITTED. Three kinds of lock keep the store's
+//! promises, always taken in this order, so two transactions never wait on
+//! each other in a cycle:
+//!
+//! 1. **The object lock**, `pg_advisory_xact_lock(<key of the object uuid>)`,
+//!    taken by every transaction that decides whether an object is busy
+//!    (`submit_action`) or changes the state of one of its actions
+//!    (`transition`, `reap_expired_leases`). A row lock cannot do this job: the
+//!    action that must be waited for may not exist yet (two first submissions
+//!    race), and objects need not have a row in `objects` at all. An advisory
+//!    lock needs no row, costs no write, and is released at commit. Because each
+//!    check runs as a new statement after the lock is granted, it sees every
+//!    transaction that held the lock before, so at most one action per object
+//!    is ever In progress, and a Pending action is never left behind by a
+//!    finish that committed just before it.
+//! 2. **Action row locks**, taken by the guarded `UPDATE`s.
+//! 3. **The events lock**, a single advisory lock taken by the statement that
+//!    inserts an event, held to commit. It makes the order of `events.seq` the
+//!    order of commits: without it a transaction could draw seq 5, commit after
+//!    another drew and committed seq 6, and a client polling `seq > 5`… would
+//!    never see it. Events are therefore inserted last in every transaction,
+//!    after every row lock is held, which keeps the lock's hold time to the
+//!    inserts and the commit.
+//!
+//! # Plans
+//!
+//! Every write of one action is `UPDATE … WHERE uuid = $1 AND <guard>`, a
+//! primary key lookup whatever the statistics say. The other indexes are
+//! partial and only serve the sweeps and the per-object check, whose queries
+//! inline the state list (see [`rows::state_literals`]) so that the planner can
+//! match them.
+
+use super::rows::{self, RowExt, StoredAction};
+use super::{Claim, LeaseToken, OutboxEntry, Reaped, Scope, Store, Submitted, Transitioned, User};
+use crate::action::{Action, NewAction};
+use crate::event::{Event, EventKind};
+use crate::logline::{LogLine, NewLogLine};
+use crate::object::Object;
+use crate::state::{ActionState, IllegalTransition};
+use crate::{Error, Result};
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use std::sync::LazyLock;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Connections per pool unless told otherwise: enough to keep a 2-core
+/// database busy with the API, the relay and the workers of one process,
+/// well under PostgreSQL's default limit of 100.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// How long a query waits for a free connection before failing: long enough
+/// to ride out a burst, short enough that an exhausted pool surfaces as an
+/// error instead of a hung request.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The events lock (see the module docs). The two-integer form of the
+/// advisory lock functions has its own key space, apart from the bigint keys
+/// of the object locks; the first half reads "STVD".
+const EVENTS_LOCK: (i32, i32) = (0x5354_5644, 1);
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// SQL built once from the state machine.
+struct Sql {
+    /// Whether an object has an action that is not over (`$1` object uuid).
+    object_busy: String,
+    /// Promotes the oldest Pending action of an object when nothing holds it.
+    promote_next: String,
+    /// In progress actions dispatched before `$1` µs ago and never claimed.
+    redispatch: String,
+}
+
+static SQL: LazyLock<Sql> = LazyLock::new(|| {
+    let active = rows::state_literals(&rows::active_states());
+    let holding = rows::state_literals(&rows::holding_states());
+    let promotable = rows::state_literals(ActionState::InProgress.sources());
+    let in_progress = rows::state_literals(&[ActionState::InProgress]);
+    Sql {
+        object_busy: format!(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = $1 AND state IN ({active}))"
+        ),
+        promote_next: format!(
+            "UPDATE actions SET state = $2, dispatched_at = now() \
+             WHERE uuid = (SELECT uuid FROM actions \
+                           WHERE object_uuid = $1 AND state IN ({promotable}) \
+                           ORDER BY id LIMIT 1) \
+               AND state IN ({promotable}) \
+               AND NOT EXISTS (SELECT 1 FROM actions \
+                               WHERE object_uuid = $1 AND state IN ({holding})) \
+             RETURNING {cols}",
+            cols = rows::PG_ACTION_COLUMNS
+        ),
+        redispatch: format!(
+            "UPDATE actions SET dispatched_at = now() \
+             WHERE uuid IN (SELECT uuid FROM actions \
+                            WHERE state IN ({in_progress}) AND lease_token IS NULL \
+                              AND dispatched_at < now() - $1 * interval '1 microsecond' \
+                            ORDER BY dispatched_at LIMIT $2 \
+                            FOR UPDATE SKIP LOCKED) \
+             RETURNING uuid"
+        ),
+    }
+});
+
+/// The store backed by PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
 impl PgStore {
-    /// Connects.
-    pub async fn connect(_url: &str) -> Result<Self> {
-        Err(crate::Error::Config("PostgreSQL store not built yet".into()))
+    /// Connects with [`DEFAULT_MAX_CONNECTIONS`] connections. Does not migrate.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Connects with a pool of at most `max_connections`. Does not migrate.
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        PgStore { pool }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
-#[async_trait::async_trait]
-impl super::Store for PgStore {
+
+/// The object lock's key: the uuid folded to 64 bits. A collision only makes
+/// two objects share a lock, which costs some waiting, never correctness.
+fn object_lock_key(object: Uuid) -> i64 {
+    let (hi, lo) = object.as_u64_pair();
+    (hi ^ lo) as i64
+}
+
+/// Takes the object lock (see the module docs) until the end of the transaction.
+async fn lock_object(conn: &mut PgConnection, object: Uuid) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(object_lock_key(object))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records an event for an action, under the events lock (see the module
+/// docs), and returns it with its sequence number and time.
+async fn insert_event(conn: &mut PgConnection, stored: &StoredAction, kind: EventKind) -> Result<Event> {
+    let mut event = stored.event(kind, chrono::Utc::now());
+    // The MATERIALIZED CTE is evaluated before the row it feeds, so the lock
+    // is held before `seq` is drawn.
+    let row = sqlx::query(
+        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8, $9)) \
+         INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
+         SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, now() FROM lock \
+         RETURNING seq, datetime",
+    )
+    .bind(&event.namespace)
+    .bind(&event.object_type)
+    .bind(event.action.as_str())
+    .bind(&event.uuid)
+    .bind(&event.resource_uri)
+    .bind(&event.state)
+    .bind(serde_json::to_string(&event.parents)?)
+    .bind(EVENTS_LOCK.0)
+    .bind(EVENTS_LOCK.1)
+    .fetch_one(conn)
+    .await?;
+    event.seq = row.int("seq")?;
+    event.datetime = row.time("datetime")?;
+    Ok(event)
+}
+
+/// Queues an action for publishing.
+async fn insert_outbox(conn: &mut PgConnection, action: Uuid) -> Result<i64> {
+    let id = sqlx::query_scalar("INSERT INTO outbox (action_uuid) VALUES ($1) RETURNING id")
+        .bind(action)
+        .fetch_one(conn)
+        .await?;
+    Ok(id)
+}
+
+/// Records the events of a promotion and its outbox row.
+async fn record_dispatch(
+    conn: &mut PgConnection,
+    stored: StoredAction,
+    kind: EventKind,
+) -> Result<Submitted> {
+    let event = insert_event(conn, &stored, kind).await?;
+    let outbox_id = insert_outbox(conn, stored.action.uuid).await?;
+    Ok(Submitted {
+        action: stored.action,
+        event,
+        outbox_id: Some(outbox_id),
+    })
+}
+
+/// [`Store::transition`] inside a transaction the caller commits.
+async fn transition_in(
+    conn: &mut PgConnection,
+    scope: Scope<'_>,
+    uuid: Uuid,
+    to: ActionState,
+    token: Option<LeaseToken>,
+) -> Result<Transitioned> {
+    let row = sqlx::query("SELECT namespace, object_uuid FROM actions WHERE uuid = $1")
+        .bind(uuid)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Err(rows::action_not_found(uuid));
+    };
+    if !scope.allows(&row.text("namespace")?) {
+        return Err(rows::action_not_found(uuid));
+    }
+    let object_uuid = row.uuid("object_uuid")?;
+    lock_object(conn, object_uuid).await?;
+
+    let updated = sqlx::query(&format!(
+        "UPDATE actions SET state = $2, \
+             end_date = CASE WHEN $5 THEN now() ELSE end_date END, \
+             lease_token = CASE WHEN $5 THEN NULL ELSE lease_token END, \
+             lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, \
+             lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END, \
+             dispatched_at = CASE WHEN $6 THEN now() ELSE dispatched_at END \
+         WHERE uuid = $1 AND state = ANY($3) AND ($4::uuid IS NULL OR lease_token = $4) \
+         RETURNING {}",
+        rows::PG_ACTION_COLUMNS
+    ))
+    .bind(uuid)
+    .bind(to.as_str())
+    .bind(rows::state_names(to.sources()))
+    .bind(token.map(|t| t.0))
+    .bind(to.is_final())
+    .bind(to == ActionState::InProgress)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(updated) = updated else {
+        let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = $1")
+            .bind(uuid)
+            .fetch_one(&mut *conn)
+            .await?;
+        let from = rows::parse_state(&from)?;
+        return Err(Error::Transition(IllegalTransition { from, to }));
+    };
+    let stored = StoredAction::from_row(&updated)?;
+
+    let next = if to.is_final() {
+        sqlx::query(&SQL.promote_next)
+            .bind(object_uuid)
+            .bind(ActionState::InProgress.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| StoredAction::from_row(&row))
+            .transpose()?
+    } else {
+        None
+    };
+
+    // Events last: every row lock is already held (module docs).
+    let event = insert_event(conn, &stored, EventKind::Update).await?;
+    let promoted = match next {
+        Some(next) => Some(record_dispatch(conn, next, EventKind::Update).await?),
+        None => None,
+    };
+    Ok(Transitioned {
+        action: stored.action,
+        event,
+        promoted,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
     async fn migrate(&self) -> Result<()> {
-        todo!()
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
     }
+
     async fn ping(&self) -> Result<()> {
-        todo!()
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
-    async fn create_user(&self, _: &str, _: &[String]) -> Result<super::User> {
-        todo!()
+
+    // --- tenancy ---------------------------------------------------------
+
+    async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User> {
+        let namespaces = rows::own_namespace_first(name, namespaces);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO users (name) VALUES ($1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| rows::conflict_if_unique(e, || format!("user {name} already exists")))?;
+        sqlx::query(
+            "INSERT INTO memberships (user_name, namespace, position) \
+             SELECT $1, ns, pos - 1 FROM UNNEST($2::text[]) WITH ORDINALITY AS t(ns, pos)",
+        )
+        .bind(name)
+        .bind(&namespaces)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(User {
+            name: name.to_string(),
+            namespaces,
+        })
     }
-    async fn get_user(&self, _: &str) -> Result<Option<super::User>> {
-        todo!()
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        let rows = sqlx::query(
+            "SELECT u.name, m.namespace FROM users u \
+             LEFT JOIN memberships m ON m.user_name = u.name \
+             WHERE u.name = $1 ORDER BY m.position",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut namespaces = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(ns) = row.opt_text("namespace")? {
+                namespaces.push(ns);
+            }
+        }
+        Ok(Some(User {
+            name: name.to_string(),
+            namespaces,
+        }))
     }
-    async fn add_api_key(&self, _: &str, _: &str) -> Result<()> {
-        todo!()
+
+    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys (user_name, key_digest) VALUES ($1, $2)")
+            .bind(user)
+            .bind(key_digest)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                rows::not_found_if_dangling(
+                    e,
+                    || format!("user {user}"),
+                    || "API key already exists".to_string(),
+                )
+            })?;
+        Ok(())
     }
-    async fn credentials(&self, _: &str) -> Result<Option<(super::User, Vec<String>)>> {
-        todo!()
+
+    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>> {
+        let Some(found) = self.get_user(user).await? else {
+            return Ok(None);
+        };
+        let digests = sqlx::query_scalar("SELECT key_digest FROM api_keys WHERE user_name = $1 ORDER BY id")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some((found, digests)))
     }
-    async fn insert_object(&self, _: &crate::object::Object) -> Result<()> {
-        todo!()
+
+    // --- objects ---------------------------------------------------------
+
+    async fn insert_object(&self, object: &Object) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, \
+                                  parents, attributes, created_at, updated_at, deleted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11)",
+        )
+        .bind(object.uuid)
+        .bind(&object.namespace)
+        .bind(&object.object_type)
+        .bind(&object.resource_uri)
+        .bind(&object.name)
+        .bind(&object.state)
+        .bind(serde_json::to_string(&object.parents)?)
+        .bind(serde_json::to_string(&object.attributes)?)
+        .bind(object.created_at)
+        .bind(object.updated_at)
+        .bind(object.deleted_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| rows::conflict_if_unique(e, || format!("object {} exists", object.uuid)))?;
+        Ok(())
     }
-    async fn get_object(&self, _: super::Scope<'_>, _: uuid::Uuid) -> Result<Option<crate::object::Object>> {
-        todo!()
+
+    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM objects WHERE uuid = $1",
+            rows::PG_OBJECT_COLUMNS
+        ))
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let object = rows::object_from_row(&row)?;
+                Ok(scope.allows(&object.namespace).then_some(object))
+            }
+            None => Ok(None),
+        }
     }
-    async fn submit_action(&self, _: crate::action::NewAction) -> Result<super::Submitted> {
-        todo!()
+
+    // --- actions ---------------------------------------------------------
+
+    async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
+        if let Some(state) = new.completed.filter(|s| !s.is_final()) {
+            return Err(Error::Invalid(format!(
+                "a completed action must be in a final state, not {state}"
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        let state = match new.completed {
+            Some(done) => done,
+            None => {
+                lock_object(&mut tx, new.object_uuid).await?;
+                let busy: bool = sqlx::query_scalar(&SQL.object_busy)
+                    .bind(new.object_uuid)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if busy {
+                    ActionState::Pending
+                } else {
+                    ActionState::InProgress
+                }
+            }
+        };
+        let dispatched = state == ActionState::InProgress;
+        let row = sqlx::query(&format!(
+            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+                 object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
+                 is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17, $18, now(), CASE WHEN $19 THEN now() END, CASE WHEN $20 THEN now() END) \
+             RETURNING {}",
+            rows::PG_ACTION_COLUMNS
+        ))
+        .bind(new.uuid)
+        .bind(&new.namespace)
+        .bind(&new.action)
+        .bind(&new.object)
+        .bind(new.object_uuid)
+        .bind(&new.object_type)
+        .bind(serde_json::to_string(&new.object_parents)?)
+        .bind(&new.verb)
+        .bind(&new.method)
+        .bind(&new.path)
+        .bind(&new.body)
+        .bind(&new.ip)
+        .bind(&new.location)
+        .bind(&new.user)
+        .bind(&new.user_agent)
+        .bind(new.is_user_action)
+        .bind(state.as_str())
+        .bind(new.retry_of)
+        .bind(state.is_final())
+        .bind(dispatched)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| rows::conflict_if_unique(e, || format!("action {} exists", new.uuid)))?;
+        let stored = StoredAction::from_row(&row)?;
+        let event = insert_event(&mut tx, &stored, EventKind::Create).await?;
+        let outbox_id = if dispatched {
+            Some(insert_outbox(&mut tx, new.uuid).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(Submitted {
+            action: stored.action,
+            event,
+            outbox_id,
+        })
     }
-    async fn get_action(&self, _: super::Scope<'_>, _: uuid::Uuid) -> Result<Option<crate::action::Action>> {
-        todo!()
+
+    async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM actions WHERE uuid = $1",
+            rows::PG_ACTION_COLUMNS
+        ))
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let action = StoredAction::from_row(&row)?.action;
+                Ok(scope.allows(&action.namespace).then_some(action))
+            }
+            None => Ok(None),
+        }
     }
-    async fn unsent_outbox(&self, _: std::time::Duration, _: i64) -> Result<Vec<super::OutboxEntry>> {
-        todo!()
+
+    async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, action_uuid FROM outbox \
+             WHERE sent_at IS NULL AND created_at <= now() - $1 * interval '1 microsecond' \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(rows::duration_micros(min_age))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxEntry {
+                    id: row.int("id")?,
+                    action_uuid: row.uuid("action_uuid")?,
+                })
+            })
+            .collect()
     }
-    async fn mark_outbox_sent(&self, _: &[i64]) -> Result<()> {
-        todo!()
+
+    async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1) AND sent_at IS NULL")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
-    async fn claim_action(
-        &self,
-        _: uuid::Uuid,
-        _: &str,
-        _: std::time::Duration,
-    ) -> Result<Option<super::Claim>> {
-        todo!()
+
+    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>> {
+        let token = LeaseToken(Uuid::new_v4());
+        let row = sqlx::query(&format!(
+            "UPDATE actions SET claims = claims + 1, lease_token = $2, lease_owner = $3, \
+                 lease_expires_at = now() + $4 * interval '1 microsecond' \
+             WHERE uuid = $1 AND state = $5 \
+               AND (lease_token IS NULL OR lease_expires_at < now()) \
+             RETURNING {}",
+            rows::PG_ACTION_COLUMNS
+        ))
+        .bind(uuid)
+        .bind(token.0)
+        .bind(owner)
+        .bind(rows::duration_micros(lease))
+        .bind(ActionState::InProgress.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Claim {
+                action: StoredAction::from_row(&row)?.action,
+                token,
+            })
+        })
+        .transpose()
     }
-    async fn heartbeat(&self, _: uuid::Uuid, _: super::LeaseToken, _: std::time::Duration) -> Result<bool> {
-        todo!()
+
+    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE actions SET lease_expires_at = now() + $3 * interval '1 microsecond' \
+             WHERE uuid = $1 AND lease_token = $2",
+        )
+        .bind(uuid)
+        .bind(token.0)
+        .bind(rows::duration_micros(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
+
     async fn append_logs(
         &self,
-        _: uuid::Uuid,
-        _: Option<super::LeaseToken>,
-        _: &[crate::logline::NewLogLine],
-    ) -> Result<Vec<crate::logline::LogLine>> {
-        todo!()
+        uuid: Uuid,
+        token: Option<LeaseToken>,
+        lines: &[NewLogLine],
+    ) -> Result<Vec<LogLine>> {
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = lines.len() as i64;
+        let mut tx = self.pool.begin().await?;
+        // The row lock this takes serialises appends to one action, so the
+        // numbers handed out never overlap or leave gaps.
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE actions SET log_seq = log_seq + $2 \
+             WHERE uuid = $1 AND ($3::uuid IS NULL OR lease_token = $3) \
+             RETURNING log_seq",
+        )
+        .bind(uuid)
+        .bind(n)
+        .bind(token.map(|t| t.0))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(last) = last else {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM actions WHERE uuid = $1)")
+                .bind(uuid)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Err(if exists {
+                rows::lease_lost()
+            } else {
+                rows::action_not_found(uuid)
+            });
+        };
+        let stored: Vec<LogLine> = lines
+            .iter()
+            .zip(last - n + 1..)
+            .map(|(line, seq)| LogLine {
+                action_uuid: uuid,
+                seq,
+                log: line.log.clone(),
+                timestamp: line.timestamp,
+                stream: line.stream,
+            })
+            .collect();
+        let seqs: Vec<i64> = stored.iter().map(|l| l.seq).collect();
+        let texts: Vec<&str> = stored.iter().map(|l| l.log.as_str()).collect();
+        let stamps: Vec<i64> = stored.iter().map(|l| l.timestamp).collect();
+        let streams: Vec<&str> = stored.iter().map(|l| l.stream.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO action_logs (action_uuid, seq, log, ts, stream) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::text[])",
+        )
+        .bind(uuid)
+        .bind(&seqs)
+        .bind(&texts)
+        .bind(&stamps)
+        .bind(&streams)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(stored)
     }
-    async fn logs(&self, _: uuid::Uuid, _: Option<i64>) -> Result<Vec<crate::logline::LogLine>> {
-        todo!()
+
+    async fn logs(&self, uuid: Uuid, tail: Option<i64>) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT action_uuid, seq, log, ts, stream FROM ( \
+                 SELECT * FROM action_logs WHERE action_uuid = $1 ORDER BY seq DESC LIMIT $2 \
+             ) last ORDER BY seq",
+        )
+        .bind(uuid)
+        .bind(tail.map(|t| t.max(0)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::log_line_from_row).collect()
     }
+
     async fn transition(
         &self,
-        _: super::Scope<'_>,
-        _: uuid::Uuid,
-        _: crate::state::ActionState,
-        _: Option<super::LeaseToken>,
-    ) -> Result<super::Transitioned> {
-        todo!()
+        scope: Scope<'_>,
+        uuid: Uuid,
+        to: ActionState,
+        token: Option<LeaseToken>,
+    ) -> Result<Transitioned> {
+        let mut tx = self.pool.begin().await?;
+        let done = transition_in(&mut tx, scope, uuid, to, token).await?;
+        tx.commit().await?;
+        Ok(done)
     }
-    async fn reap_expired_leases(&self, _: i32, _: i64) -> Result<super::Reaped> {
-        todo!()
+
+    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
+        let candidates = sqlx::query(
+            "SELECT uuid, object_uuid FROM actions WHERE lease_expires_at < now() \
+             ORDER BY lease_expires_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut reaped = Reaped::default();
+        // One transaction per action: each takes its object's lock first, as
+        // every state change does (module docs), and a failure costs one action.
+        for candidate in &candidates {
+            let uuid = candidate.uuid("uuid")?;
+            let mut tx = self.pool.begin().await?;
+            lock_object(&mut tx, candidate.uuid("object_uuid")?).await?;
+            // Re-checked under the locks: a heartbeat or a finish may have won.
+            let row = sqlx::query(
+                "SELECT state, claims, lease_token FROM actions \
+                 WHERE uuid = $1 AND lease_expires_at < now() FOR UPDATE",
+            )
+            .bind(uuid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                continue;
+            };
+            let state = row.state("state")?;
+            let token = row.opt_uuid("lease_token")?.map(LeaseToken);
+            if row.int32("claims")? >= max_claims {
+                let failed = transition_in(&mut tx, Scope::All, uuid, ActionState::Failed, token).await?;
+                reaped.failed.push(failed);
+            } else if state == ActionState::Canceling {
+                let canceled = transition_in(&mut tx, Scope::All, uuid, ActionState::Canceled, token).await?;
+                reaped.failed.push(canceled);
+            } else {
+                let row = sqlx::query(&format!(
+                    "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
+                         lease_expires_at = NULL, dispatched_at = now() \
+                     WHERE uuid = $1 RETURNING {}",
+                    rows::PG_ACTION_COLUMNS
+                ))
+                .bind(uuid)
+                .fetch_one(&mut *tx)
+                .await?;
+                let stored = StoredAction::from_row(&row)?;
+                reaped
+                    .requeued
+                    .push(record_dispatch(&mut tx, stored, EventKind::Update).await?);
+            }
+            tx.commit().await?;
+        }
+        Ok(reaped)
     }
-    async fn redispatch_unclaimed(&self, _: std::time::Duration, _: i64) -> Result<Vec<uuid::Uuid>> {
-        todo!()
+
+    async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
+        let uuids = sqlx::query_scalar(&SQL.redispatch)
+            .bind(rows::duration_micros(older_than))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(uuids)
     }
-    async fn events_after(&self, _: super::Scope<'_>, _: i64, _: i64) -> Result<Vec<crate::event::Event>> {
-        todo!()
+
+    // --- events ----------------------------------------------------------
+
+    async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM events \
+             WHERE seq > $1 AND ($2::text[] IS NULL OR namespace = ANY($2)) \
+             ORDER BY seq LIMIT $3",
+            rows::PG_EVENT_COLUMNS
+        ))
+        .bind(after)
+        .bind(rows::scope_namespaces(scope))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::event_from_row).collect()
     }
 }

@@ -1,89 +1,773 @@
-//! SQLite store (placeholder until the backend lands).
-use crate::Result;
-/// SQLite-backed store.
-pub struct SqliteStore;
+//! The SQLite store: the backend of `stevedore dev`, one file, no server.
+//!
+//! It keeps the same promises as [`super::postgres::PgStore`] (the same
+//! conformance suite runs against both) and mirrors its structure, function
+//! for function, so a change to one is easy to carry to the other.
+//!
+//! # Concurrency
+//!
+//! The pool has exactly one connection, and every transaction starts with
+//! `BEGIN IMMEDIATE`. Within the process, that serialises transactions
+//! outright: a submit's "is the object busy?" check and its insert, or a
+//! finish and its promotion, can never interleave with another writer, so the
+//! object and events locks that PostgreSQL needs have no counterpart here, and
+//! event numbers follow commit order by construction. `BEGIN IMMEDIATE` takes
+//! the database's write lock up front, so another process sharing the file
+//! waits (up to [`BUSY_TIMEOUT`]) instead of failing on a lock upgrade midway.
+//! A single writer is also all SQLite offers; the cost is that reads queue
+//! behind writes, which is fine for one developer's machine.
+//!
+//! # Types
+//!
+//! Uuids are lowercase hyphenated text, instants integer microseconds since
+//! the epoch (taken from the process clock, which is the database's clock
+//! here), JSON is text. Lists (states, namespaces) are bound as one JSON
+//! array and read with `json_each`, except where a partial index must match
+//! (see [`rows::state_literals`]).
+
+use super::rows::{self, RowExt, StoredAction};
+use super::{Claim, LeaseToken, OutboxEntry, Reaped, Scope, Store, Submitted, Transitioned, User};
+use crate::action::{Action, NewAction};
+use crate::event::{Event, EventKind};
+use crate::logline::{LogLine, NewLogLine};
+use crate::object::Object;
+use crate::state::{ActionState, IllegalTransition};
+use crate::{Error, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How long a statement waits for another process's write lock on the file
+/// before failing with "database is locked".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a caller waits for the one connection. Every transaction is
+/// short, so a long wait means a burst of many callers, not a stuck one.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// SQL built once from the state machine.
+struct Sql {
+    /// Whether an object has an action that is not over (`?1` object uuid).
+    object_busy: String,
+    /// Promotes the oldest Pending action of an object when nothing holds it.
+    promote_next: String,
+    /// In progress actions dispatched before `?2` and never claimed.
+    redispatch: String,
+}
+
+static SQL: LazyLock<Sql> = LazyLock::new(|| {
+    // SQLite uses a partial index only when the query repeats the index's
+    // predicate term for term, hence `state IN (<active>)` next to narrower
+    // state lists below.
+    let active = rows::state_literals(&rows::active_states());
+    let holding = rows::state_literals(&rows::holding_states());
+    let promotable = rows::state_literals(ActionState::InProgress.sources());
+    let in_progress = rows::state_literals(&[ActionState::InProgress]);
+    Sql {
+        object_busy: format!(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = ?1 AND state IN ({active}))"
+        ),
+        promote_next: format!(
+            "UPDATE actions SET state = ?2, dispatched_at = ?3 \
+             WHERE uuid = (SELECT uuid FROM actions \
+                           WHERE object_uuid = ?1 AND state IN ({active}) \
+                             AND state IN ({promotable}) \
+                           ORDER BY id LIMIT 1) \
+               AND state IN ({promotable}) \
+               AND NOT EXISTS (SELECT 1 FROM actions \
+                               WHERE object_uuid = ?1 AND state IN ({active}) \
+                                 AND state IN ({holding})) \
+             RETURNING {cols}",
+            cols = rows::ACTION_COLUMNS
+        ),
+        redispatch: format!(
+            "UPDATE actions SET dispatched_at = ?1 \
+             WHERE uuid IN (SELECT uuid FROM actions \
+                            WHERE state = {in_progress} AND lease_token IS NULL \
+                              AND dispatched_at < ?2 \
+                            ORDER BY dispatched_at LIMIT ?3) \
+             RETURNING uuid"
+        ),
+    }
+});
+
+/// The store backed by one SQLite file (or memory).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
 impl SqliteStore {
-    /// Connects.
-    pub async fn connect(_url: &str) -> Result<Self> {
-        Err(crate::Error::Config("SQLite store not built yet".into()))
+    /// Opens `sqlite://path` (created if missing) or `sqlite::memory:`, in WAL
+    /// mode with foreign keys on. Does not migrate.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across application crashes in WAL mode; only a
+            // power loss can drop the last commits, acceptable for `dev`.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // One connection, never recycled: the concurrency model (module docs),
+        // and an in-memory database lives exactly as long as its connection.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool. It should have a single connection (module docs).
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        SqliteStore { pool }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Starts a transaction holding the write lock (module docs).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
-#[async_trait::async_trait]
-impl super::Store for SqliteStore {
+
+/// The current instant at the precision stored.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The instant `d` from `t`, in stored microseconds.
+fn micros_after(t: DateTime<Utc>, d: Duration) -> i64 {
+    rows::to_micros(t).saturating_add(rows::duration_micros(d))
+}
+
+/// The instant `d` before `t`, in stored microseconds.
+fn micros_before(t: DateTime<Utc>, d: Duration) -> i64 {
+    rows::to_micros(t).saturating_sub(rows::duration_micros(d))
+}
+
+/// A list bound as one JSON array parameter, for `IN (SELECT value FROM json_each(?))`.
+fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
+    Ok(serde_json::to_string(items)?)
+}
+
+/// Records an event for an action and returns it with its sequence number.
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    stored: &StoredAction,
+    kind: EventKind,
+    at: DateTime<Utc>,
+) -> Result<Event> {
+    let mut event = stored.event(kind, at);
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
+    )
+    .bind(&event.namespace)
+    .bind(&event.object_type)
+    .bind(event.action.as_str())
+    .bind(&event.uuid)
+    .bind(&event.resource_uri)
+    .bind(&event.state)
+    .bind(serde_json::to_string(&event.parents)?)
+    .bind(rows::to_micros(at))
+    .fetch_one(conn)
+    .await?;
+    event.seq = seq;
+    Ok(event)
+}
+
+/// Queues an action for publishing.
+async fn insert_outbox(conn: &mut SqliteConnection, action: Uuid, at: DateTime<Utc>) -> Result<i64> {
+    let id = sqlx::query_scalar("INSERT INTO outbox (action_uuid, created_at) VALUES (?1, ?2) RETURNING id")
+        .bind(action.to_string())
+        .bind(rows::to_micros(at))
+        .fetch_one(conn)
+        .await?;
+    Ok(id)
+}
+
+/// Records the events of a promotion and its outbox row.
+async fn record_dispatch(
+    conn: &mut SqliteConnection,
+    stored: StoredAction,
+    kind: EventKind,
+    at: DateTime<Utc>,
+) -> Result<Submitted> {
+    let event = insert_event(conn, &stored, kind, at).await?;
+    let outbox_id = insert_outbox(conn, stored.action.uuid, at).await?;
+    Ok(Submitted {
+        action: stored.action,
+        event,
+        outbox_id: Some(outbox_id),
+    })
+}
+
+/// [`Store::transition`] inside a transaction the caller commits.
+async fn transition_in(
+    conn: &mut SqliteConnection,
+    scope: Scope<'_>,
+    uuid: Uuid,
+    to: ActionState,
+    token: Option<LeaseToken>,
+    at: DateTime<Utc>,
+) -> Result<Transitioned> {
+    let row = sqlx::query("SELECT namespace, object_uuid FROM actions WHERE uuid = ?1")
+        .bind(uuid.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Err(rows::action_not_found(uuid));
+    };
+    if !scope.allows(&row.text("namespace")?) {
+        return Err(rows::action_not_found(uuid));
+    }
+    let object_uuid = row.uuid("object_uuid")?;
+
+    let updated = sqlx::query(&format!(
+        "UPDATE actions SET state = ?2, \
+             end_date = CASE WHEN ?5 THEN ?7 ELSE end_date END, \
+             lease_token = CASE WHEN ?5 THEN NULL ELSE lease_token END, \
+             lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END, \
+             lease_expires_at = CASE WHEN ?5 THEN NULL ELSE lease_expires_at END, \
+             dispatched_at = CASE WHEN ?6 THEN ?7 ELSE dispatched_at END \
+         WHERE uuid = ?1 AND state IN (SELECT value FROM json_each(?3)) \
+           AND (?4 IS NULL OR lease_token = ?4) \
+         RETURNING {}",
+        rows::ACTION_COLUMNS
+    ))
+    .bind(uuid.to_string())
+    .bind(to.as_str())
+    .bind(json_list(&rows::state_names(to.sources()))?)
+    .bind(token.map(|t| t.0.to_string()))
+    .bind(to.is_final())
+    .bind(to == ActionState::InProgress)
+    .bind(rows::to_micros(at))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(updated) = updated else {
+        let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = ?1")
+            .bind(uuid.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
+        let from = rows::parse_state(&from)?;
+        return Err(Error::Transition(IllegalTransition { from, to }));
+    };
+    let stored = StoredAction::from_row(&updated)?;
+
+    let next = if to.is_final() {
+        sqlx::query(&SQL.promote_next)
+            .bind(object_uuid.to_string())
+            .bind(ActionState::InProgress.as_str())
+            .bind(rows::to_micros(at))
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| StoredAction::from_row(&row))
+            .transpose()?
+    } else {
+        None
+    };
+
+    let event = insert_event(conn, &stored, EventKind::Update, at).await?;
+    let promoted = match next {
+        Some(next) => Some(record_dispatch(conn, next, EventKind::Update, at).await?),
+        None => None,
+    };
+    Ok(Transitioned {
+        action: stored.action,
+        event,
+        promoted,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        todo!()
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
     }
+
     async fn ping(&self) -> Result<()> {
-        todo!()
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
-    async fn create_user(&self, _: &str, _: &[String]) -> Result<super::User> {
-        todo!()
+
+    // --- tenancy ---------------------------------------------------------
+
+    async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User> {
+        let namespaces = rows::own_namespace_first(name, namespaces);
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO users (name, created_at) VALUES (?1, ?2)")
+            .bind(name)
+            .bind(rows::to_micros(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| rows::conflict_if_unique(e, || format!("user {name} already exists")))?;
+        for (position, namespace) in namespaces.iter().enumerate() {
+            sqlx::query("INSERT INTO memberships (user_name, namespace, position) VALUES (?1, ?2, ?3)")
+                .bind(name)
+                .bind(namespace)
+                .bind(position as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(User {
+            name: name.to_string(),
+            namespaces,
+        })
     }
-    async fn get_user(&self, _: &str) -> Result<Option<super::User>> {
-        todo!()
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        let rows = sqlx::query(
+            "SELECT u.name, m.namespace FROM users u \
+             LEFT JOIN memberships m ON m.user_name = u.name \
+             WHERE u.name = ?1 ORDER BY m.position",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut namespaces = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(ns) = row.opt_text("namespace")? {
+                namespaces.push(ns);
+            }
+        }
+        Ok(Some(User {
+            name: name.to_string(),
+            namespaces,
+        }))
     }
-    async fn add_api_key(&self, _: &str, _: &str) -> Result<()> {
-        todo!()
+
+    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys (user_name, key_digest, created_at) VALUES (?1, ?2, ?3)")
+            .bind(user)
+            .bind(key_digest)
+            .bind(rows::to_micros(now()))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                rows::not_found_if_dangling(
+                    e,
+                    || format!("user {user}"),
+                    || "API key already exists".to_string(),
+                )
+            })?;
+        Ok(())
     }
-    async fn credentials(&self, _: &str) -> Result<Option<(super::User, Vec<String>)>> {
-        todo!()
+
+    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>> {
+        let Some(found) = self.get_user(user).await? else {
+            return Ok(None);
+        };
+        let digests = sqlx::query_scalar("SELECT key_digest FROM api_keys WHERE user_name = ?1 ORDER BY id")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some((found, digests)))
     }
-    async fn insert_object(&self, _: &crate::object::Object) -> Result<()> {
-        todo!()
+
+    // --- objects ---------------------------------------------------------
+
+    async fn insert_object(&self, object: &Object) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, \
+                                  parents, attributes, created_at, updated_at, deleted_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .bind(object.uuid.to_string())
+        .bind(&object.namespace)
+        .bind(&object.object_type)
+        .bind(&object.resource_uri)
+        .bind(&object.name)
+        .bind(&object.state)
+        .bind(serde_json::to_string(&object.parents)?)
+        .bind(serde_json::to_string(&object.attributes)?)
+        .bind(rows::to_micros(object.created_at))
+        .bind(rows::to_micros(object.updated_at))
+        .bind(object.deleted_at.map(rows::to_micros))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| rows::conflict_if_unique(e, || format!("object {} exists", object.uuid)))?;
+        Ok(())
     }
-    async fn get_object(&self, _: super::Scope<'_>, _: uuid::Uuid) -> Result<Option<crate::object::Object>> {
-        todo!()
+
+    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM objects WHERE uuid = ?1",
+            rows::OBJECT_COLUMNS
+        ))
+        .bind(uuid.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let object = rows::object_from_row(&row)?;
+                Ok(scope.allows(&object.namespace).then_some(object))
+            }
+            None => Ok(None),
+        }
     }
-    async fn submit_action(&self, _: crate::action::NewAction) -> Result<super::Submitted> {
-        todo!()
+
+    // --- actions ---------------------------------------------------------
+
+    async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
+        if let Some(state) = new.completed.filter(|s| !s.is_final()) {
+            return Err(Error::Invalid(format!(
+                "a completed action must be in a final state, not {state}"
+            )));
+        }
+        let mut tx = self.begin().await?;
+        let at = now();
+        let state = match new.completed {
+            Some(done) => done,
+            None => {
+                let busy: bool = sqlx::query_scalar(&SQL.object_busy)
+                    .bind(new.object_uuid.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if busy {
+                    ActionState::Pending
+                } else {
+                    ActionState::InProgress
+                }
+            }
+        };
+        let dispatched = state == ActionState::InProgress;
+        let row = sqlx::query(&format!(
+            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+                 object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
+                 is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+                 ?16, ?17, ?18, ?21, CASE WHEN ?19 THEN ?21 END, CASE WHEN ?20 THEN ?21 END) \
+             RETURNING {}",
+            rows::ACTION_COLUMNS
+        ))
+        .bind(new.uuid.to_string())
+        .bind(&new.namespace)
+        .bind(&new.action)
+        .bind(&new.object)
+        .bind(new.object_uuid.to_string())
+        .bind(&new.object_type)
+        .bind(serde_json::to_string(&new.object_parents)?)
+        .bind(&new.verb)
+        .bind(&new.method)
+        .bind(&new.path)
+        .bind(&new.body)
+        .bind(&new.ip)
+        .bind(&new.location)
+        .bind(&new.user)
+        .bind(&new.user_agent)
+        .bind(new.is_user_action)
+        .bind(state.as_str())
+        .bind(new.retry_of.map(|u| u.to_string()))
+        .bind(state.is_final())
+        .bind(dispatched)
+        .bind(rows::to_micros(at))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| rows::conflict_if_unique(e, || format!("action {} exists", new.uuid)))?;
+        let stored = StoredAction::from_row(&row)?;
+        let event = insert_event(&mut tx, &stored, EventKind::Create, at).await?;
+        let outbox_id = if dispatched {
+            Some(insert_outbox(&mut tx, new.uuid, at).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(Submitted {
+            action: stored.action,
+            event,
+            outbox_id,
+        })
     }
-    async fn get_action(&self, _: super::Scope<'_>, _: uuid::Uuid) -> Result<Option<crate::action::Action>> {
-        todo!()
+
+    async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM actions WHERE uuid = ?1",
+            rows::ACTION_COLUMNS
+        ))
+        .bind(uuid.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let action = StoredAction::from_row(&row)?.action;
+                Ok(scope.allows(&action.namespace).then_some(action))
+            }
+            None => Ok(None),
+        }
     }
-    async fn unsent_outbox(&self, _: std::time::Duration, _: i64) -> Result<Vec<super::OutboxEntry>> {
-        todo!()
+
+    async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, action_uuid FROM outbox \
+             WHERE sent_at IS NULL AND created_at <= ?1 \
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(micros_before(now(), min_age))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxEntry {
+                    id: row.int("id")?,
+                    action_uuid: row.uuid("action_uuid")?,
+                })
+            })
+            .collect()
     }
-    async fn mark_outbox_sent(&self, _: &[i64]) -> Result<()> {
-        todo!()
+
+    async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET sent_at = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND sent_at IS NULL",
+        )
+        .bind(json_list(ids)?)
+        .bind(rows::to_micros(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
-    async fn claim_action(
-        &self,
-        _: uuid::Uuid,
-        _: &str,
-        _: std::time::Duration,
-    ) -> Result<Option<super::Claim>> {
-        todo!()
+
+    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>> {
+        let token = LeaseToken(Uuid::new_v4());
+        let at = now();
+        let row = sqlx::query(&format!(
+            "UPDATE actions SET claims = claims + 1, lease_token = ?2, lease_owner = ?3, \
+                 lease_expires_at = ?4 \
+             WHERE uuid = ?1 AND state = ?5 \
+               AND (lease_token IS NULL OR lease_expires_at < ?6) \
+             RETURNING {}",
+            rows::ACTION_COLUMNS
+        ))
+        .bind(uuid.to_string())
+        .bind(token.0.to_string())
+        .bind(owner)
+        .bind(micros_after(at, lease))
+        .bind(ActionState::InProgress.as_str())
+        .bind(rows::to_micros(at))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Claim {
+                action: StoredAction::from_row(&row)?.action,
+                token,
+            })
+        })
+        .transpose()
     }
-    async fn heartbeat(&self, _: uuid::Uuid, _: super::LeaseToken, _: std::time::Duration) -> Result<bool> {
-        todo!()
+
+    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE actions SET lease_expires_at = ?3 WHERE uuid = ?1 AND lease_token = ?2")
+                .bind(uuid.to_string())
+                .bind(token.0.to_string())
+                .bind(micros_after(now(), lease))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
+
     async fn append_logs(
         &self,
-        _: uuid::Uuid,
-        _: Option<super::LeaseToken>,
-        _: &[crate::logline::NewLogLine],
-    ) -> Result<Vec<crate::logline::LogLine>> {
-        todo!()
+        uuid: Uuid,
+        token: Option<LeaseToken>,
+        lines: &[NewLogLine],
+    ) -> Result<Vec<LogLine>> {
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = lines.len() as i64;
+        let mut tx = self.begin().await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE actions SET log_seq = log_seq + ?2 \
+             WHERE uuid = ?1 AND (?3 IS NULL OR lease_token = ?3) \
+             RETURNING log_seq",
+        )
+        .bind(uuid.to_string())
+        .bind(n)
+        .bind(token.map(|t| t.0.to_string()))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(last) = last else {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM actions WHERE uuid = ?1)")
+                .bind(uuid.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+            return Err(if exists {
+                rows::lease_lost()
+            } else {
+                rows::action_not_found(uuid)
+            });
+        };
+        let stored: Vec<LogLine> = lines
+            .iter()
+            .zip(last - n + 1..)
+            .map(|(line, seq)| LogLine {
+                action_uuid: uuid,
+                seq,
+                log: line.log.clone(),
+                timestamp: line.timestamp,
+                stream: line.stream,
+            })
+            .collect();
+        // One prepared statement per line: SQLite runs them in-process, so a
+        // batch costs no round trips.
+        for line in &stored {
+            sqlx::query(
+                "INSERT INTO action_logs (action_uuid, seq, log, ts, stream) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(uuid.to_string())
+            .bind(line.seq)
+            .bind(&line.log)
+            .bind(line.timestamp)
+            .bind(line.stream.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
     }
-    async fn logs(&self, _: uuid::Uuid, _: Option<i64>) -> Result<Vec<crate::logline::LogLine>> {
-        todo!()
+
+    async fn logs(&self, uuid: Uuid, tail: Option<i64>) -> Result<Vec<LogLine>> {
+        // SQLite reads a negative LIMIT as "no limit".
+        let limit = tail.map_or(-1, |t| t.max(0));
+        let rows = sqlx::query(
+            "SELECT action_uuid, seq, log, ts, stream FROM ( \
+                 SELECT * FROM action_logs WHERE action_uuid = ?1 ORDER BY seq DESC LIMIT ?2 \
+             ) ORDER BY seq",
+        )
+        .bind(uuid.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::log_line_from_row).collect()
     }
+
     async fn transition(
         &self,
-        _: super::Scope<'_>,
-        _: uuid::Uuid,
-        _: crate::state::ActionState,
-        _: Option<super::LeaseToken>,
-    ) -> Result<super::Transitioned> {
-        todo!()
+        scope: Scope<'_>,
+        uuid: Uuid,
+        to: ActionState,
+        token: Option<LeaseToken>,
+    ) -> Result<Transitioned> {
+        let mut tx = self.begin().await?;
+        let done = transition_in(&mut tx, scope, uuid, to, token, now()).await?;
+        tx.commit().await?;
+        Ok(done)
     }
-    async fn reap_expired_leases(&self, _: i32, _: i64) -> Result<super::Reaped> {
-        todo!()
+
+    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
+        let candidates = sqlx::query(
+            "SELECT uuid FROM actions WHERE lease_expires_at < ?1 \
+             ORDER BY lease_expires_at LIMIT ?2",
+        )
+        .bind(rows::to_micros(now()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut reaped = Reaped::default();
+        // One transaction per action, as in the PostgreSQL store.
+        for candidate in &candidates {
+            let uuid = candidate.uuid("uuid")?;
+            let mut tx = self.begin().await?;
+            let at = now();
+            // Re-checked inside the transaction: a heartbeat or a finish may have won.
+            let row = sqlx::query(
+                "SELECT state, claims, lease_token FROM actions \
+                 WHERE uuid = ?1 AND lease_expires_at < ?2",
+            )
+            .bind(uuid.to_string())
+            .bind(rows::to_micros(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                continue;
+            };
+            let state = row.state("state")?;
+            let token = row.opt_uuid("lease_token")?.map(LeaseToken);
+            if row.int32("claims")? >= max_claims {
+                let failed = transition_in(&mut tx, Scope::All, uuid, ActionState::Failed, token, at).await?;
+                reaped.failed.push(failed);
+            } else if state == ActionState::Canceling {
+                let canceled =
+                    transition_in(&mut tx, Scope::All, uuid, ActionState::Canceled, token, at).await?;
+                reaped.failed.push(canceled);
+            } else {
+                let row = sqlx::query(&format!(
+                    "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
+                         lease_expires_at = NULL, dispatched_at = ?2 \
+                     WHERE uuid = ?1 RETURNING {}",
+                    rows::ACTION_COLUMNS
+                ))
+                .bind(uuid.to_string())
+                .bind(rows::to_micros(at))
+                .fetch_one(&mut *tx)
+                .await?;
+                let stored = StoredAction::from_row(&row)?;
+                reaped
+                    .requeued
+                    .push(record_dispatch(&mut tx, stored, EventKind::Update, at).await?);
+            }
+            tx.commit().await?;
+        }
+        Ok(reaped)
     }
-    async fn redispatch_unclaimed(&self, _: std::time::Duration, _: i64) -> Result<Vec<uuid::Uuid>> {
-        todo!()
+
+    async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
+        let at = now();
+        let uuids: Vec<String> = sqlx::query_scalar(&SQL.redispatch)
+            .bind(rows::to_micros(at))
+            .bind(micros_before(at, older_than))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        uuids.iter().map(|u| rows::parse_uuid(u)).collect()
     }
-    async fn events_after(&self, _: super::Scope<'_>, _: i64, _: i64) -> Result<Vec<crate::event::Event>> {
-        todo!()
+
+    // --- events ----------------------------------------------------------
+
+    async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let namespaces = rows::scope_namespaces(scope)
+            .map(|ns| json_list(&ns))
+            .transpose()?;
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM events \
+             WHERE seq > ?1 AND (?2 IS NULL OR namespace IN (SELECT value FROM json_each(?2))) \
+             ORDER BY seq LIMIT ?3",
+            rows::EVENT_COLUMNS
+        ))
+        .bind(after)
+        .bind(namespaces)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::event_from_row).collect()
     }
 }

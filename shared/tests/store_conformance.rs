@@ -1,0 +1,876 @@
+//! The one conformance suite every `Store` backend must pass.
+//!
+//! Each case is a plain `async fn` over `&dyn Store`; the `conformance!` macro
+//! at the bottom instantiates all of them once per backend, as
+//! `postgres::<case>` and `sqlite::<case>`. PostgreSQL cases each get a fresh
+//! database (dropped afterwards); SQLite cases a fresh file in a temporary
+//! directory.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use stevedore_shared::store::postgres::PgStore;
+use stevedore_shared::store::sqlite::SqliteStore;
+use stevedore_shared::store::{DynStore, Store};
+use stevedore_shared::testing::TestDatabase;
+
+/// A migrated store and whatever must outlive it (its database or directory).
+struct Harness {
+    store: DynStore,
+    _keep: Box<dyn Any + Send>,
+}
+
+async fn pg_store() -> Harness {
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(db.url()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    Harness {
+        store: Arc::new(store),
+        _keep: Box::new(db),
+    }
+}
+
+async fn sqlite_store() -> Harness {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = SqliteStore::connect(&url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    Harness {
+        store: Arc::new(store),
+        _keep: Box::new(dir),
+    }
+}
+
+mod cases {
+    use chrono::{SubsecRound, Utc};
+    use futures::future::join_all;
+    use std::time::Duration;
+    use stevedore_shared::action::{action_uri, NewAction};
+    use stevedore_shared::event::EventKind;
+    use stevedore_shared::logline::{NewLogLine, StreamType};
+    use stevedore_shared::object::Object;
+    use stevedore_shared::state::{ActionState, IllegalTransition};
+    use stevedore_shared::store::{LeaseToken, Scope, Store};
+    use stevedore_shared::Error;
+    use uuid::Uuid;
+
+    use ActionState::*;
+
+    /// A lease long enough never to expire during a test.
+    const LONG_LEASE: Duration = Duration::from_secs(600);
+    /// A lease short enough to wait out.
+    const SHORT_LEASE: Duration = Duration::from_secs(1);
+    /// Longer than [`SHORT_LEASE`], with a margin for slow machines.
+    const PAST_SHORT_LEASE: Duration = Duration::from_millis(1300);
+
+    fn object_uri(namespace: &str, uuid: Uuid) -> String {
+        format!("/api/app/v1/{namespace}/service/{uuid}/")
+    }
+
+    fn new_action(namespace: &str, object: Uuid) -> NewAction {
+        NewAction {
+            uuid: Uuid::new_v4(),
+            namespace: namespace.to_string(),
+            action: "Service Start".to_string(),
+            object: object_uri(namespace, object),
+            object_uuid: object,
+            object_type: "service".to_string(),
+            object_parents: vec![format!("/api/app/v1/{namespace}/stack/{}/", Uuid::nil())],
+            verb: "start".to_string(),
+            method: "POST".to_string(),
+            path: format!("/api/app/v1/{namespace}/service/{object}/start/"),
+            body: String::new(),
+            ip: "127.0.0.1".to_string(),
+            location: String::new(),
+            user: namespace.to_string(),
+            user_agent: "conformance".to_string(),
+            is_user_action: true,
+            retry_of: None,
+            completed: None,
+        }
+    }
+
+    fn object(namespace: &str) -> Object {
+        let uuid = Uuid::new_v4();
+        // Both backends keep microseconds.
+        let now = Utc::now().trunc_subsecs(6);
+        Object {
+            uuid,
+            namespace: namespace.to_string(),
+            object_type: "service".to_string(),
+            resource_uri: object_uri(namespace, uuid),
+            name: "web".to_string(),
+            state: "Running".to_string(),
+            parents: vec![format!("/api/app/v1/{namespace}/stack/{}/", Uuid::nil())],
+            attributes: serde_json::json!({"image": "nginx", "ports": [80, 443]}),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
+    fn lines(texts: &[&str]) -> Vec<NewLogLine> {
+        texts
+            .iter()
+            .map(|t| NewLogLine {
+                log: t.to_string(),
+                timestamp: 1_700_000_000,
+                stream: StreamType::Stdout,
+            })
+            .collect()
+    }
+
+    /// Outbox rows waiting for an action.
+    async fn outbox_rows(store: &dyn Store, action: Uuid) -> Vec<i64> {
+        store
+            .unsent_outbox(Duration::ZERO, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action_uuid == action)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    async fn state_of(store: &dyn Store, action: Uuid) -> ActionState {
+        store
+            .get_action(Scope::All, action)
+            .await
+            .unwrap()
+            .expect("action exists")
+            .state
+    }
+
+    // --- tenancy ---------------------------------------------------------
+
+    pub async fn users_and_api_keys_round_trip(store: &dyn Store) {
+        let user = store
+            .create_user("ann", &["acme".into(), "ann".into(), "labs".into()])
+            .await
+            .unwrap();
+        assert_eq!(user.namespaces, vec!["ann", "acme", "labs"]);
+        assert_eq!(store.get_user("ann").await.unwrap(), Some(user.clone()));
+        assert_eq!(store.get_user("bob").await.unwrap(), None);
+
+        store.add_api_key("ann", "digest-1").await.unwrap();
+        store.add_api_key("ann", "digest-2").await.unwrap();
+        let (found, digests) = store.credentials("ann").await.unwrap().unwrap();
+        assert_eq!(found, user);
+        assert_eq!(digests, vec!["digest-1", "digest-2"]);
+        assert!(store.credentials("bob").await.unwrap().is_none());
+    }
+
+    pub async fn creating_an_existing_user_is_a_conflict(store: &dyn Store) {
+        store.create_user("ann", &[]).await.unwrap();
+        let err = store.create_user("ann", &["acme".into()]).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        assert_eq!(
+            store.get_user("ann").await.unwrap().unwrap().namespaces,
+            vec!["ann"]
+        );
+    }
+
+    pub async fn api_keys_need_an_existing_user_and_a_unique_digest(store: &dyn Store) {
+        let err = store.add_api_key("nobody", "d").await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        store.create_user("ann", &[]).await.unwrap();
+        store.add_api_key("ann", "d").await.unwrap();
+        let err = store.add_api_key("ann", "d").await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    }
+
+    // --- objects ---------------------------------------------------------
+
+    pub async fn objects_are_visible_only_in_their_namespaces(store: &dyn Store) {
+        let obj = object("acme");
+        store.insert_object(&obj).await.unwrap();
+        let acme = ["acme".to_string()];
+        let other = ["other".to_string()];
+        assert_eq!(
+            store.get_object(Scope::All, obj.uuid).await.unwrap(),
+            Some(obj.clone())
+        );
+        assert_eq!(
+            store
+                .get_object(Scope::Namespaces(&acme), obj.uuid)
+                .await
+                .unwrap(),
+            Some(obj.clone())
+        );
+        assert_eq!(
+            store
+                .get_object(Scope::Namespaces(&other), obj.uuid)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.get_object(Scope::All, Uuid::new_v4()).await.unwrap(), None);
+        let err = store.insert_object(&obj).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    }
+
+    // --- submitting ------------------------------------------------------
+
+    pub async fn submit_on_an_idle_object_dispatches_it(store: &dyn Store) {
+        let new = new_action("acme", Uuid::new_v4());
+        let s = store.submit_action(new.clone()).await.unwrap();
+        assert_eq!(s.action.state, InProgress);
+        assert_eq!(s.action.uuid, new.uuid);
+        assert_eq!(s.action.claims, 0);
+        assert!(s.action.start_date.is_some());
+        assert!(s.action.end_date.is_none());
+        let outbox_id = s.outbox_id.expect("an outbox row");
+        assert_eq!(outbox_rows(store, new.uuid).await, vec![outbox_id]);
+
+        assert_eq!(s.event.action, EventKind::Create);
+        assert_eq!(s.event.object_type, "action");
+        assert_eq!(s.event.uuid, new.uuid.to_string());
+        assert_eq!(s.event.resource_uri, action_uri(&new.uuid));
+        assert_eq!(s.event.state, "In progress");
+        assert_eq!(s.event.namespace, "acme");
+        let mut parents = vec![new.object.clone()];
+        parents.extend(new.object_parents.clone());
+        assert_eq!(s.event.parents, parents);
+        assert!(s.event.seq > 0);
+
+        assert_eq!(
+            store.get_action(Scope::All, new.uuid).await.unwrap(),
+            Some(s.action.clone())
+        );
+        let events = store.events_after(Scope::All, 0, 100).await.unwrap();
+        assert_eq!(events, vec![s.event]);
+    }
+
+    pub async fn submit_on_a_busy_object_waits_as_pending(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let first = store.submit_action(new_action("acme", object)).await.unwrap();
+        let second = store.submit_action(new_action("acme", object)).await.unwrap();
+        assert_eq!(first.action.state, InProgress);
+        assert_eq!(second.action.state, Pending);
+        assert_eq!(second.outbox_id, None);
+        assert_eq!(second.event.state, "Pending");
+        assert!(outbox_rows(store, second.action.uuid).await.is_empty());
+
+        // Another object is not affected.
+        let other = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        assert_eq!(other.action.state, InProgress);
+    }
+
+    pub async fn concurrent_submits_on_one_object_start_exactly_one(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let results = join_all((0..20).map(|_| store.submit_action(new_action("acme", object)))).await;
+        let states: Vec<ActionState> = results
+            .into_iter()
+            .map(|r| r.expect("submit").action.state)
+            .collect();
+        assert_eq!(states.iter().filter(|s| **s == InProgress).count(), 1);
+        assert_eq!(states.iter().filter(|s| **s == Pending).count(), 19);
+        let outbox = store.unsent_outbox(Duration::ZERO, 100).await.unwrap();
+        assert_eq!(outbox.len(), 1);
+    }
+
+    pub async fn a_submitted_uuid_cannot_be_reused(store: &dyn Store) {
+        let new = new_action("acme", Uuid::new_v4());
+        store.submit_action(new.clone()).await.unwrap();
+        let err = store.submit_action(new).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    }
+
+    pub async fn completed_submissions_are_recorded_final_without_dispatch(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let running = store.submit_action(new_action("acme", object)).await.unwrap();
+        let mut new = new_action("acme", object);
+        new.completed = Some(Success);
+        let done = store.submit_action(new.clone()).await.unwrap();
+        assert_eq!(done.action.state, Success);
+        assert_eq!(done.outbox_id, None);
+        assert!(done.action.start_date.is_some());
+        assert_eq!(done.action.start_date, done.action.end_date);
+        assert_eq!(done.event.action, EventKind::Create);
+        assert_eq!(done.event.state, "Success");
+        assert!(outbox_rows(store, new.uuid).await.is_empty());
+        // It does not occupy the object.
+        assert_eq!(state_of(store, running.action.uuid).await, InProgress);
+
+        let mut bad = new_action("acme", object);
+        bad.completed = Some(Pending);
+        let err = store.submit_action(bad).await.unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    }
+
+    // --- transitions -----------------------------------------------------
+
+    pub async fn finishing_an_action_promotes_the_oldest_pending_one(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let first = store.submit_action(new_action("acme", object)).await.unwrap();
+        let second = store.submit_action(new_action("acme", object)).await.unwrap();
+        let third = store.submit_action(new_action("acme", object)).await.unwrap();
+        let claim = store
+            .claim_action(first.action.uuid, "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let done = store
+            .transition(Scope::All, first.action.uuid, Success, Some(claim.token))
+            .await
+            .unwrap();
+        assert_eq!(done.action.state, Success);
+        assert!(done.action.end_date.is_some());
+        assert_eq!(done.event.action, EventKind::Update);
+        assert_eq!(done.event.state, "Success");
+
+        let promoted = done.promoted.expect("the oldest Pending action is promoted");
+        assert_eq!(promoted.action.uuid, second.action.uuid);
+        assert_eq!(promoted.action.state, InProgress);
+        assert_eq!(promoted.event.action, EventKind::Update);
+        assert_eq!(promoted.event.state, "In progress");
+        assert_eq!(promoted.event.uuid, second.action.uuid.to_string());
+        assert!(promoted.event.seq > done.event.seq);
+        let outbox_id = promoted.outbox_id.expect("an outbox row");
+        assert_eq!(outbox_rows(store, second.action.uuid).await, vec![outbox_id]);
+        assert_eq!(state_of(store, third.action.uuid).await, Pending);
+
+        // The lease was cleared: the finished action cannot be claimed or fenced.
+        assert!(!store
+            .heartbeat(first.action.uuid, claim.token, LONG_LEASE)
+            .await
+            .unwrap());
+
+        let events = store
+            .events_after(Scope::All, first.event.seq, 100)
+            .await
+            .unwrap();
+        let seen: Vec<(String, String)> = events.iter().map(|e| (e.uuid.clone(), e.state.clone())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (second.action.uuid.to_string(), "Pending".to_string()),
+                (third.action.uuid.to_string(), "Pending".to_string()),
+                (first.action.uuid.to_string(), "Success".to_string()),
+                (second.action.uuid.to_string(), "In progress".to_string()),
+            ]
+        );
+    }
+
+    pub async fn canceling_a_pending_action_does_not_promote_while_the_object_is_busy(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let first = store.submit_action(new_action("acme", object)).await.unwrap();
+        let second = store.submit_action(new_action("acme", object)).await.unwrap();
+        let third = store.submit_action(new_action("acme", object)).await.unwrap();
+        let canceled = store
+            .transition(Scope::All, second.action.uuid, Canceled, None)
+            .await
+            .unwrap();
+        assert_eq!(canceled.action.state, Canceled);
+        assert!(canceled.promoted.is_none());
+        assert_eq!(state_of(store, first.action.uuid).await, InProgress);
+        assert_eq!(state_of(store, third.action.uuid).await, Pending);
+
+        // Cancel the running one: Canceling holds the object too.
+        let canceling = store
+            .transition(Scope::All, first.action.uuid, Canceling, None)
+            .await
+            .unwrap();
+        assert!(canceling.promoted.is_none());
+        assert_eq!(state_of(store, third.action.uuid).await, Pending);
+        let ended = store
+            .transition(Scope::All, first.action.uuid, Canceled, None)
+            .await
+            .unwrap();
+        assert_eq!(ended.promoted.unwrap().action.uuid, third.action.uuid);
+    }
+
+    pub async fn illegal_transitions_are_refused_and_change_nothing(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let running = store.submit_action(new_action("acme", object)).await.unwrap();
+        let pending = store.submit_action(new_action("acme", object)).await.unwrap();
+        let before = store.events_after(Scope::All, 0, 100).await.unwrap();
+
+        for (uuid, from, to) in [
+            (running.action.uuid, InProgress, Pending),
+            (running.action.uuid, InProgress, Canceled),
+            (pending.action.uuid, Pending, Success),
+            (pending.action.uuid, Pending, Canceling),
+        ] {
+            let err = store.transition(Scope::All, uuid, to, None).await.unwrap_err();
+            match err {
+                Error::Transition(e) => assert_eq!(e, IllegalTransition { from, to }),
+                other => panic!("{from} -> {to}: {other:?}"),
+            }
+            assert_eq!(state_of(store, uuid).await, from);
+        }
+
+        store
+            .transition(Scope::All, running.action.uuid, Failed, None)
+            .await
+            .unwrap();
+        for to in ActionState::ALL {
+            let err = store
+                .transition(Scope::All, running.action.uuid, to, None)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Transition(IllegalTransition { from: Failed, .. })),
+                "{err:?}"
+            );
+        }
+        assert_eq!(state_of(store, running.action.uuid).await, Failed);
+        // Only the Failed event and the promotion were added.
+        let after = store.events_after(Scope::All, 0, 100).await.unwrap();
+        assert_eq!(after.len(), before.len() + 2);
+    }
+
+    pub async fn a_transition_of_an_unknown_action_is_not_found(store: &dyn Store) {
+        let err = store
+            .transition(Scope::All, Uuid::new_v4(), Success, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    pub async fn actions_of_another_namespace_are_invisible(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let acme = ["acme".to_string()];
+        let other = ["other".to_string(), "more".to_string()];
+        let uuid = s.action.uuid;
+        assert!(store
+            .get_action(Scope::Namespaces(&acme), uuid)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .get_action(Scope::Namespaces(&other), uuid)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .get_action(Scope::Namespaces(&[]), uuid)
+            .await
+            .unwrap()
+            .is_none());
+        let err = store
+            .transition(Scope::Namespaces(&other), uuid, Canceling, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        assert_eq!(state_of(store, uuid).await, InProgress);
+        store
+            .transition(Scope::Namespaces(&acme), uuid, Canceling, None)
+            .await
+            .unwrap();
+    }
+
+    // --- leases ----------------------------------------------------------
+
+    pub async fn a_wrong_lease_token_is_refused(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let uuid = s.action.uuid;
+        store.claim_action(uuid, "w1", LONG_LEASE).await.unwrap().unwrap();
+        let stranger = LeaseToken(Uuid::new_v4());
+        let err = store
+            .transition(Scope::All, uuid, Success, Some(stranger))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Transition(IllegalTransition {
+                    from: InProgress,
+                    to: Success
+                })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(state_of(store, uuid).await, InProgress);
+        let err = store
+            .append_logs(uuid, Some(stranger), &lines(&["x"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        assert!(store.logs(uuid, None).await.unwrap().is_empty());
+    }
+
+    pub async fn an_action_is_claimed_once_until_its_lease_expires(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let uuid = s.action.uuid;
+        let first = store
+            .claim_action(uuid, "w1", SHORT_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.action.claims, 1);
+        assert_eq!(first.action.state, InProgress);
+        assert!(store
+            .claim_action(uuid, "w2", SHORT_LEASE)
+            .await
+            .unwrap()
+            .is_none());
+
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+        let second = store.claim_action(uuid, "w2", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(second.action.claims, 2);
+        assert_ne!(second.token, first.token);
+        assert!(!store.heartbeat(uuid, first.token, LONG_LEASE).await.unwrap());
+        assert!(store.heartbeat(uuid, second.token, LONG_LEASE).await.unwrap());
+
+        // Missing, Pending and finished actions cannot be claimed.
+        assert!(store
+            .claim_action(Uuid::new_v4(), "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .is_none());
+        let pending = store
+            .submit_action(new_action("acme", s.action.object_uuid))
+            .await
+            .unwrap();
+        assert!(store
+            .claim_action(pending.action.uuid, "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .is_none());
+        store
+            .transition(Scope::All, uuid, Success, Some(second.token))
+            .await
+            .unwrap();
+        assert!(store
+            .claim_action(uuid, "w3", LONG_LEASE)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    pub async fn heartbeat_holds_only_with_the_current_token(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let uuid = s.action.uuid;
+        let claim = store
+            .claim_action(uuid, "w1", SHORT_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
+        assert!(!store
+            .heartbeat(uuid, LeaseToken(Uuid::new_v4()), SHORT_LEASE)
+            .await
+            .unwrap());
+        assert!(!store
+            .heartbeat(Uuid::new_v4(), claim.token, SHORT_LEASE)
+            .await
+            .unwrap());
+        // Heartbeats keep the lease alive past its first expiry.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
+        }
+        assert!(store
+            .claim_action(uuid, "w2", SHORT_LEASE)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    // --- logs ------------------------------------------------------------
+
+    pub async fn log_lines_are_numbered_without_gaps_across_batches(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let uuid = s.action.uuid;
+        let claim = store.claim_action(uuid, "w1", LONG_LEASE).await.unwrap().unwrap();
+        let a = store
+            .append_logs(uuid, Some(claim.token), &lines(&["one", "two", "three"]))
+            .await
+            .unwrap();
+        assert_eq!(a.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(a[1].log, "two");
+        assert_eq!(a[1].action_uuid, uuid);
+        assert!(store.append_logs(uuid, None, &[]).await.unwrap().is_empty());
+        let b = store.append_logs(uuid, None, &lines(&["four"])).await.unwrap();
+        assert_eq!(b[0].seq, 4);
+
+        // Concurrent batches interleave without overlapping.
+        let batches =
+            join_all((0..8).map(|_| store.append_logs(uuid, Some(claim.token), &lines_owned()))).await;
+        for batch in batches {
+            assert_eq!(batch.unwrap().len(), 5);
+        }
+        let all = store.logs(uuid, None).await.unwrap();
+        assert_eq!(
+            all.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            (1..=44).collect::<Vec<_>>()
+        );
+        assert_eq!(all[..4], [a, b].concat()[..]);
+
+        let tail = store.logs(uuid, Some(3)).await.unwrap();
+        assert_eq!(tail.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![42, 43, 44]);
+        assert!(store.logs(uuid, Some(0)).await.unwrap().is_empty());
+        assert!(store.logs(Uuid::new_v4(), None).await.unwrap().is_empty());
+
+        let err = store
+            .append_logs(Uuid::new_v4(), None, &lines(&["x"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    fn lines_owned() -> &'static [NewLogLine] {
+        use std::sync::OnceLock;
+        static LINES: OnceLock<Vec<NewLogLine>> = OnceLock::new();
+        LINES.get_or_init(|| lines(&["a", "b", "c", "d", "e"]))
+    }
+
+    // --- sweeps ----------------------------------------------------------
+
+    pub async fn reaping_requeues_below_max_claims_and_fails_at_max_claims(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let s = store.submit_action(new_action("acme", object)).await.unwrap();
+        let waiting = store.submit_action(new_action("acme", object)).await.unwrap();
+        let uuid = s.action.uuid;
+        store.mark_outbox_sent(&[s.outbox_id.unwrap()]).await.unwrap();
+
+        let claim = store
+            .claim_action(uuid, "w1", SHORT_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        // A live lease is left alone.
+        assert_eq!(
+            store.reap_expired_leases(2, 100).await.unwrap(),
+            Default::default()
+        );
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+
+        let reaped = store.reap_expired_leases(2, 100).await.unwrap();
+        assert!(reaped.failed.is_empty());
+        assert_eq!(reaped.requeued.len(), 1);
+        let requeued = &reaped.requeued[0];
+        assert_eq!(requeued.action.uuid, uuid);
+        assert_eq!(requeued.action.state, InProgress);
+        assert_eq!(requeued.event.action, EventKind::Update);
+        assert_eq!(outbox_rows(store, uuid).await, vec![requeued.outbox_id.unwrap()]);
+        // The lease is gone: the old token is refused, a new claim succeeds.
+        assert!(!store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
+        let second = store
+            .claim_action(uuid, "w2", SHORT_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.action.claims, 2);
+
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+        let reaped = store.reap_expired_leases(2, 100).await.unwrap();
+        assert!(reaped.requeued.is_empty());
+        assert_eq!(reaped.failed.len(), 1);
+        let failed = &reaped.failed[0];
+        assert_eq!(failed.action.state, Failed);
+        assert!(failed.action.end_date.is_some());
+        assert_eq!(failed.event.state, "Failed");
+        assert_eq!(
+            failed.promoted.as_ref().map(|p| p.action.uuid),
+            Some(waiting.action.uuid)
+        );
+        assert_eq!(state_of(store, uuid).await, Failed);
+        assert_eq!(
+            store.reap_expired_leases(2, 100).await.unwrap(),
+            Default::default()
+        );
+    }
+
+    pub async fn reaping_a_canceling_action_cancels_it(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let uuid = s.action.uuid;
+        store
+            .claim_action(uuid, "w1", SHORT_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store.transition(Scope::All, uuid, Canceling, None).await.unwrap();
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+        let reaped = store.reap_expired_leases(5, 100).await.unwrap();
+        assert!(reaped.requeued.is_empty());
+        assert_eq!(reaped.failed.len(), 1);
+        assert_eq!(reaped.failed[0].action.state, Canceled);
+        assert_eq!(state_of(store, uuid).await, Canceled);
+    }
+
+    pub async fn unclaimed_dispatches_are_redispatched(store: &dyn Store) {
+        let unclaimed = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let claimed = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        store
+            .claim_action(claimed.action.uuid, "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        let object = Uuid::new_v4();
+        let busy = store.submit_action(new_action("acme", object)).await.unwrap();
+        let pending = store.submit_action(new_action("acme", object)).await.unwrap();
+        assert_eq!(pending.action.state, Pending);
+
+        // Nothing is old enough yet.
+        let none = store
+            .redispatch_unclaimed(Duration::from_secs(60), 100)
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut again = store
+            .redispatch_unclaimed(Duration::from_millis(200), 100)
+            .await
+            .unwrap();
+        again.sort();
+        let mut expected = vec![unclaimed.action.uuid, busy.action.uuid];
+        expected.sort();
+        assert_eq!(again, expected);
+        // Their dispatch time was reset, so they are not due again at once.
+        assert!(store
+            .redispatch_unclaimed(Duration::from_millis(200), 100)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn outbox_rows_are_marked_sent_idempotently(store: &dyn Store) {
+        let a = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let b = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let (ida, idb) = (a.outbox_id.unwrap(), b.outbox_id.unwrap());
+        let unsent = store.unsent_outbox(Duration::ZERO, 100).await.unwrap();
+        assert_eq!(unsent.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ida, idb]);
+        assert_eq!(unsent[0].action_uuid, a.action.uuid);
+        assert_eq!(store.unsent_outbox(Duration::ZERO, 1).await.unwrap().len(), 1);
+        assert!(store
+            .unsent_outbox(Duration::from_secs(60), 100)
+            .await
+            .unwrap()
+            .is_empty());
+
+        store.mark_outbox_sent(&[ida]).await.unwrap();
+        store.mark_outbox_sent(&[ida]).await.unwrap();
+        store.mark_outbox_sent(&[]).await.unwrap();
+        let unsent = store.unsent_outbox(Duration::ZERO, 100).await.unwrap();
+        assert_eq!(unsent.iter().map(|e| e.id).collect::<Vec<_>>(), vec![idb]);
+        store.mark_outbox_sent(&[ida, idb, 999_999]).await.unwrap();
+        assert!(store.unsent_outbox(Duration::ZERO, 100).await.unwrap().is_empty());
+    }
+
+    // --- events ----------------------------------------------------------
+
+    pub async fn events_after_are_ordered_and_scoped(store: &dyn Store) {
+        let mut submitted = Vec::new();
+        for ns in ["acme", "other", "acme", "labs"] {
+            submitted.push(store.submit_action(new_action(ns, Uuid::new_v4())).await.unwrap());
+        }
+        let all = store.events_after(Scope::All, 0, 100).await.unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(
+            all.iter().map(|e| e.uuid.clone()).collect::<Vec<_>>(),
+            submitted
+                .iter()
+                .map(|s| s.action.uuid.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(all[0], submitted[0].event);
+
+        let acme = ["acme".to_string(), "labs".to_string()];
+        let scoped = store
+            .events_after(Scope::Namespaces(&acme), 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            scoped.iter().map(|e| e.namespace.as_str()).collect::<Vec<_>>(),
+            vec!["acme", "acme", "labs"]
+        );
+        let after = store
+            .events_after(Scope::Namespaces(&acme), scoped[0].seq, 1)
+            .await
+            .unwrap();
+        assert_eq!(after, vec![scoped[1].clone()]);
+        assert!(store
+            .events_after(Scope::Namespaces(&[]), 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .events_after(Scope::All, all[3].seq, 100)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
+/// Instantiates every case for one backend, in a module named after it.
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@cases $make;
+                users_and_api_keys_round_trip,
+                creating_an_existing_user_is_a_conflict,
+                api_keys_need_an_existing_user_and_a_unique_digest,
+                objects_are_visible_only_in_their_namespaces,
+                submit_on_an_idle_object_dispatches_it,
+                submit_on_a_busy_object_waits_as_pending,
+                concurrent_submits_on_one_object_start_exactly_one,
+                a_submitted_uuid_cannot_be_reused,
+                completed_submissions_are_recorded_final_without_dispatch,
+                finishing_an_action_promotes_the_oldest_pending_one,
+                canceling_a_pending_action_does_not_promote_while_the_object_is_busy,
+                illegal_transitions_are_refused_and_change_nothing,
+                a_transition_of_an_unknown_action_is_not_found,
+                actions_of_another_namespace_are_invisible,
+                a_wrong_lease_token_is_refused,
+                an_action_is_claimed_once_until_its_lease_expires,
+                heartbeat_holds_only_with_the_current_token,
+                log_lines_are_numbered_without_gaps_across_batches,
+                reaping_requeues_below_max_claims_and_fails_at_max_claims,
+                reaping_a_canceling_action_cancels_it,
+                unclaimed_dispatches_are_redispatched,
+                outbox_rows_are_marked_sent_idempotently,
+                events_after_are_ordered_and_scoped,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $make.await;
+                super::cases::$case(harness.store.as_ref()).await;
+            }
+        )*
+    };
+}
+
+conformance!(postgres, pg_store());
+conformance!(sqlite, sqlite_store());
