@@ -211,7 +211,10 @@ async fn bad_input_gets_json_errors_and_creates_no_action(d: &mut Deployment) {
             "{method} {path}: no error message: {json}"
         );
     }
-    let huge = format!("{{\"x\": \"{}\"}}", "a".repeat(2 * 1024 * 1024));
+    // One byte over the limit: the server reads the whole body while checking
+    // it, so the connection closes cleanly after the 413.
+    let huge = format!("{{\"x\": \"{}\"}}", "a".repeat(stevedore_api::MAX_BODY_BYTES - 8));
+    assert_eq!(huge.len(), stevedore_api::MAX_BODY_BYTES + 1);
     let (status, _, json) = d
         .request(
             Method::POST,
@@ -266,7 +269,8 @@ async fn another_tenant_sees_none_of_it(d: &mut Deployment) {
     ] {
         let (status, _, json) = d.request_as(bob, method.clone(), &path, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {json}");
-        assert!(!json.to_string().contains(&d.user), "leaked the owner: {json}");
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["error"], "{method} {path} answered more than an error: {json}");
     }
     assert_eq!(action_count(d).await, before);
     let (status, _, _) = d
