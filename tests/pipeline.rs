@@ -270,7 +270,11 @@ async fn another_tenant_sees_none_of_it(d: &mut Deployment) {
         let (status, _, json) = d.request_as(bob, method.clone(), &path, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {json}");
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["error"], "{method} {path} answered more than an error: {json}");
+        assert_eq!(
+            keys,
+            ["error"],
+            "{method} {path} answered more than an error: {json}"
+        );
     }
     assert_eq!(action_count(d).await, before);
     let (status, _, _) = d

@@ -1,0 +1,124 @@
+//! The dispatcher and the outbox relay against real backends: a job committed
+//! but never published is published by the relay, exactly once.
+
+use futures::StreamExt;
+
+use std::time::Duration;
+use stevedore_shared::action::NewAction;
+use stevedore_shared::broker::amqp::AmqpBroker;
+use stevedore_shared::broker::memory::MemoryBroker;
+use stevedore_shared::broker::{BrokerNames, DynBroker};
+use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
+use stevedore_shared::store::{self, DynStore};
+use stevedore_shared::testing::{amqp_url, unique_prefix, TestDatabase};
+use uuid::Uuid;
+
+fn new_action(object: Uuid) -> NewAction {
+    NewAction {
+        uuid: Uuid::new_v4(),
+        namespace: "acme".into(),
+        action: "Service Start".into(),
+        object: format!("/api/app/v1/acme/service/{object}/"),
+        object_uuid: object,
+        object_type: "service".into(),
+        object_parents: vec![],
+        verb: "start".into(),
+        method: "POST".into(),
+        path: "/".into(),
+        body: String::new(),
+        ip: "127.0.0.1".into(),
+        location: String::new(),
+        user: "acme".into(),
+        user_agent: "test".into(),
+        is_user_action: true,
+        retry_of: None,
+        completed: None,
+    }
+}
+
+async fn the_relay_publishes_what_was_committed_but_not_published(store: DynStore, broker: DynBroker) {
+    store.migrate().await.unwrap();
+    broker.declare().await.unwrap();
+    let dispatcher = Dispatcher::new(store.clone(), broker.clone());
+    // Committed, then "crashed" before publishing: nothing is on the queue.
+    let submitted = store.submit_action(new_action(Uuid::new_v4())).await.unwrap();
+    assert!(submitted.outbox_id.is_some());
+    let relay = OutboxRelay::new(dispatcher).with_timings(
+        Duration::from_millis(10),
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
+    assert_eq!(relay.run_once().await.unwrap(), 1);
+    let mut jobs = broker.consume_jobs(10).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.job.action, submitted.action.uuid);
+    d.acker.ack().await.unwrap();
+    // Marked sent: the next pass publishes nothing.
+    assert_eq!(relay.run_once().await.unwrap(), 0);
+    assert!(store.unsent_outbox(Duration::ZERO, 10).await.unwrap().is_empty());
+}
+
+async fn an_action_nobody_claimed_is_published_again(store: DynStore, broker: DynBroker) {
+    store.migrate().await.unwrap();
+    broker.declare().await.unwrap();
+    let dispatcher = Dispatcher::new(store.clone(), broker.clone());
+    let submitted = store.submit_action(new_action(Uuid::new_v4())).await.unwrap();
+    dispatcher.after_submit(&submitted).await;
+    let mut jobs = broker.consume_jobs(10).await.unwrap();
+    // The broker "loses" the confirmed message: consumed and acked, never claimed.
+    let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    d.acker.ack().await.unwrap();
+    let relay =
+        OutboxRelay::new(dispatcher).with_timings(Duration::from_millis(10), Duration::ZERO, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(relay.run_once().await.unwrap(), 1);
+    let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.job.action, submitted.action.uuid);
+    d.acker.ack().await.unwrap();
+}
+
+macro_rules! on_both {
+    ($($name:ident),*) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+                    let store = super::store::connect(&url).await.unwrap();
+                    super::$name(store, std::sync::Arc::new(super::MemoryBroker::new())).await;
+                }
+            )*
+        }
+        mod postgres_rabbitmq {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::TestDatabase::create().await;
+                    let store = super::store::connect(db.url()).await.unwrap();
+                    let names = super::BrokerNames::new(super::unique_prefix("dispatch"));
+                    let amqp = std::sync::Arc::new(super::AmqpBroker::connect(&super::amqp_url(), names).await.unwrap());
+                    super::$name(store, amqp.clone()).await;
+                    amqp.delete_topology().await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    the_relay_publishes_what_was_committed_but_not_published,
+    an_action_nobody_claimed_is_published_again
+);
