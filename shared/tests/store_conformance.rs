@@ -606,7 +606,7 @@ mod cases {
 
         // Concurrent batches interleave without overlapping.
         let batches =
-            join_all((0..8).map(|_| store.append_logs(uuid, Some(claim.token), &lines_owned()))).await;
+            join_all((0..8).map(|_| store.append_logs(uuid, Some(claim.token), five_lines()))).await;
         for batch in batches {
             assert_eq!(batch.unwrap().len(), 5);
         }
@@ -629,7 +629,8 @@ mod cases {
         assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     }
 
-    fn lines_owned() -> &'static [NewLogLine] {
+    /// Five lines, shared by concurrent appends.
+    fn five_lines() -> &'static [NewLogLine] {
         use std::sync::OnceLock;
         static LINES: OnceLock<Vec<NewLogLine>> = OnceLock::new();
         LINES.get_or_init(|| lines(&["a", "b", "c", "d", "e"]))
@@ -874,3 +875,36 @@ macro_rules! conformance {
 
 conformance!(postgres, pg_store());
 conformance!(sqlite, sqlite_store());
+
+/// What only one backend, or the choice between them, has to show.
+mod backends {
+    use stevedore_shared::store::{self, Scope};
+    use stevedore_shared::Error;
+    use uuid::Uuid;
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_store_keeps_its_data_across_calls() {
+        let store = store::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+        store.create_user("ann", &[]).await.unwrap();
+        assert!(store.get_user("ann").await.unwrap().is_some());
+        let events = store.events_after(Scope::All, 0, 10).await.unwrap();
+        assert!(events.is_empty());
+        assert!(store
+            .get_action(Scope::All, Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_unknown_url_schemes_without_echoing_passwords() {
+        let err = store::connect("mysql://root:hunter2@localhost/db")
+            .await
+            .err()
+            .expect("an error");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

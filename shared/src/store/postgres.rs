@@ -68,6 +68,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// SQL built once from the state machine.
 struct Sql {
+    /// The guarded state change: moves action `1` to state `2` when its state
+    /// is one of `3` (the target's sources) and `4` (a lease token, or null)
+    /// still holds it; `5` says the target is final, `6` that it is In progress.
+    transition: String,
     /// Whether an object has an action that is not over (`$1` object uuid).
     object_busy: String,
     /// Promotes the oldest Pending action of an object when nothing holds it.
@@ -82,6 +86,17 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     let promotable = rows::state_literals(ActionState::InProgress.sources());
     let in_progress = rows::state_literals(&[ActionState::InProgress]);
     Sql {
+        transition: format!(
+            "UPDATE actions SET state = $2, \
+                 end_date = CASE WHEN $5 THEN now() ELSE end_date END, \
+                 lease_token = CASE WHEN $5 THEN NULL ELSE lease_token END, \
+                 lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, \
+                 lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END, \
+                 dispatched_at = CASE WHEN $6 THEN now() ELSE dispatched_at END \
+             WHERE uuid = $1 AND state = ANY($3) AND ($4::uuid IS NULL OR lease_token = $4) \
+             RETURNING {}",
+            rows::PG_ACTION_COLUMNS
+        ),
         object_busy: format!(
             "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = $1 AND state IN ({active}))"
         ),
@@ -230,25 +245,15 @@ async fn transition_in(
     let object_uuid = row.uuid("object_uuid")?;
     lock_object(conn, object_uuid).await?;
 
-    let updated = sqlx::query(&format!(
-        "UPDATE actions SET state = $2, \
-             end_date = CASE WHEN $5 THEN now() ELSE end_date END, \
-             lease_token = CASE WHEN $5 THEN NULL ELSE lease_token END, \
-             lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, \
-             lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END, \
-             dispatched_at = CASE WHEN $6 THEN now() ELSE dispatched_at END \
-         WHERE uuid = $1 AND state = ANY($3) AND ($4::uuid IS NULL OR lease_token = $4) \
-         RETURNING {}",
-        rows::PG_ACTION_COLUMNS
-    ))
-    .bind(uuid)
-    .bind(to.as_str())
-    .bind(rows::state_names(to.sources()))
-    .bind(token.map(|t| t.0))
-    .bind(to.is_final())
-    .bind(to == ActionState::InProgress)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let updated = sqlx::query(&SQL.transition)
+        .bind(uuid)
+        .bind(to.as_str())
+        .bind(rows::state_names(to.sources()))
+        .bind(token.map(|t| t.0))
+        .bind(to.is_final())
+        .bind(to == ActionState::InProgress)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(updated) = updated else {
         let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = $1")
             .bind(uuid)
@@ -741,5 +746,93 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::event_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    /// DESIGN.md, Performance: a guarded write that picks a state index over
+    /// the primary key loses two orders of magnitude. With a table of mostly
+    /// finished actions and fresh statistics, every query must use its index,
+    /// both with custom plans and with the generic plan a prepared statement
+    /// may settle on.
+    #[tokio::test]
+    async fn guarded_writes_use_the_primary_key_and_sweeps_their_partial_indexes() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::connect_with(db.url(), 1).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let mut conn = store.pool().acquire().await.expect("connection");
+        sqlx::raw_sql(
+            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+                 verb, method, path, body, ip, location, user_name, user_agent, is_user_action, \
+                 state, dispatched_at) \
+             SELECT gen_random_uuid(), 'acme', 'Service Start', '/o/', gen_random_uuid(), \
+                 'service', 'start', 'POST', '/p/', '', '', '', 'ann', 'ua', true, \
+                 CASE WHEN i % 500 = 0 THEN 'In progress' ELSE 'Success' END, now() \
+             FROM generate_series(1, 20000) AS i; \
+             ANALYZE actions;",
+        )
+        .execute(&mut *conn)
+        .await
+        .expect("seed");
+
+        let uuid = format!("'{}'", Uuid::new_v4());
+        let sources = rows::state_literals(ActionState::Success.sources());
+        let cases = [
+            (
+                "transition",
+                "uuid, text, text[], uuid, boolean, boolean",
+                SQL.transition.as_str(),
+                format!("{uuid}, 'Success', ARRAY[{sources}], NULL, true, false"),
+                &["actions_pkey"][..],
+            ),
+            (
+                "object_busy",
+                "uuid",
+                SQL.object_busy.as_str(),
+                uuid.clone(),
+                &["actions_active_by_object"][..],
+            ),
+            (
+                "promote_next",
+                "uuid, text",
+                SQL.promote_next.as_str(),
+                format!("{uuid}, 'In progress'"),
+                &["actions_pkey", "actions_active_by_object"][..],
+            ),
+            (
+                "redispatch",
+                "bigint, bigint",
+                SQL.redispatch.as_str(),
+                "1000000, 100".to_string(),
+                &["actions_unclaimed_by_dispatch"][..],
+            ),
+        ];
+        for (name, types, sql, args, indexes) in cases {
+            sqlx::raw_sql(&format!("PREPARE {name}({types}) AS {sql}"))
+                .execute(&mut *conn)
+                .await
+                .expect("PREPARE");
+            for mode in ["force_custom_plan", "force_generic_plan"] {
+                let rows = sqlx::raw_sql(&format!(
+                    "SET plan_cache_mode = {mode}; EXPLAIN EXECUTE {name}({args})"
+                ))
+                .fetch_all(&mut *conn)
+                .await
+                .expect("EXPLAIN");
+                let plan = rows
+                    .iter()
+                    .map(|r| r.text("QUERY PLAN"))
+                    .collect::<Result<Vec<_>>>()
+                    .expect("plan text")
+                    .join("\n");
+                for index in indexes {
+                    assert!(plan.contains(index), "{name}, {mode}: no {index} in\n{plan}");
+                }
+            }
+        }
     }
 }

@@ -57,6 +57,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// SQL built once from the state machine.
 struct Sql {
+    /// The guarded state change: moves action `1` to state `2` when its state
+    /// is one of `3` (the target's sources) and `4` (a lease token, or null)
+    /// still holds it; `5` says the target is final, `6` that it is In progress, `7` is now.
+    transition: String,
     /// Whether an object has an action that is not over (`?1` object uuid).
     object_busy: String,
     /// Promotes the oldest Pending action of an object when nothing holds it.
@@ -74,6 +78,18 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     let promotable = rows::state_literals(ActionState::InProgress.sources());
     let in_progress = rows::state_literals(&[ActionState::InProgress]);
     Sql {
+        transition: format!(
+            "UPDATE actions SET state = ?2, \
+                 end_date = CASE WHEN ?5 THEN ?7 ELSE end_date END, \
+                 lease_token = CASE WHEN ?5 THEN NULL ELSE lease_token END, \
+                 lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END, \
+                 lease_expires_at = CASE WHEN ?5 THEN NULL ELSE lease_expires_at END, \
+                 dispatched_at = CASE WHEN ?6 THEN ?7 ELSE dispatched_at END \
+             WHERE uuid = ?1 AND state IN (SELECT value FROM json_each(?3)) \
+               AND (?4 IS NULL OR lease_token = ?4) \
+             RETURNING {}",
+            rows::ACTION_COLUMNS
+        ),
         object_busy: format!(
             "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = ?1 AND state IN ({active}))"
         ),
@@ -241,27 +257,16 @@ async fn transition_in(
     }
     let object_uuid = row.uuid("object_uuid")?;
 
-    let updated = sqlx::query(&format!(
-        "UPDATE actions SET state = ?2, \
-             end_date = CASE WHEN ?5 THEN ?7 ELSE end_date END, \
-             lease_token = CASE WHEN ?5 THEN NULL ELSE lease_token END, \
-             lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END, \
-             lease_expires_at = CASE WHEN ?5 THEN NULL ELSE lease_expires_at END, \
-             dispatched_at = CASE WHEN ?6 THEN ?7 ELSE dispatched_at END \
-         WHERE uuid = ?1 AND state IN (SELECT value FROM json_each(?3)) \
-           AND (?4 IS NULL OR lease_token = ?4) \
-         RETURNING {}",
-        rows::ACTION_COLUMNS
-    ))
-    .bind(uuid.to_string())
-    .bind(to.as_str())
-    .bind(json_list(&rows::state_names(to.sources()))?)
-    .bind(token.map(|t| t.0.to_string()))
-    .bind(to.is_final())
-    .bind(to == ActionState::InProgress)
-    .bind(rows::to_micros(at))
-    .fetch_optional(&mut *conn)
-    .await?;
+    let updated = sqlx::query(&SQL.transition)
+        .bind(uuid.to_string())
+        .bind(to.as_str())
+        .bind(json_list(&rows::state_names(to.sources()))?)
+        .bind(token.map(|t| t.0.to_string()))
+        .bind(to.is_final())
+        .bind(to == ActionState::InProgress)
+        .bind(rows::to_micros(at))
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(updated) = updated else {
         let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = ?1")
             .bind(uuid.to_string())
@@ -769,5 +774,42 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::event_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-object check and the sweeps must use their partial indexes,
+    /// and a guarded write the uuid key, or every submit scans the table.
+    #[tokio::test]
+    async fn queries_use_their_indexes() {
+        let store = SqliteStore::connect("sqlite::memory:").await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let cases = [
+            (SQL.transition.as_str(), &["sqlite_autoindex_actions_1"][..]),
+            (SQL.object_busy.as_str(), &["actions_active_by_object"][..]),
+            (
+                SQL.promote_next.as_str(),
+                &["sqlite_autoindex_actions_1", "actions_active_by_object"][..],
+            ),
+            (SQL.redispatch.as_str(), &["actions_unclaimed_by_dispatch"][..]),
+        ];
+        for (sql, indexes) in cases {
+            let rows = sqlx::raw_sql(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(store.pool())
+                .await
+                .expect("EXPLAIN QUERY PLAN");
+            let plan = rows
+                .iter()
+                .map(|r| r.text("detail"))
+                .collect::<Result<Vec<_>>>()
+                .expect("plan text")
+                .join("\n");
+            for index in indexes {
+                assert!(plan.contains(index), "no {index} for\n{sql}\n{plan}");
+            }
+        }
     }
 }
