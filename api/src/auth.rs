@@ -8,7 +8,7 @@ use crate::ApiState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use stevedore_shared::auth::{parse_authorization, verify_api_key};
+use stevedore_shared::auth::{parse_authorization, verify_api_key, Credentials};
 use stevedore_shared::store::Scope;
 
 /// The authenticated user of a request.
@@ -32,6 +32,31 @@ impl Caller {
     }
 }
 
+/// Checks credentials against the stored key digests. An unknown user costs
+/// the same digest comparison as a wrong key, so timing does not reveal
+/// which user names exist.
+pub async fn authenticate(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
+    let found = state.dispatcher.store().credentials(&creds.user).await?;
+    let (user, digests) = match found {
+        Some((user, digests)) => (Some(user), digests),
+        None => (None, vec![UNKNOWN_USER_DIGEST.to_string()]),
+    };
+    let key_ok = verify_api_key(&creds.key, &digests);
+    match user {
+        Some(user) if key_ok && !user.namespaces.is_empty() => Ok(Caller {
+            user: user.name,
+            namespaces: user.namespaces,
+        }),
+        _ => {
+            tracing::info!(user = %creds.user, "authentication failed");
+            Err(ApiError::Unauthorized("invalid credentials".into()))
+        }
+    }
+}
+
+/// A digest no key hashes to in practice, compared against when the user is unknown.
+const UNKNOWN_USER_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
@@ -45,18 +70,6 @@ impl FromRequestParts<ApiState> for Caller {
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
         let creds = parse_authorization(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-        let found = state.dispatcher.store().credentials(&creds.user).await?;
-        match found {
-            Some((user, digests)) if verify_api_key(&creds.key, &digests) && !user.namespaces.is_empty() => {
-                Ok(Caller {
-                    user: user.name,
-                    namespaces: user.namespaces,
-                })
-            }
-            _ => {
-                tracing::info!(user = %creds.user, "authentication failed");
-                Err(ApiError::Unauthorized("invalid credentials".into()))
-            }
-        }
+        authenticate(state, &creds).await
     }
 }
