@@ -828,6 +828,223 @@ mod cases {
             .unwrap()
             .is_empty());
     }
+    // --- lists -----------------------------------------------------------
+
+    pub async fn action_lists_filter_page_and_scope(store: &dyn Store) {
+        use stevedore_shared::store::ActionFilter;
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut uuids = vec![];
+        for obj in [a, a, b] {
+            uuids.push(
+                store
+                    .submit_action(new_action("acme", obj))
+                    .await
+                    .unwrap()
+                    .action
+                    .uuid,
+            );
+        }
+        let other = store
+            .submit_action(new_action("evil", Uuid::new_v4()))
+            .await
+            .unwrap()
+            .action
+            .uuid;
+        let acme = ["acme".to_string()];
+        let scope = Scope::Namespaces(&acme);
+        let all = store
+            .list_actions(scope, &ActionFilter::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(all.total, 3);
+        let newest_first: Vec<Uuid> = uuids.iter().rev().copied().collect();
+        assert_eq!(all.items.iter().map(|x| x.uuid).collect::<Vec<_>>(), newest_first);
+        assert!(!all.items.iter().any(|x| x.uuid == other));
+
+        let page = store
+            .list_actions(scope, &ActionFilter::default(), 2, 2)
+            .await
+            .unwrap();
+        assert_eq!((page.total, page.items.len()), (3, 1));
+        assert_eq!(page.items[0].uuid, uuids[0]);
+
+        let f = ActionFilter {
+            states: vec![Pending],
+            ..Default::default()
+        };
+        let pending = store.list_actions(scope, &f, 10, 0).await.unwrap();
+        assert_eq!(
+            pending.items.iter().map(|x| x.uuid).collect::<Vec<_>>(),
+            vec![uuids[1]]
+        );
+
+        let f = ActionFilter {
+            objects: Some(vec![b]),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.list_actions(scope, &f, 10, 0).await.unwrap().items[0].uuid,
+            uuids[2]
+        );
+        let f = ActionFilter {
+            objects: Some(vec![]),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(scope, &f, 10, 0).await.unwrap().total, 0);
+
+        let f = ActionFilter {
+            uuid: Some(uuids[1]),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(scope, &f, 10, 0).await.unwrap().total, 1);
+        let prefix = uuids[1].to_string()[..8].to_string();
+        let f = ActionFilter {
+            uuid_prefix: Some(prefix),
+            ..Default::default()
+        };
+        let by_prefix = store.list_actions(scope, &f, 10, 0).await.unwrap();
+        assert!(by_prefix.items.iter().any(|x| x.uuid == uuids[1]));
+        let f = ActionFilter {
+            uuid: Some(other),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.list_actions(scope, &f, 10, 0).await.unwrap().total,
+            0,
+            "another tenant's"
+        );
+
+        let now = Utc::now();
+        let f = ActionFilter {
+            start_gte: Some(now - chrono::Duration::minutes(1)),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(scope, &f, 10, 0).await.unwrap().total, 3);
+        let f = ActionFilter {
+            start_lte: Some(now - chrono::Duration::minutes(1)),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(scope, &f, 10, 0).await.unwrap().total, 0);
+        let f = ActionFilter {
+            end_gte: Some(now - chrono::Duration::minutes(1)),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.list_actions(scope, &f, 10, 0).await.unwrap().total,
+            0,
+            "none has ended"
+        );
+        let f = ActionFilter {
+            namespace: Some("evil".into()),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(scope, &f, 10, 0).await.unwrap().total, 0);
+        let f = ActionFilter {
+            namespace: Some("evil".into()),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(Scope::All, &f, 10, 0).await.unwrap().total, 1);
+    }
+
+    pub async fn objects_list_update_and_record_events(store: &dyn Store) {
+        use stevedore_shared::store::ObjectFilter;
+        let stack = Object {
+            object_type: "stack".into(),
+            parents: vec![],
+            ..object("acme")
+        };
+        let created = store.insert_object(&stack).await.unwrap();
+        assert_eq!(
+            (created.object_type.as_str(), created.action),
+            ("stack", EventKind::Create)
+        );
+        assert!(created.seq > 0);
+        let mut svc = Object {
+            parents: vec![stack.resource_uri.clone()],
+            ..object("acme")
+        };
+        store.insert_object(&svc).await.unwrap();
+        store.insert_object(&object("evil")).await.unwrap();
+        let acme = ["acme".to_string()];
+        let scope = Scope::Namespaces(&acme);
+        let all = store
+            .list_objects(scope, &ObjectFilter::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(all.total, 2);
+        let f = ObjectFilter {
+            object_type: Some("service".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.list_objects(scope, &f, 10, 0).await.unwrap().items[0].uuid,
+            svc.uuid
+        );
+        let f = ObjectFilter {
+            parent: Some(stack.resource_uri.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.list_objects(scope, &f, 10, 0).await.unwrap().items[0].uuid,
+            svc.uuid
+        );
+
+        svc.name = "api".into();
+        svc.attributes = serde_json::json!({"image": "caddy"});
+        let ev = store.update_object(scope, &svc, EventKind::Update).await.unwrap();
+        assert_eq!(
+            (ev.action, ev.uuid.clone()),
+            (EventKind::Update, svc.uuid.to_string())
+        );
+        let got = store.get_object(scope, svc.uuid).await.unwrap().unwrap();
+        assert_eq!(
+            (got.name.as_str(), got.attributes["image"].as_str()),
+            ("api", Some("caddy"))
+        );
+
+        svc.deleted_at = Some(Utc::now().trunc_subsecs(6));
+        svc.state = "Terminated".into();
+        store.update_object(scope, &svc, EventKind::Delete).await.unwrap();
+        let f = ObjectFilter {
+            object_type: Some("service".into()),
+            ..Default::default()
+        };
+        assert_eq!(store.list_objects(scope, &f, 10, 0).await.unwrap().total, 0);
+        let f = ObjectFilter {
+            include_deleted: true,
+            ..f
+        };
+        assert_eq!(store.list_objects(scope, &f, 10, 0).await.unwrap().total, 1);
+
+        let evil = ["evil".to_string()];
+        let err = store
+            .update_object(Scope::Namespaces(&evil), &svc, EventKind::Update)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    pub async fn a_canceling_action_can_still_be_claimed_to_be_stopped(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        store
+            .transition(Scope::All, s.action.uuid, Canceling, None)
+            .await
+            .unwrap();
+        let claim = store
+            .claim_action(s.action.uuid, "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .expect("claimable");
+        assert_eq!(claim.action.state, Canceling);
+        let t = store
+            .transition(Scope::All, s.action.uuid, Canceled, Some(claim.token))
+            .await
+            .unwrap();
+        assert_eq!(t.action.state, Canceled);
+    }
 }
 
 /// Instantiates every case for one backend, in a module named after it.
@@ -859,6 +1076,9 @@ macro_rules! conformance {
                 unclaimed_dispatches_are_redispatched,
                 outbox_rows_are_marked_sent_idempotently,
                 events_after_are_ordered_and_scoped,
+                action_lists_filter_page_and_scope,
+                objects_list_update_and_record_events,
+                a_canceling_action_can_still_be_claimed_to_be_stopped,
             );
         }
     };

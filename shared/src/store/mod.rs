@@ -17,12 +17,13 @@ mod rows;
 pub mod sqlite;
 
 use crate::action::{Action, NewAction};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
 use crate::state::ActionState;
 use crate::Result;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -112,6 +113,92 @@ pub struct Reaped {
     pub failed: Vec<Transitioned>,
 }
 
+/// The filters of the audit API's action list. Fields left empty do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActionFilter {
+    /// Exactly this action.
+    pub uuid: Option<Uuid>,
+    /// Actions whose uuid starts with this lowercase prefix of the hyphenated
+    /// form (at most 36 characters of `[0-9a-f-]`; see [`uuid_prefix_range`]).
+    pub uuid_prefix: Option<String>,
+    /// Any of these states.
+    pub states: Vec<ActionState>,
+    /// `start_date >= …`
+    pub start_gte: Option<DateTime<Utc>>,
+    /// `start_date <= …`
+    pub start_lte: Option<DateTime<Utc>>,
+    /// `end_date >= …`
+    pub end_gte: Option<DateTime<Utc>>,
+    /// `end_date <= …`
+    pub end_lte: Option<DateTime<Utc>>,
+    /// Actions on any of these objects (`Some(vec![])` matches nothing).
+    pub objects: Option<Vec<Uuid>>,
+    /// Only this namespace (on top of the caller's scope).
+    pub namespace: Option<String>,
+}
+
+/// The inclusive uuid range a prefix of the hyphenated form covers, as two
+/// full uuids: `"7eaf7f"` → `7eaf7f00-0000-…` ..= `7eaf7fff-ffff-…`. A range
+/// (unlike `LIKE`) is served by the primary key. `None` for an invalid prefix.
+pub fn uuid_prefix_range(prefix: &str) -> Option<(Uuid, Uuid)> {
+    const TEMPLATE: &[u8] = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    let p = prefix.as_bytes();
+    if p.len() > TEMPLATE.len() {
+        return None;
+    }
+    for (i, &c) in p.iter().enumerate() {
+        let ok = if TEMPLATE[i] == b'-' {
+            c == b'-'
+        } else {
+            c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
+        };
+        if !ok {
+            return None;
+        }
+    }
+    let fill = |pad: u8| -> String {
+        TEMPLATE
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                if i < p.len() {
+                    p[i] as char
+                } else if t == b'-' {
+                    '-'
+                } else {
+                    pad as char
+                }
+            })
+            .collect()
+    };
+    Some((
+        Uuid::parse_str(&fill(b'0')).ok()?,
+        Uuid::parse_str(&fill(b'f')).ok()?,
+    ))
+}
+
+/// The filters of an object list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectFilter {
+    /// Only this type.
+    pub object_type: Option<String>,
+    /// Only this namespace (on top of the caller's scope).
+    pub namespace: Option<String>,
+    /// Only objects whose parents include this resource URI.
+    pub parent: Option<String>,
+    /// Include deleted (terminated) objects.
+    pub include_deleted: bool,
+}
+
+/// One page of a list, with the number of matches over all pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// How many items match in all.
+    pub total: i64,
+}
+
 /// The persistence interface. See the module docs for the invariants every
 /// implementation keeps.
 #[async_trait]
@@ -139,11 +226,25 @@ pub trait Store: Send + Sync + 'static {
 
     // --- objects ---------------------------------------------------------
 
-    /// Stores a new object.
-    async fn insert_object(&self, object: &Object) -> Result<()>;
+    /// Stores a new object and records its `create` event, in one transaction.
+    async fn insert_object(&self, object: &Object) -> Result<Event>;
 
     /// An object by uuid, if visible in `scope` (deleted objects included).
     async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>>;
+
+    /// Objects matching `filter` in `scope`, oldest first.
+    async fn list_objects(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Object>>;
+
+    /// Replaces an object's name, state, attributes and `deleted_at` (its
+    /// `updated_at` becomes now) and records a `kind` event for it, in one
+    /// transaction. `Error::NotFound` when it is not visible in `scope`.
+    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event>;
 
     // --- actions ---------------------------------------------------------
 
@@ -157,6 +258,15 @@ pub trait Store: Send + Sync + 'static {
     /// An action by uuid, if visible in `scope`.
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>>;
 
+    /// Actions matching `filter` in `scope`, newest first.
+    async fn list_actions(
+        &self,
+        scope: Scope<'_>,
+        filter: &ActionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Action>>;
+
     /// Outbox rows not marked sent and created at least `min_age` ago, oldest
     /// first, at most `limit`.
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>>;
@@ -164,7 +274,8 @@ pub trait Store: Send + Sync + 'static {
     /// Marks outbox rows as sent (published and confirmed). Idempotent.
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()>;
 
-    /// Claims an In progress action for `owner` with a lease of `lease`, when it
+    /// Claims an In progress (or Canceling: the worker then stops it at once)
+    /// action for `owner` with a lease of `lease`, when it
     /// has no lease or its lease has expired. Increments `claims`. `None` when
     /// the action is missing, not In progress, or leased by someone else.
     async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>>;
@@ -247,5 +358,32 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_prefixes_become_key_ranges() {
+        let (lo, hi) = uuid_prefix_range("7eaf7f").unwrap();
+        assert_eq!(lo.to_string(), "7eaf7f00-0000-0000-0000-000000000000");
+        assert_eq!(hi.to_string(), "7eaf7fff-ffff-ffff-ffff-ffffffffffff");
+        let (lo, hi) = uuid_prefix_range("7eaf7fff-8").unwrap();
+        assert_eq!(lo.to_string(), "7eaf7fff-8000-0000-0000-000000000000");
+        assert_eq!(hi.to_string(), "7eaf7fff-8fff-ffff-ffff-ffffffffffff");
+        let full = "7eaf7fff-882c-4f3d-9a8f-a22317ac00ce";
+        assert_eq!(uuid_prefix_range(full).unwrap().0.to_string(), full);
+        assert_eq!(uuid_prefix_range("").unwrap().0, Uuid::nil());
+        for bad in [
+            "7EAF",
+            "xyz",
+            "7eaf7fff8",
+            "7eaf7fff-882c-4f3d-9a8f-a22317ac00ce0",
+            "'; drop",
+        ] {
+            assert!(uuid_prefix_range(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -35,7 +35,10 @@
 //! match them.
 
 use super::rows::{self, RowExt, StoredAction};
-use super::{Claim, LeaseToken, OutboxEntry, Reaped, Scope, Store, Submitted, Transitioned, User};
+use super::{
+    ActionFilter, Claim, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped, Scope, Store, Submitted,
+    Transitioned, User,
+};
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
@@ -44,7 +47,8 @@ use crate::state::{ActionState, IllegalTransition};
 use crate::{Error, Result};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, Postgres};
+use sqlx::QueryBuilder;
 use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
@@ -172,10 +176,14 @@ async fn lock_object(conn: &mut PgConnection, object: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Records an event for an action, under the events lock (see the module
-/// docs), and returns it with its sequence number and time.
+/// Records an event for an action (see [`insert_event_row`]).
 async fn insert_event(conn: &mut PgConnection, stored: &StoredAction, kind: EventKind) -> Result<Event> {
-    let mut event = stored.event(kind, chrono::Utc::now());
+    insert_event_row(conn, stored.event(kind, chrono::Utc::now())).await
+}
+
+/// Records an event under the events lock (see the module docs) and returns
+/// it with its sequence number and time.
+async fn insert_event_row(conn: &mut PgConnection, mut event: Event) -> Result<Event> {
     // The MATERIALIZED CTE is evaluated before the row it feeds, so the lock
     // is held before `seq` is drawn.
     let row = sqlx::query(
@@ -198,6 +206,66 @@ async fn insert_event(conn: &mut PgConnection, stored: &StoredAction, kind: Even
     event.seq = row.int("seq")?;
     event.datetime = row.time("datetime")?;
     Ok(event)
+}
+
+/// Appends the WHERE clause of an action list (scope and filter) to `q`.
+fn push_action_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, scope: Scope<'_>, f: &'a ActionFilter) {
+    q.push(" WHERE TRUE");
+    if let Some(ns) = rows::scope_namespaces(scope) {
+        q.push(" AND namespace = ANY(").push_bind(ns).push(")");
+    }
+    if let Some(ns) = &f.namespace {
+        q.push(" AND namespace = ").push_bind(ns);
+    }
+    if let Some(u) = f.uuid {
+        q.push(" AND uuid = ").push_bind(u);
+    }
+    if let Some((lo, hi)) = f.uuid_prefix.as_deref().and_then(super::uuid_prefix_range) {
+        q.push(" AND uuid BETWEEN ")
+            .push_bind(lo)
+            .push(" AND ")
+            .push_bind(hi);
+    }
+    if !f.states.is_empty() {
+        q.push(" AND state = ANY(")
+            .push_bind(rows::state_names(&f.states))
+            .push(")");
+    }
+    for (col, op, v) in [
+        ("start_date", ">=", f.start_gte),
+        ("start_date", "<=", f.start_lte),
+        ("end_date", ">=", f.end_gte),
+        ("end_date", "<=", f.end_lte),
+    ] {
+        if let Some(v) = v {
+            q.push(format!(" AND {col} {op} ")).push_bind(v);
+        }
+    }
+    if let Some(objects) = &f.objects {
+        q.push(" AND object_uuid = ANY(")
+            .push_bind(objects.clone())
+            .push(")");
+    }
+}
+
+/// Appends the WHERE clause of an object list to `q`.
+fn push_object_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, scope: Scope<'_>, f: &'a ObjectFilter) {
+    q.push(" WHERE TRUE");
+    if let Some(ns) = rows::scope_namespaces(scope) {
+        q.push(" AND namespace = ANY(").push_bind(ns).push(")");
+    }
+    if let Some(ns) = &f.namespace {
+        q.push(" AND namespace = ").push_bind(ns);
+    }
+    if let Some(t) = &f.object_type {
+        q.push(" AND object_type = ").push_bind(t);
+    }
+    if let Some(p) = &f.parent {
+        q.push(" AND parents ? ").push_bind(p);
+    }
+    if !f.include_deleted {
+        q.push(" AND deleted_at IS NULL");
+    }
 }
 
 /// Queues an action for publishing.
@@ -379,7 +447,8 @@ impl Store for PgStore {
 
     // --- objects ---------------------------------------------------------
 
-    async fn insert_object(&self, object: &Object) -> Result<()> {
+    async fn insert_object(&self, object: &Object) -> Result<Event> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, \
                                   parents, attributes, created_at, updated_at, deleted_at) \
@@ -396,10 +465,64 @@ impl Store for PgStore {
         .bind(object.created_at)
         .bind(object.updated_at)
         .bind(object.deleted_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| rows::conflict_if_unique(e, || format!("object {} exists", object.uuid)))?;
-        Ok(())
+        let event = insert_event_row(
+            &mut tx,
+            rows::object_event(object, EventKind::Create, chrono::Utc::now()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn list_objects(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Object>> {
+        let mut count = QueryBuilder::new("SELECT count(*) FROM objects");
+        push_object_filter(&mut count, scope, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut q = QueryBuilder::new(format!("SELECT {} FROM objects", rows::PG_OBJECT_COLUMNS));
+        push_object_filter(&mut q, scope, filter);
+        q.push(" ORDER BY created_at, uuid LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(rows::object_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, total })
+    }
+
+    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE objects SET name = $2, state = $3, attributes = $4::jsonb, deleted_at = $5, \
+                 updated_at = now() \
+             WHERE uuid = $1 AND namespace = ANY($6) \
+             RETURNING {}",
+            rows::PG_OBJECT_COLUMNS
+        ))
+        .bind(object.uuid)
+        .bind(&object.name)
+        .bind(&object.state)
+        .bind(serde_json::to_string(&object.attributes)?)
+        .bind(object.deleted_at)
+        .bind(rows::scope_namespaces(scope).unwrap_or_else(|| vec![object.namespace.clone()]))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("object {}", object.uuid)))?;
+        let stored = rows::object_from_row(&row)?;
+        let event = insert_event_row(&mut tx, rows::object_event(&stored, kind, chrono::Utc::now())).await?;
+        tx.commit().await?;
+        Ok(event)
     }
 
     async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
@@ -508,6 +631,30 @@ impl Store for PgStore {
         }
     }
 
+    async fn list_actions(
+        &self,
+        scope: Scope<'_>,
+        filter: &ActionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Action>> {
+        let mut count = QueryBuilder::new("SELECT count(*) FROM actions");
+        push_action_filter(&mut count, scope, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut q = QueryBuilder::new(format!("SELECT {} FROM actions", rows::PG_ACTION_COLUMNS));
+        push_action_filter(&mut q, scope, filter);
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| Ok(StoredAction::from_row(r)?.action))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, total })
+    }
+
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
             "SELECT id, action_uuid FROM outbox \
@@ -544,7 +691,7 @@ impl Store for PgStore {
         let row = sqlx::query(&format!(
             "UPDATE actions SET claims = claims + 1, lease_token = $2, lease_owner = $3, \
                  lease_expires_at = now() + $4 * interval '1 microsecond' \
-             WHERE uuid = $1 AND state = $5 \
+             WHERE uuid = $1 AND state = ANY($5) \
                AND (lease_token IS NULL OR lease_expires_at < now()) \
              RETURNING {}",
             rows::PG_ACTION_COLUMNS
@@ -553,7 +700,7 @@ impl Store for PgStore {
         .bind(token.0)
         .bind(owner)
         .bind(rows::duration_micros(lease))
-        .bind(ActionState::InProgress.as_str())
+        .bind(rows::state_names(&rows::claimable_states()))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| {

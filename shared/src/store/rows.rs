@@ -264,6 +264,27 @@ impl StoredAction {
     }
 }
 
+/// The event for an object's current state, before it is stored.
+pub(crate) fn object_event(object: &Object, kind: EventKind, datetime: DateTime<Utc>) -> Event {
+    Event {
+        object_type: object.object_type.clone(),
+        action: kind,
+        uuid: object.uuid.to_string(),
+        resource_uri: object.resource_uri.clone(),
+        state: object.state.clone(),
+        parents: object.parents.clone(),
+        datetime,
+        seq: 0,
+        namespace: object.namespace.clone(),
+    }
+}
+
+/// The states a claim accepts: In progress, and Canceling (a cancel that
+/// arrived before any worker held the action; the claimer stops it at once).
+pub(crate) fn claimable_states() -> Vec<ActionState> {
+    vec![ActionState::InProgress, ActionState::Canceling]
+}
+
 /// The columns every object query returns.
 pub(crate) const OBJECT_COLUMNS: &str = "uuid, namespace, object_type, resource_uri, name, \
     state, parents, attributes, created_at, updated_at, deleted_at";

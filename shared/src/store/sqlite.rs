@@ -26,7 +26,10 @@
 //! (see [`rows::state_literals`]).
 
 use super::rows::{self, RowExt, StoredAction};
-use super::{Claim, LeaseToken, OutboxEntry, Reaped, Scope, Store, Submitted, Transitioned, User};
+use super::{
+    ActionFilter, Claim, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped, Scope, Store, Submitted,
+    Transitioned, User,
+};
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
@@ -40,6 +43,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Sqlite};
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -184,14 +188,18 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
     Ok(serde_json::to_string(items)?)
 }
 
-/// Records an event for an action and returns it with its sequence number.
+/// Records an event for an action (see [`insert_event_row`]).
 async fn insert_event(
     conn: &mut SqliteConnection,
     stored: &StoredAction,
     kind: EventKind,
     at: DateTime<Utc>,
 ) -> Result<Event> {
-    let mut event = stored.event(kind, at);
+    insert_event_row(conn, stored.event(kind, at)).await
+}
+
+/// Records an event and returns it with its sequence number.
+async fn insert_event_row(conn: &mut SqliteConnection, mut event: Event) -> Result<Event> {
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
@@ -203,11 +211,80 @@ async fn insert_event(
     .bind(&event.resource_uri)
     .bind(&event.state)
     .bind(serde_json::to_string(&event.parents)?)
-    .bind(rows::to_micros(at))
+    .bind(rows::to_micros(event.datetime))
     .fetch_one(conn)
     .await?;
     event.seq = seq;
     Ok(event)
+}
+
+/// Appends the WHERE clause of an action list (scope and filter) to `q`.
+fn push_action_filter(q: &mut QueryBuilder<'_, Sqlite>, scope: Scope<'_>, f: &ActionFilter) -> Result<()> {
+    q.push(" WHERE 1");
+    if let Some(ns) = rows::scope_namespaces(scope) {
+        q.push(" AND namespace IN (SELECT value FROM json_each(")
+            .push_bind(json_list(&ns)?)
+            .push("))");
+    }
+    if let Some(ns) = &f.namespace {
+        q.push(" AND namespace = ").push_bind(ns.clone());
+    }
+    if let Some(u) = f.uuid {
+        q.push(" AND uuid = ").push_bind(u.to_string());
+    }
+    if let Some((lo, hi)) = f.uuid_prefix.as_deref().and_then(super::uuid_prefix_range) {
+        q.push(" AND uuid BETWEEN ")
+            .push_bind(lo.to_string())
+            .push(" AND ")
+            .push_bind(hi.to_string());
+    }
+    if !f.states.is_empty() {
+        q.push(" AND state IN (SELECT value FROM json_each(")
+            .push_bind(json_list(&rows::state_names(&f.states))?)
+            .push("))");
+    }
+    for (col, op, v) in [
+        ("start_date", ">=", f.start_gte),
+        ("start_date", "<=", f.start_lte),
+        ("end_date", ">=", f.end_gte),
+        ("end_date", "<=", f.end_lte),
+    ] {
+        if let Some(v) = v {
+            q.push(format!(" AND {col} {op} ")).push_bind(rows::to_micros(v));
+        }
+    }
+    if let Some(objects) = &f.objects {
+        let ids: Vec<String> = objects.iter().map(Uuid::to_string).collect();
+        q.push(" AND object_uuid IN (SELECT value FROM json_each(")
+            .push_bind(json_list(&ids)?)
+            .push("))");
+    }
+    Ok(())
+}
+
+/// Appends the WHERE clause of an object list to `q`.
+fn push_object_filter(q: &mut QueryBuilder<'_, Sqlite>, scope: Scope<'_>, f: &ObjectFilter) -> Result<()> {
+    q.push(" WHERE 1");
+    if let Some(ns) = rows::scope_namespaces(scope) {
+        q.push(" AND namespace IN (SELECT value FROM json_each(")
+            .push_bind(json_list(&ns)?)
+            .push("))");
+    }
+    if let Some(ns) = &f.namespace {
+        q.push(" AND namespace = ").push_bind(ns.clone());
+    }
+    if let Some(t) = &f.object_type {
+        q.push(" AND object_type = ").push_bind(t.clone());
+    }
+    if let Some(p) = &f.parent {
+        q.push(" AND EXISTS (SELECT 1 FROM json_each(objects.parents) WHERE value = ")
+            .push_bind(p.clone())
+            .push(")");
+    }
+    if !f.include_deleted {
+        q.push(" AND deleted_at IS NULL");
+    }
+    Ok(())
 }
 
 /// Queues an action for publishing.
@@ -394,7 +471,8 @@ impl Store for SqliteStore {
 
     // --- objects ---------------------------------------------------------
 
-    async fn insert_object(&self, object: &Object) -> Result<()> {
+    async fn insert_object(&self, object: &Object) -> Result<Event> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, \
                                   parents, attributes, created_at, updated_at, deleted_at) \
@@ -411,10 +489,61 @@ impl Store for SqliteStore {
         .bind(rows::to_micros(object.created_at))
         .bind(rows::to_micros(object.updated_at))
         .bind(object.deleted_at.map(rows::to_micros))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| rows::conflict_if_unique(e, || format!("object {} exists", object.uuid)))?;
-        Ok(())
+        let event = insert_event_row(&mut tx, rows::object_event(object, EventKind::Create, now())).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn list_objects(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Object>> {
+        let mut count = QueryBuilder::new("SELECT count(*) FROM objects");
+        push_object_filter(&mut count, scope, filter)?;
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut q = QueryBuilder::new(format!("SELECT {} FROM objects", rows::OBJECT_COLUMNS));
+        push_object_filter(&mut q, scope, filter)?;
+        q.push(" ORDER BY created_at, uuid LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(rows::object_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, total })
+    }
+
+    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
+        let mut tx = self.begin().await?;
+        let namespaces = rows::scope_namespaces(scope).unwrap_or_else(|| vec![object.namespace.clone()]);
+        let row = sqlx::query(&format!(
+            "UPDATE objects SET name = ?2, state = ?3, attributes = ?4, deleted_at = ?5, updated_at = ?6 \
+             WHERE uuid = ?1 AND namespace IN (SELECT value FROM json_each(?7)) \
+             RETURNING {}",
+            rows::OBJECT_COLUMNS
+        ))
+        .bind(object.uuid.to_string())
+        .bind(&object.name)
+        .bind(&object.state)
+        .bind(serde_json::to_string(&object.attributes)?)
+        .bind(object.deleted_at.map(rows::to_micros))
+        .bind(rows::to_micros(now()))
+        .bind(json_list(&namespaces)?)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("object {}", object.uuid)))?;
+        let stored = rows::object_from_row(&row)?;
+        let event = insert_event_row(&mut tx, rows::object_event(&stored, kind, now())).await?;
+        tx.commit().await?;
+        Ok(event)
     }
 
     async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
@@ -524,6 +653,30 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn list_actions(
+        &self,
+        scope: Scope<'_>,
+        filter: &ActionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Action>> {
+        let mut count = QueryBuilder::new("SELECT count(*) FROM actions");
+        push_action_filter(&mut count, scope, filter)?;
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut q = QueryBuilder::new(format!("SELECT {} FROM actions", rows::ACTION_COLUMNS));
+        push_action_filter(&mut q, scope, filter)?;
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| Ok(StoredAction::from_row(r)?.action))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, total })
+    }
+
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
             "SELECT id, action_uuid FROM outbox \
@@ -565,7 +718,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(&format!(
             "UPDATE actions SET claims = claims + 1, lease_token = ?2, lease_owner = ?3, \
                  lease_expires_at = ?4 \
-             WHERE uuid = ?1 AND state = ?5 \
+             WHERE uuid = ?1 AND state IN (SELECT value FROM json_each(?5)) \
                AND (lease_token IS NULL OR lease_expires_at < ?6) \
              RETURNING {}",
             rows::ACTION_COLUMNS
@@ -574,7 +727,7 @@ impl Store for SqliteStore {
         .bind(token.0.to_string())
         .bind(owner)
         .bind(micros_after(at, lease))
-        .bind(ActionState::InProgress.as_str())
+        .bind(json_list(&rows::state_names(&rows::claimable_states()))?)
         .bind(rows::to_micros(at))
         .fetch_optional(&self.pool)
         .await?;
