@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 404: no such thing (or another tenant's).
     #[error("{0}")]
     NotFound(String),
+    /// 405: the resource exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: not allowed in the current state.
     #[error("{0}")]
     Conflict(String),
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod listing;
 pub mod request;
 pub mod routes;
 
@@ -45,8 +46,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(routes::probes::readyz))
         .route("/auth", get(routes::probes::auth_probe))
         .route("/auth/", get(routes::probes::auth_probe))
-        .route("/api/audit/v1/{*rest}", get(routes::actions::get))
-        .route("/api/v1/{*rest}", get(routes::actions::get));
+        .route(
+            "/api/audit/v1/{*rest}",
+            get(routes::actions::get).post(routes::actions::post),
+        )
+        .route(
+            "/api/v1/{*rest}",
+            get(routes::actions::get).post(routes::actions::post),
+        );
     let mut subsystems: Vec<String> = state
         .ops
         .types()
@@ -59,7 +66,10 @@ pub fn router(state: ApiState) -> Router {
     for sub in subsystems {
         r = r.route(
             &format!("/api/{sub}/v1/{{*rest}}"),
-            get(routes::objects::get).post(routes::objects::post),
+            get(routes::objects::get)
+                .post(routes::objects::post)
+                .patch(routes::objects::patch)
+                .delete(routes::objects::delete),
         );
     }
     r.fallback(not_found)

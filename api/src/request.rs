@@ -14,6 +14,8 @@ pub struct RequestInfo {
     /// Client IP: the peer address, or the first `X-Forwarded-For` hop when the
     /// API is configured to trust its proxy.
     pub ip: String,
+    /// Geographic location of `ip` (empty: no GeoIP database is configured).
+    pub location: String,
     /// The User-Agent header (empty when absent).
     pub user_agent: String,
     /// HTTP method.
@@ -59,6 +61,7 @@ impl FromRequestParts<ApiState> for RequestInfo {
         }
         Ok(RequestInfo {
             ip: forwarded.unwrap_or(peer),
+            location: String::new(),
             user_agent,
             method: parts.method.to_string(),
             path: parts

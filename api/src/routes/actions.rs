@@ -1,32 +1,68 @@
 //! The audit API: `/api/audit/v1/[<ns>/]action/…` and its Tutum v1 alias
-//! `/api/v1/action/…`.
+//! `/api/v1/action/…`: list with filters, detail, cancel, retry; and the
+//! `auth/` probe under both prefixes.
 
-use super::{parse_uuid, segments};
+use super::{parse_uuid, segments, with_action};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::listing::{Envelope, QueryParams};
+use crate::request::RequestInfo;
 use crate::ApiState;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use stevedore_shared::action::{Action, ActionJson, NewAction};
+use stevedore_shared::dates;
+use stevedore_shared::messages::Control;
+use stevedore_shared::object::parse_object_uri;
+use stevedore_shared::state::ActionState;
+use stevedore_shared::store::{uuid_prefix_range, ActionFilter, ObjectFilter};
 use uuid::Uuid;
+
+/// Query parameters the action list understands.
+const LIST_PARAMS: &[&str] = &[
+    "uuid",
+    "uuid__startswith",
+    "state",
+    "start_date__gte",
+    "start_date__lte",
+    "end_date__gte",
+    "end_date__lte",
+    "object",
+    "include_related",
+    "limit",
+    "offset",
+    "format",
+];
+
+/// Most objects an `include_related` expansion considers (a stack's services
+/// and their containers); more is a sign of a runaway hierarchy.
+const MAX_RELATED: i64 = 10_000;
 
 /// What an audit path names.
 #[derive(Debug, PartialEq, Eq)]
 enum AuditPath {
     Auth,
+    List(Option<String>),
     Action(Uuid),
+    Cancel(Uuid),
+    Retry(Uuid),
 }
 
 fn parse(rest: &str) -> ApiResult<AuditPath> {
     let segs = segments(rest);
-    // An optional namespace segment comes first: [ns,] "action", uuid.
-    let segs: &[&str] = match segs.as_slice() {
+    // An optional namespace segment comes first: [ns,] "action", …
+    let (ns, segs): (Option<String>, &[&str]) = match segs.as_slice() {
         ["auth"] => return Ok(AuditPath::Auth),
-        [_, "action", ..] => &segs[1..],
-        s => s,
+        [ns, "action", ..] => (Some(ns.to_string()), &segs[1..]),
+        s => (None, s),
     };
     match segs {
+        ["action"] => Ok(AuditPath::List(ns)),
         ["action", id] => Ok(AuditPath::Action(parse_uuid(id)?)),
+        ["action", id, "cancel"] => Ok(AuditPath::Cancel(parse_uuid(id)?)),
+        ["action", id, "retry"] => Ok(AuditPath::Retry(parse_uuid(id)?)),
         _ => Err(ApiError::NotFound(format!("no such resource: {rest}"))),
     }
 }
@@ -36,19 +72,254 @@ pub async fn get(
     State(state): State<ApiState>,
     caller: Caller,
     Path(rest): Path<String>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     match parse(&rest)? {
         AuditPath::Auth => Ok(super::probes::auth_probe(caller).await.into_response()),
-        AuditPath::Action(uuid) => {
-            let action = state
-                .dispatcher
-                .store()
-                .get_action(caller.scope(), uuid)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("action {uuid} not found")))?;
-            Ok(Json(action.to_wire()).into_response())
+        AuditPath::List(ns) => list(&state, &caller, ns, uri.path(), query.as_deref()).await,
+        AuditPath::Action(uuid) => Ok(Json(load(&state, &caller, uuid).await?.to_wire()).into_response()),
+        AuditPath::Cancel(_) | AuditPath::Retry(_) => {
+            Err(ApiError::MethodNotAllowed("cancel and retry take POST".into()))
         }
     }
+}
+
+/// `POST /api/audit/v1/…/cancel/` and `…/retry/` (and the v1 aliases).
+pub async fn post(
+    State(state): State<ApiState>,
+    caller: Caller,
+    info: RequestInfo,
+    Path(rest): Path<String>,
+) -> ApiResult<Response> {
+    match parse(&rest)? {
+        AuditPath::Cancel(uuid) => cancel(&state, &caller, uuid).await,
+        AuditPath::Retry(uuid) => retry(&state, &caller, &info, uuid).await,
+        _ => Err(ApiError::MethodNotAllowed("this resource is read-only".into())),
+    }
+}
+
+async fn load(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiResult<Action> {
+    state
+        .dispatcher
+        .store()
+        .get_action(caller.scope(), uuid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("action {uuid} not found")))
+}
+
+fn date_param(params: &QueryParams, key: &str) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
+    match params.one(key)? {
+        None => Ok(None),
+        Some(v) => dates::parse_filter(v).map(Some).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{key}: cannot read {v:?} as a date; use RFC 2822 (Wed, 17 Sep 2014 08:26:22 +0000) or ISO 8601"
+            ))
+        }),
+    }
+}
+
+/// Builds the store filter from the query, validating every value.
+async fn action_filter(state: &ApiState, caller: &Caller, params: &QueryParams) -> ApiResult<ActionFilter> {
+    let mut f = ActionFilter {
+        start_gte: date_param(params, "start_date__gte")?,
+        start_lte: date_param(params, "start_date__lte")?,
+        end_gte: date_param(params, "end_date__gte")?,
+        end_lte: date_param(params, "end_date__lte")?,
+        ..Default::default()
+    };
+    if let Some(u) = params.one("uuid")? {
+        f.uuid = Some(parse_uuid(u.trim())?);
+    }
+    if let Some(p) = params.one("uuid__startswith")? {
+        let p = p.trim().to_ascii_lowercase();
+        if uuid_prefix_range(&p).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "uuid__startswith: {p:?} is not the start of a uuid"
+            )));
+        }
+        f.uuid_prefix = Some(p);
+    }
+    for s in params.many("state") {
+        let st: ActionState = s
+            .parse()
+            .map_err(|e: stevedore_shared::state::UnknownState| ApiError::BadRequest(e.to_string()))?;
+        f.states.push(st);
+    }
+    let related = params.flag("include_related")?.unwrap_or(false);
+    match params.one("object")? {
+        Some(o) => {
+            let uuid = parse_object_uri(o)
+                .map(|p| p.uuid)
+                .or_else(|| Uuid::parse_str(o.trim()).ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("object: {o:?} is not an object resource URI or uuid"))
+                })?;
+            f.objects = Some(if related {
+                related_objects(state, caller, uuid).await?
+            } else {
+                vec![uuid]
+            });
+        }
+        None if related => {
+            return Err(ApiError::BadRequest(
+                "include_related needs an object filter".into(),
+            ));
+        }
+        None => {}
+    }
+    Ok(f)
+}
+
+/// The object and its relatives within its API subsystem: its parents, and
+/// the objects that list it as a parent. That yields the audit API's table:
+/// a container → its service and stack; a service → its containers and
+/// stack; a stack → its services and their containers; a node → its
+/// cluster; a cluster → its nodes. (A container's node is in another
+/// subsystem, `infra`, so a node's actions do not pull in its containers.)
+async fn related_objects(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiResult<Vec<Uuid>> {
+    let store = state.dispatcher.store();
+    let Some(obj) = store.get_object(caller.scope(), uuid).await? else {
+        return Ok(vec![uuid]);
+    };
+    let subsystem = parse_object_uri(&obj.resource_uri).map(|p| p.subsystem);
+    let same = |uri: &str| parse_object_uri(uri).filter(|p| Some(&p.subsystem) == subsystem.as_ref());
+    let mut ids = vec![obj.uuid];
+    ids.extend(obj.parents.iter().filter_map(|p| same(p)).map(|p| p.uuid));
+    let children = store
+        .list_objects(
+            caller.scope(),
+            &ObjectFilter {
+                parent: Some(obj.resource_uri.clone()),
+                include_deleted: true,
+                ..Default::default()
+            },
+            MAX_RELATED,
+            0,
+        )
+        .await?;
+    ids.extend(
+        children
+            .items
+            .iter()
+            .filter(|c| same(&c.resource_uri).is_some())
+            .map(|c| c.uuid),
+    );
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+async fn list(
+    state: &ApiState,
+    caller: &Caller,
+    ns: Option<String>,
+    path: &str,
+    query: Option<&str>,
+) -> ApiResult<Response> {
+    let params = QueryParams::parse(query, LIST_PARAMS)?;
+    let page = params.page()?;
+    let mut filter = action_filter(state, caller, &params).await?;
+    if let Some(ns) = ns {
+        if !caller.namespaces.contains(&ns) {
+            return Err(ApiError::NotFound(format!("namespace {ns} not found")));
+        }
+        filter.namespace = Some(ns);
+    }
+    let found = state
+        .dispatcher
+        .store()
+        .list_actions(caller.scope(), &filter, page.limit, page.offset)
+        .await?;
+    let objects: Vec<ActionJson> = found.items.iter().map(Action::to_wire).collect();
+    Ok(Json(Envelope::new(path, &params, page, found.total, objects)).into_response())
+}
+
+async fn cancel(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiResult<Response> {
+    let action = load(state, caller, uuid).await?;
+    let to = match action.state {
+        ActionState::Pending => ActionState::Canceled,
+        ActionState::InProgress => ActionState::Canceling,
+        other => {
+            return Err(ApiError::Conflict(format!(
+                "action {uuid} is {other}: only Pending or In progress actions can be canceled"
+            )))
+        }
+    };
+    // The guard in the store re-checks the state: a race with the worker
+    // finishing ends in a 409, never in two final states.
+    let t = state
+        .dispatcher
+        .store()
+        .transition(caller.scope(), uuid, to, None)
+        .await?;
+    if to == ActionState::Canceling {
+        if let Err(e) = state
+            .dispatcher
+            .broker()
+            .publish_control(&Control::Cancel { action: uuid })
+            .await
+        {
+            tracing::warn!(action = %uuid, error = %e, "cancel message not published");
+        }
+    }
+    state.dispatcher.after_transition(&t).await;
+    Ok(with_action(
+        StatusCode::ACCEPTED,
+        &t.action,
+        serde_json::to_value(t.action.to_wire())?,
+    ))
+}
+
+async fn retry(state: &ApiState, caller: &Caller, info: &RequestInfo, uuid: Uuid) -> ApiResult<Response> {
+    let old = load(state, caller, uuid).await?;
+    if !old.state.can_be_retried() {
+        return Err(ApiError::Conflict(format!(
+            "action {uuid} is {}: only Success, Failed or Canceled actions can be retried",
+            old.state
+        )));
+    }
+    let store = state.dispatcher.store();
+    let object = store
+        .get_object(caller.scope(), old.object_uuid)
+        .await?
+        .filter(|o| o.deleted_at.is_none())
+        .ok_or_else(|| ApiError::Conflict(format!("cannot retry: {} no longer exists", old.object)))?;
+    if state.ops.get(&old.object_type, &old.verb).is_none() {
+        return Err(ApiError::Conflict(format!(
+            "cannot retry: no operation is configured for {} {}",
+            old.object_type, old.verb
+        )));
+    }
+    // The same operation (method, path, body) on the same object; who asked,
+    // and from where, is the retry request's.
+    let new = NewAction {
+        uuid: Uuid::new_v4(),
+        namespace: object.namespace.clone(),
+        action: old.action.clone(),
+        object: object.resource_uri.clone(),
+        object_uuid: object.uuid,
+        object_type: object.object_type.clone(),
+        object_parents: object.parents.clone(),
+        verb: old.verb.clone(),
+        method: old.method.clone(),
+        path: old.path.clone(),
+        body: old.body.clone(),
+        ip: info.ip.clone(),
+        location: info.location.clone(),
+        user: caller.user.clone(),
+        user_agent: info.user_agent.clone(),
+        is_user_action: true,
+        retry_of: Some(old.uuid),
+        completed: None,
+    };
+    let submitted = store.submit_action(new).await?;
+    state.dispatcher.after_submit(&submitted).await;
+    Ok(with_action(
+        StatusCode::ACCEPTED,
+        &submitted.action,
+        serde_json::to_value(submitted.action.to_wire())?,
+    ))
 }
 
 #[cfg(test)]
@@ -60,8 +331,25 @@ mod tests {
         let u = Uuid::new_v4();
         assert_eq!(parse(&format!("action/{u}/")).unwrap(), AuditPath::Action(u));
         assert_eq!(parse(&format!("acme/action/{u}")).unwrap(), AuditPath::Action(u));
+        assert_eq!(parse("action/").unwrap(), AuditPath::List(None));
+        assert_eq!(
+            parse("acme/action/").unwrap(),
+            AuditPath::List(Some("acme".into()))
+        );
+        assert_eq!(
+            parse(&format!("action/{u}/cancel/")).unwrap(),
+            AuditPath::Cancel(u)
+        );
+        assert_eq!(
+            parse(&format!("acme/action/{u}/retry")).unwrap(),
+            AuditPath::Retry(u)
+        );
         assert_eq!(parse("auth/").unwrap(), AuditPath::Auth);
         assert!(matches!(parse("action/nope/"), Err(ApiError::BadRequest(_))));
         assert!(matches!(parse("stuff/"), Err(ApiError::NotFound(_))));
+        assert!(matches!(
+            parse(&format!("action/{u}/explode/")),
+            Err(ApiError::NotFound(_))
+        ));
     }
 }

@@ -3,13 +3,17 @@
 //! - `POST …/<type>/` creates an object and records a "<Type> Create" action
 //!   (dispatched when a `create` operation is configured, otherwise recorded
 //!   as Success at once): 202 or 201.
+//! - `GET …/<type>/` lists the caller's objects of a type (Tastypie envelope).
 //! - `GET …/<type>/<uuid>/` returns the object.
+//! - `PATCH …/<type>/<uuid>/` updates it ("<Type> Update"); `DELETE`
+//!   terminates it ("<Type> Terminate").
 //! - `POST …/<type>/<uuid>/<verb>/` records the operation's action and
 //!   dispatches it: 202 with the action JSON and both action-URI headers.
 
 use super::{parse_uuid, segments, with_action};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::listing::{Envelope, QueryParams};
 use crate::request::{json_object_body, RequestInfo};
 use crate::ApiState;
 use axum::body::Bytes;
@@ -19,9 +23,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value};
 use stevedore_shared::action::NewAction;
+use stevedore_shared::config::title_case;
+use stevedore_shared::event::EventKind;
 use stevedore_shared::object::{parse_object_uri, Object, ObjectType};
 use stevedore_shared::state::ActionState;
+use stevedore_shared::store::{ObjectFilter, Submitted};
 use uuid::Uuid;
+
+/// Keys the server sets; a client may not.
+const RESERVED: &[&str] = &["uuid", "resource_uri", "state", "parents", "created", "deleted"];
 
 /// Longest object name accepted.
 const MAX_NAME_LEN: usize = 256;
@@ -157,7 +167,7 @@ fn new_action(
         path: info.path.clone(),
         body,
         ip: info.ip.clone(),
-        location: String::new(),
+        location: info.location.clone(),
         user: caller.user.clone(),
         user_agent: info.user_agent.clone(),
         is_user_action: true,
@@ -173,10 +183,7 @@ pub async fn get(State(state): State<ApiState>, caller: Caller, uri: Uri) -> Api
         (Some(uuid), None) => {
             Ok(Json(object_json(&load_object(&state, &caller, &p, uuid).await?)).into_response())
         }
-        (None, None) => Err(ApiError::NotFound(format!(
-            "listing {} objects is not available; fetch one by uuid",
-            p.ty.name
-        ))),
+        (None, None) => list(&state, &caller, &p, &uri).await,
         (_, Some(_)) => Err(ApiError::NotFound(format!("no such resource: {}", uri.path()))),
     }
 }
@@ -221,8 +228,8 @@ async fn create(
         }
         Some(_) => return Err(ApiError::BadRequest("name must be a string".into())),
     };
-    for reserved in ["uuid", "resource_uri", "state", "parents", "created", "deleted"] {
-        if attrs.contains_key(reserved) {
+    for reserved in RESERVED {
+        if attrs.contains_key(*reserved) {
             return Err(ApiError::BadRequest(format!(
                 "{reserved} is set by the server and cannot be given"
             )));
@@ -277,27 +284,171 @@ async fn create(
         updated_at: now,
         deleted_at: None,
     };
-    store.insert_object(&obj).await?;
-    let asynchronous = state.ops.get(&p.ty.name, "create").is_some();
-    let mut new = new_action(
-        &info,
-        &caller,
-        &obj,
-        format!("{} Create", p.ty.label),
-        "create",
-        raw,
-    );
-    if !asynchronous {
-        new.completed = Some(ActionState::Success);
-    }
-    let submitted = store.submit_action(new).await?;
-    state.dispatcher.after_submit(&submitted).await;
-    let status = if asynchronous {
+    let event = store.insert_object(&obj).await?;
+    state.dispatcher.publish_events(&[event]).await;
+    let (submitted, dispatched) = record_crud_action(&state, &caller, &info, &obj, "create", raw).await?;
+    let status = if dispatched {
         StatusCode::ACCEPTED
     } else {
         StatusCode::CREATED
     };
     Ok(with_action(status, &submitted.action, object_json(&obj)))
+}
+
+/// Records the action of an object create/update/terminate: dispatched to
+/// the workers when an operation with that verb is configured for the type
+/// (returns `true`), otherwise recorded as Success at once.
+async fn record_crud_action(
+    state: &ApiState,
+    caller: &Caller,
+    info: &RequestInfo,
+    obj: &Object,
+    verb: &str,
+    body: String,
+) -> ApiResult<(Submitted, bool)> {
+    let ty = state
+        .ops
+        .types()
+        .by_name(&obj.object_type)
+        .ok_or_else(|| ApiError::Internal(format!("unknown type {}", obj.object_type)))?;
+    let op = state.ops.get(&obj.object_type, verb);
+    let name = op
+        .and_then(|o| o.action.clone())
+        .unwrap_or_else(|| format!("{} {}", ty.label, title_case(verb)));
+    let mut new = new_action(info, caller, obj, name, verb, body);
+    if op.is_none() {
+        new.completed = Some(ActionState::Success);
+    }
+    let submitted = state.dispatcher.store().submit_action(new).await?;
+    state.dispatcher.after_submit(&submitted).await;
+    Ok((submitted, op.is_some()))
+}
+
+/// Query parameters of an object list.
+const LIST_PARAMS: &[&str] = &["limit", "offset", "format", "include_deleted"];
+
+async fn list(state: &ApiState, caller: &Caller, p: &ObjectPath, uri: &Uri) -> ApiResult<Response> {
+    let params = QueryParams::parse(uri.query(), LIST_PARAMS)?;
+    let page = params.page()?;
+    let namespace = p
+        .namespace
+        .as_deref()
+        .map(|ns| namespace_for(caller, Some(ns)))
+        .transpose()?;
+    let filter = ObjectFilter {
+        object_type: Some(p.ty.name.clone()),
+        namespace,
+        parent: None,
+        include_deleted: params.flag("include_deleted")?.unwrap_or(false),
+    };
+    let found = state
+        .dispatcher
+        .store()
+        .list_objects(caller.scope(), &filter, page.limit, page.offset)
+        .await?;
+    let objects: Vec<Value> = found.items.iter().map(object_json).collect();
+    Ok(Json(Envelope::new(uri.path(), &params, page, found.total, objects)).into_response())
+}
+
+/// `PATCH …/<type>/<uuid>/`: changes the name and attributes (a `null`
+/// attribute is removed); records "<Type> Update".
+pub async fn patch(
+    State(state): State<ApiState>,
+    caller: Caller,
+    info: RequestInfo,
+    uri: Uri,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let p = resolve(&state, &uri)?;
+    let (Some(uuid), None) = (p.uuid, &p.verb) else {
+        return Err(ApiError::MethodNotAllowed(
+            "PATCH takes an object: …/<type>/<uuid>/".into(),
+        ));
+    };
+    let (raw, changes) = json_object_body(&body)?;
+    if changes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: send a JSON object of attributes".into(),
+        ));
+    }
+    let mut obj = load_object(&state, &caller, &p, uuid).await?;
+    if obj.deleted_at.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "{} {uuid} has been terminated",
+            p.ty.name
+        )));
+    }
+    let mut attrs = obj.attributes.as_object().cloned().unwrap_or_default();
+    for (k, v) in changes {
+        if RESERVED.contains(&k.as_str()) || p.ty.parents.contains(&k) {
+            return Err(ApiError::BadRequest(format!("{k} cannot be changed")));
+        }
+        match (k.as_str(), v) {
+            ("name", Value::String(s)) if s.len() <= MAX_NAME_LEN => obj.name = s,
+            ("name", _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "name must be a string of at most {MAX_NAME_LEN} bytes"
+                )))
+            }
+            (_, Value::Null) => {
+                attrs.remove(&k);
+            }
+            (_, v) => {
+                attrs.insert(k, v);
+            }
+        }
+    }
+    obj.attributes = Value::Object(attrs);
+    let event = state
+        .dispatcher
+        .store()
+        .update_object(caller.scope(), &obj, EventKind::Update)
+        .await?;
+    state.dispatcher.publish_events(&[event]).await;
+    let (submitted, dispatched) = record_crud_action(&state, &caller, &info, &obj, "update", raw).await?;
+    let status = if dispatched {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_action(status, &submitted.action, object_json(&obj)))
+}
+
+/// `DELETE …/<type>/<uuid>/`: terminates the object (it stays readable with
+/// state Terminated); records "<Type> Terminate".
+pub async fn delete(
+    State(state): State<ApiState>,
+    caller: Caller,
+    info: RequestInfo,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let p = resolve(&state, &uri)?;
+    let (Some(uuid), None) = (p.uuid, &p.verb) else {
+        return Err(ApiError::MethodNotAllowed(
+            "DELETE takes an object: …/<type>/<uuid>/".into(),
+        ));
+    };
+    let mut obj = load_object(&state, &caller, &p, uuid).await?;
+    if obj.deleted_at.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "{} {uuid} is already terminated",
+            p.ty.name
+        )));
+    }
+    obj.deleted_at = Some(chrono::Utc::now());
+    obj.state = "Terminated".into();
+    let event = state
+        .dispatcher
+        .store()
+        .update_object(caller.scope(), &obj, EventKind::Delete)
+        .await?;
+    state.dispatcher.publish_events(&[event]).await;
+    let (submitted, _) = record_crud_action(&state, &caller, &info, &obj, "terminate", String::new()).await?;
+    Ok(with_action(
+        StatusCode::ACCEPTED,
+        &submitted.action,
+        object_json(&obj),
+    ))
 }
 
 async fn run_verb(
