@@ -1,0 +1,876 @@
+//! Checks the deployment files under `deploy/` without building an image or
+//! reaching a cluster: every YAML, JSON, TOML and INI-style file parses, and
+//! each says what the code expects of it (roles, probes, security context,
+//! broker topology, configuration).
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use stevedore_shared::broker::{BrokerNames, JOB_DELIVERY_LIMIT};
+use stevedore_shared::config::FileConfig;
+use stevedore_worker::consumer::SHUTDOWN_DEADLINE;
+
+/// Files under `deploy/` that are not structured data, checked elsewhere or read by people.
+const NOT_PARSED: &[&str] = &["Dockerfile", "README.md"];
+/// Where every role reads `stevedore.toml`.
+const CONFIG_PATH: &str = "/etc/stevedore/stevedore.toml";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn deploy() -> PathBuf {
+    root().join("deploy")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn rel(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}
+
+/// Every file under `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- parsers
+
+/// All documents of a YAML file, as JSON values (merge keys `<<` applied,
+/// empty documents skipped).
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = read(path);
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let mut doc = serde_yaml_ng::Value::deserialize(de)
+            .unwrap_or_else(|e| panic!("{} document {i}: {e}", rel(path)));
+        doc.apply_merge()
+            .unwrap_or_else(|e| panic!("{} document {i}: merge keys: {e}", rel(path)));
+        if doc.is_null() {
+            continue;
+        }
+        let json = serde_json::to_value(&doc)
+            .unwrap_or_else(|e| panic!("{} document {i}: not JSON-like: {e}", rel(path)));
+        docs.push(json);
+    }
+    docs
+}
+
+fn yaml_doc(path: &Path) -> Value {
+    let mut docs = yaml_docs(path);
+    assert_eq!(docs.len(), 1, "{}: expected one YAML document", rel(path));
+    docs.remove(0)
+}
+
+fn json_file(path: &Path) -> Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", rel(path)))
+}
+
+/// A minimal INI reader for systemd units, `rabbitmq.conf` (sectionless
+/// `key = value`) and environment files: `(section, key, value)` triples in
+/// order. Comments start with `#` or `;`; keys may repeat.
+fn ini(path: &Path) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for (n, line) in read(path).lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[') {
+            let name = name
+                .strip_suffix(']')
+                .unwrap_or_else(|| panic!("{}:{}: unclosed section", rel(path), n + 1));
+            section = name.to_string();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{}:{}: not `key = value`: {line}", rel(path), n + 1));
+        let k = k.trim();
+        assert!(
+            !k.is_empty() && !k.contains(char::is_whitespace),
+            "{}:{}: bad key {k:?}",
+            rel(path),
+            n + 1
+        );
+        out.push((section.clone(), k.to_string(), v.trim().to_string()));
+    }
+    out
+}
+
+/// The last value of `key` in `section` (later assignments win, as in systemd).
+fn ini_get<'a>(entries: &'a [(String, String, String)], section: &str, key: &str) -> Option<&'a str> {
+    entries
+        .iter()
+        .rev()
+        .find(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v.as_str())
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("missing string at {pointer} in {v:#}"))
+}
+
+fn arr<'a>(v: &'a Value, pointer: &str) -> &'a Vec<Value> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("missing array at {pointer}"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected an array of strings, got {v}"))
+        .iter()
+        .map(|x| x.as_str().expect("a string").to_string())
+        .collect()
+}
+
+fn k8s_docs() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for p in walk(&deploy().join("k8s")) {
+        let ext = p.extension().and_then(|e| e.to_str());
+        assert!(
+            matches!(ext, Some("yaml" | "yml")),
+            "{}: only YAML manifests belong in deploy/k8s",
+            rel(&p)
+        );
+        for d in yaml_docs(&p) {
+            out.push((rel(&p), d));
+        }
+    }
+    out
+}
+
+fn find<'a>(docs: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .map(|(_, d)| d)
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} named {name} in deploy/k8s"))
+}
+
+fn duration_secs(v: &Value) -> u64 {
+    let text = v
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a duration, got {v}"));
+    let (num, mult) = if let Some(m) = text.strip_suffix('m') {
+        (m, 60)
+    } else {
+        (text.strip_suffix('s').unwrap_or(text), 1)
+    };
+    num.parse::<u64>()
+        .unwrap_or_else(|_| panic!("bad duration {text:?}"))
+        * mult
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn every_deploy_file_parses() {
+    let files = walk(&deploy());
+    assert!(!files.is_empty());
+    for p in &files {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => assert!(!yaml_docs(p).is_empty(), "{}: empty", rel(p)),
+            Some("json") => {
+                json_file(p);
+            }
+            Some("toml") => {
+                toml::from_str::<toml::Table>(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", rel(p)));
+            }
+            Some("service" | "conf" | "ini" | "example") => {
+                assert!(!ini(p).is_empty(), "{}: empty", rel(p));
+            }
+            _ => assert!(
+                NOT_PARSED.contains(&name),
+                "{}: unknown kind of file; teach tests/deploy_manifests.rs to check it",
+                rel(p)
+            ),
+        }
+    }
+}
+
+#[test]
+fn deploy_config_parses_and_its_operations_validate() {
+    let text = read(&deploy().join("stevedore.toml"));
+    let config = FileConfig::parse(&text).expect("deploy/stevedore.toml parses");
+    let ops = config
+        .operations()
+        .expect("deploy/stevedore.toml operations validate");
+    assert!(
+        !ops.all().is_empty(),
+        "deploy/stevedore.toml declares no operation"
+    );
+    assert!(
+        config.database_url.is_none() && config.amqp_url.is_none(),
+        "connection URLs (and their passwords) come from the environment, not the shared config"
+    );
+    assert_eq!(
+        config.broker_prefix.as_deref().unwrap_or("stevedore"),
+        BrokerNames::default().prefix
+    );
+}
+
+#[test]
+fn k8s_documents_have_identity_and_namespace() {
+    let docs = k8s_docs();
+    assert!(!docs.is_empty());
+    for (file, d) in &docs {
+        for key in ["apiVersion", "kind"] {
+            assert!(
+                d[key].as_str().is_some_and(|v| !v.is_empty()),
+                "{file}: a document has no {key}"
+            );
+        }
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(!name.is_empty(), "{file}: a {} has no metadata.name", d["kind"]);
+        let cluster_scoped = matches!(d["kind"].as_str(), Some("Namespace" | "Kustomization"));
+        if !cluster_scoped {
+            assert_eq!(
+                d["metadata"]["namespace"], "stevedore",
+                "{file}: {} {name} is not in namespace stevedore",
+                d["kind"]
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomization_lists_every_manifest_but_the_secret_example() {
+    let dir = deploy().join("k8s");
+    let k = yaml_doc(&dir.join("kustomization.yaml"));
+    let listed: BTreeSet<String> = strings(&k["resources"]).into_iter().collect();
+    let present: BTreeSet<String> = walk(&dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .filter(|n| n != "kustomization.yaml" && n != "secret.example.yaml")
+        .collect();
+    assert_eq!(listed, present);
+    assert!(!listed.contains("secret.example.yaml"));
+}
+
+#[test]
+fn k8s_secret_example_holds_placeholders_only() {
+    let secret = yaml_doc(&deploy().join("k8s/secret.example.yaml"));
+    assert_eq!(secret["kind"], "Secret");
+    let data = secret["stringData"].as_object().expect("stringData");
+    let keys: BTreeSet<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["STEVEDORE_AMQP_URL", "STEVEDORE_DATABASE_URL"])
+    );
+    for (k, v) in data {
+        assert!(
+            v.as_str().unwrap().contains("CHANGE_ME"),
+            "{k} in secret.example.yaml must be a marked placeholder"
+        );
+    }
+    assert!(
+        secret.get("data").is_none(),
+        "base64 `data` would hide what is in it"
+    );
+}
+
+#[test]
+fn k8s_configmap_carries_deploy_stevedore_toml() {
+    let docs = k8s_docs();
+    let cm = find(&docs, "ConfigMap", "stevedore-config");
+    assert_eq!(
+        s(cm, "/data/stevedore.toml"),
+        read(&deploy().join("stevedore.toml")),
+        "deploy/k8s/configmap.yaml and deploy/stevedore.toml differ"
+    );
+}
+
+/// The pod spec checks every Stevedore workload shares.
+fn check_pod(what: &str, pod: &Value, role: &str) {
+    let sc = &pod["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{what}: runAsNonRoot");
+    assert!(
+        sc["runAsUser"].as_u64().is_some_and(|u| u != 0),
+        "{what}: runAsUser must be a non-root uid"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false, "{what}");
+    let containers = arr(pod, "/containers");
+    assert_eq!(containers.len(), 1, "{what}: one container");
+    let c = &containers[0];
+    assert!(
+        s(c, "/image").starts_with("stevedore"),
+        "{what}: image {}",
+        c["image"]
+    );
+    let args = strings(&c["args"]);
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some(role),
+        "{what}: args {args:?}"
+    );
+    let csc = &c["securityContext"];
+    assert_eq!(
+        csc["readOnlyRootFilesystem"], true,
+        "{what}: readOnlyRootFilesystem"
+    );
+    assert_eq!(
+        csc["allowPrivilegeEscalation"], false,
+        "{what}: allowPrivilegeEscalation"
+    );
+    assert_eq!(csc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{what}");
+    for r in ["cpu", "memory"] {
+        assert!(
+            c["resources"]["requests"][r].is_string(),
+            "{what}: resources.requests.{r}"
+        );
+    }
+    assert!(
+        c["resources"]["limits"]["memory"].is_string(),
+        "{what}: memory limit"
+    );
+
+    // The config file is mounted where STEVEDORE_CONFIG says.
+    let env = c["env"].as_array().cloned().unwrap_or_default();
+    let config_env = env
+        .iter()
+        .find(|e| e["name"] == "STEVEDORE_CONFIG")
+        .unwrap_or_else(|| panic!("{what}: no STEVEDORE_CONFIG"));
+    assert_eq!(config_env["value"], CONFIG_PATH, "{what}");
+    let mount = arr(c, "/volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/stevedore")
+        .unwrap_or_else(|| panic!("{what}: nothing mounted at /etc/stevedore"));
+    let volume = arr(pod, "/volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("{what}: no volume {}", mount["name"]));
+    assert_eq!(volume["configMap"]["name"], "stevedore-config", "{what}");
+
+    // Database and broker URLs come from the Secret.
+    let secret_refs: Vec<&Value> = c["envFrom"]
+        .as_array()
+        .map(|a| a.iter().map(|e| &e["secretRef"]["name"]).collect())
+        .unwrap_or_default();
+    let key_refs: Vec<&Value> = env
+        .iter()
+        .map(|e| &e["valueFrom"]["secretKeyRef"]["name"])
+        .filter(|n| !n.is_null())
+        .collect();
+    assert!(
+        secret_refs
+            .iter()
+            .chain(key_refs.iter())
+            .any(|n| *n == "stevedore-secrets"),
+        "{what}: reads no stevedore-secrets"
+    );
+}
+
+fn check_http_probes(what: &str, pod: &Value) {
+    let c = &pod["containers"][0];
+    let port_name = s(c, "/ports/0/name");
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{what}: {probe}");
+        assert_eq!(get["port"], port_name, "{what}: {probe} port");
+    }
+}
+
+#[test]
+fn k8s_workloads_are_secure_and_probed() {
+    let docs = k8s_docs();
+    let deployments: Vec<&Value> = docs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kind"] == "Deployment")
+        .collect();
+    let names: BTreeSet<&str> = deployments.iter().map(|d| s(d, "/metadata/name")).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["stevedore-api", "stevedore-stream", "stevedore-worker"])
+    );
+    for d in &deployments {
+        let name = s(d, "/metadata/name");
+        let role = name.trim_start_matches("stevedore-");
+        let pod = &d["spec"]["template"]["spec"];
+        check_pod(name, pod, role);
+        // The selector selects the pods of this template.
+        let selector = d["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        for (k, v) in selector {
+            assert_eq!(
+                &d["spec"]["template"]["metadata"]["labels"][k], v,
+                "{name}: selector {k}"
+            );
+        }
+        match role {
+            "api" | "stream" => check_http_probes(name, pod),
+            "worker" => {
+                let c = &pod["containers"][0];
+                assert!(
+                    c["readinessProbe"].is_null() && c["livenessProbe"].is_null(),
+                    "{name}: the worker serves no HTTP to probe"
+                );
+                let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+                assert!(
+                    grace >= 40 && grace > SHUTDOWN_DEADLINE.as_secs(),
+                    "{name}: terminationGracePeriodSeconds {grace} must exceed the {:?} drain",
+                    SHUTDOWN_DEADLINE
+                );
+            }
+            other => panic!("unexpected role {other}"),
+        }
+    }
+    let stream = find(&docs, "Deployment", "stevedore-stream");
+    let args = strings(&stream["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert_eq!(args, ["stream", "--listen", "0.0.0.0:8081"]);
+
+    let job = find(&docs, "Job", "stevedore-migrate");
+    let pod = &job["spec"]["template"]["spec"];
+    check_pod("stevedore-migrate", pod, "migrate");
+    assert!(matches!(
+        pod["restartPolicy"].as_str(),
+        Some("OnFailure" | "Never")
+    ));
+}
+
+#[test]
+fn k8s_services_and_pdb_select_their_deployments() {
+    let docs = k8s_docs();
+    for role in ["api", "stream"] {
+        let name = format!("stevedore-{role}");
+        let d = find(&docs, "Deployment", &name);
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        let svc = find(&docs, "Service", &name);
+        let selector = svc["spec"]["selector"].as_object().unwrap();
+        assert!(!selector.is_empty());
+        for (k, v) in selector {
+            assert_eq!(&labels[k], v, "Service {name}: selector {k}");
+        }
+        let port_name = &d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"];
+        assert_eq!(
+            &svc["spec"]["ports"][0]["targetPort"], port_name,
+            "Service {name}"
+        );
+    }
+    let pdb = find(&docs, "PodDisruptionBudget", "stevedore-api");
+    let api = find(&docs, "Deployment", "stevedore-api");
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            &api["spec"]["template"]["metadata"]["labels"][k], v,
+            "PDB selector {k}"
+        );
+    }
+    let min = pdb["spec"]["minAvailable"].as_u64().expect("minAvailable");
+    assert!(min >= 1 && min < api["spec"]["replicas"].as_u64().unwrap());
+}
+
+#[test]
+fn k8s_hpa_scales_workers_on_job_queue_depth() {
+    let docs = k8s_docs();
+    let hpas: Vec<&Value> = docs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kind"] == "HorizontalPodAutoscaler")
+        .collect();
+    assert_eq!(hpas.len(), 1);
+    let hpa = hpas[0];
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    let target = &hpa["spec"]["scaleTargetRef"];
+    assert_eq!(target["kind"], "Deployment");
+    assert_eq!(target["name"], "stevedore-worker");
+    find(&docs, "Deployment", "stevedore-worker");
+    let metric = &hpa["spec"]["metrics"][0];
+    assert_eq!(metric["type"], "External");
+    assert_eq!(
+        metric["external"]["metric"]["name"],
+        "rabbitmq_queue_messages_ready"
+    );
+    assert_eq!(
+        metric["external"]["metric"]["selector"]["matchLabels"]["queue"],
+        BrokerNames::default().jobs_queue().as_str()
+    );
+    let min = hpa["spec"]["minReplicas"].as_u64().unwrap();
+    let max = hpa["spec"]["maxReplicas"].as_u64().unwrap();
+    assert!(1 <= min && min <= max);
+}
+
+const STEVEDORE_SERVICES: &[&str] = &["migrate", "api", "stream", "worker"];
+
+#[test]
+fn compose_runs_every_role_in_order() {
+    let compose = yaml_doc(&deploy().join("docker-compose.yml"));
+    let services = compose["services"].as_object().expect("services");
+    for name in ["postgres", "rabbitmq", "migrate", "api", "stream", "worker"] {
+        assert!(services.contains_key(name), "compose: no service {name}");
+    }
+    let svc = |n: &str| &services[n];
+    let depends = |n: &str, on: &str| svc(n)["depends_on"][on]["condition"].clone();
+
+    assert_eq!(depends("migrate", "postgres"), "service_healthy");
+    for role in ["api", "stream", "worker"] {
+        assert_eq!(
+            depends(role, "migrate"),
+            "service_completed_successfully",
+            "{role}"
+        );
+        assert_eq!(depends(role, "rabbitmq"), "service_healthy", "{role}");
+    }
+    assert_eq!(svc("migrate")["restart"], "no");
+    assert_eq!(svc("worker")["deploy"]["replicas"], 2);
+
+    for role in STEVEDORE_SERVICES {
+        let s = svc(role);
+        let command = strings(&s["command"]);
+        assert_eq!(command[0], *role, "compose {role}: command {command:?}");
+        assert_eq!(s["build"]["dockerfile"], "deploy/Dockerfile", "compose {role}");
+        assert_eq!(
+            s["environment"]["STEVEDORE_CONFIG"], CONFIG_PATH,
+            "compose {role}"
+        );
+        let volumes = strings(&s["volumes"]);
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.starts_with(&format!("./stevedore.toml:{CONFIG_PATH}"))),
+            "compose {role}: stevedore.toml not mounted: {volumes:?}"
+        );
+        assert!(
+            duration_secs(&s["stop_grace_period"]) > SHUTDOWN_DEADLINE.as_secs(),
+            "compose {role}: stop_grace_period"
+        );
+        assert!(
+            s["environment"]["STEVEDORE_DATABASE_URL"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("postgres://")),
+            "compose {role}"
+        );
+        if *role != "migrate" {
+            assert!(
+                s["restart"] == "unless-stopped" || s["restart"] == "always",
+                "compose {role}: restart policy"
+            );
+        }
+    }
+    assert_eq!(
+        strings(&svc("stream")["command"]),
+        ["stream", "--listen", "0.0.0.0:8081"]
+    );
+    assert!(strings(&svc("api")["ports"])
+        .iter()
+        .any(|p| p.ends_with("8080:8080")));
+    assert!(strings(&svc("stream")["ports"])
+        .iter()
+        .any(|p| p.ends_with("8081:8081")));
+    for name in ["postgres", "rabbitmq", "api", "stream"] {
+        let hc = &svc(name)["healthcheck"];
+        assert!(
+            hc["test"].is_array() && hc["disable"] != true,
+            "compose {name}: healthcheck"
+        );
+    }
+    for name in ["api", "stream"] {
+        let test = strings(&svc(name)["healthcheck"]["test"]).join(" ");
+        assert!(
+            test.contains("/readyz") || test.contains("/healthz"),
+            "compose {name}: {test}"
+        );
+    }
+    assert!(svc("postgres")["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres:15"));
+    assert!(svc("rabbitmq")["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("rabbitmq:3.12-management"));
+}
+
+#[test]
+fn compose_credentials_agree_across_services() {
+    let compose = yaml_doc(&deploy().join("docker-compose.yml"));
+    let services = &compose["services"];
+    let pg = &services["postgres"]["environment"];
+    let defs = json_file(&deploy().join("rabbitmq/definitions.json"));
+    for role in STEVEDORE_SERVICES {
+        let env = &services[*role]["environment"];
+        let db = format!(
+            "postgres://{}:{}@postgres:5432/{}",
+            s(pg, "/POSTGRES_USER"),
+            s(pg, "/POSTGRES_PASSWORD"),
+            s(pg, "/POSTGRES_DB")
+        );
+        assert_eq!(env["STEVEDORE_DATABASE_URL"], db.as_str(), "compose {role}");
+        if *role == "migrate" {
+            continue;
+        }
+        let amqp = s(env, "/STEVEDORE_AMQP_URL");
+        let user = amqp
+            .strip_prefix("amqp://")
+            .and_then(|r| r.split(':').next())
+            .unwrap_or_else(|| panic!("compose {role}: bad AMQP URL {amqp}"));
+        assert!(
+            arr(&defs, "/users").iter().any(|u| u["name"] == user),
+            "compose {role}: AMQP user {user} is not in definitions.json"
+        );
+        assert!(
+            arr(&defs, "/permissions")
+                .iter()
+                .any(|p| p["user"] == user && p["vhost"] == "/"),
+            "compose {role}: {user} has no permissions on vhost /"
+        );
+        assert!(amqp.ends_with("/%2f"), "compose {role}: vhost / is %2f");
+    }
+}
+
+#[test]
+fn rabbitmq_definitions_match_the_broker_topology() {
+    let names = BrokerNames::default();
+    let defs = json_file(&deploy().join("rabbitmq/definitions.json"));
+    let queue = |name: &str| {
+        arr(&defs, "/queues")
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap_or_else(|| panic!("definitions.json: no queue {name}"))
+            .clone()
+    };
+    let exchange = |name: &str| {
+        arr(&defs, "/exchanges")
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap_or_else(|| panic!("definitions.json: no exchange {name}"))
+            .clone()
+    };
+
+    let jobs = queue(&names.jobs_queue());
+    assert_eq!(jobs["durable"], true);
+    assert_eq!(jobs["auto_delete"], false);
+    assert_eq!(jobs["vhost"], "/");
+    // Exactly the arguments `AmqpBroker::declare` passes: any difference makes
+    // RabbitMQ refuse the application's declaration (PRECONDITION_FAILED).
+    let expected: BTreeMap<String, Value> = BTreeMap::from([
+        ("x-queue-type".into(), Value::from("quorum")),
+        ("x-delivery-limit".into(), Value::from(JOB_DELIVERY_LIMIT)),
+        (
+            "x-dead-letter-exchange".into(),
+            Value::from(names.dead_letter_exchange()),
+        ),
+    ]);
+    let args: BTreeMap<String, Value> = jobs["arguments"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(args, expected, "arguments of {}", names.jobs_queue());
+
+    let dead = queue(&names.dead_letter_queue());
+    assert_eq!(dead["durable"], true);
+    assert_eq!(dead["arguments"], serde_json::json!({}));
+
+    for (name, kind) in [
+        (names.dead_letter_exchange(), "fanout"),
+        (names.updates_exchange(), "topic"),
+        (names.control_exchange(), "fanout"),
+    ] {
+        let x = exchange(&name);
+        assert_eq!(x["type"], kind, "exchange {name}");
+        assert_eq!(x["durable"], true, "exchange {name}");
+        assert_eq!(x["auto_delete"], false, "exchange {name}");
+        assert_eq!(x["vhost"], "/", "exchange {name}");
+    }
+    assert!(
+        arr(&defs, "/bindings").iter().any(|b| {
+            b["source"] == names.dead_letter_exchange().as_str()
+                && b["destination"] == names.dead_letter_queue().as_str()
+                && b["destination_type"] == "queue"
+        }),
+        "definitions.json: {} is not bound to {}",
+        names.dead_letter_exchange(),
+        names.dead_letter_queue()
+    );
+
+    let policies = arr(&defs, "/policies");
+    assert!(!policies.is_empty(), "definitions.json: no policy example");
+    for p in policies {
+        for key in ["vhost", "name", "pattern", "apply-to"] {
+            assert!(p[key].is_string(), "policy {}: {key}", p["name"]);
+        }
+        assert!(p["definition"].is_object(), "policy {}: definition", p["name"]);
+    }
+    for u in arr(&defs, "/users") {
+        assert!(
+            u.get("password").is_none(),
+            "definitions.json: user {} has a clear-text password",
+            u["name"]
+        );
+    }
+}
+
+#[test]
+fn rabbitmq_conf_loads_the_definitions_compose_mounts() {
+    let conf = ini(&deploy().join("rabbitmq/rabbitmq.conf"));
+    let path = ini_get(&conf, "", "load_definitions").expect("load_definitions");
+    let compose = yaml_doc(&deploy().join("docker-compose.yml"));
+    let volumes = strings(&compose["services"]["rabbitmq"]["volumes"]);
+    for (file, target) in [
+        ("./rabbitmq/definitions.json", path),
+        ("./rabbitmq/rabbitmq.conf", "/etc/rabbitmq/rabbitmq.conf"),
+    ] {
+        assert!(
+            volumes.iter().any(|v| v.starts_with(&format!("{file}:{target}"))),
+            "compose rabbitmq: {file} not mounted at {target}: {volumes:?}"
+        );
+    }
+}
+
+#[test]
+fn systemd_units_run_stevedore_hardened() {
+    let dir = deploy().join("systemd");
+    let units: Vec<PathBuf> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "service"))
+        .collect();
+    let names: BTreeSet<String> = units
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "stevedore-api.service".to_string(),
+            "stevedore-stream.service".to_string(),
+            "stevedore-worker@.service".to_string(),
+        ])
+    );
+    for p in &units {
+        let file = rel(p);
+        let unit = ini(p);
+        let role = p
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_start_matches("stevedore-")
+            .trim_end_matches('@');
+        let get = |key: &str| {
+            ini_get(&unit, "Service", key).unwrap_or_else(|| panic!("{file}: [Service] has no {key}"))
+        };
+        let exec: Vec<&str> = get("ExecStart").split_whitespace().collect();
+        assert!(
+            exec[0].starts_with('/') && exec[0].ends_with("/stevedore"),
+            "{file}: ExecStart must run stevedore by absolute path: {exec:?}"
+        );
+        assert_eq!(exec.get(1).copied(), Some(role), "{file}: ExecStart role");
+        assert_eq!(get("EnvironmentFile"), "/etc/stevedore/env", "{file}");
+        assert_eq!(get("Restart"), "on-failure", "{file}");
+        assert_eq!(get("KillSignal"), "SIGTERM", "{file}");
+        let stop: u64 = get("TimeoutStopSec").parse().expect("TimeoutStopSec in seconds");
+        assert!(
+            stop >= 40 && stop > SHUTDOWN_DEADLINE.as_secs(),
+            "{file}: TimeoutStopSec"
+        );
+        assert_eq!(get("NoNewPrivileges"), "yes", "{file}");
+        assert_eq!(get("ProtectSystem"), "strict", "{file}");
+        assert_eq!(get("PrivateTmp"), "yes", "{file}");
+        assert!(
+            ini_get(&unit, "Service", "DynamicUser") == Some("yes")
+                || ini_get(&unit, "Service", "User").is_some_and(|u| u != "root"),
+            "{file}: runs as root"
+        );
+        let config = format!("STEVEDORE_CONFIG={CONFIG_PATH}");
+        assert!(
+            unit.iter()
+                .any(|(s, k, v)| s == "Service" && k == "Environment" && *v == config),
+            "{file}: Environment={config}"
+        );
+        assert!(ini_get(&unit, "Unit", "Description").is_some(), "{file}");
+        assert_eq!(
+            ini_get(&unit, "Install", "WantedBy"),
+            Some("multi-user.target"),
+            "{file}"
+        );
+    }
+
+    let env = ini(&dir.join("env.example"));
+    for (section, key, value) in &env {
+        assert!(section.is_empty(), "env.example: sections are not allowed");
+        assert!(
+            key.starts_with("STEVEDORE_") || key == "RUST_LOG",
+            "env.example: unexpected {key}"
+        );
+        if key.ends_with("_URL") {
+            assert!(
+                value.contains("CHANGE_ME"),
+                "env.example: {key} must be a placeholder"
+            );
+        }
+    }
+    for key in ["STEVEDORE_DATABASE_URL", "STEVEDORE_AMQP_URL"] {
+        assert!(ini_get(&env, "", key).is_some(), "env.example: no {key}");
+    }
+}
+
+#[test]
+fn dockerfile_builds_every_workspace_crate_and_runs_unprivileged() {
+    let dockerfile = read(&deploy().join("Dockerfile"));
+    let manifest: toml::Table = toml::from_str(&read(&root().join("Cargo.toml"))).unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    // A crate added to the workspace must be added to both stages of the
+    // Dockerfile, or the image build fails (or caches nothing).
+    for m in members {
+        let m = m.as_str().unwrap();
+        for needle in [
+            format!("COPY {m}/Cargo.toml {m}/Cargo.toml"),
+            format!("COPY {m} {m}\n"),
+        ] {
+            assert!(dockerfile.contains(&needle), "deploy/Dockerfile lacks `{needle}`");
+        }
+    }
+    for needle in [
+        "FROM rust:1-bookworm AS builder",
+        "FROM debian:bookworm-slim",
+        "cargo build --release --locked",
+        "COPY migrations migrations",
+        "COPY stevedore.example.toml",
+        "--uid 10001",
+        "USER 10001:10001",
+        "EXPOSE 8080",
+        "STEVEDORE_LISTEN=0.0.0.0:8080",
+        "ca-certificates",
+        "tini",
+    ] {
+        assert!(dockerfile.contains(needle), "deploy/Dockerfile lacks `{needle}`");
+    }
+    let entrypoint = dockerfile
+        .lines()
+        .find(|l| l.starts_with("ENTRYPOINT "))
+        .expect("ENTRYPOINT");
+    let entrypoint: Vec<String> =
+        serde_json::from_str(entrypoint.trim_start_matches("ENTRYPOINT ")).expect("exec-form ENTRYPOINT");
+    assert_eq!(entrypoint.last().map(String::as_str), Some("stevedore"));
+
+    let ignore = read(&root().join(".dockerignore"));
+    assert!(
+        ignore
+            .lines()
+            .any(|l| l.trim() == "target/" || l.trim() == "target"),
+        ".dockerignore must keep target/ out of the build context"
+    );
+}
