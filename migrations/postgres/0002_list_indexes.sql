@@ -1,5 +1,4 @@
 -- Lists: the actions of given objects newest first (object / include_related
 -- filters), and objects by parent URI (include_related expansion).
 CREATE INDEX actions_by_object ON actions (object_uuid, id DESC);
-CREATE INDEX actions_by_state ON actions (state, id DESC);
 CREATE INDEX objects_by_parent ON objects USING GIN (parents);

@@ -1,4 +1,3 @@
 -- Lists: the actions of given objects newest first (object / include_related
 -- filters).
 CREATE INDEX actions_by_object ON actions (object_uuid, id DESC);
-CREATE INDEX actions_by_state ON actions (state, id DESC);
