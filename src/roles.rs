@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
+use stevedore_api::geoip::GeoIp;
 use stevedore_api::ApiState;
 use stevedore_shared::auth::{generate_api_key, hash_api_key, valid_name};
 use stevedore_shared::broker::amqp::AmqpBroker;
@@ -30,6 +31,9 @@ pub struct DevArgs {
     /// Name of the bootstrap user.
     #[arg(long, default_value = "admin")]
     admin_user: String,
+    /// MaxMind GeoIP2/GeoLite2 database that fills actions' `location`.
+    #[arg(long, env = "STEVEDORE_GEOIP_DATABASE")]
+    geoip_database: Option<PathBuf>,
 }
 
 /// Options of the long-running production roles.
@@ -49,6 +53,9 @@ pub struct ServerArgs {
     /// Take client IPs from X-Forwarded-For (only behind a proxy you trust).
     #[arg(long, env = "STEVEDORE_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// MaxMind GeoIP2/GeoLite2 database that fills actions' `location`.
+    #[arg(long, env = "STEVEDORE_GEOIP_DATABASE")]
+    geoip_database: Option<PathBuf>,
 }
 
 /// `stevedore worker` options.
@@ -127,6 +134,14 @@ async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, String)> {
     Ok((listener, format!("http://{addr}")))
 }
 
+/// Opens the GeoIP database the flag or the file names, if any.
+fn open_geoip(flag: Option<PathBuf>, file: &FileConfig) -> Result<Option<Arc<GeoIp>>> {
+    match flag.or_else(|| file.geoip_database.clone()) {
+        Some(path) => Ok(Some(Arc::new(GeoIp::open(&path).map_err(anyhow::Error::msg)?))),
+        None => Ok(None),
+    }
+}
+
 fn print_exports(url: &str, user: &str, key: &str) {
     println!("export STEVEDORE_URL={url}");
     println!("export STEVEDORE_USER={user}");
@@ -167,7 +182,8 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let app = stevedore_api::router(ApiState {
         dispatcher,
         ops,
-        trust_forwarded_for: false,
+        trust_forwarded_for: file.trust_forwarded_for,
+        geoip: open_geoip(a.geoip_database, &file)?,
     });
 
     println!("Stevedore dev server listening on {url}");
@@ -213,7 +229,8 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     let app = stevedore_api::router(ApiState {
         dispatcher,
         ops,
-        trust_forwarded_for: a.trust_forwarded_for,
+        trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
+        geoip: open_geoip(a.geoip_database, &file)?,
     });
     println!("Stevedore API listening on {url}");
     use std::io::Write;

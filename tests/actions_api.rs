@@ -619,3 +619,64 @@ on_both_backends!(
     other_tenants_cannot_list_cancel_or_retry,
     the_python_clients_wire_details_hold,
 );
+
+/// `ip` from a trusted proxy's X-Forwarded-For and `location` from a GeoIP
+/// database, both switched on in the config; an untrusted header is ignored.
+mod client_location {
+    use super::common::{Backend, Deployment, TEST_CONFIG};
+    use reqwest::Method;
+
+    async fn located(backend: Backend) {
+        let db = concat!(env!("CARGO_MANIFEST_DIR"), "/api/tests/fixtures/geoip-test.mmdb");
+        let config = format!("geoip_database = \"{db}\"\ntrust_forwarded_for = true\n{TEST_CONFIG}");
+        let d = Deployment::start_with(backend, &config).await;
+        let svc = d.create_object("/api/app/v1/service/", "{}").await;
+        let path = format!("/api/app/v1/service/{}/noop/", svc["uuid"].as_str().unwrap());
+        let resp = reqwest::Client::new()
+            .post(format!("{}{}", d.url, path))
+            .basic_auth(&d.user, Some(&d.key))
+            .header("X-Forwarded-For", "56.78.90.12, 10.0.0.1")
+            .send()
+            .await
+            .unwrap();
+        let a: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            (a["ip"].as_str(), a["location"].as_str()),
+            (Some("56.78.90.12"), Some("New York, USA"))
+        );
+        let (_, _, local) = d.request(Method::POST, &path, None).await;
+        assert_eq!(
+            (local["ip"].as_str(), local["location"].as_str()),
+            (Some("127.0.0.1"), Some(""))
+        );
+
+        let plain = Deployment::start(backend).await;
+        let svc = plain.create_object("/api/app/v1/service/", "{}").await;
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/api/app/v1/service/{}/noop/",
+                plain.url,
+                svc["uuid"].as_str().unwrap()
+            ))
+            .basic_auth(&plain.user, Some(&plain.key))
+            .header("X-Forwarded-For", "56.78.90.12")
+            .send()
+            .await
+            .unwrap();
+        let a: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            a["ip"], "127.0.0.1",
+            "an untrusted X-Forwarded-For must be ignored"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        located(Backend::Embedded).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_rabbitmq() {
+        located(Backend::PostgresRabbit).await;
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod geoip;
 pub mod listing;
 pub mod request;
 pub mod routes;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub ops: Arc<Operations>,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Locates client IPs, when a GeoIP database is configured.
+    pub geoip: Option<Arc<geoip::GeoIp>>,
 }
 
 /// The whole API.

@@ -14,7 +14,8 @@ pub struct RequestInfo {
     /// Client IP: the peer address, or the first `X-Forwarded-For` hop when the
     /// API is configured to trust its proxy.
     pub ip: String,
-    /// Geographic location of `ip` (empty: no GeoIP database is configured).
+    /// Geographic location of `ip` (empty when no GeoIP database is
+    /// configured or the address is not in it).
     pub location: String,
     /// The User-Agent header (empty when absent).
     pub user_agent: String,
@@ -59,9 +60,14 @@ impl FromRequestParts<ApiState> for RequestInfo {
             }
             user_agent.truncate(cut);
         }
+        let ip = forwarded.unwrap_or(peer);
+        let location = match (&state.geoip, ip.parse::<std::net::IpAddr>()) {
+            (Some(g), Ok(addr)) => g.locate(addr),
+            _ => String::new(),
+        };
         Ok(RequestInfo {
-            ip: forwarded.unwrap_or(peer),
-            location: String::new(),
+            ip,
+            location,
             user_agent,
             method: parts.method.to_string(),
             path: parts

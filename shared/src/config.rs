@@ -23,6 +23,13 @@ pub struct FileConfig {
     pub amqp_url: Option<String>,
     /// Prefix of queue and exchange names (`STEVEDORE_BROKER_PREFIX`; default `stevedore`).
     pub broker_prefix: Option<String>,
+    /// A MaxMind GeoIP2/GeoLite2 City or Country database, to fill actions'
+    /// `location` (`STEVEDORE_GEOIP_DATABASE`; default: none, location "").
+    pub geoip_database: Option<std::path::PathBuf>,
+    /// Take client IPs from the first `X-Forwarded-For` hop; only behind a
+    /// proxy that sets it (`STEVEDORE_TRUST_FORWARDED_FOR`; default false).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
     /// Worker settings.
     #[serde(default)]
     pub worker: WorkerSettings,
