@@ -5,6 +5,7 @@
 //! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials).
 //! - [`request`]: what an action records about its request.
 //! - [`error`]: the one error type and the JSON error middleware.
+//! - [`stream`]: the websocket stream service (action logs, events).
 //!
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod request;
 pub mod routes;
+pub mod stream;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
