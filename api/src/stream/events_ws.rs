@@ -76,10 +76,12 @@ async fn handle(
     match (prepared, ws) {
         (Err(e), _) => e.into_response(),
         (Ok(_), Err(rejection)) => rejection.into_response(),
-        (Ok((user, namespaces, since)), Ok(ws)) => ws.on_upgrade(move |mut socket| async move {
-            let stop = stream_events(&mut socket, &s, user, namespaces, since).await;
-            finish(socket, stop).await;
-        }),
+        (Ok((user, namespaces, since)), Ok(ws)) => {
+            super::configure(ws).on_upgrade(move |mut socket| async move {
+                let stop = stream_events(&mut socket, &s, user, namespaces, since).await;
+                finish(socket, stop).await;
+            })
+        }
     }
 }
 

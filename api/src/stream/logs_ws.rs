@@ -65,7 +65,7 @@ async fn handle(
         Err(e) => e.into_response(),
         Ok((uuid, tail, follow)) => match ws {
             Err(rejection) => rejection.into_response(),
-            Ok(ws) => ws.on_upgrade(move |mut socket| async move {
+            Ok(ws) => super::configure(ws).on_upgrade(move |mut socket| async move {
                 let stop = stream_logs(&mut socket, &s, uuid, tail, follow).await;
                 finish(socket, stop).await;
             }),

@@ -527,6 +527,20 @@ pub(crate) enum Stop {
     Shutdown,
 }
 
+/// Per-socket read buffer. Clients only send pings and close frames, so a
+/// small buffer saves most of a connection's memory (tungstenite's default is
+/// 128 KiB).
+pub const READ_BUFFER: usize = 4 * 1024;
+/// Largest frame a client may send.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// The websocket settings every stream socket uses.
+pub(crate) fn configure(ws: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+}
+
 /// Sends a text frame, dropping the client if the write does not complete
 /// within [`WRITE_TIMEOUT`].
 pub(crate) async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), Stop> {
