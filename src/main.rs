@@ -1,4 +1,4 @@
-//! `stevedore`: one binary for every role (dev, api, worker, migrate) and the
+//! `stevedore`: one binary for every role (dev, api, stream, worker, migrate) and the
 //! administration commands. See `stevedore --help`.
 
 mod roles;
@@ -24,6 +24,9 @@ enum Command {
     Dev(roles::DevArgs),
     /// The REST API (with the outbox relay), on PostgreSQL + RabbitMQ.
     Api(roles::ServerArgs),
+    /// The websocket stream service (action logs, events), on PostgreSQL +
+    /// RabbitMQ; run as many as you like, each sees every update.
+    Stream(roles::ServerArgs),
     /// A worker: consumes jobs and runs their handlers.
     Worker(roles::WorkerArgs),
     /// Applies database migrations.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(a) => roles::dev(a).await,
             Command::Api(a) => roles::api(a).await,
+            Command::Stream(a) => roles::stream(a).await,
             Command::Worker(a) => roles::worker(a).await,
             Command::Migrate(a) => roles::migrate(a).await,
             Command::User(UserCommand::Create(a)) => roles::user_create(a).await,

@@ -56,6 +56,9 @@ pub struct ServerArgs {
     /// MaxMind GeoIP2/GeoLite2 database that fills actions' `location`.
     #[arg(long, env = "STEVEDORE_GEOIP_DATABASE")]
     geoip_database: Option<PathBuf>,
+    /// `api` only: also serve the websocket stream (logs, events) on the same listener.
+    #[arg(long, env = "STEVEDORE_WITH_STREAM")]
+    with_stream: bool,
 }
 
 /// `stevedore worker` options.
@@ -179,12 +182,13 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let worker = Worker::new(dispatcher.clone(), ops.clone(), file.worker.clone());
     let worker = tokio::spawn(worker.run(shutdown.clone()));
     let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
-    let app = stevedore_api::router(ApiState {
+    let state = ApiState {
         dispatcher,
         ops,
         trust_forwarded_for: file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
-    });
+    };
+    let app = with_stream(state, &shutdown);
 
     println!("Stevedore dev server listening on {url}");
     println!("  store: {} (SQLite), broker: in-process", redact_url(&db_url));
@@ -226,12 +230,17 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
     let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
-    let app = stevedore_api::router(ApiState {
+    let state = ApiState {
         dispatcher,
         ops,
         trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
-    });
+    };
+    let app = if a.with_stream {
+        with_stream(state, &shutdown)
+    } else {
+        stevedore_api::router(state)
+    };
     println!("Stevedore API listening on {url}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -319,5 +328,41 @@ pub async fn apikey_create(a: ApikeyCreateArgs) -> Result<()> {
     store.add_api_key(&a.name, &hash_api_key(&key)).await?;
     let url = std::env::var("STEVEDORE_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
     print_exports(&url, &a.name, &key);
+    Ok(())
+}
+
+/// The REST API with the websocket stream routes in front of it, on one listener.
+fn with_stream(state: ApiState, shutdown: &Shutdown) -> axum::Router {
+    stevedore_api::stream::stream_router(state.clone(), shutdown)
+        .fallback_service(stevedore_api::router(state))
+}
+
+/// `stevedore stream`.
+pub async fn stream(a: ServerArgs) -> Result<()> {
+    a.common.init_logging();
+    let file = a.common.file()?;
+    let ops = Arc::new(settings::operations(&file, false)?);
+    let store = open_store(&require_db(&a.common, &file)?).await?;
+    let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let listen = a
+        .listen
+        .or(file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let (listener, url) = bind(&listen).await?;
+    let state = ApiState {
+        dispatcher: Dispatcher::new(store, broker),
+        ops,
+        trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
+        geoip: None,
+    };
+    let app = stevedore_api::stream::standalone_router(state, &shutdown);
+    println!("Stevedore stream listening on {url}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(%url, "stream started");
+    stevedore_api::serve(listener, app, shutdown.clone()).await?;
+    shutdown.trigger();
     Ok(())
 }

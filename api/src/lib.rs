@@ -5,6 +5,7 @@
 //! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials).
 //! - [`request`]: what an action records about its request.
 //! - [`error`]: the one error type and the JSON error middleware.
+//! - [`stream`]: the websocket stream service (action logs, events).
 //!
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
@@ -14,6 +15,7 @@ pub mod geoip;
 pub mod listing;
 pub mod request;
 pub mod routes;
+pub mod stream;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};

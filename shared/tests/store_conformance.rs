@@ -827,6 +827,7 @@ mod cases {
             .await
             .unwrap()
             .is_empty());
+        assert_eq!(store.last_event_seq().await.unwrap(), all[3].seq);
     }
     // --- lists -----------------------------------------------------------
 

@@ -327,6 +327,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events with `seq > after`, in `scope`, oldest first, at most `limit`.
     async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>>;
+
+    /// The highest event sequence number stored (0 when there is none): where
+    /// a stream client that gave no resume point starts from.
+    async fn last_event_seq(&self) -> Result<i64>;
 }
 
 /// A shared, dynamically dispatched store.

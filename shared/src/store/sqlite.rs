@@ -932,6 +932,13 @@ impl Store for SqliteStore {
         .await?;
         rows.iter().map(rows::event_from_row).collect()
     }
+
+    async fn last_event_seq(&self) -> Result<i64> {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,238 @@
+//! `GET /api/audit/v1/[<ns>/]events[/]` and `/v1/events[/]` (websocket).
+//!
+//! After the handshake the server sends
+//! `{"type":"auth","data":{"user":…,"namespaces":[…],"seq":<n>}}`, then every
+//! event of the caller's namespaces (or of the one namespace in the path) as
+//! the event JSON, which carries its global sequence number `seq`.
+//!
+//! Resume: `?since=<seq>` replays the stored events after `seq` before going
+//! live; without it the stream starts at the `seq` given in the auth frame.
+//! The socket registers with the hub before it reads the store, and drops
+//! live events it already sent, so the hand-over loses and doubles nothing.
+//! Whenever the hub may have missed updates it replays from the store again.
+//! The socket stays open until the client or the process goes away.
+
+use super::{
+    authenticate_handshake, finish, namespaces_for, overflow_message, send_text, Delivery, Next, Stop,
+    StreamState,
+};
+use crate::error::ApiError;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::collections::{HashMap, HashSet, VecDeque};
+use stevedore_shared::store::Scope;
+
+/// Events read from the store per replay query.
+const REPLAY_PAGE: i64 = 1000;
+/// How many recently sent sequence numbers a socket remembers to drop
+/// duplicates and late arrivals it already replayed.
+const RECENT: usize = 4096;
+
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+/// The handler without a namespace segment.
+pub async fn handler(
+    State(s): State<StreamState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Upgrade,
+) -> Response {
+    handle(s, None, q, headers, ws).await
+}
+
+/// The handler with a namespace segment.
+pub async fn handler_ns(
+    State(s): State<StreamState>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Upgrade,
+) -> Response {
+    handle(s, Some(ns), q, headers, ws).await
+}
+
+async fn handle(
+    s: StreamState,
+    ns: Option<String>,
+    q: HashMap<String, String>,
+    headers: HeaderMap,
+    ws: Upgrade,
+) -> Response {
+    let prepared = async {
+        let caller = authenticate_handshake(&s.api, &headers, &q).await?;
+        let namespaces = namespaces_for(&caller, ns.as_deref())?;
+        let since = match q.get("since").map(|v| v.trim()) {
+            None | Some("") => None,
+            Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("since must be a sequence number, not {v:?}"))
+            })?),
+        };
+        Ok::<_, ApiError>((caller.user, namespaces, since))
+    }
+    .await;
+    match (prepared, ws) {
+        (Err(e), _) => e.into_response(),
+        (Ok(_), Err(rejection)) => rejection.into_response(),
+        (Ok((user, namespaces, since)), Ok(ws)) => {
+            super::configure(ws).on_upgrade(move |mut socket| async move {
+                let stop = stream_events(&mut socket, &s, user, namespaces, since).await;
+                finish(socket, stop).await;
+            })
+        }
+    }
+}
+
+/// Which sequence numbers a socket has sent.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    /// Everything at or below it counts as sent (or not wanted).
+    floor: i64,
+    /// The highest sequence number sent (or the starting point).
+    max: i64,
+    recent: HashSet<i64>,
+    order: VecDeque<i64>,
+}
+
+impl Cursor {
+    pub(crate) fn new(start: i64) -> Self {
+        Cursor {
+            floor: start,
+            max: start,
+            recent: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Whether `seq` is new; records it.
+    pub(crate) fn accept(&mut self, seq: i64) -> bool {
+        if seq <= self.floor || !self.recent.insert(seq) {
+            return false;
+        }
+        self.order.push_back(seq);
+        self.max = self.max.max(seq);
+        if self.order.len() > RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.recent.remove(&old);
+                self.floor = self.floor.max(old);
+            }
+        }
+        true
+    }
+}
+
+async fn stream_events(
+    socket: &mut WebSocket,
+    s: &StreamState,
+    user: String,
+    namespaces: Vec<String>,
+    since: Option<i64>,
+) -> Stop {
+    let mut sub = s.hub.subscribe_events(&namespaces);
+    let store = s.api.dispatcher.store().clone();
+    let start = match since {
+        Some(seq) => seq,
+        None => match store.last_event_seq().await {
+            Ok(seq) => seq,
+            Err(e) => return read_failed(e),
+        },
+    };
+    let auth = json!({
+        "type": "auth",
+        "data": {"user": user, "namespaces": namespaces, "seq": start},
+    });
+    if let Err(stop) = send_text(socket, auth.to_string()).await {
+        return stop;
+    }
+    let mut cursor = Cursor::new(start);
+    if since.is_some() {
+        if let Err(stop) = replay(socket, s, &namespaces, &mut cursor).await {
+            return stop;
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = s.shutdown.cancelled() => return Stop::Shutdown,
+            m = socket.recv() => match m {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Stop::Gone,
+                Some(Ok(_)) => {}
+            },
+            n = sub.next() => match n {
+                Next::Overflowed => {
+                    return Stop::Error(format!(
+                        "{}; reconnect with ?since={} to resume",
+                        overflow_message("event"),
+                        cursor.max
+                    ))
+                }
+                Next::Delivery(Delivery::Event(e)) => {
+                    if cursor.accept(e.event.seq) {
+                        if let Err(stop) = send_text(socket, e.frame.clone()).await {
+                            return stop;
+                        }
+                    }
+                }
+                Next::Delivery(Delivery::Gap) => {
+                    if let Err(stop) = replay(socket, s, &namespaces, &mut cursor).await {
+                        return stop;
+                    }
+                }
+                Next::Delivery(Delivery::Logs(_)) => {}
+            },
+        }
+    }
+}
+
+/// Sends the stored events after the cursor's highest sequence number.
+async fn replay(
+    socket: &mut WebSocket,
+    s: &StreamState,
+    namespaces: &[String],
+    cursor: &mut Cursor,
+) -> Result<(), Stop> {
+    let store = s.api.dispatcher.store();
+    loop {
+        let page = store
+            .events_after(Scope::Namespaces(namespaces), cursor.max, REPLAY_PAGE)
+            .await
+            .map_err(read_failed)?;
+        let full = page.len() as i64 == REPLAY_PAGE;
+        for e in page {
+            if cursor.accept(e.seq) {
+                let frame = serde_json::to_string(&e).unwrap_or_default();
+                send_text(socket, frame).await?;
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+fn read_failed(e: stevedore_shared::Error) -> Stop {
+    tracing::warn!(error = %e, "events stream cannot read the store");
+    Stop::Error("cannot read events; reconnect later with ?since=<last seq seen>".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_drops_what_was_sent_and_what_came_before() {
+        let mut c = Cursor::new(10);
+        assert!(!c.accept(10));
+        assert!(!c.accept(3));
+        assert!(c.accept(12));
+        assert!(c.accept(11), "a late, lower event is still new");
+        assert!(!c.accept(12));
+        assert_eq!(c.max, 12);
+        for seq in 13..(13 + RECENT as i64 + 5) {
+            assert!(c.accept(seq));
+        }
+        assert!(!c.accept(12));
+        assert!(c.recent.len() <= RECENT);
+    }
+}

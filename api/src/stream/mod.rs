@@ -1,0 +1,690 @@
+//! The stream service: live action logs and the events stream over websockets.
+//!
+//! - [`Hub`]: one per process. A single task subscribes to the broker's update
+//!   fan-out ([`Broker::subscribe_updates`]) and hands each update to the
+//!   websocket clients it concerns, through one bounded queue per client.
+//!   Events are indexed by namespace and logs by action uuid, so an update
+//!   costs nothing for the clients it does not concern.
+//! - [`logs_ws`]: `…/action/<uuid>/logs/` (tail, then follow until the action
+//!   ends).
+//! - [`events_ws`]: `…/events` (an `auth` frame, then every event of the
+//!   caller's namespaces; resumable with `?since=<seq>`).
+//!
+//! **Invariant:** the hub never waits for a client. A client whose queue is
+//! full is dropped from the hub and told so (an `error` frame, then close);
+//! nobody else slows down.
+//!
+//! **Invariant:** the database is the source of truth. Whenever the hub may
+//! have missed updates (its subscription ended or fell behind), it tells every
+//! client, and each one catches up from the store before going on.
+
+pub mod events_ws;
+pub mod logs_ws;
+
+use crate::auth::{authenticate, Caller};
+use crate::error::ApiError;
+use crate::ApiState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::routing::get;
+use axum::Router;
+use futures::StreamExt;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stevedore_shared::auth::{parse_authorization, Credentials};
+use stevedore_shared::broker::DynBroker;
+use stevedore_shared::event::Event;
+use stevedore_shared::logline::LogLine;
+use stevedore_shared::messages::Update;
+use stevedore_shared::shutdown::Shutdown;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Messages one client may have queued before it counts as too slow and is
+/// disconnected. An update is a shared pointer, so a full queue costs about
+/// 16 bytes a slot plus the updates themselves (shared with other clients).
+pub const CLIENT_BUFFER: usize = 1024;
+
+/// Longest a single websocket write may take before the client is dropped
+/// (a peer that stopped reading fills its TCP window, then writes block).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First and longest wait between attempts to re-subscribe to the broker.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+/// What the hub hands a client.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An event, with its JSON frame serialized once for every client.
+    Event(Arc<HubEvent>),
+    /// Log lines of one action, in order.
+    Logs(Arc<Vec<LogLine>>),
+    /// The hub may have missed updates (it re-subscribed, or fell behind):
+    /// catch up from the store.
+    Gap,
+}
+
+/// An event as fanned out.
+#[derive(Debug)]
+pub struct HubEvent {
+    /// The event.
+    pub event: Event,
+    /// Its websocket frame.
+    pub frame: String,
+}
+
+struct ClientSlot {
+    tx: mpsc::Sender<Delivery>,
+    overflow: CancellationToken,
+}
+
+impl ClientSlot {
+    /// Queues without waiting; a full queue cancels the client.
+    /// Returns whether the client should stay registered.
+    fn offer(&self, d: &Delivery) -> bool {
+        match self.tx.try_send(d.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Events clients by namespace, then client id.
+    events: HashMap<String, HashMap<u64, ClientSlot>>,
+    /// Logs clients by action, then client id.
+    logs: HashMap<Uuid, HashMap<u64, ClientSlot>>,
+}
+
+struct HubInner {
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+    buffer: usize,
+    connected: AtomicBool,
+    clients: AtomicUsize,
+}
+
+/// The process's one fan-out point between the broker and websocket clients
+/// (cheap to clone).
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+impl Hub {
+    /// A hub whose clients may queue `buffer` messages; nothing feeds it until
+    /// [`Hub::spawn_subscriber`] (or [`Hub::dispatch`] in tests).
+    pub fn new(buffer: usize) -> Self {
+        Hub {
+            inner: Arc::new(HubInner {
+                registry: Mutex::new(Registry::default()),
+                next_id: AtomicU64::new(1),
+                buffer: buffer.max(1),
+                connected: AtomicBool::new(false),
+                clients: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Starts the task that feeds the hub from `broker` until `shutdown`:
+    /// it re-subscribes with backoff whenever the subscription ends.
+    pub fn spawn_subscriber(&self, broker: DynBroker, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move { hub.run_subscriber(broker, shutdown).await })
+    }
+
+    async fn run_subscriber(self, broker: DynBroker, shutdown: Shutdown) {
+        let mut delay = RESUBSCRIBE_MIN;
+        loop {
+            let subscribed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = broker.subscribe_updates() => s,
+            };
+            let mut updates = match subscribed {
+                Ok(s) => s,
+                Err(e) => {
+                    self.inner.connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot subscribe to updates");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(RESUBSCRIBE_MAX);
+                    continue;
+                }
+            };
+            delay = RESUBSCRIBE_MIN;
+            self.inner.connected.store(true, Ordering::Relaxed);
+            tracing::info!("stream hub subscribed to updates");
+            // Whatever happened before this subscription is in the store:
+            // every client catches up from there.
+            self.dispatch_gap();
+            loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    item = updates.next() => item,
+                };
+                match item {
+                    Some(Ok(update)) => self.dispatch(update),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "update subscription lost messages");
+                        self.dispatch_gap();
+                    }
+                    None => break,
+                }
+            }
+            self.inner.connected.store(false, Ordering::Relaxed);
+            tracing::warn!("update subscription ended; re-subscribing");
+        }
+    }
+
+    /// Whether the hub currently holds a broker subscription.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// Clients currently registered.
+    pub fn client_count(&self) -> usize {
+        self.inner.clients.load(Ordering::Relaxed)
+    }
+
+    /// Hands one update to the clients it concerns.
+    pub fn dispatch(&self, update: Update) {
+        let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        match update {
+            Update::Event(event) => {
+                let action_uuid = (event.object_type == "action")
+                    .then(|| Uuid::parse_str(&event.uuid).ok())
+                    .flatten();
+                let watched_events = reg.events.contains_key(&event.namespace);
+                let watched_logs = action_uuid.is_some_and(|u| reg.logs.contains_key(&u));
+                if !watched_events && !watched_logs {
+                    return;
+                }
+                let frame = serde_json::to_string(&event).unwrap_or_default();
+                let namespace = event.namespace.clone();
+                let d = Delivery::Event(Arc::new(HubEvent { event, frame }));
+                if watched_events {
+                    offer_all(&mut reg.events, &namespace, &d);
+                }
+                if let (Some(u), true) = (action_uuid, watched_logs) {
+                    offer_all(&mut reg.logs, &u, &d);
+                }
+            }
+            Update::Logs { lines, .. } => {
+                let Some(uuid) = lines.first().map(|l| l.action_uuid) else {
+                    return;
+                };
+                if reg.logs.contains_key(&uuid) {
+                    offer_all(&mut reg.logs, &uuid, &Delivery::Logs(Arc::new(lines)));
+                }
+            }
+        }
+    }
+
+    /// Tells every client it may have missed updates.
+    pub fn dispatch_gap(&self) {
+        let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let reg = &mut *reg;
+        for map in reg.events.values_mut() {
+            map.retain(|_, c| c.offer(&Delivery::Gap));
+        }
+        reg.events.retain(|_, m| !m.is_empty());
+        for map in reg.logs.values_mut() {
+            map.retain(|_, c| c.offer(&Delivery::Gap));
+        }
+        reg.logs.retain(|_, m| !m.is_empty());
+    }
+
+    /// Registers a client for the events of `namespaces`.
+    pub fn subscribe_events(&self, namespaces: &[String]) -> Subscription {
+        let (id, tx, rx, overflow) = self.new_client();
+        let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        for ns in namespaces {
+            reg.events.entry(ns.clone()).or_default().insert(
+                id,
+                ClientSlot {
+                    tx: tx.clone(),
+                    overflow: overflow.clone(),
+                },
+            );
+        }
+        Subscription {
+            id,
+            rx,
+            overflow,
+            key: Key::Events(namespaces.to_vec()),
+            hub: self.clone(),
+        }
+    }
+
+    /// Registers a client for the log lines and events of one action.
+    pub fn subscribe_logs(&self, action: Uuid) -> Subscription {
+        let (id, tx, rx, overflow) = self.new_client();
+        let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        reg.logs.entry(action).or_default().insert(
+            id,
+            ClientSlot {
+                tx,
+                overflow: overflow.clone(),
+            },
+        );
+        Subscription {
+            id,
+            rx,
+            overflow,
+            key: Key::Logs(action),
+            hub: self.clone(),
+        }
+    }
+
+    fn new_client(
+        &self,
+    ) -> (
+        u64,
+        mpsc::Sender<Delivery>,
+        mpsc::Receiver<Delivery>,
+        CancellationToken,
+    ) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.buffer);
+        self.inner.clients.fetch_add(1, Ordering::Relaxed);
+        (id, tx, rx, CancellationToken::new())
+    }
+
+    fn unregister(&self, id: u64, key: &Key) {
+        self.inner.clients.fetch_sub(1, Ordering::Relaxed);
+        let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        match key {
+            Key::Events(namespaces) => {
+                for ns in namespaces {
+                    remove_client(&mut reg.events, ns, id);
+                }
+            }
+            Key::Logs(uuid) => remove_client(&mut reg.logs, uuid, id),
+        }
+    }
+}
+
+fn offer_all<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashMap<u64, ClientSlot>>, key: &K, d: &Delivery) {
+    if let Some(clients) = map.get_mut(key) {
+        clients.retain(|_, c| c.offer(d));
+        if clients.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+fn remove_client<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashMap<u64, ClientSlot>>, key: &K, id: u64) {
+    if let Some(clients) = map.get_mut(key) {
+        clients.remove(&id);
+        if clients.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+enum Key {
+    Events(Vec<String>),
+    Logs(Uuid),
+}
+
+/// One client's registration; dropping it unregisters the client.
+pub struct Subscription {
+    id: u64,
+    rx: mpsc::Receiver<Delivery>,
+    overflow: CancellationToken,
+    key: Key,
+    hub: Hub,
+}
+
+/// What a client's next wait produced.
+#[derive(Debug)]
+pub enum Next {
+    /// A delivery.
+    Delivery(Delivery),
+    /// The client's queue overflowed: it must be disconnected.
+    Overflowed,
+}
+
+impl Subscription {
+    /// The next delivery, or [`Next::Overflowed`] once the queue overflowed
+    /// (checked first, so an overflowed client stops at once).
+    pub async fn next(&mut self) -> Next {
+        tokio::select! {
+            biased;
+            _ = self.overflow.cancelled() => Next::Overflowed,
+            d = self.rx.recv() => match d {
+                Some(d) => Next::Delivery(d),
+                None => Next::Overflowed,
+            },
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id, &self.key);
+    }
+}
+
+// --- the websocket side --------------------------------------------------
+
+/// What every stream handler needs.
+#[derive(Clone)]
+pub struct StreamState {
+    /// Store, broker, credentials.
+    pub api: ApiState,
+    /// This process's hub.
+    pub hub: Hub,
+    /// Closes every socket (close frame "going away") when fired.
+    pub shutdown: Shutdown,
+}
+
+/// Starts the hub's subscription task on `api`'s broker and returns the
+/// websocket routes. The task stops on `shutdown`.
+pub fn stream_router(api: ApiState, shutdown: &Shutdown) -> Router {
+    let hub = Hub::new(CLIENT_BUFFER);
+    hub.spawn_subscriber(api.dispatcher.broker().clone(), shutdown.clone());
+    routes(StreamState {
+        api,
+        hub,
+        shutdown: shutdown.clone(),
+    })
+}
+
+/// The websocket routes over a given hub (tests use their own).
+pub fn routes(state: StreamState) -> Router {
+    let logs = || get(logs_ws::handler);
+    let events = || get(events_ws::handler);
+    Router::new()
+        .route("/api/audit/v1/action/{uuid}/logs/", logs())
+        .route("/api/audit/v1/action/{uuid}/logs", logs())
+        .route("/api/audit/v1/{ns}/action/{uuid}/logs/", get(logs_ws::handler_ns))
+        .route("/api/audit/v1/{ns}/action/{uuid}/logs", get(logs_ws::handler_ns))
+        .route("/v1/action/{uuid}/logs/", logs())
+        .route("/v1/action/{uuid}/logs", logs())
+        .route("/api/audit/v1/events", events())
+        .route("/api/audit/v1/events/", events())
+        .route("/api/audit/v1/{ns}/events", get(events_ws::handler_ns))
+        .route("/api/audit/v1/{ns}/events/", get(events_ws::handler_ns))
+        .route("/v1/events", events())
+        .route("/v1/events/", events())
+        .layer(axum::middleware::map_response(crate::error::json_errors))
+        .with_state(state)
+}
+
+/// A stream-only server (`stevedore stream`): the websocket routes, the
+/// probes (`/readyz` also requires the hub's subscription) and JSON 404s.
+pub fn standalone_router(api: ApiState, shutdown: &Shutdown) -> Router {
+    let hub = Hub::new(CLIENT_BUFFER);
+    hub.spawn_subscriber(api.dispatcher.broker().clone(), shutdown.clone());
+    let state = StreamState {
+        api,
+        hub,
+        shutdown: shutdown.clone(),
+    };
+    let probes = Router::new()
+        .route("/healthz", get(crate::routes::probes::healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(crate::error::json_errors))
+        .with_state(state.clone());
+    routes(state)
+        .fallback_service(probes)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn readyz(axum::extract::State(s): axum::extract::State<StreamState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let db = s.api.dispatcher.store().ping().await;
+    let hub = s.hub.is_connected();
+    let status = if db.is_ok() && hub {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({
+            "database": db.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+            "updates": if hub { "subscribed" } else { "not subscribed" },
+            "clients": s.hub.client_count(),
+        })),
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// Authenticates a websocket handshake: `Authorization` (Basic or ApiKey),
+/// else `?user=&token=`. 401 when neither is given or they are wrong.
+pub async fn authenticate_handshake(
+    state: &ApiState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Caller, ApiError> {
+    let creds =
+        if let Some(h) = headers.get(AUTHORIZATION) {
+            let value = h
+                .to_str()
+                .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+            parse_authorization(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?
+        } else {
+            match (query.get("user"), query.get("token")) {
+                (Some(user), Some(token)) => Credentials {
+                    user: user.clone(),
+                    key: token.clone(),
+                },
+                _ => return Err(ApiError::Unauthorized(
+                    "authentication required: send Authorization: Basic base64(user:apikey) or ?user=&token="
+                        .into(),
+                )),
+            }
+        };
+    authenticate(state, &creds).await
+}
+
+/// The namespaces a stream path may show: the caller's, or the one named in
+/// the path (404 unless the caller belongs to it).
+pub fn namespaces_for(caller: &Caller, ns: Option<&str>) -> Result<Vec<String>, ApiError> {
+    match ns {
+        None => Ok(caller.namespaces.clone()),
+        Some(ns) if caller.namespaces.iter().any(|n| n == ns) => Ok(vec![ns.to_string()]),
+        Some(ns) => Err(ApiError::NotFound(format!("namespace {ns} not found"))),
+    }
+}
+
+/// The frame that tells a client something went wrong before the server
+/// closes: `{"type":"error","data":{"errorMessage":"…"}}`.
+pub fn error_frame(message: &str) -> String {
+    json!({"type": "error", "data": {"errorMessage": message}}).to_string()
+}
+
+/// Why a socket loop stopped.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// Finished normally (logs: backlog sent or action ended).
+    Done,
+    /// The client went away or a write failed/timed out.
+    Gone,
+    /// An error to report to the client before closing.
+    Error(String),
+    /// The process is shutting down.
+    Shutdown,
+}
+
+/// Per-socket read buffer. Clients only send pings and close frames, so a
+/// small buffer saves most of a connection's memory (tungstenite's default is
+/// 128 KiB).
+pub const READ_BUFFER: usize = 4 * 1024;
+/// Largest frame a client may send.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// The websocket settings every stream socket uses.
+pub(crate) fn configure(ws: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+}
+
+/// Sends a text frame, dropping the client if the write does not complete
+/// within [`WRITE_TIMEOUT`].
+pub(crate) async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), Stop> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Stop::Gone),
+    }
+}
+
+/// Ends a socket: an error frame first if there is one, then a close frame.
+pub(crate) async fn finish(mut socket: WebSocket, stop: Stop) {
+    let (code, reason) = match &stop {
+        Stop::Done => (1000, ""),
+        Stop::Gone => return,
+        Stop::Error(m) => {
+            let _ = send_text(&mut socket, error_frame(m)).await;
+            (1011, "error")
+        }
+        Stop::Shutdown => (1001, "server shutting down"),
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.send(close)).await;
+    // Give the client a moment to answer the close, then drop the TCP connection.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The message for a client whose queue overflowed.
+pub(crate) fn overflow_message(what: &str) -> String {
+    format!("client too slow: more than {CLIENT_BUFFER} {what} messages queued; disconnected")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use stevedore_shared::event::EventKind;
+    use stevedore_shared::logline::StreamType;
+
+    fn event(ns: &str, seq: i64) -> Event {
+        Event {
+            object_type: "action".into(),
+            action: EventKind::Update,
+            uuid: Uuid::new_v4().to_string(),
+            resource_uri: "/api/audit/v1/action/x/".into(),
+            state: "Success".into(),
+            parents: vec![],
+            datetime: Utc::now(),
+            seq,
+            namespace: ns.into(),
+        }
+    }
+
+    async fn next_now(s: &mut Subscription) -> Option<Next> {
+        tokio::time::timeout(Duration::from_millis(50), s.next())
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn events_reach_only_their_namespaces_clients() {
+        let hub = Hub::new(8);
+        let mut a = hub.subscribe_events(&["acme".into(), "labs".into()]);
+        let mut b = hub.subscribe_events(&["other".into()]);
+        hub.dispatch(Update::Event(event("labs", 1)));
+        match next_now(&mut a).await {
+            Some(Next::Delivery(Delivery::Event(e))) => assert_eq!(e.event.seq, 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(next_now(&mut b).await.is_none());
+        assert_eq!(hub.client_count(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(hub.client_count(), 0);
+        assert!(hub.inner.registry.lock().unwrap().events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn logs_clients_get_their_actions_lines_and_events() {
+        let hub = Hub::new(8);
+        let mine = Uuid::new_v4();
+        let mut s = hub.subscribe_logs(mine);
+        let line = |u: Uuid| LogLine {
+            action_uuid: u,
+            seq: 1,
+            log: "x".into(),
+            timestamp: 0,
+            stream: StreamType::Stdout,
+        };
+        hub.dispatch(Update::Logs {
+            namespace: "acme".into(),
+            lines: vec![line(Uuid::new_v4())],
+        });
+        assert!(next_now(&mut s).await.is_none());
+        hub.dispatch(Update::Logs {
+            namespace: "acme".into(),
+            lines: vec![line(mine)],
+        });
+        assert!(matches!(
+            next_now(&mut s).await,
+            Some(Next::Delivery(Delivery::Logs(_)))
+        ));
+        let mut e = event("acme", 3);
+        e.uuid = mine.to_string();
+        hub.dispatch(Update::Event(e));
+        assert!(matches!(
+            next_now(&mut s).await,
+            Some(Next::Delivery(Delivery::Event(_)))
+        ));
+        hub.dispatch_gap();
+        assert!(matches!(
+            next_now(&mut s).await,
+            Some(Next::Delivery(Delivery::Gap))
+        ));
+    }
+
+    /// A stalled client overflows its own small queue and is cut off; a
+    /// client that keeps up sees every message, and the hub never waits.
+    #[tokio::test]
+    async fn a_stalled_client_overflows_and_is_dropped_without_slowing_others() {
+        let hub = Hub::new(4);
+        let mut stalled = hub.subscribe_events(&["acme".into()]);
+        let mut live = hub.subscribe_events(&["acme".into()]);
+        let started = std::time::Instant::now();
+        for seq in 1..=100 {
+            hub.dispatch(Update::Event(event("acme", seq)));
+            match next_now(&mut live).await {
+                Some(Next::Delivery(Delivery::Event(e))) => assert_eq!(e.event.seq, seq),
+                other => panic!("live client: {other:?}"),
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Overflow is reported at once, before the queued messages.
+        assert!(matches!(next_now(&mut stalled).await, Some(Next::Overflowed)));
+        let reg = hub.inner.registry.lock().unwrap();
+        assert_eq!(reg.events["acme"].len(), 1, "the stalled client was unregistered");
+    }
+}
