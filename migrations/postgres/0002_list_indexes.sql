@@ -2,3 +2,6 @@
 -- filters), and objects by parent URI (include_related expansion).
 CREATE INDEX actions_by_object ON actions (object_uuid, id DESC);
 CREATE INDEX objects_by_parent ON objects USING GIN (parents);
+-- Date-window filters (start_date__gte/lte, end_date__gte/lte).
+CREATE INDEX actions_by_start ON actions (start_date);
+CREATE INDEX actions_by_end ON actions (end_date);

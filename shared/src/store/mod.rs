@@ -195,7 +195,9 @@ pub struct ObjectFilter {
 pub struct Page<T> {
     /// The items of this page.
     pub items: Vec<T>,
-    /// How many items match in all.
+    /// How many items match in all. PostgreSQL counts exactly up to 10,000
+    /// matches and estimates beyond; it is never less than `offset` plus this
+    /// page plus one when another page follows, so paging by it is exact.
     pub total: i64,
 }
 
