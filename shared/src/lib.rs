@@ -11,6 +11,7 @@
 //!   republishes whatever was committed but not confirmed.
 //! - [`config`]: `stevedore.toml`, operations and object types.
 //! - [`auth`]: API keys (hashed at rest) and `Authorization` headers.
+//! - [`syslog`]: the QNAP-style system log.
 //! - [`shutdown`]: the one shutdown signal every role listens to.
 //! - [`testing`]: throwaway PostgreSQL databases and broker prefixes for tests.
 
@@ -28,6 +29,7 @@ pub mod object;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod syslog;
 pub mod testing;
 
 pub use error::{Error, Result};

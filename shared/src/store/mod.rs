@@ -21,6 +21,7 @@ use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
 use crate::state::ActionState;
+use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -333,6 +334,29 @@ pub trait Store: Send + Sync + 'static {
     /// The highest event sequence number stored (0 when there is none): where
     /// a stream client that gave no resume point starts from.
     async fn last_event_seq(&self) -> Result<i64>;
+
+    // --- system log and retention -----------------------------------------
+
+    /// Writes system log entries (action state changes write theirs inside
+    /// the store, in the transaction of the change).
+    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()>;
+
+    /// System log entries matching `filter` in `scope`, newest first. An
+    /// entry without a namespace is visible only in `Scope::All`.
+    async fn system_log(
+        &self,
+        scope: Scope<'_>,
+        filter: &SystemLogFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<SystemLogEntry>>;
+
+    /// Retention: deletes system log entries and events older than
+    /// `older_than`, system log entries beyond the newest `max_system_log`,
+    /// and finished actions (with their log lines and outbox rows) that ended
+    /// before `older_than`. **Invariant:** nothing of an unfinished action is
+    /// ever deleted.
+    async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned>;
 }
 
 /// A shared, dynamically dispatched store.

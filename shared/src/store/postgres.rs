@@ -44,6 +44,7 @@ use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
 use crate::state::{ActionState, IllegalTransition};
+use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use crate::{Error, Result};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -183,8 +184,26 @@ async fn lock_object(conn: &mut PgConnection, object: Uuid) -> Result<()> {
 }
 
 /// Records an event for an action (see [`insert_event_row`]).
+/// Records an action's event (see [`insert_event_row`]) and its system log
+/// entry: every action state change passes through here.
 async fn insert_event(conn: &mut PgConnection, stored: &StoredAction, kind: EventKind) -> Result<Event> {
+    insert_system_log(&mut *conn, &NewSystemLog::for_action(&stored.action)).await?;
     insert_event_row(conn, stored.event(kind, chrono::Utc::now())).await
+}
+
+/// Writes one system log entry.
+async fn insert_system_log(conn: &mut PgConnection, e: &NewSystemLog) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO system_log (namespace, category, level, user_name, message) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&e.namespace)
+    .bind(&e.category)
+    .bind(e.level.as_str())
+    .bind(&e.user)
+    .bind(&e.message)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records an event under the events lock (see the module docs) and returns
@@ -924,6 +943,111 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(seq)
+    }
+
+    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for e in entries {
+            insert_system_log(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn system_log(
+        &self,
+        scope: Scope<'_>,
+        f: &SystemLogFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<SystemLogEntry>> {
+        let mut q = QueryBuilder::new(
+            "SELECT id, (extract(epoch FROM ts) * 1000000)::bigint AS ts_micros, category, level, \
+                    user_name, message FROM system_log WHERE TRUE",
+        );
+        if let Some(ns) = rows::scope_namespaces(scope) {
+            q.push(" AND namespace = ANY(").push_bind(ns).push(")");
+        }
+        if let Some(t) = f.time_start {
+            q.push(" AND ts >= to_timestamp(").push_bind(t as f64).push(")");
+        }
+        if let Some(t) = f.time_end {
+            q.push(" AND ts < to_timestamp(")
+                .push_bind(t.saturating_add(1) as f64)
+                .push(")");
+        }
+        if let Some(u) = &f.user {
+            q.push(" AND user_name = ").push_bind(u.clone());
+        }
+        if let Some(l) = f.level {
+            q.push(" AND level = ").push_bind(l.as_str());
+        }
+        if let Some(c) = &f.category {
+            q.push(" AND category = ").push_bind(c.clone());
+        }
+        if let Some(t) = &f.text {
+            q.push(" AND strpos(lower(message), lower(")
+                .push_bind(t.clone())
+                .push(")) > 0");
+        }
+        if let Some(b) = f.before_id {
+            q.push(" AND id < ").push_bind(b);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(rows::system_log_from_row).collect()
+    }
+
+    async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned> {
+        let age = rows::duration_micros(older_than);
+        let mut tx = self.pool.begin().await?;
+        let mut system_log =
+            sqlx::query("DELETE FROM system_log WHERE ts < now() - $1 * interval '1 microsecond'")
+                .bind(age)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        system_log += sqlx::query("DELETE FROM system_log WHERE id <= (SELECT max(id) FROM system_log) - $1")
+            .bind(max_system_log)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let events = sqlx::query("DELETE FROM events WHERE datetime < now() - $1 * interval '1 microsecond'")
+            .bind(age)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let finished = rows::state_names(&[ActionState::Success, ActionState::Failed, ActionState::Canceled]);
+        let old: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT uuid FROM actions WHERE state = ANY($1) AND end_date < now() - $2 * interval '1 microsecond'",
+        )
+        .bind(&finished)
+        .bind(age)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM action_logs WHERE action_uuid = ANY($1)")
+            .bind(&old)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM outbox WHERE action_uuid = ANY($1)")
+            .bind(&old)
+            .execute(&mut *tx)
+            .await?;
+        let actions = sqlx::query("DELETE FROM actions WHERE uuid = ANY($1) AND state = ANY($2)")
+            .bind(&old)
+            .bind(&finished)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Pruned {
+            system_log,
+            actions,
+            events,
+        })
     }
 }
 

@@ -35,6 +35,7 @@ use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
 use crate::state::{ActionState, IllegalTransition};
+use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use crate::{Error, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -199,7 +200,25 @@ async fn insert_event(
     kind: EventKind,
     at: DateTime<Utc>,
 ) -> Result<Event> {
+    insert_system_log(&mut *conn, &NewSystemLog::for_action(&stored.action), at).await?;
     insert_event_row(conn, stored.event(kind, at)).await
+}
+
+/// Writes one system log entry.
+async fn insert_system_log(conn: &mut SqliteConnection, e: &NewSystemLog, at: DateTime<Utc>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO system_log (ts, namespace, category, level, user_name, message) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(rows::to_micros(at))
+    .bind(&e.namespace)
+    .bind(&e.category)
+    .bind(e.level.as_str())
+    .bind(&e.user)
+    .bind(&e.message)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records an event and returns it with its sequence number.
@@ -938,6 +957,110 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(seq)
+    }
+
+    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let at = now();
+        for e in entries {
+            insert_system_log(&mut tx, e, at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn system_log(
+        &self,
+        scope: Scope<'_>,
+        f: &SystemLogFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<SystemLogEntry>> {
+        let mut q = QueryBuilder::new(
+            "SELECT id, ts AS ts_micros, category, level, user_name, message FROM system_log WHERE 1",
+        );
+        if let Some(ns) = rows::scope_namespaces(scope) {
+            q.push(" AND namespace IN (SELECT value FROM json_each(")
+                .push_bind(json_list(&ns)?)
+                .push("))");
+        }
+        if let Some(t) = f.time_start {
+            q.push(" AND ts >= ").push_bind(t.saturating_mul(1_000_000));
+        }
+        if let Some(t) = f.time_end {
+            q.push(" AND ts < ")
+                .push_bind(t.saturating_add(1).saturating_mul(1_000_000));
+        }
+        if let Some(u) = &f.user {
+            q.push(" AND user_name = ").push_bind(u.clone());
+        }
+        if let Some(l) = f.level {
+            q.push(" AND level = ").push_bind(l.as_str());
+        }
+        if let Some(c) = &f.category {
+            q.push(" AND category = ").push_bind(c.clone());
+        }
+        if let Some(t) = &f.text {
+            // instr on lower(): a plain substring test, with no LIKE wildcards to escape.
+            q.push(" AND instr(lower(message), lower(")
+                .push_bind(t.clone())
+                .push(")) > 0");
+        }
+        if let Some(b) = f.before_id {
+            q.push(" AND id < ").push_bind(b);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(rows::system_log_from_row).collect()
+    }
+
+    async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned> {
+        let cutoff = micros_before(now(), older_than);
+        let mut tx = self.begin().await?;
+        let mut system_log = sqlx::query("DELETE FROM system_log WHERE ts < ?1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        system_log += sqlx::query("DELETE FROM system_log WHERE id <= (SELECT max(id) FROM system_log) - ?1")
+            .bind(max_system_log)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let events = sqlx::query("DELETE FROM events WHERE datetime < ?1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let finished = json_list(&rows::state_names(&[
+            ActionState::Success,
+            ActionState::Failed,
+            ActionState::Canceled,
+        ]))?;
+        let old =
+            "SELECT uuid FROM actions WHERE state IN (SELECT value FROM json_each(?1)) AND end_date < ?2";
+        for table in ["action_logs", "outbox"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE action_uuid IN ({old})"))
+                .bind(&finished)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let actions = sqlx::query(&format!("DELETE FROM actions WHERE uuid IN ({old})"))
+            .bind(&finished)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Pruned {
+            system_log,
+            actions,
+            events,
+        })
     }
 }
 
