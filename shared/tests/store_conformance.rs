@@ -335,10 +335,13 @@ mod cases {
         assert_eq!(state_of(store, third.action.uuid).await, Pending);
 
         // The lease was cleared: the finished action cannot be claimed or fenced.
-        assert!(!store
-            .heartbeat(first.action.uuid, claim.token, LONG_LEASE)
-            .await
-            .unwrap());
+        assert_eq!(
+            store
+                .heartbeat(first.action.uuid, claim.token, LONG_LEASE)
+                .await
+                .unwrap(),
+            None
+        );
 
         let events = store
             .events_after(Scope::All, first.event.seq, 100)
@@ -523,8 +526,14 @@ mod cases {
         let second = store.claim_action(uuid, "w2", LONG_LEASE).await.unwrap().unwrap();
         assert_eq!(second.action.claims, 2);
         assert_ne!(second.token, first.token);
-        assert!(!store.heartbeat(uuid, first.token, LONG_LEASE).await.unwrap());
-        assert!(store.heartbeat(uuid, second.token, LONG_LEASE).await.unwrap());
+        assert_eq!(
+            store.heartbeat(uuid, first.token, LONG_LEASE).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.heartbeat(uuid, second.token, LONG_LEASE).await.unwrap(),
+            Some(InProgress)
+        );
 
         // Missing, Pending and finished actions cannot be claimed.
         assert!(store
@@ -563,19 +572,31 @@ mod cases {
             .await
             .unwrap()
             .unwrap();
-        assert!(store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
-        assert!(!store
-            .heartbeat(uuid, LeaseToken(Uuid::new_v4()), SHORT_LEASE)
-            .await
-            .unwrap());
-        assert!(!store
-            .heartbeat(Uuid::new_v4(), claim.token, SHORT_LEASE)
-            .await
-            .unwrap());
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap(),
+            Some(InProgress)
+        );
+        assert_eq!(
+            store
+                .heartbeat(uuid, LeaseToken(Uuid::new_v4()), SHORT_LEASE)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .heartbeat(Uuid::new_v4(), claim.token, SHORT_LEASE)
+                .await
+                .unwrap(),
+            None
+        );
         // Heartbeats keep the lease alive past its first expiry.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            assert!(store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
+            assert_eq!(
+                store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap(),
+                Some(InProgress)
+            );
         }
         assert!(store
             .claim_action(uuid, "w2", SHORT_LEASE)
@@ -666,7 +687,10 @@ mod cases {
         assert_eq!(requeued.event.action, EventKind::Update);
         assert_eq!(outbox_rows(store, uuid).await, vec![requeued.outbox_id.unwrap()]);
         // The lease is gone: the old token is refused, a new claim succeeds.
-        assert!(!store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap(),
+            None
+        );
         let second = store
             .claim_action(uuid, "w2", SHORT_LEASE)
             .await
@@ -1045,6 +1069,85 @@ mod cases {
             .unwrap();
         assert_eq!(t.action.state, Canceled);
     }
+
+    pub async fn heartbeat_reports_a_cancel_under_way(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let uuid = s.action.uuid;
+        let claim = store.claim_action(uuid, "w1", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            Some(InProgress)
+        );
+        // A cancel whose control message never reached the worker.
+        store.transition(Scope::All, uuid, Canceling, None).await.unwrap();
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            Some(Canceling)
+        );
+        // The lease still fences: the worker ends it as Canceled.
+        store
+            .transition(Scope::All, uuid, Canceled, Some(claim.token))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            None
+        );
+    }
+
+    pub async fn releasing_a_lease_hands_the_action_back_at_once(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let s = store.submit_action(new_action("acme", object)).await.unwrap();
+        let waiting = store.submit_action(new_action("acme", object)).await.unwrap();
+        let uuid = s.action.uuid;
+        store.mark_outbox_sent(&[s.outbox_id.unwrap()]).await.unwrap();
+        let claim = store.claim_action(uuid, "w1", LONG_LEASE).await.unwrap().unwrap();
+
+        // Only the holder's token releases it.
+        assert_eq!(
+            store
+                .release_lease(uuid, LeaseToken(Uuid::new_v4()))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(store
+            .claim_action(uuid, "w2", LONG_LEASE)
+            .await
+            .unwrap()
+            .is_none());
+
+        let released = store
+            .release_lease(uuid, claim.token)
+            .await
+            .unwrap()
+            .expect("released");
+        assert_eq!(released.action.uuid, uuid);
+        assert_eq!(released.action.state, InProgress);
+        assert_eq!(released.event.action, EventKind::Update);
+        assert_eq!(outbox_rows(store, uuid).await, vec![released.outbox_id.unwrap()]);
+        // The object is still held: the Pending action stays Pending.
+        assert_eq!(state_of(store, waiting.action.uuid).await, Pending);
+        // The old token is dead; another worker claims it without waiting.
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            None
+        );
+        assert_eq!(store.release_lease(uuid, claim.token).await.unwrap(), None);
+        let second = store.claim_action(uuid, "w2", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(second.action.claims, 2);
+
+        // A finished action is not handed back.
+        store
+            .transition(Scope::All, uuid, Success, Some(second.token))
+            .await
+            .unwrap();
+        assert_eq!(store.release_lease(uuid, second.token).await.unwrap(), None);
+        assert_eq!(state_of(store, uuid).await, Success);
+    }
 }
 
 /// Instantiates every case for one backend, in a module named after it.
@@ -1079,6 +1182,8 @@ macro_rules! conformance {
                 action_lists_filter_page_and_scope,
                 objects_list_update_and_record_events,
                 a_canceling_action_can_still_be_claimed_to_be_stopped,
+                heartbeat_reports_a_cancel_under_way,
+                releasing_a_lease_hands_the_action_back_at_once,
             );
         }
     };
