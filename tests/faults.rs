@@ -164,11 +164,13 @@ async fn check_invariants(d: &Deployment, accepted: &[String], marks: &std::path
     check_marks(marks);
     assert!(
         stuck.is_empty(),
-        "{} actions not final after {SETTLE_ALL:?}: {:?}\napi:\n{}\nworker-1:\n{}",
+        "{} actions not final after {SETTLE_ALL:?}: {:?}\napi:\n{}\nworker-1:\n{}\nworker-2:\n{}\nworker-3:\n{}",
         stuck.len(),
         &stuck[..stuck.len().min(10)],
         tail(&d.logs("api")),
-        tail(&d.logs("worker-1"))
+        tail(&d.logs("worker-1")),
+        tail(&d.logs("worker-2")),
+        tail(&d.logs("worker-3"))
     );
     assert_eq!(c.duplicates, 0, "actions with more than one final state");
     c
@@ -392,4 +394,127 @@ async fn sigterm_hands_running_actions_back_to_another_worker() {
         "{lines:?}"
     );
     eprintln!("sigterm: worker-1 exited after {exited_after:?}; re-claimed after {reclaimed_after:?}");
+}
+
+/// A bounded soak: for `STEVEDORE_SOAK_SECS` seconds (20 by default), eight
+/// clients submit `noop`, short `sleep` and `mark` actions on 40 services to
+/// two workers, cancel about one in ten at random, while one worker is
+/// killed (SIGKILL) and another started. Then every action must end exactly
+/// once, none may be lost or stuck, and no mark may overlap itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_with_cancels_and_a_worker_killed() {
+    let secs: u64 = std::env::var("STEVEDORE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let run_for = Duration::from_secs(secs);
+    let marks_dir = tempfile::tempdir().unwrap();
+    let marks = marks_dir.path().join("marks");
+    let mut d = Deployment::start_with(Backend::PostgresRabbit, &fault_config(&marks)).await;
+    d.start_worker("worker-2").await;
+    let svcs = services(&d, 40).await;
+    let d = Arc::new(tokio::sync::Mutex::new(d));
+    let client = {
+        let g = d.lock().await;
+        Arc::new(Client {
+            url: g.url.clone(),
+            user: g.user.clone(),
+            key: g.key.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        })
+    };
+    let end = tokio::time::Instant::now() + run_for;
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let cancels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = vec![];
+    for _ in 0..8 {
+        let (client, accepted, cancels, svcs) =
+            (client.clone(), accepted.clone(), cancels.clone(), svcs.clone());
+        tasks.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < end {
+                let r = Uuid::new_v4().as_u128();
+                let svc = &svcs[(r % svcs.len() as u128) as usize];
+                let (verb, body) = match (r >> 8) % 10 {
+                    0 | 1 => ("sleep", r#"{"seconds": 0.05}"#),
+                    2 | 3 => ("mark", "{}"),
+                    _ => ("noop", "{}"),
+                };
+                let Some(uuid) = client.submit(svc, verb, body).await else {
+                    continue;
+                };
+                if (r >> 16) % 10 == 0 {
+                    client.cancel(&uuid).await;
+                    cancels.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                accepted.lock().unwrap().push(uuid);
+            }
+        }));
+    }
+    // One worker dies mid-run; another joins.
+    tokio::time::sleep(run_for / 3).await;
+    d.lock().await.kill(1).await;
+    tokio::time::sleep(run_for / 6).await;
+    d.lock().await.start_worker("worker-3").await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let settle_from = tokio::time::Instant::now();
+    let g = d.lock().await;
+    let c = check_invariants(&g, &accepted, &marks).await;
+    let runs = check_marks(&marks);
+    eprintln!(
+        "soak {secs}s: submitted {}, cancel requests {}, success {}, failed {}, canceled {}, duplicates {}, stuck {}, marks run {} (settled in {:?})",
+        accepted.len(),
+        cancels.load(std::sync::atomic::Ordering::Relaxed),
+        c.success,
+        c.failed,
+        c.canceled,
+        c.duplicates,
+        c.stuck,
+        runs.values().sum::<usize>(),
+        settle_from.elapsed(),
+    );
+    assert!(accepted.len() >= 100, "only {} submitted", accepted.len());
+    assert_eq!(c.failed, 0, "{c:?}");
+    assert_eq!(c.duplicates + c.stuck, 0, "{c:?}");
+}
+
+/// A bare HTTP client for the soak's submitters (no lock on the deployment).
+struct Client {
+    url: String,
+    user: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn submit(&self, service: &str, verb: &str, body: &str) -> Option<String> {
+        let resp = self
+            .http
+            .post(format!("{}/api/app/v1/service/{service}/{verb}/", self.url))
+            .basic_auth(&self.user, Some(&self.key))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return None;
+        }
+        let json: serde_json::Value = resp.json().await.ok()?;
+        json["uuid"].as_str().map(str::to_string)
+    }
+
+    async fn cancel(&self, uuid: &str) {
+        let _ = self
+            .http
+            .post(format!("{}/api/audit/v1/action/{uuid}/cancel/", self.url))
+            .basic_auth(&self.user, Some(&self.key))
+            .send()
+            .await;
+    }
 }
