@@ -445,7 +445,7 @@ async fn soak_with_cancels_and_a_worker_killed() {
                 let Some(uuid) = client.submit(svc, verb, body).await else {
                     continue;
                 };
-                if (r >> 16) % 10 == 0 {
+                if (r >> 16).is_multiple_of(10) {
                     client.cancel(&uuid).await;
                     cancels.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
