@@ -60,6 +60,11 @@ pub struct WorkerSettings {
     /// Grace period between SIGTERM and SIGKILL when an `exec` handler is cancelled.
     #[serde(with = "humantime_serde")]
     pub kill_grace: Duration,
+    /// After SIGTERM, how long running actions may take to finish before
+    /// they are stopped and handed back to other workers. Keep it plus
+    /// `kill_grace` inside the deployment's termination grace period.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -70,6 +75,7 @@ impl Default for WorkerSettings {
             heartbeat: Duration::from_secs(10),
             max_claims: 5,
             kill_grace: Duration::from_secs(10),
+            shutdown_deadline: Duration::from_secs(25),
         }
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use stevedore_shared::broker::amqp::AmqpBroker;
 use stevedore_shared::broker::memory::MemoryBroker;
-use stevedore_shared::broker::{Broker, BrokerNames, JobDelivery, JobStream, JOB_DELIVERY_LIMIT};
+use stevedore_shared::broker::{
+    Broker, BrokerNames, DeadLetter, DeadLetterStream, JobDelivery, JobStream, JOB_DELIVERY_LIMIT,
+};
 use stevedore_shared::messages::{Control, JobMessage, Update};
 use stevedore_shared::testing::{amqp_url, unique_prefix};
 use tokio::sync::mpsc;
@@ -142,6 +144,9 @@ conformance!(
     updates_fan_out_to_every_subscriber,
     control_fans_out_to_every_subscriber,
     batch_of_1000_jobs_with_pipelined_confirms_is_all_consumed,
+    dead_letters_are_consumed_with_their_reason,
+    a_dead_letter_not_acked_comes_again,
+    a_job_over_the_delivery_limit_reaches_the_dead_letter_consumer,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -592,4 +597,95 @@ mod memory_only {
         first.acker.ack().await.expect("ack");
         assert_eq!(broker.dead_letters(), vec![jobs[1].clone()]);
     }
+}
+
+// ------------------------------------------------------------ dead letters
+
+/// The next dead letter, which must arrive within [`ARRIVAL`].
+async fn next_dead(stream: &mut DeadLetterStream) -> DeadLetter {
+    match timeout(ARRIVAL, stream.next()).await {
+        Ok(Some(Ok(dead))) => dead,
+        Ok(Some(Err(e))) => panic!("dead-letter stream failed: {e}"),
+        Ok(None) => panic!("dead-letter stream ended"),
+        Err(_) => panic!("no dead letter within {ARRIVAL:?}"),
+    }
+}
+
+/// Asserts that no dead letter arrives within [`QUIET`].
+async fn assert_no_dead(stream: &mut DeadLetterStream) {
+    if let Ok(Some(item)) = timeout(QUIET, stream.next()).await {
+        panic!("unexpected dead letter: {:?}", item.map(|d| d.job));
+    }
+}
+
+async fn reject_one<B: Backend>(broker: &B) -> JobMessage {
+    let job = new_jobs(1).remove(0);
+    broker
+        .publish_jobs(std::slice::from_ref(&job))
+        .await
+        .expect("publish");
+    let mut stream = broker.consume_jobs(1).await.expect("consume");
+    let delivery = next_delivery(&mut stream).await;
+    delivery.acker.reject().await.expect("reject");
+    eventually_count("dead letters", 1, || broker.dead_count()).await;
+    job
+}
+
+async fn dead_letters_are_consumed_with_their_reason<B: Backend>(broker: Arc<B>) {
+    let job = reject_one(broker.as_ref()).await;
+    let mut dead = broker
+        .consume_dead_letters(4)
+        .await
+        .expect("consume dead letters");
+    let d = next_dead(&mut dead).await;
+    assert_eq!(d.job, job);
+    assert!(d.reason.starts_with("rejected"), "{}", d.reason);
+    d.acker.ack().await.expect("ack");
+    assert_no_dead(&mut dead).await;
+    eventually_count("dead letters", 0, || broker.dead_count()).await;
+    assert_eq!(
+        broker.ready_count().await,
+        0,
+        "a dead letter never returns to the jobs queue"
+    );
+}
+
+async fn a_dead_letter_not_acked_comes_again<B: Backend>(broker: Arc<B>) {
+    let job = reject_one(broker.as_ref()).await;
+    let mut dead = broker
+        .consume_dead_letters(1)
+        .await
+        .expect("consume dead letters");
+    let first = next_dead(&mut dead).await;
+    first.acker.requeue().await.expect("requeue");
+    drop(first);
+    let d = next_dead(&mut dead).await;
+    assert_eq!(d.job, job);
+    // Dropped unsettled with its stream (a consumer that died): back again.
+    drop(d);
+    drop(dead);
+    let mut dead = broker.consume_dead_letters(1).await.expect("consume again");
+    let d = next_dead(&mut dead).await;
+    assert_eq!(d.job, job);
+    d.acker.ack().await.expect("ack");
+    assert_no_dead(&mut dead).await;
+}
+
+async fn a_job_over_the_delivery_limit_reaches_the_dead_letter_consumer<B: Backend>(broker: Arc<B>) {
+    let jobs = new_jobs(1);
+    let mut dead = broker
+        .consume_dead_letters(4)
+        .await
+        .expect("consume dead letters");
+    broker.publish_jobs(&jobs).await.expect("publish");
+    let mut stream = broker.consume_jobs(1).await.expect("consume");
+    for _ in 0..=JOB_DELIVERY_LIMIT {
+        let delivery = next_delivery(&mut stream).await;
+        delivery.acker.requeue().await.expect("requeue");
+    }
+    let d = next_dead(&mut dead).await;
+    assert_eq!(d.job, jobs[0]);
+    assert!(d.reason.starts_with("delivery_limit"), "{}", d.reason);
+    d.acker.ack().await.expect("ack");
+    assert_no_delivery(&mut stream).await;
 }

@@ -335,10 +335,13 @@ mod cases {
         assert_eq!(state_of(store, third.action.uuid).await, Pending);
 
         // The lease was cleared: the finished action cannot be claimed or fenced.
-        assert!(!store
-            .heartbeat(first.action.uuid, claim.token, LONG_LEASE)
-            .await
-            .unwrap());
+        assert_eq!(
+            store
+                .heartbeat(first.action.uuid, claim.token, LONG_LEASE)
+                .await
+                .unwrap(),
+            None
+        );
 
         let events = store
             .events_after(Scope::All, first.event.seq, 100)
@@ -523,8 +526,14 @@ mod cases {
         let second = store.claim_action(uuid, "w2", LONG_LEASE).await.unwrap().unwrap();
         assert_eq!(second.action.claims, 2);
         assert_ne!(second.token, first.token);
-        assert!(!store.heartbeat(uuid, first.token, LONG_LEASE).await.unwrap());
-        assert!(store.heartbeat(uuid, second.token, LONG_LEASE).await.unwrap());
+        assert_eq!(
+            store.heartbeat(uuid, first.token, LONG_LEASE).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.heartbeat(uuid, second.token, LONG_LEASE).await.unwrap(),
+            Some(InProgress)
+        );
 
         // Missing, Pending and finished actions cannot be claimed.
         assert!(store
@@ -563,19 +572,31 @@ mod cases {
             .await
             .unwrap()
             .unwrap();
-        assert!(store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
-        assert!(!store
-            .heartbeat(uuid, LeaseToken(Uuid::new_v4()), SHORT_LEASE)
-            .await
-            .unwrap());
-        assert!(!store
-            .heartbeat(Uuid::new_v4(), claim.token, SHORT_LEASE)
-            .await
-            .unwrap());
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap(),
+            Some(InProgress)
+        );
+        assert_eq!(
+            store
+                .heartbeat(uuid, LeaseToken(Uuid::new_v4()), SHORT_LEASE)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .heartbeat(Uuid::new_v4(), claim.token, SHORT_LEASE)
+                .await
+                .unwrap(),
+            None
+        );
         // Heartbeats keep the lease alive past its first expiry.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            assert!(store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
+            assert_eq!(
+                store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap(),
+                Some(InProgress)
+            );
         }
         assert!(store
             .claim_action(uuid, "w2", SHORT_LEASE)
@@ -666,7 +687,10 @@ mod cases {
         assert_eq!(requeued.event.action, EventKind::Update);
         assert_eq!(outbox_rows(store, uuid).await, vec![requeued.outbox_id.unwrap()]);
         // The lease is gone: the old token is refused, a new claim succeeds.
-        assert!(!store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap());
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, SHORT_LEASE).await.unwrap(),
+            None
+        );
         let second = store
             .claim_action(uuid, "w2", SHORT_LEASE)
             .await
@@ -1046,6 +1070,254 @@ mod cases {
             .unwrap();
         assert_eq!(t.action.state, Canceled);
     }
+
+    pub async fn heartbeat_reports_a_cancel_under_way(store: &dyn Store) {
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let uuid = s.action.uuid;
+        let claim = store.claim_action(uuid, "w1", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            Some(InProgress)
+        );
+        // A cancel whose control message never reached the worker.
+        store.transition(Scope::All, uuid, Canceling, None).await.unwrap();
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            Some(Canceling)
+        );
+        // The lease still fences: the worker ends it as Canceled.
+        store
+            .transition(Scope::All, uuid, Canceled, Some(claim.token))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            None
+        );
+    }
+
+    pub async fn releasing_a_lease_hands_the_action_back_at_once(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let s = store.submit_action(new_action("acme", object)).await.unwrap();
+        let waiting = store.submit_action(new_action("acme", object)).await.unwrap();
+        let uuid = s.action.uuid;
+        store.mark_outbox_sent(&[s.outbox_id.unwrap()]).await.unwrap();
+        let claim = store.claim_action(uuid, "w1", LONG_LEASE).await.unwrap().unwrap();
+
+        // Only the holder's token releases it.
+        assert_eq!(
+            store
+                .release_lease(uuid, LeaseToken(Uuid::new_v4()))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(store
+            .claim_action(uuid, "w2", LONG_LEASE)
+            .await
+            .unwrap()
+            .is_none());
+
+        let released = store
+            .release_lease(uuid, claim.token)
+            .await
+            .unwrap()
+            .expect("released");
+        assert_eq!(released.action.uuid, uuid);
+        assert_eq!(released.action.state, InProgress);
+        assert_eq!(released.event.action, EventKind::Update);
+        assert_eq!(outbox_rows(store, uuid).await, vec![released.outbox_id.unwrap()]);
+        // The object is still held: the Pending action stays Pending.
+        assert_eq!(state_of(store, waiting.action.uuid).await, Pending);
+        // The old token is dead; another worker claims it without waiting.
+        assert_eq!(
+            store.heartbeat(uuid, claim.token, LONG_LEASE).await.unwrap(),
+            None
+        );
+        assert_eq!(store.release_lease(uuid, claim.token).await.unwrap(), None);
+        let second = store.claim_action(uuid, "w2", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(second.action.claims, 2);
+
+        // A finished action is not handed back.
+        store
+            .transition(Scope::All, uuid, Success, Some(second.token))
+            .await
+            .unwrap();
+        assert_eq!(store.release_lease(uuid, second.token).await.unwrap(), None);
+        assert_eq!(state_of(store, uuid).await, Success);
+    }
+    // --- system log and retention ------------------------------------------
+
+    pub async fn state_changes_write_the_system_log_and_filters_narrow_it(store: &dyn Store) {
+        use stevedore_shared::syslog::{LogLevel, NewSystemLog, SystemLogFilter};
+        let s = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let claim = store
+            .claim_action(s.action.uuid, "w", LONG_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .transition(Scope::All, s.action.uuid, Failed, Some(claim.token))
+            .await
+            .unwrap();
+        store
+            .append_system_log(&[NewSystemLog {
+                namespace: Some("evil".into()),
+                category: "auth".into(),
+                level: LogLevel::Warn,
+                user: "mallory".into(),
+                message: "authentication failed".into(),
+            }])
+            .await
+            .unwrap();
+        let acme = ["acme".to_string()];
+        let scope = Scope::Namespaces(&acme);
+        let all = store
+            .system_log(scope, &SystemLogFilter::default(), 100, 0)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].id > all[1].id, "newest first");
+        assert_eq!(
+            (all[0].level, all[0].category.as_str()),
+            (LogLevel::Error, "action")
+        );
+        assert!(all[0].message.contains(&s.action.uuid.to_string()) && all[0].message.ends_with("Failed"));
+        assert_eq!(all[1].user, "acme");
+        let now = Utc::now().timestamp();
+        for (f, n) in [
+            (
+                SystemLogFilter {
+                    level: Some(LogLevel::Info),
+                    ..Default::default()
+                },
+                1,
+            ),
+            (
+                SystemLogFilter {
+                    text: Some("FAILED".into()),
+                    ..Default::default()
+                },
+                1,
+            ),
+            (
+                SystemLogFilter {
+                    user: Some("nobody".into()),
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                SystemLogFilter {
+                    category: Some("action".into()),
+                    ..Default::default()
+                },
+                2,
+            ),
+            (
+                SystemLogFilter {
+                    time_start: Some(now - 60),
+                    time_end: Some(now + 60),
+                    ..Default::default()
+                },
+                2,
+            ),
+            (
+                SystemLogFilter {
+                    time_end: Some(now - 60),
+                    ..Default::default()
+                },
+                0,
+            ),
+            (
+                SystemLogFilter {
+                    before_id: Some(all[0].id),
+                    ..Default::default()
+                },
+                1,
+            ),
+        ] {
+            assert_eq!(
+                store.system_log(scope, &f, 100, 0).await.unwrap().len(),
+                n,
+                "{f:?}"
+            );
+        }
+        assert_eq!(
+            store
+                .system_log(scope, &SystemLogFilter::default(), 1, 1)
+                .await
+                .unwrap()[0]
+                .id,
+            all[1].id
+        );
+        assert_eq!(
+            store
+                .system_log(Scope::All, &SystemLogFilter::default(), 100, 0)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    pub async fn pruning_never_touches_an_unfinished_action(store: &dyn Store) {
+        use stevedore_shared::syslog::SystemLogFilter;
+        let obj = Uuid::new_v4();
+        let done = store
+            .submit_action(new_action("acme", obj))
+            .await
+            .unwrap()
+            .action
+            .uuid;
+        let waiting = store
+            .submit_action(new_action("acme", obj))
+            .await
+            .unwrap()
+            .action
+            .uuid;
+        let running = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap()
+            .action
+            .uuid;
+        let claim = store.claim_action(done, "w", LONG_LEASE).await.unwrap().unwrap();
+        store
+            .append_logs(done, Some(claim.token), &lines(&["x"]))
+            .await
+            .unwrap();
+        store
+            .transition(Scope::All, done, Success, Some(claim.token))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let pruned = store.prune(Duration::from_millis(1), 1).await.unwrap();
+        assert_eq!(pruned.actions, 1, "{pruned:?}");
+        assert!(pruned.events > 0 && pruned.system_log > 0, "{pruned:?}");
+        assert!(store.get_action(Scope::All, done).await.unwrap().is_none());
+        assert!(store.logs(done, None).await.unwrap().is_empty());
+        for uuid in [waiting, running] {
+            assert!(
+                store.get_action(Scope::All, uuid).await.unwrap().is_some(),
+                "an unfinished action was pruned"
+            );
+        }
+        assert!(
+            store
+                .system_log(Scope::All, &SystemLogFilter::default(), 10, 0)
+                .await
+                .unwrap()
+                .len()
+                <= 1
+        );
+    }
 }
 
 /// Instantiates every case for one backend, in a module named after it.
@@ -1080,6 +1352,10 @@ macro_rules! conformance {
                 action_lists_filter_page_and_scope,
                 objects_list_update_and_record_events,
                 a_canceling_action_can_still_be_claimed_to_be_stopped,
+                state_changes_write_the_system_log_and_filters_narrow_it,
+                pruning_never_touches_an_unfinished_action,
+                heartbeat_reports_a_cancel_under_way,
+                releasing_a_lease_hands_the_action_back_at_once,
             );
         }
     };

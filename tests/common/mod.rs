@@ -581,3 +581,312 @@ pub async fn close_amqp_connections(prefix: &str, role: &str) -> usize {
     }
     pids.len()
 }
+
+// ------------------------------------------------------------------ faults
+
+/// A config for fault tests: leases long enough to ride out a short database
+/// outage, a short shutdown deadline, and a `mark` operation whose command
+/// appends `start <uuid>` and `end <uuid>` lines to `marks` (so a test can see
+/// whether two runs of one action ever overlapped; it takes about 200 ms).
+pub fn fault_config(marks: &std::path::Path) -> String {
+    let marks = marks.display();
+    format!(
+        r#"
+[worker]
+concurrency = 8
+lease = "8s"
+heartbeat = "1s"
+kill_grace = "1s"
+shutdown_deadline = "2s"
+
+[[operation]]
+object = "service"
+verb = "mark"
+exec = ["sh", "-c", "trap 'echo \"end $STEVEDORE_ACTION_UUID\" >> {marks}; exit 143' TERM; echo \"start $STEVEDORE_ACTION_UUID\" >> {marks}; sleep 0.2; echo \"end $STEVEDORE_ACTION_UUID\" >> {marks}; echo marked"]
+
+[[operation]]
+object = "service"
+verb = "noop"
+handler = "noop"
+
+[[operation]]
+object = "service"
+verb = "sleep"
+handler = "sleep"
+"#
+    )
+}
+
+/// Checks a marks file written by the `mark` operation: no action ever
+/// started while a run of it was still going. Returns how many runs each
+/// action had.
+pub fn check_marks(marks: &std::path::Path) -> std::collections::HashMap<String, usize> {
+    let text = std::fs::read_to_string(marks).unwrap_or_default();
+    let mut open: std::collections::HashMap<String, bool> = Default::default();
+    let mut runs: std::collections::HashMap<String, usize> = Default::default();
+    for (n, line) in text.lines().enumerate() {
+        let Some((what, uuid)) = line.split_once(' ') else {
+            panic!("marks line {n}: {line:?}");
+        };
+        let running = open.entry(uuid.to_string()).or_default();
+        match what {
+            "start" => {
+                assert!(!*running, "action {uuid} started twice at once (marks line {n})");
+                *running = true;
+                *runs.entry(uuid.to_string()).or_default() += 1;
+            }
+            "end" => *running = false,
+            _ => panic!("marks line {n}: {line:?}"),
+        }
+    }
+    runs
+}
+
+/// A TCP proxy in the test process that can cut every connection and refuse
+/// new ones for a while: a database that becomes unreachable, then returns.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Listens on 127.0.0.1:0 and forwards to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (d, c) = (down.clone(), cuts.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                let mut cut = c.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        TcpProxy {
+            addr,
+            down,
+            cuts,
+            task,
+        }
+    }
+
+    /// Cuts every open connection and refuses new ones until [`Self::resume`].
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn resume(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `url` (`scheme://user@host:port/db…`) pointed at this proxy.
+    pub fn url_for(&self, url: &str) -> String {
+        let start = url
+            .rfind('@')
+            .map(|i| i + 1)
+            .unwrap_or(url.find("://").unwrap() + 3);
+        let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
+        format!("{}{}{}", &url[..start], self.addr, &url[end..])
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// The host:port a database URL points at.
+pub fn db_addr(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let start = url
+        .rfind('@')
+        .map(|i| i + 1)
+        .unwrap_or(url.find("://").unwrap() + 3);
+    let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
+    url[start..end]
+        .replace("localhost", "127.0.0.1")
+        .to_socket_addrs()
+        .expect("database address")
+        .next()
+        .unwrap()
+}
+
+/// Closes, from the RabbitMQ side, the connections whose name starts with
+/// `<prefix>-` and ends with one of `roles` (`publish`, `consume`): only this
+/// deployment's, never other tests'. Returns how many were closed.
+pub async fn close_rabbit_connections(prefix: &str, roles: &[&str]) -> usize {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "-q",
+            "--no-table-headers",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl list_connections");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = 0;
+    for line in text.lines() {
+        let Some((pid, props)) = line.split_once('\t') else {
+            continue;
+        };
+        let wanted = roles
+            .iter()
+            .any(|r| props.contains(&format!("{{\"connection_name\",\"{prefix}-{r}\"}}")));
+        if wanted {
+            let st = Command::new("rabbitmqctl")
+                .args(["close_connection", pid.trim(), "fault test"])
+                .output()
+                .await
+                .expect("rabbitmqctl close_connection");
+            if st.status.success() {
+                closed += 1;
+            }
+        }
+    }
+    closed
+}
+
+impl Deployment {
+    /// Starts `stevedore migrate`, `api` and one worker on PostgreSQL +
+    /// RabbitMQ, with the api and workers reaching the database through
+    /// `proxy` (the test itself still reaches it directly through `db_url`).
+    pub async fn start_via_proxy(config: &str, proxy: &TcpProxy) -> Deployment {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("stevedore.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let db = TestDatabase::create().await;
+        let prefix = unique_prefix("fault");
+        let mut d = Deployment {
+            backend: Backend::PostgresRabbit,
+            url: String::new(),
+            user: String::new(),
+            key: String::new(),
+            db_url: db.url().to_string(),
+            prefix: Some(prefix.clone()),
+            config_path,
+            children: vec![],
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            _db: Some(db),
+            dir,
+        };
+        let db_url = d.db_url.clone();
+        run_cli(&["migrate", "--database-url", &db_url], &[]).await;
+        let (user, key) = d.create_user("alice").await;
+        d.user = user;
+        d.key = key;
+        let role_db = proxy.url_for(&db_url);
+        let cfg = d.config_path.to_str().unwrap().to_string();
+        let amqp = amqp_url();
+        let lines = d
+            .spawn_role(
+                "api",
+                &[
+                    "api",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--database-url",
+                    &role_db,
+                    "--amqp-url",
+                    &amqp,
+                    "--broker-prefix",
+                    &prefix,
+                    "--config",
+                    &cfg,
+                ],
+                "listening on",
+            )
+            .await;
+        let line = lines.iter().find(|l| l.contains("listening on")).unwrap();
+        d.url = line.rsplit(' ').next().unwrap().to_string();
+        d.start_worker_with_db("worker-1", &role_db).await;
+        d
+    }
+
+    /// Starts one more worker that reaches the database at `db_url`.
+    pub async fn start_worker_with_db(&mut self, name: &str, db_url: &str) -> usize {
+        let prefix = self.prefix.clone().unwrap();
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        let amqp = amqp_url();
+        let child = Command::new(bin())
+            .args([
+                "worker",
+                "--database-url",
+                db_url,
+                "--amqp-url",
+                &amqp,
+                "--broker-prefix",
+                &prefix,
+                "--config",
+                &cfg,
+            ])
+            .env_remove("STEVEDORE_DATABASE_URL")
+            .env("RUST_LOG", "info,stevedore=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(self.log_file(name)))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn worker");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// The process id of a child (`0` the API, `1` the first worker, …).
+    pub fn pid(&self, index: usize) -> u32 {
+        self.children[index].id().expect("child still running")
+    }
+
+    /// Waits up to `limit` for a child to exit and returns its status.
+    pub async fn wait_exit(&mut self, index: usize, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.children[index].wait())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+    }
+
+    /// Submits `verb` on a service with `body`; the action's uuid on 202,
+    /// `None` on any other answer (a request that met a fault).
+    pub async fn try_submit(&self, service: &str, verb: &str, body: &str) -> Option<String> {
+        let resp = self
+            .http
+            .post(format!("{}/api/app/v1/service/{service}/{verb}/", self.url))
+            .basic_auth(&self.user, Some(&self.key))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return None;
+        }
+        let json: Value = resp.json().await.ok()?;
+        json["uuid"].as_str().map(str::to_string)
+    }
+}

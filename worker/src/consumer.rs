@@ -13,7 +13,8 @@ use stevedore_shared::shutdown::Shutdown;
 use tokio::sync::Semaphore;
 
 /// How long running actions may take to finish after SIGTERM before they are
-/// stopped and left to their leases (a deployment's termination grace period
+/// stopped and handed back to other workers, unless `[worker]
+/// shutdown_deadline` says otherwise (a deployment's termination grace period
 /// is usually 30 s; stay inside it).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
 /// Expired leases handled per reaper pass.
@@ -49,9 +50,9 @@ impl Worker {
         Worker {
             dispatcher,
             ops,
-            settings,
             owner,
-            shutdown_deadline: SHUTDOWN_DEADLINE,
+            shutdown_deadline: settings.shutdown_deadline,
+            settings,
         }
     }
 
@@ -77,6 +78,12 @@ impl Worker {
         ));
         let reaper = tokio::spawn(reaper_loop(
             self.dispatcher.clone(),
+            self.settings.clone(),
+            shutdown.clone(),
+        ));
+        let dead_letters = tokio::spawn(crate::dead_letters::run(
+            self.dispatcher.clone(),
+            self.owner.clone(),
             self.settings.clone(),
             shutdown.clone(),
         ));
@@ -133,13 +140,17 @@ impl Worker {
         {
             tracing::warn!(
                 running = exec.running_count(),
-                "shutdown deadline passed; stopping running actions"
+                "shutdown deadline passed; stopping running actions and handing them back"
             );
             exec.stop_all();
-            let _ = tokio::time::timeout(Duration::from_secs(5), permits.acquire_many(total)).await;
+            // Commands get their SIGTERM → SIGKILL grace, then a moment for
+            // the hand-back writes.
+            let wind_down = self.settings.kill_grace + Duration::from_secs(5);
+            let _ = tokio::time::timeout(wind_down, permits.acquire_many(total)).await;
         }
         control.abort();
         reaper.abort();
+        dead_letters.abort();
         tracing::info!("worker stopped");
     }
 }

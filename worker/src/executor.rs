@@ -29,6 +29,16 @@ const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Pause before handing a job back when the database is unreachable, so a
 /// database outage does not turn into a hot redelivery loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// How often a failed heartbeat is retried (at most; never less often than
+/// the configured heartbeat).
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
+/// Safety margin of self-fencing: a handler whose lease could not be renewed
+/// is stopped this long, plus the kill grace, before the lease can expire.
+const FENCE_MARGIN: Duration = Duration::from_millis(500);
+/// How long a final state write is retried through database errors, at least.
+const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(60);
+/// Attempts to hand an action back at shutdown.
+const HAND_BACK_ATTEMPTS: u32 = 3;
 
 /// Why a running action's token was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +176,6 @@ impl Executor {
                 action.object_type, action.verb
             )),
         };
-        heartbeat.abort();
         if let Ok(mut m) = self.running.lock() {
             m.remove(&uuid);
         }
@@ -198,27 +207,82 @@ impl Executor {
                 Some(ActionState::Failed)
             }
         };
+        if why == Some(StopReason::Shutdown) && final_state.is_none() {
+            send_line(
+                &log_tx,
+                StreamType::System,
+                "worker shutting down: handing the action back",
+            )
+            .await;
+        }
         drop(log_tx);
         let _ = writer.await;
-        let Some(to) = final_state else {
-            tracing::info!(
+        // The heartbeat keeps renewing the lease until the last write is in,
+        // so a slow final write is not mistaken for a dead worker.
+        match final_state {
+            Some(to) => self.finish(uuid, to, token).await,
+            None if why == Some(StopReason::Shutdown) => self.hand_back(uuid, token).await,
+            None => tracing::info!(
                 ?why,
                 "stopped without a final state; the lease decides who resumes it"
-            );
-            return;
-        };
-        match self
-            .dispatcher
-            .store()
-            .transition(Scope::All, uuid, to, Some(token))
-            .await
-        {
-            Ok(t) => {
-                tracing::info!(state = %t.action.state, "action finished");
-                self.dispatcher.after_transition(&t).await;
+            ),
+        }
+        heartbeat.abort();
+    }
+
+    /// Writes the final state, fenced by the lease. A database error is
+    /// retried: while the token still holds the action nobody else has run
+    /// it, so the result stands; once it does not, the write is refused.
+    async fn finish(&self, uuid: Uuid, to: ActionState, token: LeaseToken) {
+        let give_up = tokio::time::Instant::now() + (self.settings.lease * 2).max(FINAL_WRITE_PATIENCE);
+        let mut delays = store_retry_delays();
+        loop {
+            match self
+                .dispatcher
+                .store()
+                .transition(Scope::All, uuid, to, Some(token))
+                .await
+            {
+                Ok(t) => {
+                    tracing::info!(state = %t.action.state, "action finished");
+                    self.dispatcher.after_transition(&t).await;
+                    return;
+                }
+                Err(stevedore_shared::Error::Database(e)) if tokio::time::Instant::now() < give_up => {
+                    let d = delays.next().unwrap_or(Duration::from_secs(2));
+                    tracing::warn!(error = %e, retry_in = ?d, "final state not written yet; retrying");
+                    tokio::time::sleep(d).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "final state not written (cancelled or lease lost meanwhile)");
+                    return;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "final state not written (cancelled or lease lost meanwhile)")
+        }
+    }
+
+    /// Gives a stopped action back at once (graceful shutdown), so another
+    /// worker claims it now instead of after the lease expires.
+    async fn hand_back(&self, uuid: Uuid, token: LeaseToken) {
+        let mut delays = store_retry_delays();
+        for attempt in 1..=HAND_BACK_ATTEMPTS {
+            match self.dispatcher.store().release_lease(uuid, token).await {
+                Ok(Some(s)) => {
+                    tracing::info!("handed back to the other workers");
+                    self.dispatcher.after_submit(&s).await;
+                    return;
+                }
+                Ok(None) => {
+                    tracing::info!("not handed back: the lease had moved on or the action ended");
+                    return;
+                }
+                Err(e) if attempt < HAND_BACK_ATTEMPTS => {
+                    tracing::warn!(error = %e, "hand-back failed; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "hand-back failed; the lease will expire instead");
+                }
             }
         }
     }
@@ -289,22 +353,61 @@ async fn send_line(tx: &mpsc::Sender<NewLogLine>, stream: StreamType, line: impl
     let _ = tx.send(NewLogLine::now(stream, line)).await;
 }
 
-/// Renews the lease until aborted; on a lost lease, stops the handler.
+/// Renews the lease until aborted. Stops the handler when the lease is lost,
+/// when the action became Canceling (a cancel whose control message never
+/// arrived), or when the lease could not be renewed for so long that it may
+/// run out before the handler would have wound down (self-fencing: another
+/// worker may claim it once it has expired, and must never find it running).
 async fn heartbeat(exec: Arc<Executor>, uuid: Uuid, token: LeaseToken) {
     let store = exec.dispatcher.store().clone();
+    let s = &exec.settings;
+    let fence_after = s.lease.saturating_sub(s.kill_grace + FENCE_MARGIN);
+    // Start of the last renewal that succeeded: the lease runs at least
+    // `lease` from there.
+    let mut renewed = tokio::time::Instant::now();
+    let (mut fenced, mut noticed) = (false, false);
+    let mut wait = s.heartbeat;
     loop {
-        tokio::time::sleep(exec.settings.heartbeat).await;
-        match store.heartbeat(uuid, token, exec.settings.lease).await {
-            Ok(true) => {}
-            Ok(false) => {
+        tokio::time::sleep(wait).await;
+        let sent = tokio::time::Instant::now();
+        match store.heartbeat(uuid, token, s.lease).await {
+            Ok(Some(state)) => {
+                renewed = sent;
+                wait = s.heartbeat;
+                if state == ActionState::Canceling && !noticed && exec.stop(uuid, StopReason::Canceled) {
+                    noticed = true;
+                    tracing::info!(action = %uuid, "cancel noticed by the heartbeat");
+                }
+            }
+            Ok(None) => {
                 tracing::warn!(action = %uuid, "lease lost; stopping the handler");
                 exec.stop(uuid, StopReason::LeaseLost);
                 return;
             }
-            // The database may come back before the lease runs out: keep trying.
-            Err(e) => tracing::warn!(action = %uuid, error = %e, "heartbeat failed"),
+            // The database may come back before the lease runs out: keep
+            // trying, more often than usual.
+            Err(e) => {
+                tracing::warn!(action = %uuid, error = %e, "heartbeat failed");
+                wait = s.heartbeat.min(HEARTBEAT_RETRY);
+                if !fenced && renewed.elapsed() >= fence_after && exec.stop(uuid, StopReason::LeaseLost) {
+                    fenced = true;
+                    tracing::warn!(
+                        action = %uuid,
+                        "lease not renewed in time; stopping the handler before it can expire"
+                    );
+                }
+            }
         }
     }
+}
+
+fn store_retry_delays() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Batches log lines into the store (fenced by the lease) and publishes them.

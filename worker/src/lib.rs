@@ -6,8 +6,10 @@
 //! - [`executor`]: one job from claim to final state, with heartbeat, timeout,
 //!   retries and a batched log writer.
 //! - [`handlers`]: `exec` (a command), and the built-ins `noop`, `sleep`, `fail`.
+//! - [`dead_letters`]: jobs the broker gave up on end their actions as Failed.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod executor;
 pub mod handlers;
 

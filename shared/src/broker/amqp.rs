@@ -12,7 +12,8 @@
 //! management tools show them.
 
 use super::{
-    Acker, Broker, BrokerNames, ControlStream, JobDelivery, JobStream, UpdateStream, JOB_DELIVERY_LIMIT,
+    Acker, Broker, BrokerNames, ControlStream, DeadLetter, DeadLetterStream, JobDelivery, JobStream,
+    UpdateStream, JOB_DELIVERY_LIMIT,
 };
 use crate::messages::{Control, JobMessage, Update};
 use crate::{Error, Result};
@@ -439,6 +440,77 @@ impl Broker for AmqpBroker {
 
     async fn subscribe_control(&self) -> Result<ControlStream> {
         self.subscribe(self.names.control_exchange(), "").await
+    }
+
+    async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream> {
+        let channel = self.consumer_channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                &self.names.dead_letter_queue(),
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let stream = futures::stream::unfold(Some((consumer, channel)), |state| async move {
+            let (mut consumer, channel) = state?;
+            loop {
+                match consumer.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
+                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data) {
+                        Ok(job) => {
+                            let item = DeadLetter {
+                                job,
+                                reason: death_reason(delivery.properties.headers().as_ref()),
+                                acker: Box::new(AmqpAcker {
+                                    acker: delivery.acker,
+                                    _channel: channel.clone(),
+                                }),
+                            };
+                            return Some((Ok(item), Some((consumer, channel))));
+                        }
+                        Err(e) => {
+                            warn!(
+                                error = %e,
+                                bytes = delivery.data.len(),
+                                "dropping an undecodable dead letter"
+                            );
+                            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                                warn!(error = %e, "cannot drop an undecodable dead letter");
+                            }
+                        }
+                    },
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+}
+
+/// Why RabbitMQ dead-lettered a message, from its newest `x-death` entry:
+/// `"delivery_limit"` (with the queue's delivery count when present) or
+/// `"rejected"`, …; `"unknown"` without the header.
+fn death_reason(headers: Option<&FieldTable>) -> String {
+    let newest = headers
+        .and_then(|h| h.inner().get("x-death"))
+        .and_then(|v| match v {
+            AMQPValue::FieldArray(a) => a.as_slice().first().cloned(),
+            _ => None,
+        });
+    let Some(AMQPValue::FieldTable(death)) = newest else {
+        return "unknown".to_string();
+    };
+    let reason = match death.inner().get("reason") {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_string(),
+        _ => "unknown".to_string(),
+    };
+    if reason == "delivery_limit" {
+        format!("{reason}: delivered more than {JOB_DELIVERY_LIMIT} times")
+    } else {
+        reason
     }
 }
 

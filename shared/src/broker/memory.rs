@@ -15,7 +15,10 @@
 //!
 //! Nothing is persisted: everything is gone when the last clone is dropped.
 
-use super::{Acker, Broker, ControlStream, JobDelivery, JobStream, UpdateStream, JOB_DELIVERY_LIMIT};
+use super::{
+    Acker, Broker, ControlStream, DeadLetter, DeadLetterStream, JobDelivery, JobStream, UpdateStream,
+    JOB_DELIVERY_LIMIT,
+};
 use crate::messages::{Control, JobMessage, Update};
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -68,6 +71,7 @@ impl MemoryBroker {
             inner: Arc::new(Inner {
                 queue: Mutex::new(JobsQueue::default()),
                 job_ready: Notify::new(),
+                dead_ready: Notify::new(),
                 updates,
                 control,
             }),
@@ -76,7 +80,7 @@ impl MemoryBroker {
 
     /// The jobs that were dead-lettered, oldest first.
     pub fn dead_letters(&self) -> Vec<JobMessage> {
-        self.inner.queue().dead.to_vec()
+        self.inner.queue().dead.iter().map(|d| d.job.clone()).collect()
     }
 
     /// How many jobs were dead-lettered.
@@ -99,6 +103,8 @@ struct Inner {
     queue: Mutex<JobsQueue>,
     /// Signalled (to every waiting consumer) whenever a job becomes ready.
     job_ready: Notify,
+    /// Signalled whenever a dead letter becomes ready.
+    dead_ready: Notify,
     updates: broadcast::Sender<Update>,
     control: broadcast::Sender<Control>,
 }
@@ -106,8 +112,15 @@ struct Inner {
 #[derive(Default)]
 struct JobsQueue {
     ready: VecDeque<Queued>,
-    dead: Vec<JobMessage>,
+    dead: VecDeque<Dead>,
     unacked: usize,
+}
+
+/// A dead-lettered job and why (spelled as RabbitMQ spells it).
+#[derive(Clone)]
+struct Dead {
+    job: JobMessage,
+    reason: String,
 }
 
 /// A job in the queue, with how many times it has been delivered.
@@ -151,14 +164,45 @@ impl Inner {
         }
     }
 
+    /// Waits for a dead letter and takes it. Cancel-safe like [`Self::next_job`].
+    async fn next_dead(&self) -> Dead {
+        loop {
+            let notified = self.dead_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(dead) = self.queue().dead.pop_front() {
+                return dead;
+            }
+            notified.await;
+        }
+    }
+
+    /// Puts a dead letter back at the head of the dead-letter list.
+    fn return_dead(&self, dead: Dead) {
+        self.queue().dead.push_front(dead);
+        self.dead_ready.notify_waiters();
+    }
+
     fn settle(&self, queued: Queued, how: Settle) {
         let mut queue = self.queue();
         queue.unacked = queue.unacked.saturating_sub(1);
         match how {
             Settle::Ack => {}
-            Settle::Reject => queue.dead.push(queued.job),
+            Settle::Reject => {
+                queue.dead.push_back(Dead {
+                    job: queued.job,
+                    reason: "rejected".to_string(),
+                });
+                drop(queue);
+                self.dead_ready.notify_waiters();
+            }
             Settle::Requeue if queued.deliveries > JOB_DELIVERY_LIMIT => {
-                queue.dead.push(queued.job);
+                queue.dead.push_back(Dead {
+                    job: queued.job,
+                    reason: format!("delivery_limit: delivered more than {JOB_DELIVERY_LIMIT} times"),
+                });
+                drop(queue);
+                self.dead_ready.notify_waiters();
             }
             Settle::Requeue => {
                 queue.ready.push_front(queued);
@@ -217,6 +261,50 @@ impl Acker for MemoryAcker {
 
     async fn reject(&self) -> Result<()> {
         self.settle(Settle::Reject)
+    }
+}
+
+/// Settles one dead letter; dropped unsettled (or requeued), it goes back to
+/// the dead-letter list. Rejecting it drops it, as the list has no
+/// dead-letter list of its own.
+struct DeadAcker {
+    inner: Arc<Inner>,
+    dead: Mutex<Option<(Dead, OwnedSemaphorePermit)>>,
+}
+
+impl DeadAcker {
+    fn take(&self) -> Result<Dead> {
+        self.dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(|(dead, _slot)| dead)
+            .ok_or_else(|| Error::Broker("delivery already settled".to_string()))
+    }
+}
+
+impl Drop for DeadAcker {
+    fn drop(&mut self) {
+        if let Ok(dead) = self.take() {
+            self.inner.return_dead(dead);
+        }
+    }
+}
+
+#[async_trait]
+impl Acker for DeadAcker {
+    async fn ack(&self) -> Result<()> {
+        self.take().map(drop)
+    }
+
+    async fn requeue(&self) -> Result<()> {
+        let dead = self.take()?;
+        self.inner.return_dead(dead);
+        Ok(())
+    }
+
+    async fn reject(&self) -> Result<()> {
+        self.take().map(drop)
     }
 }
 
@@ -286,6 +374,29 @@ impl Broker for MemoryBroker {
 
     async fn subscribe_control(&self) -> Result<ControlStream> {
         Ok(broadcast_stream(self.inner.control.subscribe(), "control"))
+    }
+
+    async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream> {
+        let slots = match prefetch {
+            0 => Semaphore::MAX_PERMITS,
+            n => usize::from(n),
+        };
+        let slots = Arc::new(Semaphore::new(slots));
+        let inner = self.inner.clone();
+        let stream = futures::stream::unfold((inner, slots), |(inner, slots)| async move {
+            let slot = slots.clone().acquire_owned().await.ok()?;
+            let dead = inner.next_dead().await;
+            let item = DeadLetter {
+                job: dead.job.clone(),
+                reason: dead.reason.clone(),
+                acker: Box::new(DeadAcker {
+                    inner: inner.clone(),
+                    dead: Mutex::new(Some((dead, slot))),
+                }),
+            };
+            Some((Ok(item), (inner, slots)))
+        });
+        Ok(stream.boxed())
     }
 }
 

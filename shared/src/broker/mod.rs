@@ -107,6 +107,31 @@ impl std::fmt::Debug for JobDelivery {
 /// A stream of job deliveries; it ends (or yields an error) when the
 /// connection is lost, and the consumer then subscribes again.
 pub type JobStream = BoxStream<'static, Result<JobDelivery>>;
+/// A job the broker dead-lettered: delivered [`JOB_DELIVERY_LIMIT`] times
+/// without being settled, or rejected.
+pub struct DeadLetter {
+    /// The job.
+    pub job: JobMessage,
+    /// Why it was dead-lettered, as the broker says it (`delivery_limit`,
+    /// `rejected`, …), with the number of deliveries when known.
+    pub reason: String,
+    /// Settles the dead letter: `ack` forgets it, `requeue` keeps it in the
+    /// dead-letter queue for a later attempt.
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("job", &self.job)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+/// A stream of dead letters; like a [`JobStream`], it ends or fails when the
+/// connection is lost.
+pub type DeadLetterStream = BoxStream<'static, Result<DeadLetter>>;
 /// A stream of updates.
 pub type UpdateStream = BoxStream<'static, Result<Update>>;
 /// A stream of control messages.
@@ -139,6 +164,11 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Subscribes to every control message published from now on.
     async fn subscribe_control(&self) -> Result<ControlStream>;
+
+    /// Consumes the dead-letter queue with at most `prefetch` unsettled
+    /// deliveries (competing consumers, like the jobs queue). Messages that
+    /// are not jobs are dropped with a warning, so nothing loops.
+    async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream>;
 }
 
 /// A shared, dynamically dispatched broker.

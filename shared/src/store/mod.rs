@@ -283,8 +283,10 @@ pub trait Store: Send + Sync + 'static {
     /// the action is missing, not In progress, or leased by someone else.
     async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>>;
 
-    /// Extends a lease; `false` when the token no longer holds the action.
-    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<bool>;
+    /// Extends a lease and returns the action's current state, so that a
+    /// worker notices a cancel (Canceling) even when the control message was
+    /// lost; `None` when the token no longer holds the action.
+    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<Option<ActionState>>;
 
     /// Appends lines to an action's log and numbers them (per action, from 1,
     /// without gaps), returning them as stored. With `Some(token)` the write is
@@ -357,6 +359,15 @@ pub trait Store: Send + Sync + 'static {
     /// before `older_than`. **Invariant:** nothing of an unfinished action is
     /// ever deleted.
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned>;
+    // --- hand-back -------------------------------------------------------
+
+    /// Gives a leased In progress (or Canceling) action back at once, as a
+    /// worker that shuts down does with what it could not finish: the lease
+    /// is cleared (only if `token` still holds it) and an outbox row and an
+    /// `update` event are recorded in the same transaction, so another worker
+    /// can claim it without waiting for the lease to expire. `None` when the
+    /// token no longer holds the action (it finished, or was reaped).
+    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>>;
 }
 
 /// A shared, dynamically dispatched store.

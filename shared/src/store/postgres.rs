@@ -755,17 +755,17 @@ impl Store for PgStore {
         .transpose()
     }
 
-    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<bool> {
-        let done = sqlx::query(
+    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<Option<ActionState>> {
+        let state: Option<String> = sqlx::query_scalar(
             "UPDATE actions SET lease_expires_at = now() + $3 * interval '1 microsecond' \
-             WHERE uuid = $1 AND lease_token = $2",
+             WHERE uuid = $1 AND lease_token = $2 RETURNING state",
         )
         .bind(uuid)
         .bind(token.0)
         .bind(rows::duration_micros(lease))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        state.as_deref().map(rows::parse_state).transpose()
     }
 
     async fn append_logs(
@@ -1048,6 +1048,32 @@ impl Store for PgStore {
             actions,
             events,
         })
+    }
+
+    // --- hand-back -------------------------------------------------------
+
+    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
+        let mut tx = self.pool.begin().await?;
+        // No state changes, so no object lock: the row lock of this UPDATE,
+        // then the events lock (module docs).
+        let row = sqlx::query(&format!(
+            "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, dispatched_at = now() \
+             WHERE uuid = $1 AND lease_token = $2 AND state = ANY($3) RETURNING {}",
+            rows::PG_ACTION_COLUMNS
+        ))
+        .bind(uuid)
+        .bind(token.0)
+        .bind(rows::state_names(&rows::claimable_states()))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored = StoredAction::from_row(&row)?;
+        let submitted = record_dispatch(&mut tx, stored, EventKind::Update).await?;
+        tx.commit().await?;
+        Ok(Some(submitted))
     }
 }
 

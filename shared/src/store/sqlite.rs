@@ -763,15 +763,16 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE actions SET lease_expires_at = ?3 WHERE uuid = ?1 AND lease_token = ?2")
-                .bind(uuid.to_string())
-                .bind(token.0.to_string())
-                .bind(micros_after(now(), lease))
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() == 1)
+    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<Option<ActionState>> {
+        let state: Option<String> = sqlx::query_scalar(
+            "UPDATE actions SET lease_expires_at = ?3 WHERE uuid = ?1 AND lease_token = ?2 RETURNING state",
+        )
+        .bind(uuid.to_string())
+        .bind(token.0.to_string())
+        .bind(micros_after(now(), lease))
+        .fetch_optional(&self.pool)
+        .await?;
+        state.as_deref().map(rows::parse_state).transpose()
     }
 
     async fn append_logs(
@@ -1061,6 +1062,33 @@ impl Store for SqliteStore {
             actions,
             events,
         })
+    }
+
+    // --- hand-back -------------------------------------------------------
+
+    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
+        let mut tx = self.begin().await?;
+        let at = now();
+        let row = sqlx::query(&format!(
+            "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, dispatched_at = ?3 \
+             WHERE uuid = ?1 AND lease_token = ?2 \
+               AND state IN (SELECT value FROM json_each(?4)) RETURNING {}",
+            rows::ACTION_COLUMNS
+        ))
+        .bind(uuid.to_string())
+        .bind(token.0.to_string())
+        .bind(rows::to_micros(at))
+        .bind(json_list(&rows::state_names(&rows::claimable_states()))?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored = StoredAction::from_row(&row)?;
+        let submitted = record_dispatch(&mut tx, stored, EventKind::Update, at).await?;
+        tx.commit().await?;
+        Ok(Some(submitted))
     }
 }
 
