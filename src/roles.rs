@@ -13,8 +13,10 @@ use stevedore_shared::broker::memory::MemoryBroker;
 use stevedore_shared::broker::{BrokerNames, DynBroker};
 use stevedore_shared::config::{FileConfig, Operations};
 use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
+use stevedore_shared::retention::run_pruner;
 use stevedore_shared::shutdown::Shutdown;
 use stevedore_shared::store::{self, redact_url, DynStore};
+use stevedore_shared::syslog::{LogLevel, NewSystemLog};
 use stevedore_worker::Worker;
 
 /// `stevedore dev` options.
@@ -182,11 +184,17 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let worker = Worker::new(dispatcher.clone(), ops.clone(), file.worker.clone());
     let worker = tokio::spawn(worker.run(shutdown.clone()));
     let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
+    tokio::spawn(run_pruner(
+        store.clone(),
+        file.retention.clone(),
+        shutdown.clone(),
+    ));
     let state = ApiState {
         dispatcher,
         ops,
         trust_forwarded_for: file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
+        hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
     };
     let app = with_stream(state, &shutdown);
 
@@ -230,12 +238,23 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
     let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
+    tokio::spawn(run_pruner(
+        dispatcher.store().clone(),
+        file.retention.clone(),
+        shutdown.clone(),
+    ));
     let state = ApiState {
         dispatcher,
         ops,
         trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
+        hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
     };
+    // The hub also wakes the QNAP long-poll waiters, so it runs with or
+    // without the websocket routes.
+    state
+        .hub
+        .spawn_subscriber(state.dispatcher.broker().clone(), shutdown.clone());
     let app = if a.with_stream {
         with_stream(state, &shutdown)
     } else {
@@ -294,6 +313,21 @@ async fn admin_store(common: &CommonArgs, data_dir: &std::path::Path) -> Result<
     Ok(store)
 }
 
+/// Writes an administrative command's system log entry (category `admin`,
+/// visible in the user's own namespace).
+async fn admin_log(store: &DynStore, user: &str, message: String) {
+    let entry = NewSystemLog {
+        namespace: Some(user.to_string()),
+        category: "admin".into(),
+        level: LogLevel::Info,
+        user: "admin".into(),
+        message,
+    };
+    if let Err(e) = store.append_system_log(&[entry]).await {
+        eprintln!("warning: system log entry not written: {e}");
+    }
+}
+
 /// `stevedore user create`.
 pub async fn user_create(a: UserCreateArgs) -> Result<()> {
     for n in std::iter::once(&a.name).chain(a.namespaces.iter()) {
@@ -326,6 +360,7 @@ pub async fn apikey_create(a: ApikeyCreateArgs) -> Result<()> {
     }
     let key = generate_api_key();
     store.add_api_key(&a.name, &hash_api_key(&key)).await?;
+    admin_log(&store, &a.name, format!("API key created for {}", a.name)).await;
     let url = std::env::var("STEVEDORE_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
     print_exports(&url, &a.name, &key);
     Ok(())
@@ -356,6 +391,7 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         ops,
         trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
         geoip: None,
+        hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
     };
     let app = stevedore_api::stream::standalone_router(state, &shutdown);
     println!("Stevedore stream listening on {url}");

@@ -10,6 +10,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use stevedore_shared::auth::{parse_authorization, verify_api_key, Credentials};
 use stevedore_shared::store::Scope;
+use stevedore_shared::syslog::{LogLevel, NewSystemLog};
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
@@ -47,8 +48,20 @@ pub async fn authenticate(state: &ApiState, creds: &Credentials) -> Result<Calle
             user: user.name,
             namespaces: user.namespaces,
         }),
-        _ => {
+        other => {
             tracing::info!(user = %creds.user, "authentication failed");
+            // Visible to the named user's own namespace when the user exists;
+            // otherwise to operators only.
+            let entry = NewSystemLog {
+                namespace: other.map(|u| u.name),
+                category: "auth".into(),
+                level: LogLevel::Warn,
+                user: creds.user.chars().take(64).collect(),
+                message: "authentication failed: invalid credentials".into(),
+            };
+            if let Err(e) = state.dispatcher.store().append_system_log(&[entry]).await {
+                tracing::warn!(error = %e, "system log entry not written");
+            }
             Err(ApiError::Unauthorized("invalid credentials".into()))
         }
     }

@@ -42,6 +42,23 @@ pub struct ApiState {
     pub trust_forwarded_for: bool,
     /// Locates client IPs, when a GeoIP database is configured.
     pub geoip: Option<Arc<geoip::GeoIp>>,
+    /// The process's one fan-out of broker updates: websocket clients and
+    /// long-polling waiters subscribe to it. Fed once
+    /// [`stream::Hub::spawn_subscriber`] runs (the roles start it).
+    pub hub: stream::Hub,
+}
+
+impl ApiState {
+    /// A state with no proxy trust, no GeoIP and an unfed hub.
+    pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>) -> Self {
+        ApiState {
+            dispatcher,
+            ops,
+            trust_forwarded_for: false,
+            geoip: None,
+            hub: stream::Hub::new(stream::CLIENT_BUFFER),
+        }
+    }
 }
 
 /// The whole API.
@@ -58,7 +75,15 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/{*rest}",
             get(routes::actions::get).post(routes::actions::post),
-        );
+        )
+        .route("/api/v1/log", get(routes::qnap::log))
+        .route("/api/v1/log/", get(routes::qnap::log))
+        .route("/api/v1/log/export", get(routes::qnap::export))
+        .route("/api/v1/log/export/", get(routes::qnap::export))
+        .route("/api/v1/event", get(routes::qnap::events))
+        .route("/api/v1/event/", get(routes::qnap::events))
+        .route("/api/v1/event/wait/{kind}/{id}/{state}", get(routes::qnap::wait))
+        .route("/api/v1/event/wait/{kind}/{id}/{state}/", get(routes::qnap::wait));
     let mut subsystems: Vec<String> = state
         .ops
         .types()

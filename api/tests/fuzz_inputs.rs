@@ -45,6 +45,7 @@ impl App {
                 ops: Arc::new(ops),
                 trust_forwarded_for: false,
                 geoip: None,
+                hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
             };
             let auth = format!(
                 "Basic {}",

@@ -33,6 +33,9 @@ pub struct FileConfig {
     /// Worker settings.
     #[serde(default)]
     pub worker: WorkerSettings,
+    /// How long history is kept.
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// Extra object types beyond the five built-ins.
     #[serde(default, rename = "object_type")]
     pub object_types: Vec<ObjectType>,
@@ -76,6 +79,30 @@ impl Default for WorkerSettings {
             max_claims: 5,
             kill_grace: Duration::from_secs(10),
             shutdown_deadline: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Retention of history (finished actions, their logs, events, system log).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Keep finished actions, events and system log entries this long.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Keep at most this many system log entries (the newest).
+    pub max_system_log: i64,
+    /// How often the pruner runs (0 turns it off).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_system_log: 1_000_000,
+            interval: Duration::from_secs(3600),
         }
     }
 }

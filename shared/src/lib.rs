@@ -11,7 +11,7 @@
 //!   republishes whatever was committed but not confirmed.
 //! - [`config`]: `stevedore.toml`, operations and object types.
 //! - [`auth`]: API keys (hashed at rest) and `Authorization` headers.
-//! - [`syslog`]: the QNAP-style system log.
+//! - [`syslog`], [`retention`]: the QNAP-style system log, and the pruner of old history.
 //! - [`shutdown`]: the one shutdown signal every role listens to.
 //! - [`testing`]: throwaway PostgreSQL databases and broker prefixes for tests.
 
@@ -26,6 +26,7 @@ pub mod event;
 pub mod logline;
 pub mod messages;
 pub mod object;
+pub mod retention;
 pub mod shutdown;
 pub mod state;
 pub mod store;

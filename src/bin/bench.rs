@@ -133,6 +133,7 @@ impl Rig {
             ops: ops.clone(),
             trust_forwarded_for: false,
             geoip: None,
+            hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
         });
         tokio::spawn(stevedore_api::serve(listener, app, shutdown.clone()));
         tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));

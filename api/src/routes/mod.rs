@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod objects;
 pub mod probes;
+pub mod qnap;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -28,6 +28,7 @@ use stevedore_shared::event::EventKind;
 use stevedore_shared::object::{parse_object_uri, Object, ObjectType};
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{ObjectFilter, Submitted};
+use stevedore_shared::syslog::{LogLevel, NewSystemLog};
 use uuid::Uuid;
 
 /// Keys the server sets; a client may not.
@@ -286,6 +287,7 @@ async fn create(
     };
     let event = store.insert_object(&obj).await?;
     state.dispatcher.publish_events(&[event]).await;
+    log_object_change(&state, &caller, &obj, "created").await;
     let (submitted, dispatched) = record_crud_action(&state, &caller, &info, &obj, "create", raw).await?;
     let status = if dispatched {
         StatusCode::ACCEPTED
@@ -293,6 +295,23 @@ async fn create(
         StatusCode::CREATED
     };
     Ok(with_action(status, &submitted.action, object_json(&obj)))
+}
+
+/// Writes the system log entry of an object change: `<name> (<type>
+/// <uuid>) <what>`. The name leads, as in the QNAP log, so the log export's
+/// formula neutralisation matters for it. A failure to write is logged, not
+/// returned: the change itself is committed.
+async fn log_object_change(state: &ApiState, caller: &Caller, obj: &Object, what: &str) {
+    let entry = NewSystemLog {
+        namespace: Some(obj.namespace.clone()),
+        category: obj.object_type.clone(),
+        level: LogLevel::Info,
+        user: caller.user.clone(),
+        message: format!("{} ({} {}) {what}", obj.name, obj.object_type, obj.uuid),
+    };
+    if let Err(e) = state.dispatcher.store().append_system_log(&[entry]).await {
+        tracing::warn!(error = %e, "system log entry not written");
+    }
 }
 
 /// Records the action of an object create/update/terminate: dispatched to
@@ -405,6 +424,7 @@ pub async fn patch(
         .update_object(caller.scope(), &obj, EventKind::Update)
         .await?;
     state.dispatcher.publish_events(&[event]).await;
+    log_object_change(&state, &caller, &obj, "updated").await;
     let (submitted, dispatched) = record_crud_action(&state, &caller, &info, &obj, "update", raw).await?;
     let status = if dispatched {
         StatusCode::ACCEPTED
@@ -443,6 +463,7 @@ pub async fn delete(
         .update_object(caller.scope(), &obj, EventKind::Delete)
         .await?;
     state.dispatcher.publish_events(&[event]).await;
+    log_object_change(&state, &caller, &obj, "terminated").await;
     let (submitted, _) = record_crud_action(&state, &caller, &info, &obj, "terminate", String::new()).await?;
     Ok(with_action(
         StatusCode::ACCEPTED,

@@ -113,6 +113,8 @@ struct HubInner {
     buffer: usize,
     connected: AtomicBool,
     clients: AtomicUsize,
+    /// Whether a subscriber task was started (there is at most one).
+    started: AtomicBool,
 }
 
 /// The process's one fan-out point between the broker and websocket clients
@@ -133,13 +135,18 @@ impl Hub {
                 buffer: buffer.max(1),
                 connected: AtomicBool::new(false),
                 clients: AtomicUsize::new(0),
+                started: AtomicBool::new(false),
             }),
         }
     }
 
     /// Starts the task that feeds the hub from `broker` until `shutdown`:
-    /// it re-subscribes with backoff whenever the subscription ends.
+    /// it re-subscribes with backoff whenever the subscription ends. Only the
+    /// first call starts one; later calls return a finished task.
     pub fn spawn_subscriber(&self, broker: DynBroker, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        if self.inner.started.swap(true, Ordering::SeqCst) {
+            return tokio::spawn(async {});
+        }
         let hub = self.clone();
         tokio::spawn(async move { hub.run_subscriber(broker, shutdown).await })
     }
@@ -395,7 +402,7 @@ pub struct StreamState {
 /// Starts the hub's subscription task on `api`'s broker and returns the
 /// websocket routes. The task stops on `shutdown`.
 pub fn stream_router(api: ApiState, shutdown: &Shutdown) -> Router {
-    let hub = Hub::new(CLIENT_BUFFER);
+    let hub = api.hub.clone();
     hub.spawn_subscriber(api.dispatcher.broker().clone(), shutdown.clone());
     routes(StreamState {
         api,
@@ -428,7 +435,7 @@ pub fn routes(state: StreamState) -> Router {
 /// A stream-only server (`stevedore stream`): the websocket routes, the
 /// probes (`/readyz` also requires the hub's subscription) and JSON 404s.
 pub fn standalone_router(api: ApiState, shutdown: &Shutdown) -> Router {
-    let hub = Hub::new(CLIENT_BUFFER);
+    let hub = api.hub.clone();
     hub.spawn_subscriber(api.dispatcher.broker().clone(), shutdown.clone());
     let state = StreamState {
         api,

@@ -399,6 +399,22 @@ pub(crate) fn lease_lost() -> Error {
     Error::Conflict("lease lost".to_string())
 }
 
+/// Decodes a system log row (`id, ts_micros, category, level, user_name, message`).
+pub(crate) fn system_log_from_row(row: &impl RowExt) -> Result<crate::syslog::SystemLogEntry> {
+    let level = row.text("level")?;
+    let ts_micros = row.int("ts_micros")?;
+    Ok(crate::syslog::SystemLogEntry {
+        id: row.int("id")?,
+        category: row.text("category")?,
+        level: crate::syslog::LogLevel::parse(&level)
+            .ok_or_else(|| Error::Invalid(format!("stored log level {level:?}")))?,
+        message: row.text("message")?,
+        ts: ts_micros.div_euclid(1_000_000),
+        user: row.text("user_name")?,
+        ts_micros,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,20 +439,4 @@ mod tests {
         assert_eq!(duration_micros(Duration::from_millis(1500)), 1_500_000);
         assert_eq!(duration_micros(Duration::MAX), duration_micros(MAX_DURATION));
     }
-}
-
-/// Decodes a system log row (`id, ts_micros, category, level, user_name, message`).
-pub(crate) fn system_log_from_row(row: &impl RowExt) -> Result<crate::syslog::SystemLogEntry> {
-    let level = row.text("level")?;
-    let ts_micros = row.int("ts_micros")?;
-    Ok(crate::syslog::SystemLogEntry {
-        id: row.int("id")?,
-        category: row.text("category")?,
-        level: crate::syslog::LogLevel::parse(&level)
-            .ok_or_else(|| Error::Invalid(format!("stored log level {level:?}")))?,
-        message: row.text("message")?,
-        ts: ts_micros.div_euclid(1_000_000),
-        user: row.text("user_name")?,
-        ts_micros,
-    })
 }
