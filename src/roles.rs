@@ -190,11 +190,9 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let state = ApiState {
-        dispatcher,
-        ops,
         trust_forwarded_for: file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
-        hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
+        ..ApiState::new(dispatcher, ops)
     };
     let app = with_stream(state, &shutdown);
 
@@ -244,11 +242,9 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let state = ApiState {
-        dispatcher,
-        ops,
         trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
-        hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
+        ..ApiState::new(dispatcher, ops)
     };
     // The hub also wakes the QNAP long-poll waiters, so it runs with or
     // without the websocket routes.
@@ -387,11 +383,9 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
     let state = ApiState {
-        dispatcher: Dispatcher::new(store, broker),
-        ops,
         trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
         geoip: None,
-        hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
+        ..ApiState::new(Dispatcher::new(store, broker), ops)
     };
     let app = stevedore_api::stream::standalone_router(state, &shutdown);
     println!("Stevedore stream listening on {url}");

@@ -41,11 +41,12 @@ impl App {
             store.add_api_key("fuzz", &hash_api_key(&key)).await.unwrap();
             let ops = FileConfig::parse(EXAMPLE_CONFIG).unwrap().operations().unwrap();
             let state = ApiState {
-                dispatcher: Dispatcher::new(store.clone(), Arc::new(MemoryBroker::new())),
-                ops: Arc::new(ops),
                 trust_forwarded_for: false,
                 geoip: None,
-                hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
+                ..ApiState::new(
+                    Dispatcher::new(store.clone(), Arc::new(MemoryBroker::new())),
+                    Arc::new(ops),
+                )
             };
             let auth = format!(
                 "Basic {}",

@@ -129,11 +129,9 @@ impl Rig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = stevedore_api::router(ApiState {
-            dispatcher: dispatcher.clone(),
-            ops: ops.clone(),
             trust_forwarded_for: false,
             geoip: None,
-            hub: stevedore_api::stream::Hub::new(stevedore_api::stream::CLIENT_BUFFER),
+            ..ApiState::new(dispatcher.clone(), ops.clone())
         });
         tokio::spawn(stevedore_api::serve(listener, app, shutdown.clone()));
         tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));

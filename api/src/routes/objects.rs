@@ -24,7 +24,7 @@ use axum::Json;
 use serde_json::{Map, Value};
 use stevedore_shared::action::NewAction;
 use stevedore_shared::config::title_case;
-use stevedore_shared::event::EventKind;
+use stevedore_shared::event::{Event, EventKind};
 use stevedore_shared::object::{parse_object_uri, Object, ObjectType};
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{ObjectFilter, Submitted};
@@ -286,15 +286,44 @@ async fn create(
         deleted_at: None,
     };
     let event = store.insert_object(&obj).await?;
+    after_object_change(
+        &state,
+        &caller,
+        &info,
+        &obj,
+        event,
+        "create",
+        raw,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+/// What every object change does after it is stored: publish its event,
+/// write its system log entry, record its action, and answer with the object
+/// and the action's URI (`202` when the action was dispatched, `done`
+/// otherwise).
+#[allow(clippy::too_many_arguments)]
+async fn after_object_change(
+    state: &ApiState,
+    caller: &Caller,
+    info: &RequestInfo,
+    obj: &Object,
+    event: Event,
+    verb: &str,
+    body: String,
+    done: StatusCode,
+) -> ApiResult<Response> {
     state.dispatcher.publish_events(&[event]).await;
-    log_object_change(&state, &caller, &obj, "created").await;
-    let (submitted, dispatched) = record_crud_action(&state, &caller, &info, &obj, "create", raw).await?;
-    let status = if dispatched {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::CREATED
+    let what = match verb {
+        "create" => "created",
+        "update" => "updated",
+        _ => "terminated",
     };
-    Ok(with_action(status, &submitted.action, object_json(&obj)))
+    log_object_change(state, caller, obj, what).await;
+    let (submitted, dispatched) = record_crud_action(state, caller, info, obj, verb, body).await?;
+    let status = if dispatched { StatusCode::ACCEPTED } else { done };
+    Ok(with_action(status, &submitted.action, object_json(obj)))
 }
 
 /// Writes the system log entry of an object change: `<name> (<type>
@@ -423,15 +452,7 @@ pub async fn patch(
         .store()
         .update_object(caller.scope(), &obj, EventKind::Update)
         .await?;
-    state.dispatcher.publish_events(&[event]).await;
-    log_object_change(&state, &caller, &obj, "updated").await;
-    let (submitted, dispatched) = record_crud_action(&state, &caller, &info, &obj, "update", raw).await?;
-    let status = if dispatched {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_action(status, &submitted.action, object_json(&obj)))
+    after_object_change(&state, &caller, &info, &obj, event, "update", raw, StatusCode::OK).await
 }
 
 /// `DELETE …/<type>/<uuid>/`: terminates the object (it stays readable with
@@ -462,14 +483,17 @@ pub async fn delete(
         .store()
         .update_object(caller.scope(), &obj, EventKind::Delete)
         .await?;
-    state.dispatcher.publish_events(&[event]).await;
-    log_object_change(&state, &caller, &obj, "terminated").await;
-    let (submitted, _) = record_crud_action(&state, &caller, &info, &obj, "terminate", String::new()).await?;
-    Ok(with_action(
+    after_object_change(
+        &state,
+        &caller,
+        &info,
+        &obj,
+        event,
+        "terminate",
+        String::new(),
         StatusCode::ACCEPTED,
-        &submitted.action,
-        object_json(&obj),
-    ))
+    )
+    .await
 }
 
 async fn run_verb(
