@@ -14,16 +14,27 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnArgs {
     /// API URL [default: the credentials file's, else http://127.0.0.1:8080].
-    #[arg(long, env = "STEVEDORE_URL", global = true)]
+    #[arg(long, env = "STEVEDORE_URL", global = true, help_heading = "Connection")]
     pub url: Option<String>,
     /// Websocket stream URL (logs, events) [default: the API URL].
-    #[arg(long, env = "STEVEDORE_STREAM_URL", global = true)]
+    #[arg(
+        long,
+        env = "STEVEDORE_STREAM_URL",
+        global = true,
+        help_heading = "Connection"
+    )]
     pub stream_url: Option<String>,
     /// User name.
-    #[arg(long, env = "STEVEDORE_USER", global = true)]
+    #[arg(long, env = "STEVEDORE_USER", global = true, help_heading = "Connection")]
     pub user: Option<String>,
     /// API key.
-    #[arg(long, env = "STEVEDORE_APIKEY", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "STEVEDORE_APIKEY",
+        global = true,
+        hide_env_values = true,
+        help_heading = "Connection"
+    )]
     pub apikey: Option<String>,
 }
 
