@@ -1,10 +1,11 @@
 //! `stevedore`: one binary for every role (dev, api, stream, worker, migrate) and the
 //! administration commands. See `stevedore --help`.
 
+mod cli;
 mod roles;
 mod settings;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use settings::CommonArgs;
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Client commands: action, event, log, run, login, completions.
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +57,10 @@ enum ApikeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Client(c) => return cli::main(c, Cli::command()),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -61,7 +69,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Dev(a) => roles::dev(a).await,
             Command::Api(a) => roles::api(a).await,
             Command::Stream(a) => roles::stream(a).await,
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
             Command::Migrate(a) => roles::migrate(a).await,
             Command::User(UserCommand::Create(a)) => roles::user_create(a).await,
             Command::Apikey(ApikeyCommand::Create(a)) => roles::apikey_create(a).await,
+            Command::Client(_) => unreachable!("client commands return above"),
         }
     });
     match result {
