@@ -440,6 +440,10 @@ impl Broker for AmqpBroker {
     async fn subscribe_control(&self) -> Result<ControlStream> {
         self.subscribe(self.names.control_exchange(), "").await
     }
+
+    async fn jobs_depth(&self) -> Result<u64> {
+        AmqpBroker::jobs_depth(self).await.map(u64::from)
+    }
 }
 
 /// Publishes `jobs` to `queue` with at most [`MAX_CONFIRMS_IN_FLIGHT`]

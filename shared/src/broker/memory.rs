@@ -287,6 +287,10 @@ impl Broker for MemoryBroker {
     async fn subscribe_control(&self) -> Result<ControlStream> {
         Ok(broadcast_stream(self.inner.control.subscribe(), "control"))
     }
+
+    async fn jobs_depth(&self) -> Result<u64> {
+        Ok(MemoryBroker::jobs_depth(self) as u64)
+    }
 }
 
 /// A stream over a broadcast receiver; a lag becomes one `Err` item.

@@ -139,6 +139,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Subscribes to every control message published from now on.
     async fn subscribe_control(&self) -> Result<ControlStream>;
+
+    /// How many jobs wait in the jobs queue, ready for delivery (deliveries
+    /// out and not yet settled are not counted). Sampled by `/metrics`.
+    async fn jobs_depth(&self) -> Result<u64>;
 }
 
 /// A shared, dynamically dispatched broker.
