@@ -141,6 +141,7 @@ impl Executor {
     async fn run_claimed(self: &Arc<Self>, claim: Claim) {
         let Claim { action, token } = claim;
         let uuid = action.uuid;
+        let started = std::time::Instant::now();
         let span = tracing::info_span!("action", action = %uuid, op = %action.action);
         let _enter = span.enter();
         let cancel = CancellationToken::new();
@@ -215,6 +216,7 @@ impl Executor {
         {
             Ok(t) => {
                 tracing::info!(state = %t.action.state, "action finished");
+                crate::observe_duration(&t.action, started.elapsed());
                 self.dispatcher.after_transition(&t).await;
             }
             Err(e) => {
@@ -264,6 +266,7 @@ impl Executor {
             match outcome {
                 Outcome::Temporary(msg) if attempt <= op.retries && !cancel.is_cancelled() => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                    metrics::counter!(crate::RETRIES_TOTAL, "action" => action.action.clone()).increment(1);
                     send_line(
                         &log_tx,
                         StreamType::System,
