@@ -429,3 +429,35 @@ async fn stream_service_serves_probes_metrics_and_its_websocket_routes() {
     }
     every_documented_route_is_served(&d, &stream, &doc).await;
 }
+
+/// A temporary failure (exit code 75) retried once counts one retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_counted() {
+    let config = format!(
+        "{}\n[[operation]]\nobject = \"service\"\nverb = \"flaky\"\naction = \"Service Flaky\"\nexec = [\"sh\", \"-c\", \"exit 75\"]\nretries = 1\n",
+        common::TEST_CONFIG
+    );
+    let d = Deployment::start_with(Backend::Embedded, &config).await;
+    let svc = d
+        .create_object("/api/app/v1/service/", r#"{"name": "web"}"#)
+        .await;
+    let path = format!("/api/app/v1/service/{}/flaky/", svc["uuid"].as_str().unwrap());
+    let (status, _, action) = d.request(Method::POST, &path, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
+    let done = d
+        .wait_for_state(action["uuid"].as_str().unwrap(), &["Success", "Failed"])
+        .await;
+    assert_eq!(done["state"], "Failed", "{done}");
+    let m = scrape(&d.url).await;
+    assert!(
+        m.lines().any(|l| l.starts_with("stevedore_action_retries_total{")
+            && l.contains("action=\"Service Flaky\"")
+            && l.ends_with(" 1")),
+        "{m}"
+    );
+    assert_sample(
+        &m,
+        "stevedore_actions_total",
+        &[("state", "Failed"), ("action", "Service Flaky")],
+    );
+}
