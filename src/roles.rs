@@ -77,6 +77,10 @@ pub struct WorkerArgs {
     /// Actions run at once (overrides [worker] concurrency).
     #[arg(long, env = "STEVEDORE_WORKER_CONCURRENCY")]
     concurrency: Option<usize>,
+    /// Serve /healthz, /readyz, /metrics and /openapi.json on this address
+    /// (port 0 picks a free port). Unset: the worker serves no HTTP.
+    #[arg(long, env = "STEVEDORE_LISTEN")]
+    listen: Option<String>,
 }
 
 /// `stevedore user create` options.
@@ -156,6 +160,7 @@ fn print_exports(url: &str, user: &str, key: &str) {
 /// `stevedore dev`.
 pub async fn dev(a: DevArgs) -> Result<()> {
     a.common.init_logging();
+    stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
     let ops = Arc::new(settings::operations(&file, true)?);
     let db_url = match a.common.database_url(&file) {
@@ -223,6 +228,7 @@ fn require_db(common: &CommonArgs, file: &FileConfig) -> Result<String> {
 /// `stevedore api`.
 pub async fn api(a: ServerArgs) -> Result<()> {
     a.common.init_logging();
+    stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?).await?;
@@ -269,6 +275,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
 /// `stevedore worker`.
 pub async fn worker(a: WorkerArgs) -> Result<()> {
     a.common.init_logging();
+    stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
     let ops: Arc<Operations> = Arc::new(settings::operations(&file, false)?);
     if ops.all().is_empty() {
@@ -282,9 +289,28 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
     }
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    Worker::new(Dispatcher::new(store, broker), ops, settings)
-        .run(shutdown)
-        .await;
+    let dispatcher = Dispatcher::new(store, broker);
+    let listener = match a.listen {
+        Some(listen) => {
+            let (listener, url) = bind(&listen).await?;
+            let app = stevedore_api::ops::worker_router(dispatcher.clone(), &ops);
+            println!("Stevedore worker ops listening on {url}");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            tracing::info!(%url, "worker ops listener started");
+            Some(tokio::spawn(stevedore_api::serve(
+                listener,
+                app,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    Worker::new(dispatcher, ops, settings).run(shutdown.clone()).await;
+    shutdown.trigger();
+    if let Some(server) = listener {
+        let _ = server.await;
+    }
     Ok(())
 }
 
@@ -364,13 +390,13 @@ pub async fn apikey_create(a: ApikeyCreateArgs) -> Result<()> {
 
 /// The REST API with the websocket stream routes in front of it, on one listener.
 fn with_stream(state: ApiState, shutdown: &Shutdown) -> axum::Router {
-    stevedore_api::stream::stream_router(state.clone(), shutdown)
-        .fallback_service(stevedore_api::router(state))
+    stevedore_api::router_with_stream(state, shutdown)
 }
 
 /// `stevedore stream`.
 pub async fn stream(a: ServerArgs) -> Result<()> {
     a.common.init_logging();
+    stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?).await?;

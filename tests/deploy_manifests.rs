@@ -422,11 +422,18 @@ fn k8s_workloads_are_secure_and_probed() {
         match role {
             "api" | "stream" => check_http_probes(name, pod),
             "worker" => {
+                // The worker's ops listener is optional: the manifest turns it
+                // on, on the port its probes name.
+                check_http_probes(name, pod);
                 let c = &pod["containers"][0];
-                assert!(
-                    c["readinessProbe"].is_null() && c["livenessProbe"].is_null(),
-                    "{name}: the worker serves no HTTP to probe"
-                );
+                let port = c["ports"][0]["containerPort"].as_u64().unwrap();
+                let listen = c["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == "STEVEDORE_LISTEN")
+                    .unwrap_or_else(|| panic!("{name}: no STEVEDORE_LISTEN: no ops listener"));
+                assert_eq!(listen["value"], format!("0.0.0.0:{port}"), "{name}");
                 let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
                 assert!(
                     grace >= 40 && grace > SHUTDOWN_DEADLINE.as_secs(),
@@ -578,14 +585,18 @@ fn compose_runs_every_role_in_order() {
     assert!(strings(&svc("stream")["ports"])
         .iter()
         .any(|p| p.ends_with("8081:8081")));
-    for name in ["postgres", "rabbitmq", "api", "stream"] {
+    assert_eq!(
+        strings(&svc("worker")["command"]),
+        ["worker", "--listen", "0.0.0.0:9090"]
+    );
+    for name in ["postgres", "rabbitmq", "api", "stream", "worker"] {
         let hc = &svc(name)["healthcheck"];
         assert!(
             hc["test"].is_array() && hc["disable"] != true,
             "compose {name}: healthcheck"
         );
     }
-    for name in ["api", "stream"] {
+    for name in ["api", "stream", "worker"] {
         let test = strings(&svc(name)["healthcheck"]["test"]).join(" ");
         assert!(
             test.contains("/readyz") || test.contains("/healthz"),
@@ -778,6 +789,19 @@ fn systemd_units_run_stevedore_hardened() {
             "{file}: ExecStart must run stevedore by absolute path: {exec:?}"
         );
         assert_eq!(exec.get(1).copied(), Some(role), "{file}: ExecStart role");
+        if role == "worker" {
+            // The worker's ops listener needs its own address per instance:
+            // STEVEDORE_LISTEN in the shared environment file is the API's.
+            let listen = exec
+                .iter()
+                .position(|a| *a == "--listen")
+                .and_then(|i| exec.get(i + 1))
+                .unwrap_or_else(|| panic!("{file}: the worker needs --listen for its probes"));
+            assert!(
+                listen.contains("%i"),
+                "{file}: --listen {listen} is not per instance"
+            );
+        }
         assert_eq!(get("EnvironmentFile"), "/etc/stevedore/env", "{file}");
         assert_eq!(get("Restart"), "on-failure", "{file}");
         assert_eq!(get("KillSignal"), "SIGTERM", "{file}");

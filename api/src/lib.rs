@@ -6,6 +6,8 @@
 //! - [`request`]: what an action records about its request.
 //! - [`error`]: the one error type and the JSON error middleware.
 //! - [`stream`]: the websocket stream service (action logs, events).
+//! - [`ops`]: metrics, request ids and request spans, the worker's ops listener.
+//! - [`openapi`]: the one list of routes and the `/openapi.json` document.
 //!
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
@@ -13,6 +15,8 @@ pub mod auth;
 pub mod error;
 pub mod geoip;
 pub mod listing;
+pub mod openapi;
+pub mod ops;
 pub mod request;
 pub mod routes;
 pub mod stream;
@@ -26,7 +30,6 @@ use std::sync::Arc;
 use stevedore_shared::config::Operations;
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::shutdown::Shutdown;
-use tower_http::trace::TraceLayer;
 
 /// Largest request body accepted (bodies are operation parameters, not uploads).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -61,52 +64,70 @@ impl ApiState {
     }
 }
 
-/// The whole API.
+/// The whole API: probes, `/metrics`, `/openapi.json` and the REST routes,
+/// with the request id, request span and latency layers ([`ops::layers`]).
 pub fn router(state: ApiState) -> Router {
+    ops::layers(rest_router(
+        state,
+        &[openapi::Part::Probes, openapi::Part::Ops, openapi::Part::Rest],
+    ))
+}
+
+/// The REST API with the websocket stream routes in front of it, on one
+/// listener (`stevedore dev`, `stevedore api --with-stream`). Starts the
+/// stream hub's subscription task, which stops on `shutdown`.
+pub fn router_with_stream(state: ApiState, shutdown: &Shutdown) -> Router {
+    let parts = [
+        openapi::Part::Probes,
+        openapi::Part::Ops,
+        openapi::Part::Rest,
+        openapi::Part::Stream,
+    ];
+    ops::layers(stream::stream_router(state.clone(), shutdown).fallback_service(rest_router(state, &parts)))
+}
+
+/// The REST routes (every mount comes from [`openapi`]), documenting `parts`
+/// at `/openapi.json`; no outer layers.
+fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     let mut r = Router::new()
-        .route("/healthz", get(routes::probes::healthz))
-        .route("/readyz", get(routes::probes::readyz))
-        .route("/auth", get(routes::probes::auth_probe))
-        .route("/auth/", get(routes::probes::auth_probe))
-        .route(
-            "/api/audit/v1/{*rest}",
-            get(routes::actions::get).post(routes::actions::post),
-        )
-        .route(
-            "/api/v1/{*rest}",
-            get(routes::actions::get).post(routes::actions::post),
-        )
-        .route("/api/v1/log", get(routes::qnap::log))
-        .route("/api/v1/log/", get(routes::qnap::log))
-        .route("/api/v1/log/export", get(routes::qnap::export))
-        .route("/api/v1/log/export/", get(routes::qnap::export))
-        .route("/api/v1/event", get(routes::qnap::events))
-        .route("/api/v1/event/", get(routes::qnap::events))
-        .route("/api/v1/event/wait/{kind}/{id}/{state}", get(routes::qnap::wait))
-        .route("/api/v1/event/wait/{kind}/{id}/{state}/", get(routes::qnap::wait));
-    let mut subsystems: Vec<String> = state
-        .ops
-        .types()
-        .all()
-        .iter()
-        .map(|t| t.subsystem.clone())
-        .collect();
-    subsystems.sort();
-    subsystems.dedup();
-    for sub in subsystems {
+        .route(openapi::HEALTHZ, get(routes::probes::healthz))
+        .route(openapi::READYZ, get(routes::probes::readyz));
+    for p in openapi::AUTH_PROBES {
+        r = r.route(p, get(routes::probes::auth_probe));
+    }
+    for prefix in openapi::AUDIT_PREFIXES {
         r = r.route(
-            &format!("/api/{sub}/v1/{{*rest}}"),
+            &openapi::mount(prefix),
+            get(routes::actions::get).post(routes::actions::post),
+        );
+    }
+    for p in openapi::QNAP_LOG {
+        r = r.route(p, get(routes::qnap::log));
+    }
+    for p in openapi::QNAP_LOG_EXPORT {
+        r = r.route(p, get(routes::qnap::export));
+    }
+    for p in openapi::QNAP_EVENT {
+        r = r.route(p, get(routes::qnap::events));
+    }
+    for p in openapi::QNAP_WAIT {
+        r = r.route(p, get(routes::qnap::wait));
+    }
+    for sub in openapi::subsystems(&state.ops) {
+        r = r.route(
+            &openapi::mount(&format!("/api/{sub}/v1")),
             get(routes::objects::get)
                 .post(routes::objects::post)
                 .patch(routes::objects::patch)
                 .delete(routes::objects::delete),
         );
     }
+    let ops_routes = ops::ops_router(state.dispatcher.clone(), &state.ops, parts);
     r.fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::json_errors))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
+        .merge(ops_routes)
 }
 
 async fn not_found(method: Method, uri: Uri) -> error::ApiError {

@@ -55,6 +55,7 @@ impl Dispatcher {
     /// Publishes a submission's events and, if it was dispatched, its job. A
     /// failed publish is logged and left to the relay: the action is committed.
     pub async fn after_submit(&self, s: &Submitted) {
+        count_action(&s.action);
         self.publish_events(std::slice::from_ref(&s.event)).await;
         if let Some(id) = s.outbox_id {
             if let Err(e) = self.dispatch(&[(id, s.action.uuid)]).await {
@@ -65,6 +66,7 @@ impl Dispatcher {
 
     /// Publishes a transition's events, and the job of any action it promoted.
     pub async fn after_transition(&self, t: &Transitioned) {
+        count_action(&t.action);
         self.publish_events(std::slice::from_ref(&t.event)).await;
         if let Some(p) = &t.promoted {
             self.after_submit(p).await;
@@ -81,6 +83,20 @@ impl Dispatcher {
         }
     }
 }
+
+/// Counts a recorded state change in `stevedore_actions_total{state,action}`
+/// (`action` is the operation's name, e.g. "Service Start": bounded by the config).
+fn count_action(action: &crate::action::Action) {
+    metrics::counter!(
+        ACTIONS_TOTAL,
+        "state" => action.state.as_str(),
+        "action" => action.action.clone()
+    )
+    .increment(1);
+}
+
+/// Name of the counter of recorded action state changes.
+pub const ACTIONS_TOTAL: &str = "stevedore_actions_total";
 
 /// How often the relay looks for unsent outbox rows.
 pub const RELAY_INTERVAL: Duration = Duration::from_secs(2);

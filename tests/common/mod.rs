@@ -890,3 +890,54 @@ impl Deployment {
         json["uuid"].as_str().map(str::to_string)
     }
 }
+
+// --- ops listeners ---------------------------------------------------------
+
+/// A plain GET with optional headers: status, headers and body text (for
+/// `/metrics`, which is not JSON).
+pub async fn get_text(url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    let mut req = reqwest::Client::new().get(url).timeout(Duration::from_secs(30));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap_or_default())
+}
+
+impl Deployment {
+    /// Starts one more worker process with its ops listener on a free port
+    /// (PostgreSQL + RabbitMQ only); returns the listener's base URL, read
+    /// from the "Stevedore worker ops listening on http://…" line.
+    pub async fn start_worker_with_ops(&mut self, name: &str) -> String {
+        assert_eq!(self.backend, Backend::PostgresRabbit);
+        let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        let amqp = amqp_url();
+        let lines = self
+            .spawn_role(
+                name,
+                &[
+                    "worker",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--database-url",
+                    &db_url,
+                    "--amqp-url",
+                    &amqp,
+                    "--broker-prefix",
+                    &prefix,
+                    "--config",
+                    &cfg,
+                ],
+                "worker ops listening on",
+            )
+            .await;
+        let line = lines
+            .iter()
+            .find(|l| l.contains("worker ops listening on"))
+            .unwrap();
+        line.rsplit(' ').next().unwrap().to_string()
+    }
+}

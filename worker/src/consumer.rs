@@ -195,6 +195,7 @@ async fn reaper_loop(dispatcher: Dispatcher, settings: WorkerSettings, shutdown:
             .await
         {
             Ok(reaped) => {
+                crate::count_lease_expiries(reaped.requeued.len(), reaped.failed.len());
                 for s in &reaped.requeued {
                     tracing::warn!(action = %s.action.uuid, "lease expired; re-queued");
                     dispatcher.after_submit(s).await;

@@ -151,6 +151,7 @@ impl Executor {
     async fn run_claimed(self: &Arc<Self>, claim: Claim) {
         let Claim { action, token } = claim;
         let uuid = action.uuid;
+        let started = std::time::Instant::now();
         let span = tracing::info_span!("action", action = %uuid, op = %action.action);
         let _enter = span.enter();
         let cancel = CancellationToken::new();
@@ -220,7 +221,7 @@ impl Executor {
         // The heartbeat keeps renewing the lease until the last write is in,
         // so a slow final write is not mistaken for a dead worker.
         match final_state {
-            Some(to) => self.finish(uuid, to, token).await,
+            Some(to) => self.finish(uuid, to, token, started).await,
             None if why == Some(StopReason::Shutdown) => self.hand_back(uuid, token).await,
             None => tracing::info!(
                 ?why,
@@ -233,7 +234,7 @@ impl Executor {
     /// Writes the final state, fenced by the lease. A database error is
     /// retried: while the token still holds the action nobody else has run
     /// it, so the result stands; once it does not, the write is refused.
-    async fn finish(&self, uuid: Uuid, to: ActionState, token: LeaseToken) {
+    async fn finish(&self, uuid: Uuid, to: ActionState, token: LeaseToken, started: std::time::Instant) {
         let give_up = tokio::time::Instant::now() + (self.settings.lease * 2).max(FINAL_WRITE_PATIENCE);
         let mut delays = store_retry_delays();
         loop {
@@ -245,6 +246,7 @@ impl Executor {
             {
                 Ok(t) => {
                     tracing::info!(state = %t.action.state, "action finished");
+                    crate::observe_duration(&t.action, started.elapsed());
                     self.dispatcher.after_transition(&t).await;
                     return;
                 }
@@ -328,6 +330,7 @@ impl Executor {
             match outcome {
                 Outcome::Temporary(msg) if attempt <= op.retries && !cancel.is_cancelled() => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                    metrics::counter!(crate::RETRIES_TOTAL, "action" => action.action.clone()).increment(1);
                     send_line(
                         &log_tx,
                         StreamType::System,

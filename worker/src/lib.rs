@@ -14,3 +14,30 @@ pub mod executor;
 pub mod handlers;
 
 pub use consumer::Worker;
+
+/// Histogram of action run times, from claim to final state, by operation
+/// name and final state.
+pub const ACTION_DURATION_SECONDS: &str = "stevedore_action_duration_seconds";
+/// Counter of automatic retries (temporary failures retried), by operation name.
+pub const RETRIES_TOTAL: &str = "stevedore_action_retries_total";
+/// Counter of expired leases the reaper handled, by outcome (`requeued`:
+/// handed to another worker; `failed`: the action hit its claim limit).
+pub const LEASE_EXPIRIES_TOTAL: &str = "stevedore_lease_expiries_total";
+
+fn observe_duration(action: &stevedore_shared::action::Action, took: std::time::Duration) {
+    metrics::histogram!(
+        ACTION_DURATION_SECONDS,
+        "action" => action.action.clone(),
+        "state" => action.state.as_str()
+    )
+    .record(took.as_secs_f64());
+}
+
+fn count_lease_expiries(requeued: usize, failed: usize) {
+    if requeued > 0 {
+        metrics::counter!(LEASE_EXPIRIES_TOTAL, "outcome" => "requeued").increment(requeued as u64);
+    }
+    if failed > 0 {
+        metrics::counter!(LEASE_EXPIRIES_TOTAL, "outcome" => "failed").increment(failed as u64);
+    }
+}

@@ -22,7 +22,9 @@ pub fn action_uri_headers(action: &Action) -> HeaderMap {
 }
 
 /// `status` + action headers + a JSON body.
+/// Also records the action's uuid on the request span.
 pub fn with_action(status: StatusCode, action: &Action, body: serde_json::Value) -> Response {
+    crate::ops::record_action(&action.uuid);
     (status, action_uri_headers(action), Json(body)).into_response()
 }
 

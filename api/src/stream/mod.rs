@@ -128,6 +128,8 @@ impl Hub {
     /// A hub whose clients may queue `buffer` messages; nothing feeds it until
     /// [`Hub::spawn_subscriber`] (or [`Hub::dispatch`] in tests).
     pub fn new(buffer: usize) -> Self {
+        // Registers the gauge at 0, so a stream listener reports it before its first client.
+        metrics::gauge!(crate::ops::WEBSOCKET_CLIENTS).increment(0.0);
         Hub {
             inner: Arc::new(HubInner {
                 registry: Mutex::new(Registry::default()),
@@ -307,11 +309,13 @@ impl Hub {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.buffer);
         self.inner.clients.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(crate::ops::WEBSOCKET_CLIENTS).increment(1.0);
         (id, tx, rx, CancellationToken::new())
     }
 
     fn unregister(&self, id: u64, key: &Key) {
         self.inner.clients.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(crate::ops::WEBSOCKET_CLIENTS).decrement(1.0);
         let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
         match key {
             Key::Events(namespaces) => {
@@ -413,22 +417,21 @@ pub fn stream_router(api: ApiState, shutdown: &Shutdown) -> Router {
 
 /// The websocket routes over a given hub (tests use their own).
 pub fn routes(state: StreamState) -> Router {
-    let logs = || get(logs_ws::handler);
-    let events = || get(events_ws::handler);
-    Router::new()
-        .route("/api/audit/v1/action/{uuid}/logs/", logs())
-        .route("/api/audit/v1/action/{uuid}/logs", logs())
-        .route("/api/audit/v1/{ns}/action/{uuid}/logs/", get(logs_ws::handler_ns))
-        .route("/api/audit/v1/{ns}/action/{uuid}/logs", get(logs_ws::handler_ns))
-        .route("/v1/action/{uuid}/logs/", logs())
-        .route("/v1/action/{uuid}/logs", logs())
-        .route("/api/audit/v1/events", events())
-        .route("/api/audit/v1/events/", events())
-        .route("/api/audit/v1/{ns}/events", get(events_ws::handler_ns))
-        .route("/api/audit/v1/{ns}/events/", get(events_ws::handler_ns))
-        .route("/v1/events", events())
-        .route("/v1/events/", events())
-        .layer(axum::middleware::map_response(crate::error::json_errors))
+    use crate::openapi::{EVENTS_WS, EVENTS_WS_NS, LOGS_WS, LOGS_WS_NS};
+    let mut r = Router::new();
+    for p in LOGS_WS {
+        r = r.route(p, get(logs_ws::handler));
+    }
+    for p in LOGS_WS_NS {
+        r = r.route(p, get(logs_ws::handler_ns));
+    }
+    for p in EVENTS_WS {
+        r = r.route(p, get(events_ws::handler));
+    }
+    for p in EVENTS_WS_NS {
+        r = r.route(p, get(events_ws::handler_ns));
+    }
+    r.layer(axum::middleware::map_response(crate::error::json_errors))
         .with_state(state)
 }
 
@@ -442,15 +445,20 @@ pub fn standalone_router(api: ApiState, shutdown: &Shutdown) -> Router {
         hub,
         shutdown: shutdown.clone(),
     };
+    use crate::openapi::Part;
+    let ops_routes = crate::ops::ops_router(
+        state.api.dispatcher.clone(),
+        &state.api.ops,
+        &[Part::Probes, Part::Ops, Part::Stream],
+    );
     let probes = Router::new()
-        .route("/healthz", get(crate::routes::probes::healthz))
-        .route("/readyz", get(readyz))
+        .route(crate::openapi::HEALTHZ, get(crate::routes::probes::healthz))
+        .route(crate::openapi::READYZ, get(readyz))
         .fallback(not_found)
         .layer(axum::middleware::map_response(crate::error::json_errors))
-        .with_state(state.clone());
-    routes(state)
-        .fallback_service(probes)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state.clone())
+        .merge(ops_routes);
+    crate::ops::layers(routes(state).fallback_service(probes))
 }
 
 async fn readyz(axum::extract::State(s): axum::extract::State<StreamState>) -> axum::response::Response {

@@ -442,6 +442,10 @@ impl Broker for AmqpBroker {
         self.subscribe(self.names.control_exchange(), "").await
     }
 
+    async fn jobs_depth(&self) -> Result<u64> {
+        AmqpBroker::jobs_depth(self).await.map(u64::from)
+    }
+
     async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream> {
         let channel = self.consumer_channel().await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;

@@ -376,6 +376,10 @@ impl Broker for MemoryBroker {
         Ok(broadcast_stream(self.inner.control.subscribe(), "control"))
     }
 
+    async fn jobs_depth(&self) -> Result<u64> {
+        Ok(MemoryBroker::jobs_depth(self) as u64)
+    }
+
     async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream> {
         let slots = match prefetch {
             0 => Semaphore::MAX_PERMITS,

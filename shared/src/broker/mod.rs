@@ -169,6 +169,10 @@ pub trait Broker: Send + Sync + 'static {
     /// deliveries (competing consumers, like the jobs queue). Messages that
     /// are not jobs are dropped with a warning, so nothing loops.
     async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream>;
+
+    /// How many jobs wait in the jobs queue, ready for delivery (deliveries
+    /// out and not yet settled are not counted). Sampled by `/metrics`.
+    async fn jobs_depth(&self) -> Result<u64>;
 }
 
 /// A shared, dynamically dispatched broker.
