@@ -143,6 +143,16 @@ async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, String)> {
     Ok((listener, format!("http://{addr}")))
 }
 
+/// The outbox relay with the config's redispatch bound.
+fn relay(dispatcher: &Dispatcher, file: &FileConfig) -> OutboxRelay {
+    use stevedore_shared::dispatch::{RELAY_INTERVAL, RELAY_MIN_AGE};
+    OutboxRelay::new(dispatcher.clone()).with_timings(
+        RELAY_INTERVAL,
+        RELAY_MIN_AGE,
+        file.relay.redispatch_after,
+    )
+}
+
 /// Opens the GeoIP database the flag or the file names, if any.
 fn open_geoip(flag: Option<PathBuf>, file: &FileConfig) -> Result<Option<Arc<GeoIp>>> {
     match flag.or_else(|| file.geoip_database.clone()) {
@@ -188,7 +198,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let (listener, url) = bind(&listen).await?;
     let worker = Worker::new(dispatcher.clone(), ops.clone(), file.worker.clone());
     let worker = tokio::spawn(worker.run(shutdown.clone()));
-    let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
+    let relay = tokio::spawn(relay(&dispatcher, &file).run(shutdown.clone()));
     tokio::spawn(run_pruner(
         store.clone(),
         file.retention.clone(),
@@ -241,7 +251,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         .or(file.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
-    let relay = tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
+    let relay = tokio::spawn(relay(&dispatcher, &file).run(shutdown.clone()));
     tokio::spawn(run_pruner(
         dispatcher.store().clone(),
         file.retention.clone(),

@@ -11,8 +11,14 @@ use uuid::Uuid;
 /// A worker killed with SIGKILL mid-action does not leave the action In
 /// progress: its lease expires, another worker's reaper re-queues it, and it
 /// runs to Success on the other worker.
+/// The fault tests run one at a time: each starts an API, workers,
+/// PostgreSQL databases and RabbitMQ connections with second-scale leases,
+/// and on a 2-core machine several at once starve each other's heartbeats.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_survives_its_worker_being_killed() {
+    let _serial = SERIAL.lock().await;
     let mut d = Deployment::start(Backend::PostgresRabbit).await;
     let svc = d.create_object("/api/app/v1/service/", r#"{"name":"db"}"#).await;
     let path = format!("/api/app/v1/service/{}/sleep/", svc["uuid"].as_str().unwrap());
@@ -222,6 +228,7 @@ where
 /// reconnects, and every action ends exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_connections_closed_during_submission_and_execution() {
+    let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
     let d = Deployment::start_with(Backend::PostgresRabbit, &fault_config(&marks)).await;
@@ -261,6 +268,7 @@ async fn rabbitmq_connections_closed_during_submission_and_execution() {
 /// exactly once, and nothing runs twice at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreachable_during_submission_and_execution() {
+    let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
     let pg = common::db_addr(&stevedore_shared::testing::admin_pg_url());
@@ -299,6 +307,7 @@ async fn postgres_unreachable_during_submission_and_execution() {
 /// heartbeat reads the state back and stops the handler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_is_noticed_by_the_heartbeat_without_its_control_message() {
+    let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let d = Deployment::start_with(
         Backend::PostgresRabbit,
@@ -335,6 +344,7 @@ async fn a_cancel_is_noticed_by_the_heartbeat_without_its_control_message() {
 /// first worker exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_running_actions_back_to_another_worker() {
+    let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let mut d = Deployment::start_with(
         Backend::PostgresRabbit,
@@ -403,6 +413,7 @@ async fn sigterm_hands_running_actions_back_to_another_worker() {
 /// once, none may be lost or stuck, and no mark may overlap itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_cancels_and_a_worker_killed() {
+    let _serial = SERIAL.lock().await;
     let secs: u64 = std::env::var("STEVEDORE_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

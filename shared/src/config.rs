@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// How long history is kept.
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// The outbox relay.
+    #[serde(default)]
+    pub relay: RelaySettings,
     /// Extra object types beyond the five built-ins.
     #[serde(default, rename = "object_type")]
     pub object_types: Vec<ObjectType>,
@@ -79,6 +82,25 @@ impl Default for WorkerSettings {
             max_claims: 5,
             kill_grace: Duration::from_secs(10),
             shutdown_deadline: Duration::from_secs(25),
+        }
+    }
+}
+
+/// The outbox relay's sweep of actions nobody claimed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    /// An In progress action that no worker claimed for this long is
+    /// published again (a job the broker confirmed and then lost). It bounds
+    /// how long such a loss can delay an action.
+    #[serde(with = "humantime_serde")]
+    pub redispatch_after: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            redispatch_after: crate::dispatch::REDISPATCH_AFTER,
         }
     }
 }

@@ -592,6 +592,9 @@ pub fn fault_config(marks: &std::path::Path) -> String {
     let marks = marks.display();
     format!(
         r#"
+[relay]
+redispatch_after = "15s"
+
 [worker]
 concurrency = 8
 lease = "8s"

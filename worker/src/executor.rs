@@ -20,6 +20,7 @@ use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{Claim, LeaseToken, Scope};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Log lines written to the store per batch at most.
@@ -148,12 +149,18 @@ impl Executor {
         self.run_claimed(claim).await;
     }
 
+    /// Runs a claimed action inside its `action` span (instrumented, not
+    /// entered: an entered guard held across awaits would leak the span
+    /// into whatever task the thread polls next).
     async fn run_claimed(self: &Arc<Self>, claim: Claim) {
+        let span = tracing::info_span!("action", action = %claim.action.uuid, op = %claim.action.action);
+        self.run_claimed_in_span(claim).instrument(span).await
+    }
+
+    async fn run_claimed_in_span(self: &Arc<Self>, claim: Claim) {
         let Claim { action, token } = claim;
         let uuid = action.uuid;
         let started = std::time::Instant::now();
-        let span = tracing::info_span!("action", action = %uuid, op = %action.action);
-        let _enter = span.enter();
         let cancel = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
         if let Ok(mut m) = self.running.lock() {
