@@ -213,36 +213,40 @@ impl Deployment {
         self.db_url = db.url().to_string();
         self._db = Some(db);
         let prefix = unique_prefix("e2e");
-        self.prefix = Some(prefix.clone());
+        self.prefix = Some(prefix);
         let db_url = self.db_url.clone();
-        let cfg = self.config_path.to_str().unwrap().to_string();
         run_cli(&["migrate", "--database-url", &db_url], &[]).await;
         let (user, key) = self.create_user("alice").await;
         self.user = user;
         self.key = key;
-        let amqp = amqp_url();
-        let lines = self
-            .spawn_role(
-                "api",
-                &[
-                    "api",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--database-url",
-                    &db_url,
-                    "--amqp-url",
-                    &amqp,
-                    "--broker-prefix",
-                    &prefix,
-                    "--config",
-                    &cfg,
-                ],
-                "listening on",
-            )
-            .await;
-        let line = lines.iter().find(|l| l.contains("listening on")).unwrap();
-        self.url = line.rsplit(' ').next().unwrap().to_string();
+        self.url = self.spawn_listening("api", "api", "listening on").await;
         self.start_worker("worker-1").await;
+    }
+
+    /// Spawns `stevedore <role> --listen 127.0.0.1:0` on this deployment's
+    /// database, broker prefix and config (PostgreSQL + RabbitMQ only), waits
+    /// for its "… listening on http://ADDR" line, and returns the URL.
+    async fn spawn_listening(&mut self, name: &str, role: &str, marker: &str) -> String {
+        assert_eq!(self.backend, Backend::PostgresRabbit);
+        let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        let amqp = amqp_url();
+        let args = [
+            role,
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db_url,
+            "--amqp-url",
+            &amqp,
+            "--broker-prefix",
+            &prefix,
+            "--config",
+            &cfg,
+        ];
+        let lines = self.spawn_role(name, &args, marker).await;
+        let line = lines.iter().find(|l| l.contains(marker)).unwrap();
+        line.rsplit(' ').next().unwrap().to_string()
     }
 
     /// Starts one more worker process (PostgreSQL + RabbitMQ only). Returns its index.
@@ -433,31 +437,7 @@ impl Deployment {
     /// Starts a `stevedore stream` process (PostgreSQL + RabbitMQ only) and
     /// returns its base URL.
     pub async fn start_stream(&mut self, name: &str) -> String {
-        assert_eq!(self.backend, Backend::PostgresRabbit);
-        let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
-        let cfg = self.config_path.to_str().unwrap().to_string();
-        let amqp = amqp_url();
-        let lines = self
-            .spawn_role(
-                name,
-                &[
-                    "stream",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--database-url",
-                    &db_url,
-                    "--amqp-url",
-                    &amqp,
-                    "--broker-prefix",
-                    &prefix,
-                    "--config",
-                    &cfg,
-                ],
-                "listening on",
-            )
-            .await;
-        let line = lines.iter().find(|l| l.contains("listening on")).unwrap();
-        line.rsplit(' ').next().unwrap().to_string()
+        self.spawn_listening(name, "stream", "listening on").await
     }
 
     /// Where websocket clients connect: the dev server itself, or (PostgreSQL
@@ -914,33 +894,7 @@ impl Deployment {
     /// (PostgreSQL + RabbitMQ only); returns the listener's base URL, read
     /// from the "Stevedore worker ops listening on http://…" line.
     pub async fn start_worker_with_ops(&mut self, name: &str) -> String {
-        assert_eq!(self.backend, Backend::PostgresRabbit);
-        let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
-        let cfg = self.config_path.to_str().unwrap().to_string();
-        let amqp = amqp_url();
-        let lines = self
-            .spawn_role(
-                name,
-                &[
-                    "worker",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--database-url",
-                    &db_url,
-                    "--amqp-url",
-                    &amqp,
-                    "--broker-prefix",
-                    &prefix,
-                    "--config",
-                    &cfg,
-                ],
-                "worker ops listening on",
-            )
-            .await;
-        let line = lines
-            .iter()
-            .find(|l| l.contains("worker ops listening on"))
-            .unwrap();
-        line.rsplit(' ').next().unwrap().to_string()
+        self.spawn_listening(name, "worker", "worker ops listening on")
+            .await
     }
 }
