@@ -28,7 +28,7 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use stevedore_shared::config::Operations;
-use stevedore_shared::dispatch::Dispatcher;
+use stevedore_shared::dispatch::{Dispatcher, SubmitBatcher};
 use stevedore_shared::shutdown::Shutdown;
 
 /// Largest request body accepted (bodies are operation parameters, not uploads).
@@ -49,17 +49,20 @@ pub struct ApiState {
     /// long-polling waiters subscribe to it. Fed once
     /// [`stream::Hub::spawn_subscriber`] runs (the roles start it).
     pub hub: stream::Hub,
+    /// Group commit of submissions (see [`SubmitBatcher`]).
+    pub submitter: SubmitBatcher,
 }
 
 impl ApiState {
     /// A state with no proxy trust, no GeoIP and an unfed hub.
     pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>) -> Self {
         ApiState {
-            dispatcher,
             ops,
             trust_forwarded_for: false,
             geoip: None,
             hub: stream::Hub::new(stream::CLIENT_BUFFER),
+            submitter: SubmitBatcher::spawn(dispatcher.clone()),
+            dispatcher,
         }
     }
 }

@@ -1318,6 +1318,31 @@ mod cases {
                 <= 1
         );
     }
+    // --- group commit --------------------------------------------------------
+
+    pub async fn a_batch_commits_together_with_the_per_object_rules(store: &dyn Store) {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let batch = vec![
+            new_action("acme", a),
+            new_action("acme", b),
+            new_action("acme", a),
+        ];
+        let done = store.submit_actions(&batch).await.unwrap();
+        let states: Vec<ActionState> = done.iter().map(|s| s.action.state).collect();
+        assert_eq!(states, vec![InProgress, InProgress, Pending]);
+        assert!(done[0].outbox_id.is_some() && done[1].outbox_id.is_some() && done[2].outbox_id.is_none());
+        assert!(done[0].event.seq < done[1].event.seq && done[1].event.seq < done[2].event.seq);
+
+        // All or nothing: a duplicate uuid fails the batch and records none of it.
+        let fresh = new_action("acme", Uuid::new_v4());
+        let dup = NewAction {
+            uuid: done[0].action.uuid,
+            ..new_action("acme", Uuid::new_v4())
+        };
+        assert!(store.submit_actions(&[fresh.clone(), dup]).await.is_err());
+        assert!(store.get_action(Scope::All, fresh.uuid).await.unwrap().is_none());
+        assert!(store.submit_actions(&[]).await.unwrap().is_empty());
+    }
 }
 
 /// Instantiates every case for one backend, in a module named after it.
@@ -1354,6 +1379,7 @@ macro_rules! conformance {
                 a_canceling_action_can_still_be_claimed_to_be_stopped,
                 state_changes_write_the_system_log_and_filters_narrow_it,
                 pruning_never_touches_an_unfinished_action,
+                a_batch_commits_together_with_the_per_object_rules,
                 heartbeat_reports_a_cancel_under_way,
                 releasing_a_lease_hands_the_action_back_at_once,
             );

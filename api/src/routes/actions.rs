@@ -313,8 +313,7 @@ async fn retry(state: &ApiState, caller: &Caller, info: &RequestInfo, uuid: Uuid
         retry_of: Some(old.uuid),
         completed: None,
     };
-    let submitted = store.submit_action(new).await?;
-    state.dispatcher.after_submit(&submitted).await;
+    let submitted = state.submitter.submit(new).await?;
     Ok(with_action(
         StatusCode::ACCEPTED,
         &submitted.action,

@@ -367,8 +367,7 @@ async fn record_crud_action(
     if op.is_none() {
         new.completed = Some(ActionState::Success);
     }
-    let submitted = state.dispatcher.store().submit_action(new).await?;
-    state.dispatcher.after_submit(&submitted).await;
+    let submitted = state.submitter.submit(new).await?;
     Ok((submitted, op.is_some()))
 }
 
@@ -525,11 +524,9 @@ async fn run_verb(
         .clone()
         .unwrap_or_else(|| format!("{} {verb}", p.ty.label));
     let submitted = state
-        .dispatcher
-        .store()
-        .submit_action(new_action(&info, &caller, &obj, name, &verb, raw))
+        .submitter
+        .submit(new_action(&info, &caller, &obj, name, &verb, raw))
         .await?;
-    state.dispatcher.after_submit(&submitted).await;
     Ok(with_action(
         StatusCode::ACCEPTED,
         &submitted.action,

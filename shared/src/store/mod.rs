@@ -258,6 +258,13 @@ pub trait Store: Send + Sync + 'static {
     /// object must still produce at most one In progress action.
     async fn submit_action(&self, new: NewAction) -> Result<Submitted>;
 
+    /// Records several new actions in ONE transaction (group commit: one
+    /// commit, one hold of the events lock, for the whole batch), with the
+    /// same rules as [`Store::submit_action`] applied in order — a later
+    /// action on an object an earlier one occupies is Pending. All or
+    /// nothing: on an error none is recorded.
+    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>>;
+
     /// An action by uuid, if visible in `scope`.
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>>;
 

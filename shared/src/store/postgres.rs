@@ -382,6 +382,78 @@ async fn transition_in(
     })
 }
 
+/// Records one new action inside the caller's transaction (see
+/// [`Store::submit_action`]); `locked` says the object lock is already held.
+async fn submit_in(tx: &mut PgConnection, new: &NewAction, locked: bool) -> Result<Submitted> {
+    if let Some(state) = new.completed.filter(|s| !s.is_final()) {
+        return Err(Error::Invalid(format!(
+            "a completed action must be in a final state, not {state}"
+        )));
+    }
+    let state = match new.completed {
+        Some(done) => done,
+        None => {
+            if !locked {
+                lock_object(&mut *tx, new.object_uuid).await?;
+            }
+            let busy: bool = sqlx::query_scalar(&SQL.object_busy)
+                .bind(new.object_uuid)
+                .fetch_one(&mut *tx)
+                .await?;
+            if busy {
+                ActionState::Pending
+            } else {
+                ActionState::InProgress
+            }
+        }
+    };
+    let dispatched = state == ActionState::InProgress;
+    let row = sqlx::query(&format!(
+        "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+             object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
+             is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, now(), CASE WHEN $19 THEN now() END, CASE WHEN $20 THEN now() END) \
+         RETURNING {}",
+        rows::PG_ACTION_COLUMNS
+    ))
+    .bind(new.uuid)
+    .bind(&new.namespace)
+    .bind(&new.action)
+    .bind(&new.object)
+    .bind(new.object_uuid)
+    .bind(&new.object_type)
+    .bind(serde_json::to_string(&new.object_parents)?)
+    .bind(&new.verb)
+    .bind(&new.method)
+    .bind(&new.path)
+    .bind(&new.body)
+    .bind(&new.ip)
+    .bind(&new.location)
+    .bind(&new.user)
+    .bind(&new.user_agent)
+    .bind(new.is_user_action)
+    .bind(state.as_str())
+    .bind(new.retry_of)
+    .bind(state.is_final())
+    .bind(dispatched)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| rows::conflict_if_unique(e, || format!("action {} exists", new.uuid)))?;
+    let stored = StoredAction::from_row(&row)?;
+    let event = insert_event(&mut *tx, &stored, EventKind::Create).await?;
+    let outbox_id = if dispatched {
+        Some(insert_outbox(&mut *tx, new.uuid).await?)
+    } else {
+        None
+    };
+    Ok(Submitted {
+        action: stored.action,
+        event,
+        outbox_id,
+    })
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<()> {
@@ -570,73 +642,32 @@ impl Store for PgStore {
     // --- actions ---------------------------------------------------------
 
     async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
-        if let Some(state) = new.completed.filter(|s| !s.is_final()) {
-            return Err(Error::Invalid(format!(
-                "a completed action must be in a final state, not {state}"
-            )));
-        }
         let mut tx = self.pool.begin().await?;
-        let state = match new.completed {
-            Some(done) => done,
-            None => {
-                lock_object(&mut tx, new.object_uuid).await?;
-                let busy: bool = sqlx::query_scalar(&SQL.object_busy)
-                    .bind(new.object_uuid)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if busy {
-                    ActionState::Pending
-                } else {
-                    ActionState::InProgress
-                }
-            }
-        };
-        let dispatched = state == ActionState::InProgress;
-        let row = sqlx::query(&format!(
-            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
-                 object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
-                 is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16, $17, $18, now(), CASE WHEN $19 THEN now() END, CASE WHEN $20 THEN now() END) \
-             RETURNING {}",
-            rows::PG_ACTION_COLUMNS
-        ))
-        .bind(new.uuid)
-        .bind(&new.namespace)
-        .bind(&new.action)
-        .bind(&new.object)
-        .bind(new.object_uuid)
-        .bind(&new.object_type)
-        .bind(serde_json::to_string(&new.object_parents)?)
-        .bind(&new.verb)
-        .bind(&new.method)
-        .bind(&new.path)
-        .bind(&new.body)
-        .bind(&new.ip)
-        .bind(&new.location)
-        .bind(&new.user)
-        .bind(&new.user_agent)
-        .bind(new.is_user_action)
-        .bind(state.as_str())
-        .bind(new.retry_of)
-        .bind(state.is_final())
-        .bind(dispatched)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| rows::conflict_if_unique(e, || format!("action {} exists", new.uuid)))?;
-        let stored = StoredAction::from_row(&row)?;
-        let event = insert_event(&mut tx, &stored, EventKind::Create).await?;
-        let outbox_id = if dispatched {
-            Some(insert_outbox(&mut tx, new.uuid).await?)
-        } else {
-            None
-        };
+        let submitted = submit_in(&mut tx, &new, false).await?;
         tx.commit().await?;
-        Ok(Submitted {
-            action: stored.action,
-            event,
-            outbox_id,
-        })
+        Ok(submitted)
+    }
+
+    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
+        let mut tx = self.pool.begin().await?;
+        // Object locks in one global order, so two batches never wait on
+        // each other in a cycle.
+        let mut objects: Vec<Uuid> = batch
+            .iter()
+            .filter(|n| n.completed.is_none())
+            .map(|n| n.object_uuid)
+            .collect();
+        objects.sort();
+        objects.dedup();
+        for o in objects {
+            lock_object(&mut tx, o).await?;
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for new in batch {
+            out.push(submit_in(&mut tx, new, true).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
