@@ -57,12 +57,24 @@ impl Dispatcher {
     /// Publishes a submission's events and, if it was dispatched, its job. A
     /// failed publish is logged and left to the relay: the action is committed.
     pub async fn after_submit(&self, s: &Submitted) {
-        count_action(&s.action);
-        self.publish_events(std::slice::from_ref(&s.event)).await;
-        if let Some(id) = s.outbox_id {
-            if let Err(e) = self.dispatch(&[(id, s.action.uuid)]).await {
-                tracing::warn!(action = %s.action.uuid, error = %e, "publish failed; the outbox relay will retry");
-            }
+        self.after_submits(&[s]).await;
+    }
+
+    /// [`Dispatcher::after_submit`] for several submissions: their events,
+    /// then all their jobs in one publish with pipelined confirms.
+    pub async fn after_submits(&self, done: &[&Submitted]) {
+        for s in done {
+            count_action(&s.action);
+        }
+        let events: Vec<Event> = done.iter().map(|s| s.event.clone()).collect();
+        self.publish_events(&events).await;
+        let rows: Vec<(i64, Uuid)> = done
+            .iter()
+            .filter_map(|s| s.outbox_id.map(|id| (id, s.action.uuid)))
+            .collect();
+        if let Err(e) = self.dispatch(&rows).await {
+            let actions: Vec<String> = rows.iter().map(|(_, a)| a.to_string()).collect();
+            tracing::warn!(actions = ?actions, error = %e, "publish failed; the outbox relay will retry");
         }
     }
 
@@ -234,18 +246,7 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
         let d = dispatcher.clone();
         tokio::spawn(async move {
             let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-            for s in &done {
-                count_action(&s.action);
-            }
-            let events: Vec<Event> = done.iter().map(|s| s.event.clone()).collect();
-            d.publish_events(&events).await;
-            let rows: Vec<(i64, Uuid)> = done
-                .iter()
-                .filter_map(|s| s.outbox_id.map(|id| (id, s.action.uuid)))
-                .collect();
-            if let Err(e) = d.dispatch(&rows).await {
-                tracing::warn!(error = %e, jobs = rows.len(), "publish failed; the outbox relay will retry");
-            }
+            d.after_submits(&done).await;
             for (r, reply) in results.into_iter().zip(replies) {
                 let _ = reply.send(r);
             }
