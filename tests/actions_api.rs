@@ -184,6 +184,12 @@ async fn include_related_follows_the_object_hierarchy(d: &mut Deployment) {
     let node_uri = node["resource_uri"].as_str().unwrap().to_string();
     assert_eq!(uuids(&list(d, &related(&cl_uri)).await).len(), 2);
     assert_eq!(uuids(&list(d, &related(&node_uri)).await).len(), 2);
+
+    // The dashboard's object-type filter (an extension of the audit API).
+    let by_type = |t: &str| format!("?object_type={t}&limit=100");
+    assert_eq!(uuids(&list(d, &by_type("container")).await), only_container);
+    assert_eq!(uuids(&list(d, &by_type("nodecluster")).await).len(), 1);
+    assert_eq!(uuids(&list(d, &by_type("stack")).await).len(), 1);
 }
 
 async fn bad_filters_and_pages_are_refused_with_json(d: &mut Deployment) {
@@ -197,6 +203,7 @@ async fn bad_filters_and_pages_are_refused_with_json(d: &mut Deployment) {
         "?object=/etc/passwd",
         "?include_related=true",
         "?include_related=maybe&object=x",
+        "?object_type=planet",
         "?limit=-1",
         "?limit=ten",
         "?offset=-5",

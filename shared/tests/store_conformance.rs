@@ -969,6 +969,17 @@ mod cases {
             ..Default::default()
         };
         assert_eq!(store.list_actions(Scope::All, &f, 10, 0).await.unwrap().total, 1);
+
+        let f = ActionFilter {
+            object_type: Some("service".into()),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(scope, &f, 10, 0).await.unwrap().total, 3);
+        let f = ActionFilter {
+            object_type: Some("node".into()),
+            ..Default::default()
+        };
+        assert_eq!(store.list_actions(scope, &f, 10, 0).await.unwrap().total, 0);
     }
 
     pub async fn objects_list_update_and_record_events(store: &dyn Store) {

@@ -31,6 +31,7 @@ const LIST_PARAMS: &[&str] = &[
     "end_date__lte",
     "object",
     "include_related",
+    "object_type",
     "limit",
     "offset",
     "format",
@@ -145,6 +146,15 @@ async fn action_filter(state: &ApiState, caller: &Caller, params: &QueryParams) 
             .parse()
             .map_err(|e: stevedore_shared::state::UnknownState| ApiError::BadRequest(e.to_string()))?;
         f.states.push(st);
+    }
+    if let Some(t) = params.one("object_type")? {
+        let t = t.trim();
+        if state.ops.types().by_name(t).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "object_type: unknown object type {t:?}"
+            )));
+        }
+        f.object_type = Some(t.to_string());
     }
     let related = params.flag("include_related")?.unwrap_or(false);
     match params.one("object")? {

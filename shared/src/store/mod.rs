@@ -136,6 +136,8 @@ pub struct ActionFilter {
     pub objects: Option<Vec<Uuid>>,
     /// Only this namespace (on top of the caller's scope).
     pub namespace: Option<String>,
+    /// Only actions on objects of this type (`service`, …).
+    pub object_type: Option<String>,
 }
 
 /// The inclusive uuid range a prefix of the hyphenated form covers, as two

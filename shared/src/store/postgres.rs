@@ -271,6 +271,9 @@ fn push_action_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, scope: Scope<'_>, 
             .push_bind(objects.clone())
             .push(")");
     }
+    if let Some(t) = &f.object_type {
+        q.push(" AND object_type = ").push_bind(t);
+    }
 }
 
 /// Appends the WHERE clause of an object list to `q`.

@@ -282,6 +282,9 @@ fn push_action_filter(q: &mut QueryBuilder<'_, Sqlite>, scope: Scope<'_>, f: &Ac
             .push_bind(json_list(&ids)?)
             .push("))");
     }
+    if let Some(t) = &f.object_type {
+        q.push(" AND object_type = ").push_bind(t.clone());
+    }
     Ok(())
 }
 
