@@ -1,13 +1,28 @@
-//! Authentication: the [`Caller`] extractor.
+//! Authentication: the [`Caller`] extractor, and the one rule for where a
+//! request's credentials come from ([`request_credentials`]).
 //!
 //! **Invariant:** every route that touches tenant data takes a `Caller`, and
 //! every read it makes is scoped to `caller.namespaces`.
+//!
+//! Credentials come from `Authorization` (Basic or ApiKey), else from the
+//! session cookie that `POST /api/v1/login` sets (the dashboard, and scripts
+//! that keep a cookie jar). The cookie holds the same `user:key` pair a Basic
+//! header would, so it is checked against the stored digests on every
+//! request and a revoked key ends every session that used it; it is
+//! `HttpOnly` (page scripts cannot read it), `SameSite=Strict` and has no
+//! expiry (it ends with the browser session). A browser request that carries
+//! it to change something, or to open a websocket, must also come from the
+//! API's own origin: an `Origin` header naming another host is refused
+//! with 403, which stops cross-site request forgery and cross-site websocket
+//! hijacking even where `SameSite` is not honoured.
 
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use base64::Engine;
 use stevedore_shared::auth::{parse_authorization, verify_api_key, Credentials};
 use stevedore_shared::store::Scope;
 use stevedore_shared::syslog::{LogLevel, NewSystemLog};
@@ -70,19 +85,197 @@ pub async fn authenticate(state: &ApiState, creds: &Credentials) -> Result<Calle
 /// A digest no key hashes to in practice, compared against when the user is unknown.
 const UNKNOWN_USER_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "stevedore_session";
+
+/// The credentials a request presents: its `Authorization` header, else its
+/// session cookie. `changes_state` is true for unsafe methods and websocket
+/// handshakes: cookie-borne credentials on those must come from the API's
+/// own origin (see the module docs). `Ok(None)`: no credentials at all.
+pub fn request_credentials(
+    headers: &HeaderMap,
+    changes_state: bool,
+) -> Result<Option<Credentials>, ApiError> {
+    if let Some(h) = headers.get(AUTHORIZATION) {
+        let value = h
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        let creds = parse_authorization(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        return Ok(Some(creds));
+    }
+    let Some(value) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    if changes_state && !same_origin(headers) {
+        return Err(ApiError::Forbidden(
+            "cross-origin request with the session cookie refused".into(),
+        ));
+    }
+    parse_authorization(&format!("Basic {value}"))
+        .map(Some)
+        .map_err(|_| ApiError::Unauthorized("malformed session cookie; log in again".into()))
+}
+
+/// The session cookie's value, if the request carries one.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+}
+
+/// Whether the request's `Origin`, if it sends one, names the host it was
+/// sent to. Browsers send `Origin` on every cross-origin unsafe request and
+/// websocket handshake; other clients (curl) send none and are no
+/// cross-site threat.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+/// A 401 challenges `Basic`, except to page scripts, which mark their
+/// requests with `X-Requested-With`: they get a `Session` challenge, so the
+/// browser shows no password prompt and the page shows its own login form.
+pub async fn page_challenge(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let from_page = req.headers().contains_key("x-requested-with");
+    let mut resp = next.run(req).await;
+    if from_page && resp.status() == axum::http::StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Session realm=\"stevedore\""),
+        );
+    }
+    resp
+}
+
+/// The `Set-Cookie` value that starts a session for `creds`.
+pub fn session_set_cookie(creds: &Credentials, secure: bool) -> String {
+    let value = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.user, creds.key));
+    cookie::Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .secure(secure)
+        .same_site(cookie::SameSite::Strict)
+        .build()
+        .to_string()
+}
+
+/// The `Set-Cookie` value that ends the session.
+pub fn session_clear_cookie() -> String {
+    cookie::Cookie::build((SESSION_COOKIE, ""))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .max_age(cookie::time::Duration::ZERO)
+        .build()
+        .to_string()
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        let creds = request_credentials(&parts.headers, !parts.method.is_safe())?.ok_or_else(|| {
             ApiError::Unauthorized(
-                "authentication required: send Authorization: Basic base64(user:apikey)".into(),
+                "authentication required: send Authorization: Basic base64(user:apikey), or log in at POST /api/v1/login"
+                    .into(),
             )
         })?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-        let creds = parse_authorization(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
         authenticate(state, &creds).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_session_cookie_is_read_and_origin_checked() {
+        // "u:k"
+        let c = ("cookie", "theme=dark; stevedore_session=dTpr");
+        let got = request_credentials(&headers(&[c]), true).unwrap().unwrap();
+        assert_eq!((got.user.as_str(), got.key.as_str()), ("u", "k"));
+        let same = headers(&[
+            c,
+            ("host", "ops.example:8080"),
+            ("origin", "https://ops.example:8080"),
+        ]);
+        assert!(request_credentials(&same, true).unwrap().is_some());
+        let evil = headers(&[
+            c,
+            ("host", "ops.example:8080"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(matches!(
+            request_credentials(&evil, true),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(
+            request_credentials(&evil, false).unwrap().is_some(),
+            "reads are not origin-checked"
+        );
+        let null = headers(&[c, ("host", "ops.example"), ("origin", "null")]);
+        assert!(matches!(
+            request_credentials(&null, true),
+            Err(ApiError::Forbidden(_))
+        ));
+        // An Authorization header wins, and needs no origin check.
+        let both = headers(&[
+            c,
+            ("authorization", "ApiKey a:b"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert_eq!(request_credentials(&both, true).unwrap().unwrap().user, "a");
+        assert!(request_credentials(&headers(&[("cookie", "other=1")]), true)
+            .unwrap()
+            .is_none());
+        let bad = headers(&[("cookie", "stevedore_session=!!!")]);
+        assert!(matches!(
+            request_credentials(&bad, false),
+            Err(ApiError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_session_scoped() {
+        let creds = Credentials {
+            user: "u".into(),
+            key: "k".into(),
+        };
+        let c = session_set_cookie(&creds, false);
+        assert!(c.starts_with("stevedore_session=dTpr"), "{c}");
+        for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(
+            !c.contains("Max-Age") && !c.contains("Expires") && !c.contains("Secure"),
+            "{c}"
+        );
+        assert!(session_set_cookie(&creds, true).contains("Secure"));
+        assert!(session_clear_cookie().contains("Max-Age=0"));
     }
 }

@@ -8,10 +8,12 @@
 //! - [`stream`]: the websocket stream service (action logs, events).
 //! - [`ops`]: metrics, request ids and request spans, the worker's ops listener.
 //! - [`openapi`]: the one list of routes and the `/openapi.json` document.
+//! - [`dashboard`]: the web dashboard at `/` (embedded page and script).
 //!
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod geoip;
 pub mod listing;
@@ -23,7 +25,7 @@ pub mod stream;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,6 +100,13 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     for p in openapi::AUTH_PROBES {
         r = r.route(p, get(routes::probes::auth_probe));
     }
+    r = r
+        .route(openapi::LOGIN, post(routes::session::login))
+        .route(openapi::LOGOUT, post(routes::session::logout))
+        .route(dashboard::INDEX, get(dashboard::index))
+        .route(dashboard::SCRIPT, get(dashboard::script))
+        .route(dashboard::STYLE, get(dashboard::style))
+        .route(dashboard::ICON, get(dashboard::icon));
     for prefix in openapi::AUDIT_PREFIXES {
         r = r.route(
             &openapi::mount(prefix),
@@ -129,6 +138,7 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     r.fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn(auth::page_challenge))
         .with_state(state)
         .merge(ops_routes)
 }

@@ -27,6 +27,10 @@ pub const METRICS: &str = "/metrics";
 pub const OPENAPI: &str = "/openapi.json";
 /// The credential probe outside the API prefixes.
 pub const AUTH_PROBES: &[&str] = &["/auth", "/auth/"];
+/// `POST`: start a dashboard session (sets the session cookie).
+pub const LOGIN: &str = "/api/v1/login";
+/// `POST`: end it.
+pub const LOGOUT: &str = "/api/v1/logout";
 /// Prefixes of the audit API (and its Tutum v1 alias); mounted as `<prefix>/{*rest}`.
 pub const AUDIT_PREFIXES: &[&str] = &["/api/audit/v1", "/api/v1"];
 /// The websocket route of an action's logs (with and without the trailing slash).
@@ -184,6 +188,38 @@ pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
     if parts.contains(&Part::Rest) {
         for p in AUTH_PROBES {
             out.push(route("GET", *p, "auth", "Who am I").answers(&[OK_JSON, UNAUTH]));
+        }
+        out.push(
+            route(
+                "POST",
+                LOGIN,
+                "auth",
+                "Log in with {\"user\", \"apikey\"} (JSON or form): sets the HttpOnly session cookie",
+            )
+            .public()
+            .answers(&[OK_JSON, BAD, UNAUTH, (403, "Forbidden: another origin")]),
+        );
+        out.push(
+            route("POST", LOGOUT, "auth", "End the session (clears the cookie)")
+                .public()
+                .answers(&[(204, "Logged out"), (403, "Forbidden: another origin")]),
+        );
+        for p in [
+            crate::dashboard::INDEX,
+            crate::dashboard::SCRIPT,
+            crate::dashboard::STYLE,
+            crate::dashboard::ICON,
+        ] {
+            out.push(
+                route(
+                    "GET",
+                    p,
+                    "dashboard",
+                    "The web dashboard (embedded page, script, style, icon)",
+                )
+                .public()
+                .answers(&[(200, "The asset"), (304, "Not modified (ETag)")]),
+            );
         }
         for prefix in AUDIT_PREFIXES {
             out.push(route("GET", format!("{prefix}/auth/"), "auth", "Who am I").answers(&[OK_JSON, UNAUTH]));
@@ -489,6 +525,13 @@ mod tests {
         for p in [HEALTHZ, READYZ, METRICS, OPENAPI]
             .iter()
             .chain(AUTH_PROBES)
+            .chain(&[LOGIN, LOGOUT])
+            .chain(&[
+                crate::dashboard::INDEX,
+                crate::dashboard::SCRIPT,
+                crate::dashboard::STYLE,
+                crate::dashboard::ICON,
+            ])
             .chain(LOGS_WS)
             .chain(LOGS_WS_NS)
             .chain(EVENTS_WS)

@@ -227,12 +227,17 @@ impl Deployment {
     /// database, broker prefix and config (PostgreSQL + RabbitMQ only), waits
     /// for its "… listening on http://ADDR" line, and returns the URL.
     async fn spawn_listening(&mut self, name: &str, role: &str, marker: &str) -> String {
+        self.spawn_listening_with(name, &[role], marker).await
+    }
+
+    /// [`Self::spawn_listening`] with flags after the role (`["api", "--with-stream"]`).
+    async fn spawn_listening_with(&mut self, name: &str, role: &[&str], marker: &str) -> String {
         assert_eq!(self.backend, Backend::PostgresRabbit);
         let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
         let cfg = self.config_path.to_str().unwrap().to_string();
         let amqp = amqp_url();
-        let args = [
-            role,
+        let mut args = role.to_vec();
+        args.extend([
             "--listen",
             "127.0.0.1:0",
             "--database-url",
@@ -243,7 +248,7 @@ impl Deployment {
             &prefix,
             "--config",
             &cfg,
-        ];
+        ]);
         let lines = self.spawn_role(name, &args, marker).await;
         let line = lines.iter().find(|l| l.contains(marker)).unwrap();
         line.rsplit(' ').next().unwrap().to_string()
@@ -438,6 +443,19 @@ impl Deployment {
     /// returns its base URL.
     pub async fn start_stream(&mut self, name: &str) -> String {
         self.spawn_listening(name, "stream", "listening on").await
+    }
+
+    /// Where a browser opens the dashboard: the dev server itself, or
+    /// (PostgreSQL + RabbitMQ) a new `stevedore api --with-stream` process,
+    /// so the page and its websockets share one origin.
+    pub async fn dashboard_url(&mut self) -> String {
+        match self.backend {
+            Backend::Embedded => self.url.clone(),
+            Backend::PostgresRabbit => {
+                self.spawn_listening_with("api-ui", &["api", "--with-stream"], "listening on")
+                    .await
+            }
+        }
     }
 
     /// Where websocket clients connect: the dev server itself, or (PostgreSQL

@@ -21,11 +21,10 @@
 pub mod events_ws;
 pub mod logs_ws;
 
-use crate::auth::{authenticate, Caller};
+use crate::auth::{authenticate, request_credentials, Caller};
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::get;
 use axum::Router;
@@ -35,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stevedore_shared::auth::{parse_authorization, Credentials};
+use stevedore_shared::auth::Credentials;
 use stevedore_shared::broker::DynBroker;
 use stevedore_shared::event::Event;
 use stevedore_shared::logline::LogLine;
@@ -485,21 +484,18 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
-/// Authenticates a websocket handshake: `Authorization` (Basic or ApiKey),
-/// else `?user=&token=`. 401 when neither is given or they are wrong.
+/// Authenticates a websocket handshake: `Authorization` (Basic or ApiKey) or
+/// the session cookie (same-origin only, see [`crate::auth`]), else
+/// `?user=&token=`. 401 when none is given or they are wrong.
 pub async fn authenticate_handshake(
     state: &ApiState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<Caller, ApiError> {
     let creds =
-        if let Some(h) = headers.get(AUTHORIZATION) {
-            let value = h
-                .to_str()
-                .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-            parse_authorization(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?
-        } else {
-            match (query.get("user"), query.get("token")) {
+        match request_credentials(headers, true)? {
+            Some(creds) => creds,
+            None => match (query.get("user"), query.get("token")) {
                 (Some(user), Some(token)) => Credentials {
                     user: user.clone(),
                     key: token.clone(),
@@ -508,7 +504,7 @@ pub async fn authenticate_handshake(
                     "authentication required: send Authorization: Basic base64(user:apikey) or ?user=&token="
                         .into(),
                 )),
-            }
+            },
         };
     authenticate(state, &creds).await
 }

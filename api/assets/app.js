@@ -1,0 +1,687 @@
+// Stevedore dashboard: a client of the public API (see api/src/dashboard.rs).
+// Every value from the server reaches the page through textContent or a
+// validated attribute, never as HTML.
+
+const RULES = JSON.parse(document.getElementById("rules").textContent);
+const PAGE_SIZE = 25;
+const MAX_LOG_LINES = 5000;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const NAME = /^[a-z0-9_-]+$/;
+
+const $ = (id) => document.getElementById(id);
+
+/** Builds an element: h("a", {href: "#/"}, "text", child, …). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// --- API -------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** One API call; JSON in and out. A 401 sends the page back to the login. */
+async function api(method, path, body) {
+  // X-Requested-With: a 401 then challenges "Session", not "Basic", so the
+  // browser shows no password prompt (see api/src/auth.rs).
+  const init = {
+    method,
+    headers: { Accept: "application/json", "X-Requested-With": "stevedore-dashboard" },
+    credentials: "same-origin",
+  };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, "the server cannot be reached");
+  }
+  const text = await resp.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch (_) {
+    /* not JSON */
+  }
+  if (!resp.ok) {
+    if (resp.status === 401 && path !== "/api/v1/login") showLogin();
+    throw new ApiError(resp.status, (json && json.error) || `${resp.status} ${resp.statusText}`);
+  }
+  return json;
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+// --- state ------------------------------------------------------------------
+
+let me = null; // {user, namespaces}
+let types = []; // [{name, subsystem, verbs, creatable}]
+const listeners = new Set(); // event listeners of the current view
+let cleanups = []; // what the current view closes when it goes
+
+function onEvent(fn) {
+  listeners.add(fn);
+  cleanups.push(() => listeners.delete(fn));
+}
+
+function toast(msg) {
+  const t = $("toast");
+  t.textContent = msg;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (t.textContent = ""), 5000);
+}
+
+/** Runs fn at most once per `ms`, the last call winning. */
+function debounce(fn, ms) {
+  let timer = null;
+  const d = () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = null;
+      fn();
+    }, ms);
+  };
+  d.cancel = () => clearTimeout(timer);
+  return d;
+}
+
+// --- the events stream -------------------------------------------------------
+
+const events = {
+  socket: null,
+  retry: 500,
+  wanted: false,
+  open() {
+    this.wanted = true;
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${proto}//${location.host}/api/audit/v1/events`);
+    this.socket = ws;
+    ws.onmessage = (m) => {
+      let msg;
+      try {
+        msg = JSON.parse(m.data);
+      } catch (_) {
+        return;
+      }
+      if (msg.type === "auth" && msg.data) {
+        this.retry = 500;
+        setLive(true);
+        // Whatever happened while we were away: the views refetch.
+        for (const fn of listeners) fn(null);
+        return;
+      }
+      for (const fn of listeners) fn(msg);
+      header.changed();
+    };
+    ws.onclose = () => {
+      setLive(false);
+      if (this.socket !== ws || !this.wanted) return;
+      setTimeout(() => this.wanted && this.open(), this.retry);
+      this.retry = Math.min(this.retry * 2, 10000);
+    };
+  },
+  close() {
+    this.wanted = false;
+    if (this.socket) this.socket.close();
+    this.socket = null;
+  },
+};
+
+function setLive(on) {
+  const el = $("live");
+  el.textContent = on ? "live" : "offline";
+  el.classList.toggle("on", on);
+}
+
+// --- formatting ---------------------------------------------------------------
+
+function stateBadge(state) {
+  return h("span", { class: "state", "data-state": state || "" }, state || "—");
+}
+
+function when(s) {
+  if (!s) return "";
+  const d = new Date(s);
+  return isNaN(d) ? s : d.toLocaleString();
+}
+
+/** `/api/app/v1/[ns/]service/<uuid>/` → its dashboard link, or null. */
+function objectHref(uri) {
+  const m = /^\/api\/([a-z0-9_-]+)\/v1\/(?:[A-Za-z0-9_.-]+\/)?([a-z0-9_-]+)\/([0-9a-f-]{36})\/$/.exec(uri || "");
+  if (!m || m[1] === "audit" || !UUID.test(m[3])) return null;
+  return `#/object/${m[2]}/${m[3]}`;
+}
+
+function objectLink(uri) {
+  const href = objectHref(uri);
+  return href ? h("a", { href, class: "mono" }, uri) : h("span", { class: "mono" }, uri || "");
+}
+
+function typeLabel(t) {
+  return t.charAt(0).toUpperCase() + t.slice(1) + "s";
+}
+
+// --- header: counts by state and completions per minute ------------------------
+
+const header = {
+  timer: null,
+  start() {
+    this.refresh();
+    this.timer = setInterval(() => this.refresh(), 15000);
+    this.changed = debounce(() => this.refresh(), 1000);
+  },
+  stop() {
+    clearInterval(this.timer);
+    if (this.changed.cancel) this.changed.cancel();
+    this.changed = () => {};
+  },
+  changed() {},
+  async refresh() {
+    try {
+      const counts = await Promise.all(
+        RULES.states.map((s) => api("GET", `/api/audit/v1/action/${query({ state: s, limit: 1 })}`)),
+      );
+      $("counts").replaceChildren(
+        ...RULES.states.map((s, i) =>
+          h("a", { class: "count", href: `#/actions?state=${encodeURIComponent(s)}`, "data-state": s },
+            `${s}: ${counts[i].meta.total_count}`),
+        ),
+      );
+      const minute = 60000;
+      const now = Date.now();
+      const bins = await Promise.all(
+        Array.from({ length: 15 }, (_, i) => {
+          const from = new Date(now - (15 - i) * minute).toISOString();
+          const to = new Date(now - (14 - i) * minute).toISOString();
+          return api("GET", `/api/audit/v1/action/${query({ end_date__gte: from, end_date__lte: to, limit: 1 })}`)
+            .then((r) => r.meta.total_count);
+        }),
+      );
+      drawChart(bins);
+    } catch (e) {
+      if (e.status !== 401) $("counts").replaceChildren(h("span", { class: "error" }, e.message));
+    }
+  },
+};
+
+function drawChart(bins) {
+  const svg = $("chart");
+  const max = Math.max(1, ...bins);
+  const ns = "http://www.w3.org/2000/svg";
+  svg.replaceChildren(
+    ...bins.map((n, i) => {
+      const r = document.createElementNS(ns, "rect");
+      const height = (n / max) * 34;
+      r.setAttribute("x", String(i * 10 + 1));
+      r.setAttribute("y", String(36 - height));
+      r.setAttribute("width", "8");
+      r.setAttribute("height", String(height));
+      const t = document.createElementNS(ns, "title");
+      t.textContent = `${n} completed ${15 - i} min ago`;
+      r.append(t);
+      return r;
+    }),
+  );
+  svg.setAttribute("aria-label", `completed per minute: ${bins.join(", ")}; now ${bins[bins.length - 1]}/min`);
+}
+
+// --- the actions table (shared by the actions page and the object page) ---------
+
+/** A live table of actions for `filter`; `pageLink(offset)` makes pager hrefs. */
+function actionsTable(filter, offset, pageLink) {
+  const wrap = h("div", { class: "table-wrap" });
+  const pager = h("div", { class: "pager" });
+  const box = h("div", {}, wrap, pager);
+  let shown = new Set();
+  let first = true;
+
+  async function load() {
+    let page;
+    try {
+      page = await api("GET", `/api/audit/v1/action/${query({ ...filter, limit: PAGE_SIZE, offset })}`);
+    } catch (e) {
+      wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      return;
+    }
+    const rows = page.objects.map((a) => {
+      const tr = h("tr", { "data-uuid": a.uuid, class: !first && !shown.has(a.uuid) ? "fresh" : null },
+        h("td", {}, h("a", { href: `#/action/${a.uuid}` }, a.action || a.uuid)),
+        h("td", {}, objectLink(a.object)),
+        h("td", { class: "nowrap" }, stateBadge(a.state)),
+        h("td", { class: "nowrap" }, when(a.start_date)),
+        h("td", { class: "nowrap opt" }, when(a.end_date)),
+        h("td", { class: "nowrap opt" }, a.user),
+        h("td", { class: "mono nowrap opt" }, a.uuid.slice(0, 8)),
+      );
+      return tr;
+    });
+    shown = new Set(page.objects.map((a) => a.uuid));
+    first = false;
+    wrap.replaceChildren(
+      rows.length
+        ? h("table", { "aria-label": "Actions" },
+            h("thead", {}, h("tr", {}, ...["Action", "Object", "State", "Started"].map((c) => h("th", { scope: "col" }, c)),
+              ...["Ended", "User", "UUID"].map((c) => h("th", { scope: "col", class: "opt" }, c)))),
+            h("tbody", {}, rows))
+        : h("p", { class: "empty" }, "No actions match."),
+    );
+    const m = page.meta;
+    const next = m.next ? new URLSearchParams(m.next.split("?")[1] || "").get("offset") : null;
+    const prev = m.previous ? new URLSearchParams(m.previous.split("?")[1] || "").get("offset") || "0" : null;
+    pager.replaceChildren(
+      ...[h("span", {}, m.total_count ? `${m.offset + 1}–${m.offset + page.objects.length} of ${m.total_count}` : "0 of 0"),
+      prev !== null ? h("a", { href: pageLink(Number(prev)), rel: "prev" }, "← Newer") : null,
+      next !== null ? h("a", { href: pageLink(Number(next)), rel: "next" }, "Older →") : null].filter(Boolean),
+    );
+  }
+
+  const refresh = debounce(load, 300);
+  onEvent((e) => {
+    // Reconnected (null), a shown action changed, or a new one may belong on page one.
+    if (!e || (e.type === "action" && (shown.has(e.uuid) || (offset === 0 && e.action === "create")))) refresh();
+  });
+  cleanups.push(() => refresh.cancel());
+  load();
+  return box;
+}
+
+// --- pages -----------------------------------------------------------------------
+
+function actionsPage(q) {
+  const offset = Math.max(0, Number(q.get("offset")) || 0);
+  const filter = {
+    state: q.get("state") || "",
+    object_type: q.get("object_type") || "",
+    object: q.get("object") || "",
+    start_date__gte: q.get("from") ? new Date(q.get("from")).toISOString() : "",
+    start_date__lte: q.get("to") ? new Date(q.get("to")).toISOString() : "",
+  };
+  const stateSel = h("select", { name: "state", id: "f-state" }, h("option", { value: "" }, "Any"),
+    RULES.states.map((s) => h("option", { value: s, selected: s === filter.state }, s)));
+  const typeSel = h("select", { name: "object_type", id: "f-type" }, h("option", { value: "" }, "Any"),
+    types.map((t) => h("option", { value: t.name, selected: t.name === filter.object_type }, t.name)));
+  const form = h("form", { class: "filters", role: "search", "aria-label": "Filter actions", onsubmit: (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    const p = new URLSearchParams();
+    for (const [k, v] of data.entries()) if (v) p.set(k, v);
+    location.hash = `#/actions${p.toString() ? "?" + p : ""}`;
+  } },
+    h("label", { for: "f-state" }, "State", stateSel),
+    h("label", { for: "f-type" }, "Object type", typeSel),
+    h("label", { for: "f-object" }, "Object (URI or uuid)",
+      h("input", { name: "object", id: "f-object", value: filter.object, placeholder: "/api/app/v1/service/…/" })),
+    h("label", { for: "f-from" }, "Started from", h("input", { type: "datetime-local", name: "from", id: "f-from", value: q.get("from") || "" })),
+    h("label", { for: "f-to" }, "Started to", h("input", { type: "datetime-local", name: "to", id: "f-to", value: q.get("to") || "" })),
+    h("button", { type: "submit" }, "Apply"),
+    h("a", { href: "#/actions" }, "Clear"),
+  );
+  const link = (o) => {
+    const p = new URLSearchParams(q);
+    p.set("offset", String(o));
+    return `#/actions?${p}`;
+  };
+  return [h("h1", {}, "Actions"), form, actionsTable(filter, offset, link)];
+}
+
+async function actionPage(uuid) {
+  if (!UUID.test(uuid)) return [h("h1", {}, "Not found"), h("p", {}, "That is not an action uuid.")];
+  const title = h("h1", {}, "Action");
+  const cancel = h("button", { type: "button", class: "danger", id: "cancel", disabled: true }, "Cancel");
+  const retry = h("button", { type: "button", id: "retry", disabled: true }, "Retry");
+  const fields = h("dl", { class: "fields", "aria-label": "Fields" });
+  const logBox = h("div", { class: "logs", id: "logs", tabindex: "0", role: "log", "aria-label": "Log lines" });
+  const follow = h("input", { type: "checkbox", id: "follow", checked: true });
+  const logState = h("span", { id: "log-state" }, "connecting…");
+  let action = null;
+
+  function render(a) {
+    action = a;
+    title.replaceChildren(`${a.action} `, stateBadge(a.state));
+    cancel.disabled = !RULES.cancelable.includes(a.state);
+    retry.disabled = !RULES.retryable.includes(a.state);
+    fields.replaceChildren(
+      ...Object.entries(a).flatMap(([k, v]) => [
+        h("dt", {}, k),
+        h("dd", {}, k === "object" ? objectLink(v)
+          : k === "retry_of" && v && UUID.test(String(v).split("/").filter(Boolean).pop())
+            ? h("a", { href: `#/action/${String(v).split("/").filter(Boolean).pop()}` }, v)
+            : typeof v === "object" && v !== null ? h("code", {}, JSON.stringify(v)) : String(v ?? "")),
+      ]),
+    );
+  }
+  async function reload() {
+    try {
+      render(await api("GET", `/api/audit/v1/action/${uuid}/`));
+    } catch (e) {
+      toast(e.message);
+    }
+  }
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      await api("POST", `/api/audit/v1/action/${uuid}/cancel/`);
+      toast("Cancel requested");
+    } catch (e) {
+      toast(e.message);
+    }
+    reload();
+  });
+  retry.addEventListener("click", async () => {
+    retry.disabled = true;
+    try {
+      const a = await api("POST", `/api/audit/v1/action/${uuid}/retry/`);
+      toast(`Retried as ${a.uuid.slice(0, 8)}`);
+      location.hash = `#/action/${a.uuid}`;
+    } catch (e) {
+      toast(e.message);
+      reload();
+    }
+  });
+  try {
+    render(await api("GET", `/api/audit/v1/action/${uuid}/`));
+  } catch (e) {
+    return [h("h1", {}, "Action"), h("p", { class: "error", role: "alert" }, e.message)];
+  }
+  const refresh = debounce(reload, 200);
+  onEvent((e) => {
+    if (!e || (e.type === "action" && e.uuid === uuid)) refresh();
+  });
+  cleanups.push(() => refresh.cancel());
+
+  // Logs: the websocket sends the stored tail, then follows until the action ends.
+  let socket = null;
+  let closed = false;
+  let lines = 0;
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(`${proto}//${location.host}/api/audit/v1/action/${uuid}/logs/`);
+    logBox.replaceChildren();
+    lines = 0;
+    socket.onopen = () => (logState.textContent = "following");
+    socket.onmessage = (m) => {
+      let msg;
+      try {
+        msg = JSON.parse(m.data);
+      } catch (_) {
+        return;
+      }
+      if (msg.type === "log") {
+        logBox.append(h("div", { class: `line ${msg.streamType === "stderr" ? "stderr" : ""}` }, msg.log));
+        if (++lines > MAX_LOG_LINES) logBox.firstChild.remove();
+        if (follow.checked) logBox.scrollTop = logBox.scrollHeight;
+      } else if (msg.type === "error") {
+        logBox.append(h("div", { class: "note" }, msg.error || "stream error"));
+      }
+    };
+    socket.onclose = () => {
+      if (closed) return;
+      const ended = action && RULES.final.includes(action.state);
+      logState.textContent = ended ? "ended" : "reconnecting…";
+      if (lines === 0 && ended) logBox.append(h("div", { class: "note" }, "No log lines."));
+      if (!ended) setTimeout(() => !closed && connect(), 1000);
+    };
+  }
+  connect();
+  cleanups.push(() => {
+    closed = true;
+    socket && socket.close();
+  });
+
+  return [
+    title,
+    h("div", { class: "toolbar" }, cancel, retry),
+    h("h2", {}, "Logs"),
+    h("div", { class: "logbar" }, h("label", { for: "follow" }, follow, " Follow"), logState),
+    logBox,
+    h("h2", {}, "Fields"),
+    fields,
+  ];
+}
+
+function typeOf(name) {
+  return types.find((t) => t.name === name);
+}
+
+function objectsPage(typeName, q) {
+  const t = typeOf(typeName);
+  if (!t) return [h("h1", {}, "Not found"), h("p", {}, `No object type ${typeName}.`)];
+  const offset = Math.max(0, Number(q.get("offset")) || 0);
+  const base = `/api/${t.subsystem}/v1/${t.name}/`;
+  const wrap = h("div", { class: "table-wrap" });
+  const pager = h("div", { class: "pager" });
+  let shown = new Set();
+
+  async function load() {
+    let page;
+    try {
+      page = await api("GET", `${base}${query({ limit: PAGE_SIZE, offset })}`);
+    } catch (e) {
+      wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      return;
+    }
+    shown = new Set(page.objects.map((o) => o.uuid));
+    wrap.replaceChildren(
+      page.objects.length
+        ? h("table", { "aria-label": typeLabel(t.name) },
+            h("thead", {}, h("tr", {}, ["Name", "State", "Parents"].map((c) => h("th", { scope: "col" }, c)),
+              ["Created", "UUID"].map((c) => h("th", { scope: "col", class: "opt" }, c)))),
+            h("tbody", {}, page.objects.map((o) =>
+              h("tr", { "data-uuid": o.uuid },
+                h("td", {}, h("a", { href: `#/object/${t.name}/${o.uuid}` }, o.name || o.uuid)),
+                h("td", {}, stateBadge(o.state)),
+                h("td", {}, (o.parents || []).map((p) => h("div", {}, objectLink(p)))),
+                h("td", { class: "nowrap opt" }, when(o.created_at || o.created)),
+                h("td", { class: "mono nowrap opt" }, o.uuid.slice(0, 8)),
+              ))))
+        : h("p", { class: "empty" }, `No ${t.name}s yet.`),
+    );
+    const m = page.meta;
+    pager.replaceChildren(
+      ...[h("span", {}, m.total_count ? `${m.offset + 1}–${m.offset + page.objects.length} of ${m.total_count}` : "0 of 0"),
+      m.previous ? h("a", { href: `#/objects/${t.name}?offset=${Math.max(0, offset - PAGE_SIZE)}`, rel: "prev" }, "← Newer") : null,
+      m.next ? h("a", { href: `#/objects/${t.name}?offset=${offset + PAGE_SIZE}`, rel: "next" }, "Older →") : null].filter(Boolean),
+    );
+  }
+  const refresh = debounce(load, 300);
+  onEvent((e) => {
+    if (!e || (e.type === t.name && (shown.has(e.uuid) || offset === 0))) refresh();
+  });
+  cleanups.push(() => refresh.cancel());
+  load();
+
+  const name = h("input", { name: "name", id: "new-name", required: true, maxlength: 200 });
+  const create = t.creatable
+    ? h("form", { class: "filters", "aria-label": `Create a ${t.name}`, onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          const o = await api("POST", base, { name: name.value });
+          toast(`Created ${t.name} ${o.name || o.uuid}`);
+          name.value = "";
+          load();
+        } catch (e) {
+          toast(e.message);
+        }
+      } },
+      h("label", { for: "new-name" }, `New ${t.name} name`, name),
+      h("button", { type: "submit" }, `Create ${t.name}`))
+    : null;
+  return [h("h1", {}, typeLabel(t.name)), create, wrap, pager];
+}
+
+async function objectPage(typeName, uuid) {
+  const t = typeOf(typeName);
+  if (!t || !UUID.test(uuid)) return [h("h1", {}, "Not found")];
+  let obj;
+  try {
+    obj = await api("GET", `/api/${t.subsystem}/v1/${t.name}/${uuid}/`);
+  } catch (e) {
+    return [h("h1", {}, typeLabel(t.name)), h("p", { class: "error", role: "alert" }, e.message)];
+  }
+  const verbs = t.verbs.map((v) =>
+    h("button", { type: "button", class: "secondary", "data-verb": v, onclick: async () => {
+      try {
+        const a = await api("POST", `/api/${t.subsystem}/v1/${t.name}/${uuid}/${v}/`);
+        toast(`${a.action} submitted`);
+      } catch (e) {
+        toast(e.message);
+      }
+    } }, v),
+  );
+  const fields = h("dl", { class: "fields", "aria-label": "Fields" },
+    Object.entries(obj).flatMap(([k, v]) => [
+      h("dt", {}, k),
+      h("dd", {}, k === "parents" && Array.isArray(v) ? v.map((p) => h("div", {}, objectLink(p)))
+        : k === "resource_uri" ? h("span", { class: "mono" }, v)
+        : typeof v === "object" && v !== null ? h("code", {}, JSON.stringify(v)) : String(v ?? "")),
+    ]));
+  const filter = { object: obj.resource_uri, include_related: "true" };
+  const link = (o) => `#/object/${t.name}/${uuid}?offset=${o}`;
+  const offset = Math.max(0, Number(new URLSearchParams(location.hash.split("?")[1] || "").get("offset")) || 0);
+  return [
+    h("h1", {}, `${t.name} ${obj.name || uuid} `, stateBadge(obj.state)),
+    verbs.length ? h("div", { class: "toolbar", role: "group", "aria-label": "Operations" }, verbs) : null,
+    fields,
+    h("h2", {}, "Actions on it and its relatives"),
+    actionsTable(filter, offset, link),
+  ];
+}
+
+// --- routing -----------------------------------------------------------------------
+
+let renderId = 0;
+
+async function route() {
+  if (!me) return;
+  for (const c of cleanups) c();
+  cleanups = [];
+  listeners.clear();
+  const id = ++renderId;
+  const [path, qs] = (location.hash.replace(/^#/, "") || "/actions").split("?");
+  const q = new URLSearchParams(qs || "");
+  const parts = path.split("/").filter(Boolean);
+  let content;
+  let current = "actions";
+  if (parts[0] === "action" && parts[1]) content = await actionPage(parts[1]);
+  else if (parts[0] === "objects" && parts[1] && NAME.test(parts[1])) {
+    content = objectsPage(parts[1], q);
+    current = parts[1];
+  } else if (parts[0] === "object" && parts[1] && NAME.test(parts[1]) && parts[2]) {
+    content = await objectPage(parts[1], parts[2]);
+    current = parts[1];
+  } else content = actionsPage(q);
+  if (id !== renderId) return; // a newer navigation won
+  for (const a of $("nav").querySelectorAll("a")) {
+    if (a.dataset.page === current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  $("page").replaceChildren(...[content].flat().filter(Boolean));
+  document.title = `${$("page").querySelector("h1")?.textContent || "Stevedore"} · Stevedore`;
+}
+
+/** Object types and their verbs, from the API's own OpenAPI document. */
+async function loadTypes() {
+  const doc = await api("GET", "/openapi.json");
+  const found = [];
+  for (const [path, item] of Object.entries(doc.paths)) {
+    const m = /^\/api\/([a-z0-9_-]+)\/v1\/([a-z0-9_-]+)\/$/.exec(path);
+    if (!m || m[1] === "audit" || !item.get) continue;
+    const verbItem = doc.paths[`/api/${m[1]}/v1/${m[2]}/{uuid}/{verb}/`];
+    const verbParam = verbItem?.post?.parameters?.find((p) => p.name === "verb");
+    found.push({
+      subsystem: m[1],
+      name: m[2],
+      creatable: !!item.post,
+      verbs: (verbParam?.schema?.enum || []).filter((v) => NAME.test(v)),
+    });
+  }
+  types = found;
+}
+
+// --- login ---------------------------------------------------------------------------
+
+function showLogin() {
+  me = null;
+  events.close();
+  header.stop();
+  for (const c of cleanups) c();
+  cleanups = [];
+  $("top").hidden = true;
+  $("page").replaceChildren();
+  $("login").hidden = false;
+  $("login-user").focus();
+}
+
+async function start(who) {
+  me = who;
+  $("login").hidden = true;
+  $("top").hidden = false;
+  $("who").textContent = me.user;
+  try {
+    await loadTypes();
+  } catch (e) {
+    toast(`object types unavailable: ${e.message}`);
+  }
+  $("nav").replaceChildren(
+    h("a", { href: "#/actions", "data-page": "actions" }, "Actions"),
+    ...types.map((t) => h("a", { href: `#/objects/${t.name}`, "data-page": t.name }, typeLabel(t.name))),
+  );
+  events.open();
+  header.start();
+  await route();
+}
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const who = await api("POST", "/api/v1/login", { user: $("login-user").value, apikey: $("login-key").value });
+    $("login-key").value = "";
+    await start(who);
+  } catch (e) {
+    $("login-error").textContent = e.status === 401 ? "Wrong user or API key." : e.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  try {
+    await api("POST", "/api/v1/logout");
+  } finally {
+    showLogin();
+  }
+});
+
+window.addEventListener("hashchange", () => {
+  route().then(() => $("view").focus({ preventScroll: true }));
+});
+
+(async () => {
+  try {
+    await start(await api("GET", "/api/v1/auth/"));
+  } catch (_) {
+    showLogin();
+  }
+})();

@@ -1,0 +1,84 @@
+//! `POST /api/v1/login` and `POST /api/v1/logout`: the session cookie the
+//! dashboard (and cookie-jar scripts) authenticate with. The cookie rules
+//! live in [`crate::auth`].
+
+use crate::auth::{authenticate, same_origin, session_clear_cookie, session_set_cookie};
+use crate::error::{ApiError, ApiResult};
+use crate::ApiState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use stevedore_shared::auth::Credentials;
+
+/// The login body, as JSON or as an HTML form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    user: String,
+    apikey: String,
+}
+
+/// `POST /api/v1/login` with `{"user": …, "apikey": …}` (JSON or form
+/// encoded): 200 with who you are and the session cookie, 401 for wrong
+/// credentials (and no cookie), 400 for a malformed body, 403 from another
+/// origin.
+pub async fn login(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    if !same_origin(&headers) {
+        return Err(ApiError::Forbidden("cross-origin login refused".into()));
+    }
+    let form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let login: Login = if form {
+        let mut user = None;
+        let mut apikey = None;
+        for (k, v) in form_urlencoded::parse(&body) {
+            match k.as_ref() {
+                "user" => user = Some(v.into_owned()),
+                "apikey" => apikey = Some(v.into_owned()),
+                other => return Err(ApiError::BadRequest(format!("unknown login field {other:?}"))),
+            }
+        }
+        match (user, apikey) {
+            (Some(user), Some(apikey)) => Login { user, apikey },
+            _ => return Err(ApiError::BadRequest("login needs user and apikey".into())),
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("login body must be {{\"user\": …, \"apikey\": …}}: {e}"))
+        })?
+    };
+    if login.user.is_empty() || login.apikey.is_empty() || login.user.contains(':') {
+        return Err(ApiError::BadRequest("login needs a user and an apikey".into()));
+    }
+    let creds = Credentials {
+        user: login.user,
+        key: login.apikey,
+    };
+    let caller = authenticate(&state, &creds).await?;
+    let secure = state.trust_forwarded_for
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    Ok((
+        StatusCode::OK,
+        [(SET_COOKIE, session_set_cookie(&creds, secure))],
+        Json(json!({ "user": caller.user, "namespaces": caller.namespaces })),
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/logout`: ends the session (whether or not there was one).
+pub async fn logout(headers: HeaderMap) -> ApiResult<Response> {
+    if !same_origin(&headers) {
+        return Err(ApiError::Forbidden("cross-origin logout refused".into()));
+    }
+    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, session_clear_cookie())]).into_response())
+}

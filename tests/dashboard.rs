@@ -1,0 +1,504 @@
+//! The web dashboard in a real browser: headless Chromium driven over
+//! WebDriver (chromedriver), against the real binary on both backends. Logs
+//! in with the keyboard, creates a service, runs an operation and watches it
+//! reach Success live, reads its logs, cancels a long one, filters, pages
+//! through 10,000 actions, and checks a phone-width layout with a very long
+//! log line. The embedded run saves a screenshot of each main page into
+//! `docs/screenshots/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`bash .ci/run` installs
+//! them); `STEVEDORE_CHROMEDRIVER` / `STEVEDORE_CHROMIUM` point elsewhere.
+
+mod common;
+
+use common::{Backend, Deployment, TEST_CONFIG};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use stevedore_shared::action::NewAction;
+use stevedore_shared::state::ActionState;
+use uuid::Uuid;
+
+/// The test operations plus a long one to cancel and one that prints a
+/// 20,000-character line.
+fn config() -> String {
+    format!(
+        r#"{TEST_CONFIG}
+[[operation]]
+object = "service"
+verb = "deploy"
+exec = ["sh", "-c", "for i in $(seq 1 600); do echo \"step $i\"; sleep 0.1; done"]
+
+[[operation]]
+object = "service"
+verb = "spew"
+exec = ["sh", "-c", "head -c 20000 /dev/zero | tr '\\0' x; echo; echo done"]
+"#
+    )
+}
+
+/// How long the browser waits for a condition.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: tokio::process::Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let exe = std::env::var("STEVEDORE_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        assert!(
+            Path::new(&exe).exists(),
+            "{exe} not found: the browser test needs Debian's chromium and chromium-driver \
+             (bash .ci/run installs them), or STEVEDORE_CHROMEDRIVER"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(exe)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chromedriver");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Driver {
+            child,
+            port,
+            _profile: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let chromium = std::env::var("STEVEDORE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let profile = format!("--user-data-dir={}", self._profile.path().display());
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900", profile,
+                ],
+            },
+        });
+        let caps = caps.as_object().unwrap().clone();
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("WebDriver session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Polls a JavaScript expression until it is truthy; panics with `what`
+/// and the page's text otherwise.
+async fn until(c: &Client, what: &str, expr: &str) -> Value {
+    let script = format!("return ({expr}) || null;");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(v) = c.execute(&script, vec![]).await {
+            if !v.is_null() && v != json!(false) {
+                return v;
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            let text = c
+                .execute("return document.body.innerText", vec![])
+                .await
+                .unwrap_or_default();
+            panic!("timed out waiting for {what}; the page says:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.expect("script")
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Follows a link by its exact text (within `scope`, a CSS selector).
+async fn follow(c: &Client, scope: &str, text: &str) {
+    let expr =
+        format!("[...document.querySelectorAll({scope:?} + ' a')].find(a => a.textContent === {text:?})");
+    until(c, &format!("a link {text:?}"), &expr).await;
+    js(c, &format!("{expr}.click(); return true;")).await;
+}
+
+async fn screenshot(c: &Client, save: Option<&Path>, name: &str) {
+    if let Some(dir) = save {
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+}
+
+/// `WAIT`ing for the state badge in the page title.
+async fn title_state(c: &Client, state: &str) {
+    until(
+        c,
+        &format!("the action to show {state}"),
+        &format!("document.querySelector('h1 .state')?.dataset.state === {state:?}"),
+    )
+    .await;
+}
+
+/// Whether the page scrolls sideways (it must not: wide content scrolls in its own box).
+async fn page_overflows(c: &Client) -> bool {
+    js(
+        c,
+        "return document.documentElement.scrollWidth > window.innerWidth + 1",
+    )
+    .await
+    .as_bool()
+    .unwrap()
+}
+
+/// Records `n` finished actions on one object straight into the store.
+async fn seed_actions(d: &Deployment, n: usize) {
+    let store = d.store().await;
+    let namespace = d.user.clone();
+    let object = Uuid::new_v4();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<NewAction> = chunk
+            .iter()
+            .map(|_| NewAction {
+                uuid: Uuid::new_v4(),
+                namespace: namespace.clone(),
+                action: "Service Stop".into(),
+                object: format!("/api/app/v1/{namespace}/service/{object}/"),
+                object_uuid: object,
+                object_type: "service".into(),
+                object_parents: vec![],
+                verb: "stop".into(),
+                method: "POST".into(),
+                path: format!("/api/app/v1/service/{object}/stop/"),
+                body: String::new(),
+                ip: "127.0.0.1".into(),
+                location: String::new(),
+                user: namespace.clone(),
+                user_agent: "seed".into(),
+                is_user_action: true,
+                retry_of: None,
+                completed: Some(ActionState::Success),
+            })
+            .collect();
+        store.submit_actions(&batch).await.expect("seed");
+    }
+}
+
+async fn dashboard_end_to_end(backend: Backend) {
+    let mut d = Deployment::start_with(backend, &config()).await;
+    let base = d.dashboard_url().await;
+    let save: Option<PathBuf> = (backend == Backend::Embedded).then(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let save = save.as_deref();
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+
+    // --- log in: a wrong key is refused; then the keyboard alone gets in.
+    c.goto(&format!("{base}/")).await.unwrap();
+    until(&c, "the login form", "!document.getElementById('login').hidden").await;
+    screenshot(&c, save, "login").await;
+    let user = c.find(Locator::Id("login-user")).await.unwrap();
+    user.send_keys(&d.user).await.unwrap();
+    c.find(Locator::Id("login-key"))
+        .await
+        .unwrap()
+        .send_keys("not-the-key\u{E007}")
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the wrong-key message",
+        "document.getElementById('login-error').textContent.includes('Wrong')",
+    )
+    .await;
+    let key_field = c.find(Locator::Id("login-key")).await.unwrap();
+    key_field.clear().await.unwrap();
+    user.click().await.unwrap();
+    // Tab from the user field to the key field, type it, Enter submits.
+    user.send_keys("\u{E004}").await.unwrap();
+    assert_eq!(
+        js(&c, "return document.activeElement.id").await,
+        "login-key",
+        "Tab moves from user to key"
+    );
+    key_field.send_keys(&format!("{}\u{E007}", d.key)).await.unwrap();
+    until(
+        &c,
+        "the dashboard header",
+        "!document.getElementById('top').hidden",
+    )
+    .await;
+    until(
+        &c,
+        "the events stream",
+        "document.getElementById('live').classList.contains('on')",
+    )
+    .await;
+    let cookie = js(&c, "return document.cookie").await;
+    assert!(
+        !cookie.as_str().unwrap().contains("stevedore_session"),
+        "the session cookie is HttpOnly: {cookie}"
+    );
+
+    // --- objects: create a service from the page.
+    follow(&c, "#nav", "Services").await;
+    until(&c, "the create form", "document.getElementById('new-name')").await;
+    c.find(Locator::Id("new-name"))
+        .await
+        .unwrap()
+        .send_keys("web\u{E007}")
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the new service's row",
+        "[...document.querySelectorAll('#page table a')].some(a => a.textContent === 'web')",
+    )
+    .await;
+    screenshot(&c, save, "objects").await;
+    follow(&c, "#page table", "web").await;
+    until(
+        &c,
+        "the operation buttons",
+        "document.querySelector('button[data-verb=start]')",
+    )
+    .await;
+
+    // --- run an operation; it appears and reaches Success without a reload.
+    js(&c, "window.__stillHere = true; return true;").await;
+    click(&c, "button[data-verb=start]").await;
+    let row = "[...document.querySelectorAll('#page tbody tr')].find(tr => tr.textContent.includes('Service Start'))";
+    until(&c, "the new action's row", row).await;
+    until(
+        &c,
+        "the action to reach Success live",
+        &format!("{row}?.querySelector('.state')?.dataset.state === 'Success'"),
+    )
+    .await;
+    assert_eq!(
+        js(&c, "return window.__stillHere === true").await,
+        true,
+        "no reload"
+    );
+    screenshot(&c, save, "object").await;
+
+    // --- its page: every field, its logs, Retry allowed and Cancel not.
+    follow(&c, "#page table", "Service Start").await;
+    title_state(&c, "Success").await;
+    until(
+        &c,
+        "the log lines",
+        "document.getElementById('logs').textContent.includes('started')",
+    )
+    .await;
+    until(
+        &c,
+        "the log stream to end",
+        "document.getElementById('log-state').textContent === 'ended'",
+    )
+    .await;
+    for field in ["uuid", "state", "start_date", "end_date", "object", "user", "ip"] {
+        let has = js(
+            &c,
+            &format!("return [...document.querySelectorAll('dl.fields dt')].some(dt => dt.textContent === {field:?})"),
+        )
+        .await;
+        assert_eq!(has, true, "field {field} shown");
+    }
+    assert_eq!(
+        js(&c, "return document.getElementById('cancel').disabled").await,
+        true
+    );
+    assert_eq!(
+        js(&c, "return document.getElementById('retry').disabled").await,
+        false
+    );
+    screenshot(&c, save, "action").await;
+
+    // --- a long one: follow its logs live, cancel it.
+    c.back().await.unwrap();
+    until(
+        &c,
+        "the operation buttons",
+        "document.querySelector('button[data-verb=deploy]')",
+    )
+    .await;
+    click(&c, "button[data-verb=deploy]").await;
+    follow(&c, "#page table", "Service Deploy").await;
+    title_state(&c, "In progress").await;
+    until(
+        &c,
+        "live log lines",
+        "document.getElementById('logs').textContent.includes('step 3')",
+    )
+    .await;
+    assert_eq!(
+        js(&c, "return document.getElementById('retry').disabled").await,
+        true
+    );
+    click(&c, "#cancel").await;
+    title_state(&c, "Canceled").await;
+    assert_eq!(
+        js(&c, "return document.getElementById('cancel').disabled").await,
+        true
+    );
+    assert_eq!(
+        js(&c, "return document.getElementById('retry').disabled").await,
+        false
+    );
+
+    // Retry makes a new action and opens it.
+    let old = js(&c, "return location.hash").await;
+    click(&c, "#retry").await;
+    until(
+        &c,
+        "the retried action's page",
+        &format!("location.hash !== {old} && location.hash.startsWith('#/action/')"),
+    )
+    .await;
+    until(&c, "the retry to start", "document.querySelector('h1 .state')").await;
+    click(&c, "#cancel").await;
+    title_state(&c, "Canceled").await;
+
+    // --- the actions page: 10,000 more actions, filters, paging.
+    seed_actions(&d, 10_000).await;
+    c.goto(&format!("{base}/#/actions")).await.unwrap();
+    until(&c, "the actions table", "document.querySelector('#page table')").await;
+    let pager = until(
+        &c,
+        "the total in the pager",
+        "[...document.querySelectorAll('.pager span')].map(s => s.textContent).find(t => /of 1\\d{4}$/.test(t))",
+    )
+    .await;
+    assert!(pager.as_str().unwrap().starts_with("1–25 of "), "{pager}");
+    assert_eq!(
+        js(&c, "return document.querySelectorAll('#page tbody tr').length").await,
+        25
+    );
+    screenshot(&c, save, "actions").await;
+    follow(&c, ".pager", "Older →").await;
+    until(
+        &c,
+        "the second page",
+        "[...document.querySelectorAll('.pager span')].some(s => s.textContent.startsWith('26–50 of'))",
+    )
+    .await;
+    assert!(!page_overflows(&c).await, "10,000 actions do not widen the page");
+    // Filter by state with the form.
+    c.goto(&format!("{base}/#/actions")).await.unwrap();
+    until(&c, "the filter form", "document.getElementById('f-state')").await;
+    js(&c, "document.getElementById('f-state').value = 'Canceled'; document.querySelector('form.filters button[type=submit]').click(); return true;").await;
+    until(
+        &c,
+        "only Canceled actions",
+        "location.hash.includes('state=Canceled') && document.querySelectorAll('#page tbody tr').length === 2 && \
+         [...document.querySelectorAll('#page tbody .state')].every(s => s.dataset.state === 'Canceled')",
+    )
+    .await;
+    // A date range in the future matches nothing; the object type filter narrows.
+    js(&c, "document.getElementById('f-from').value = '2099-01-01T00:00'; document.querySelector('form.filters button[type=submit]').click(); return true;").await;
+    until(
+        &c,
+        "an empty date window",
+        "location.hash.includes('from=2099') && document.querySelector('#page .empty')",
+    )
+    .await;
+    c.goto(&format!("{base}/#/actions?object_type=node"))
+        .await
+        .unwrap();
+    until(&c, "no node actions", "document.querySelector('#page .empty')").await;
+    // The header counts by state.
+    until(
+        &c,
+        "the Canceled count",
+        "[...document.querySelectorAll('#counts .count')].some(a => a.textContent === 'Canceled: 2')",
+    )
+    .await;
+
+    // --- a phone: no sideways scrolling, even with a 20,000-character log line.
+    let svc = d
+        .create_object("/api/app/v1/service/", r#"{"name":"wide"}"#)
+        .await;
+    let (_, _, a) = d
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/app/v1/service/{}/spew/", svc["uuid"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    let spew = a["uuid"].as_str().unwrap().to_string();
+    d.wait_for_state(&spew, &["Success"]).await;
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/#/action/{spew}")).await.unwrap();
+    until(
+        &c,
+        "the long line",
+        "document.getElementById('logs').textContent.includes('xxxxxxxxxxxxxxxxxxxx')",
+    )
+    .await;
+    assert!(
+        !page_overflows(&c).await,
+        "a long log line wraps inside the log box"
+    );
+    screenshot(&c, save, "phone-action").await;
+    c.goto(&format!("{base}/#/actions")).await.unwrap();
+    until(&c, "the actions table", "document.querySelector('#page table')").await;
+    assert!(!page_overflows(&c).await, "the actions table fits a phone");
+
+    // --- log out: the session is gone.
+    click(&c, "#logout").await;
+    until(&c, "the login form", "!document.getElementById('login').hidden").await;
+    c.refresh().await.unwrap();
+    until(
+        &c,
+        "the login form after a reload",
+        "!document.getElementById('login').hidden",
+    )
+    .await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_browser_embedded() {
+    dashboard_end_to_end(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_browser_postgres_rabbitmq() {
+    dashboard_end_to_end(Backend::PostgresRabbit).await;
+}
