@@ -108,6 +108,27 @@ function debounce(fn, ms) {
   return d;
 }
 
+/** Runs fn now, then at most once per `ms` while calls keep coming. */
+function throttle(fn, ms) {
+  let last = 0;
+  let timer = null;
+  const t = () => {
+    const wait = last + ms - Date.now();
+    if (wait <= 0) {
+      last = Date.now();
+      fn();
+    } else if (!timer) {
+      timer = setTimeout(() => {
+        timer = null;
+        last = Date.now();
+        fn();
+      }, wait);
+    }
+  };
+  t.cancel = () => clearTimeout(timer);
+  return t;
+}
+
 // --- the events stream -------------------------------------------------------
 
 const events = {
@@ -191,7 +212,17 @@ const header = {
   start() {
     this.refresh();
     this.timer = setInterval(() => this.refresh(), 15000);
-    this.changed = debounce(() => this.refresh(), 1000);
+    // Events move the counts (at most every 2 s) and the chart (every 10 s).
+    const counts = throttle(() => this.counts(), 2000);
+    const chart = throttle(() => this.chart(), 10000);
+    this.changed = () => {
+      counts();
+      chart();
+    };
+    this.changed.cancel = () => {
+      counts.cancel();
+      chart.cancel();
+    };
   },
   stop() {
     clearInterval(this.timer);
@@ -199,7 +230,11 @@ const header = {
     this.changed = () => {};
   },
   changed() {},
-  async refresh() {
+  refresh() {
+    this.counts();
+    this.chart();
+  },
+  async counts() {
     try {
       const counts = await Promise.all(
         RULES.states.map((s) => api("GET", `/api/audit/v1/action/${query({ state: s, limit: 1 })}`)),
@@ -210,8 +245,14 @@ const header = {
             `${s}: ${counts[i].meta.total_count}`),
         ),
       );
-      const minute = 60000;
-      const now = Date.now();
+    } catch (e) {
+      if (e.status !== 401) $("counts").replaceChildren(h("span", { class: "error" }, e.message));
+    }
+  },
+  async chart() {
+    const minute = 60000;
+    const now = Date.now();
+    try {
       const bins = await Promise.all(
         Array.from({ length: 15 }, (_, i) => {
           const from = new Date(now - (15 - i) * minute).toISOString();
@@ -221,8 +262,8 @@ const header = {
         }),
       );
       drawChart(bins);
-    } catch (e) {
-      if (e.status !== 401) $("counts").replaceChildren(h("span", { class: "error" }, e.message));
+    } catch (_) {
+      /* the counts show the error */
     }
   },
 };
