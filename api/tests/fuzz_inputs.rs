@@ -95,6 +95,33 @@ impl App {
         })
     }
 
+    /// `POST /api/v1/login` with `body` as JSON or as a form; a refusal sets no cookie.
+    fn send_login(&self, body: Vec<u8>, form: bool) -> (StatusCode, serde_json::Value) {
+        self.rt.block_on(async {
+            let content_type = if form {
+                "application/x-www-form-urlencoded"
+            } else {
+                "application/json"
+            };
+            let req = Request::builder()
+                .method("POST")
+                .uri("/api/v1/login")
+                .header("Content-Type", content_type)
+                .body(Body::from(body))
+                .unwrap();
+            let resp = self.router.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            assert!(
+                status.is_success() || !resp.headers().contains_key("set-cookie"),
+                "a refused login set a cookie"
+            );
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+            let json = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("login: {status} body is not JSON ({e}): {bytes:?}"));
+            (status, json)
+        })
+    }
+
     fn action_events(&self) -> usize {
         self.rt.block_on(async {
             self.store
@@ -230,6 +257,18 @@ proptest! {
         assert_clean_refusal(status, &json, "create");
         let (status, json) = a.send("PATCH", &format!("/api/app/v1/service/{}/", a.service), b);
         assert_clean_refusal(status, &json, "patch");
+    }
+
+    #[test]
+    fn any_login_body_is_refused_cleanly(b in body(), form in any::<bool>()) {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let a = app();
+        let (status, json) = a.send_login(b, form);
+        assert_clean_refusal(status, &json, "login");
+        prop_assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED,
+            "{} {}", status, json
+        );
     }
 
     #[test]
