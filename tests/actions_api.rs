@@ -351,6 +351,49 @@ async fn cancel_and_retry_follow_the_state_rules(d: &mut Deployment) {
         )
         .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // An action says whether a retry would be accepted: not for a create
+    // with no create operation configured, nor once its object is gone.
+    let (_, _, creates) = d
+        .request(
+            Method::GET,
+            &format!(
+                "/api/audit/v1/action/?object={}&limit=100",
+                svc["resource_uri"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    let create = creates["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "Service Create")
+        .unwrap_or_else(|| panic!("no create action: {creates}"));
+    let (_, _, create) = d
+        .request(Method::GET, create["resource_uri"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(create["can_be_retried"], false, "{create}");
+    let (status, _, _) = d
+        .request(
+            Method::POST,
+            &format!("{}retry/", create["resource_uri"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, _, done) = d
+        .request(Method::GET, &format!("/api/audit/v1/action/{new_uuid}/"), None)
+        .await;
+    assert_eq!(done["can_be_retried"], true, "{done}");
+    let (status, _, _) = d
+        .request(Method::DELETE, svc["resource_uri"].as_str().unwrap(), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    let (_, _, done) = d
+        .request(Method::GET, &format!("/api/audit/v1/action/{new_uuid}/"), None)
+        .await;
+    assert_eq!(done["can_be_retried"], false, "the object is gone: {done}");
 }
 
 async fn tutum_v1_aliases_and_namespaced_paths_behave_the_same(d: &mut Deployment) {

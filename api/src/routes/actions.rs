@@ -15,7 +15,7 @@ use axum::Json;
 use stevedore_shared::action::{Action, ActionJson, NewAction};
 use stevedore_shared::dates;
 use stevedore_shared::messages::Control;
-use stevedore_shared::object::parse_object_uri;
+use stevedore_shared::object::{parse_object_uri, Object};
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{uuid_prefix_range, ActionFilter, ObjectFilter};
 use uuid::Uuid;
@@ -79,7 +79,10 @@ pub async fn get(
     match parse(&rest)? {
         AuditPath::Auth => Ok(super::probes::auth_probe(caller).await.into_response()),
         AuditPath::List(ns) => list(&state, &caller, ns, uri.path(), query.as_deref()).await,
-        AuditPath::Action(uuid) => Ok(Json(load(&state, &caller, uuid).await?.to_wire()).into_response()),
+        AuditPath::Action(uuid) => {
+            let action = load(&state, &caller, uuid).await?;
+            Ok(Json(detail(&state, &caller, &action).await?).into_response())
+        }
         AuditPath::Cancel(_) | AuditPath::Retry(_) => {
             Err(ApiError::MethodNotAllowed("cancel and retry take POST".into()))
         }
@@ -281,26 +284,49 @@ async fn cancel(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiResult<Resp
     ))
 }
 
-async fn retry(state: &ApiState, caller: &Caller, info: &RequestInfo, uuid: Uuid) -> ApiResult<Response> {
-    let old = load(state, caller, uuid).await?;
+/// The one rule for retrying `old`: it has ended, its object still exists,
+/// and its operation is still configured. `Ok` carries the object the retry
+/// runs on; `Err` is the 409 that says why not.
+async fn retry_target(state: &ApiState, caller: &Caller, old: &Action) -> ApiResult<Object> {
     if !old.state.can_be_retried() {
         return Err(ApiError::Conflict(format!(
-            "action {uuid} is {}: only Success, Failed or Canceled actions can be retried",
-            old.state
+            "action {} is {}: only Success, Failed or Canceled actions can be retried",
+            old.uuid, old.state
         )));
     }
-    let store = state.dispatcher.store();
-    let object = store
-        .get_object(caller.scope(), old.object_uuid)
-        .await?
-        .filter(|o| o.deleted_at.is_none())
-        .ok_or_else(|| ApiError::Conflict(format!("cannot retry: {} no longer exists", old.object)))?;
     if state.ops.get(&old.object_type, &old.verb).is_none() {
         return Err(ApiError::Conflict(format!(
             "cannot retry: no operation is configured for {} {}",
             old.object_type, old.verb
         )));
     }
+    state
+        .dispatcher
+        .store()
+        .get_object(caller.scope(), old.object_uuid)
+        .await?
+        .filter(|o| o.deleted_at.is_none())
+        .ok_or_else(|| ApiError::Conflict(format!("cannot retry: {} no longer exists", old.object)))
+}
+
+/// One action's JSON, with `can_be_retried` answered by [`retry_target`]
+/// (a list answers it from the state alone: one object lookup per row
+/// would cost more than the flag is worth there).
+async fn detail(state: &ApiState, caller: &Caller, action: &Action) -> ApiResult<ActionJson> {
+    let mut json = action.to_wire();
+    if json.can_be_retried {
+        json.can_be_retried = match retry_target(state, caller, action).await {
+            Ok(_) => true,
+            Err(ApiError::Conflict(_)) => false,
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(json)
+}
+
+async fn retry(state: &ApiState, caller: &Caller, info: &RequestInfo, uuid: Uuid) -> ApiResult<Response> {
+    let old = load(state, caller, uuid).await?;
+    let object = retry_target(state, caller, &old).await?;
     // The same operation (method, path, body) on the same object; who asked,
     // and from where, is the retry request's.
     let new = NewAction {
