@@ -579,6 +579,8 @@ fn compose_runs_every_role_in_order() {
         strings(&svc("stream")["command"]),
         ["stream", "--listen", "0.0.0.0:8081"]
     );
+    // The dashboard needs its websockets on the API's origin.
+    assert_eq!(strings(&svc("api")["command"]), ["api", "--with-stream"]);
     assert!(strings(&svc("api")["ports"])
         .iter()
         .any(|p| p.ends_with("8080:8080")));
