@@ -59,12 +59,26 @@ async fn the_session_cookie_authenticates_and_refuses_other_origins(d: &mut Depl
         assert!(serde_json::from_str::<Value>(&text).unwrap()["error"].is_string());
     }
 
+    // Other body types, and logins from another origin, are refused.
+    let right = format!(r#"{{"user":"{}","apikey":"{}"}}"#, d.user, d.key);
+    let (status, cookie, _) = login(d, &right, "text/plain").await;
+    assert_eq!((status, cookie), (StatusCode::UNSUPPORTED_MEDIA_TYPE, None));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", d.url))
+        .header("Content-Type", "application/json")
+        .header(ORIGIN, "https://evil.example")
+        .body(right.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(!resp.headers().contains_key(SET_COOKIE));
+
     // JSON and form logins both work.
     let form = format!("user={}&apikey={}", d.user, d.key);
     let (status, cookie, text) = login(d, &form, "application/x-www-form-urlencoded").await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(cookie.is_some());
-    let right = format!(r#"{{"user":"{}","apikey":"{}"}}"#, d.user, d.key);
     let (status, cookie, text) = login(d, &right, "application/json").await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let cookie = cookie.expect("a session cookie");
@@ -89,6 +103,18 @@ async fn the_session_cookie_authenticates_and_refuses_other_origins(d: &mut Depl
     let (status, action) = with_cookie(d, Method::POST, &path, &cookie, Some(&own)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{action}");
     let uuid = action["uuid"].as_str().unwrap().to_string();
+    // Basic credentials a browser cached are no way around it either.
+    let (status, _, err) = {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", d.url))
+            .basic_auth(&d.user, Some(&d.key))
+            .header(ORIGIN, "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), (), resp.text().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
     let cancel = format!("/api/audit/v1/action/{uuid}/cancel/");
     let (status, _) = with_cookie(d, Method::POST, &cancel, &cookie, Some("null")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -88,6 +88,10 @@ const UNKNOWN_USER_DIGEST: &str = "000000000000000000000000000000000000000000000
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "stevedore_session";
 
+/// The cookie goes to the API only (everything the dashboard calls is
+/// under it), not to whatever else the host serves.
+const COOKIE_PATH: &str = "/api/";
+
 /// The credentials a request presents: its `Authorization` header, else its
 /// session cookie. `changes_state` is true for unsafe methods and websocket
 /// handshakes: cookie-borne credentials on those must come from the API's
@@ -167,7 +171,7 @@ pub async fn page_challenge(
 pub fn session_set_cookie(creds: &Credentials, secure: bool) -> String {
     let value = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.user, creds.key));
     cookie::Cookie::build((SESSION_COOKIE, value))
-        .path("/")
+        .path(COOKIE_PATH)
         .http_only(true)
         .secure(secure)
         .same_site(cookie::SameSite::Strict)
@@ -178,7 +182,7 @@ pub fn session_set_cookie(creds: &Credentials, secure: bool) -> String {
 /// The `Set-Cookie` value that ends the session.
 pub fn session_clear_cookie() -> String {
     cookie::Cookie::build((SESSION_COOKIE, ""))
-        .path("/")
+        .path(COOKIE_PATH)
         .http_only(true)
         .same_site(cookie::SameSite::Strict)
         .max_age(cookie::time::Duration::ZERO)
@@ -190,7 +194,14 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let creds = request_credentials(&parts.headers, !parts.method.is_safe())?.ok_or_else(|| {
+        let unsafe_method = !parts.method.is_safe();
+        // A browser that cached Basic credentials sends them cross-site by
+        // itself: a change from another origin is refused whatever the
+        // credentials (API clients send no Origin).
+        if unsafe_method && !same_origin(&parts.headers) {
+            return Err(ApiError::Forbidden("cross-origin request refused".into()));
+        }
+        let creds = request_credentials(&parts.headers, unsafe_method)?.ok_or_else(|| {
             ApiError::Unauthorized(
                 "authentication required: send Authorization: Basic base64(user:apikey), or log in at POST /api/v1/login"
                     .into(),
@@ -268,7 +279,7 @@ mod tests {
         };
         let c = session_set_cookie(&creds, false);
         assert!(c.starts_with("stevedore_session=dTpr"), "{c}");
-        for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        for part in ["HttpOnly", "SameSite=Strict", "Path=/api/"] {
             assert!(c.contains(part), "{c}");
         }
         assert!(

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 405: the resource exists but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 415: a body type the route does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 409: not allowed in the current state.
     #[error("{0}")]
     Conflict(String),
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 use stevedore_shared::auth::Credentials;
 
-/// The login body, as JSON or as an HTML form.
-#[derive(Debug, Deserialize)]
+/// The login body, as JSON or as an HTML form (no `Debug`: it holds the key).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Login {
     user: String,
@@ -31,10 +31,19 @@ pub async fn login(State(state): State<ApiState>, headers: HeaderMap, body: Byte
     if !same_origin(&headers) {
         return Err(ApiError::Forbidden("cross-origin login refused".into()));
     }
-    let form = headers
+    let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let form = content_type.starts_with("application/x-www-form-urlencoded");
+    // Only the types a cross-site "simple" request cannot forge without
+    // preflight (JSON), and forms; text/plain and friends are refused.
+    if !form && !content_type.starts_with("application/json") {
+        return Err(ApiError::UnsupportedMediaType(
+            "login takes application/json or application/x-www-form-urlencoded".into(),
+        ));
+    }
     let login: Login = if form {
         let mut user = None;
         let mut apikey = None;
@@ -62,11 +71,12 @@ pub async fn login(State(state): State<ApiState>, headers: HeaderMap, body: Byte
         key: login.apikey,
     };
     let caller = authenticate(&state, &creds).await?;
-    let secure = state.trust_forwarded_for
-        && headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    // Secure whenever the page was loaded over https: as the browser says
+    // (Origin), or as a trusted proxy says (X-Forwarded-Proto).
+    let header_is =
+        |name: &str, f: fn(&str) -> bool| headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(f);
+    let secure = header_is("origin", |o| o.to_ascii_lowercase().starts_with("https://"))
+        || (state.trust_forwarded_for && header_is("x-forwarded-proto", |v| v.eq_ignore_ascii_case("https")));
     Ok((
         StatusCode::OK,
         [(SET_COOKIE, session_set_cookie(&creds, secure))],
