@@ -79,12 +79,40 @@ function query(params) {
 
 let me = null; // {user, namespaces}
 let types = []; // [{name, subsystem, verbs, creatable}]
-const listeners = new Set(); // event listeners of the current view
-let cleanups = []; // what the current view closes when it goes
+let view = null; // the page on screen (see View)
+let views = 0;
 
-function onEvent(fn) {
-  listeners.add(fn);
-  cleanups.push(() => listeners.delete(fn));
+/**
+ * One rendering of a page: its event listeners and what it must close when
+ * the user moves on. A page that awaits checks `alive` after each await, so
+ * a slow page never draws over, or listens for, the one that replaced it.
+ */
+class View {
+  constructor() {
+    this.id = ++views;
+    this.alive = true;
+    this.listeners = new Set();
+    this.cleanups = [];
+  }
+  /** Listens for events (null: the stream reconnected; refetch). */
+  on(fn) {
+    this.listeners.add(fn);
+  }
+  /** Runs fn when the view goes (at once if it is already gone). */
+  own(fn) {
+    if (this.alive) this.cleanups.push(fn);
+    else fn();
+  }
+  close() {
+    this.alive = false;
+    this.listeners.clear();
+    for (const c of this.cleanups) c();
+    this.cleanups = [];
+  }
+}
+
+function dispatch(msg) {
+  if (view) for (const fn of view.listeners) fn(msg);
 }
 
 function toast(msg) {
@@ -131,43 +159,54 @@ function throttle(fn, ms) {
 
 // --- the events stream -------------------------------------------------------
 
+/** A websocket on this origin whose JSON frames go to onFrame. */
+function socket(path, onFrame) {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${proto}//${location.host}${path}`);
+  ws.onmessage = (m) => {
+    let msg;
+    try {
+      msg = JSON.parse(m.data);
+    } catch (_) {
+      return;
+    }
+    onFrame(msg);
+  };
+  return ws;
+}
+
 const events = {
-  socket: null,
+  ws: null,
   retry: 500,
-  wanted: false,
+  timer: null,
   open() {
-    this.wanted = true;
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${proto}//${location.host}/api/audit/v1/events`);
-    this.socket = ws;
-    ws.onmessage = (m) => {
-      let msg;
-      try {
-        msg = JSON.parse(m.data);
-      } catch (_) {
-        return;
-      }
+    this.close();
+    const ws = socket("/api/audit/v1/events", (msg) => {
+      if (this.ws !== ws) return;
       if (msg.type === "auth" && msg.data) {
         this.retry = 500;
         setLive(true);
-        // Whatever happened while we were away: the views refetch.
-        for (const fn of listeners) fn(null);
+        // Whatever happened while we were away: the view refetches.
+        dispatch(null);
         return;
       }
-      for (const fn of listeners) fn(msg);
+      dispatch(msg);
       header.changed();
-    };
+    });
+    this.ws = ws;
     ws.onclose = () => {
+      if (this.ws !== ws) return;
       setLive(false);
-      if (this.socket !== ws || !this.wanted) return;
-      setTimeout(() => this.wanted && this.open(), this.retry);
-      this.retry = Math.min(this.retry * 2, 10000);
+      this.timer = setTimeout(() => this.open(), this.retry);
+      this.retry = Math.min(this.retry * 2, 15000);
     };
   },
   close() {
-    this.wanted = false;
-    if (this.socket) this.socket.close();
-    this.socket = null;
+    clearTimeout(this.timer);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close();
+    setLive(false);
   },
 };
 
@@ -210,6 +249,7 @@ function typeLabel(t) {
 const header = {
   timer: null,
   start() {
+    this.stop();
     this.refresh();
     this.timer = setInterval(() => this.refresh(), 15000);
     // Events move the counts (at most every 2 s) and the chart (every 10 s).
@@ -256,7 +296,7 @@ const header = {
       const bins = await Promise.all(
         Array.from({ length: 15 }, (_, i) => {
           const from = new Date(now - (15 - i) * minute).toISOString();
-          const to = new Date(now - (14 - i) * minute).toISOString();
+          const to = new Date(now - (14 - i) * minute - 1).toISOString();
           return api("GET", `/api/audit/v1/action/${query({ end_date__gte: from, end_date__lte: to, limit: 1 })}`)
             .then((r) => r.meta.total_count);
         }),
@@ -292,21 +332,43 @@ function drawChart(bins) {
 // --- the actions table (shared by the actions page and the object page) ---------
 
 /** A live table of actions for `filter`; `pageLink(offset)` makes pager hrefs. */
-function actionsTable(filter, offset, pageLink) {
+function actionsTable(v, filter, offset, pageLink) {
   const wrap = h("div", { class: "table-wrap" });
   const pager = h("div", { class: "pager" });
   const box = h("div", {}, wrap, pager);
   let shown = new Set();
   let first = true;
+  // One load at a time; an event during a load makes one more afterwards, so
+  // a change that lands between the server's snapshot and the redraw is not lost.
+  let loading = false;
+  let again = false;
 
   async function load() {
+    if (loading) {
+      again = true;
+      return;
+    }
+    loading = true;
+    try {
+      await loadOnce();
+    } finally {
+      loading = false;
+      if (again && v.alive) {
+        again = false;
+        load();
+      }
+    }
+  }
+
+  async function loadOnce() {
     let page;
     try {
       page = await api("GET", `/api/audit/v1/action/${query({ ...filter, limit: PAGE_SIZE, offset })}`);
     } catch (e) {
-      wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
       return;
     }
+    if (!v.alive) return;
     const rows = page.objects.map((a) => {
       const tr = h("tr", { "data-uuid": a.uuid, class: !first && !shown.has(a.uuid) ? "fresh" : null },
         h("td", {}, h("a", { href: `#/action/${a.uuid}` }, a.action || a.uuid)),
@@ -340,25 +402,33 @@ function actionsTable(filter, offset, pageLink) {
   }
 
   const refresh = debounce(load, 300);
-  onEvent((e) => {
-    // Reconnected (null), a shown action changed, or a new one may belong on page one.
-    if (!e || (e.type === "action" && (shown.has(e.uuid) || (offset === 0 && e.action === "create")))) refresh();
+  v.on((e) => {
+    // Reconnected (null), a shown action changed, or (page one) any action
+    // changed: with a filter, an update can move one into the page.
+    if (!e || (e.type === "action" && (shown.has(e.uuid) || offset === 0 || loading))) refresh();
   });
-  cleanups.push(() => refresh.cancel());
+  v.own(() => refresh.cancel());
   load();
   return box;
 }
 
 // --- pages -----------------------------------------------------------------------
 
-function actionsPage(q) {
+/** A datetime-local value (the browser's time zone) as ISO 8601, or "". */
+function isoDate(value, endOfMinute) {
+  const d = value ? new Date(value) : null;
+  if (!d || isNaN(d)) return "";
+  return new Date(d.getTime() + (endOfMinute ? 59999 : 0)).toISOString();
+}
+
+function actionsPage(v, q) {
   const offset = Math.max(0, Number(q.get("offset")) || 0);
   const filter = {
     state: q.get("state") || "",
     object_type: q.get("object_type") || "",
     object: q.get("object") || "",
-    start_date__gte: q.get("from") ? new Date(q.get("from")).toISOString() : "",
-    start_date__lte: q.get("to") ? new Date(q.get("to")).toISOString() : "",
+    start_date__gte: isoDate(q.get("from"), false),
+    start_date__lte: isoDate(q.get("to"), true),
   };
   const stateSel = h("select", { name: "state", id: "f-state" }, h("option", { value: "" }, "Any"),
     RULES.states.map((s) => h("option", { value: s, selected: s === filter.state }, s)));
@@ -385,12 +455,12 @@ function actionsPage(q) {
     p.set("offset", String(o));
     return `#/actions?${p}`;
   };
-  return [h("h1", {}, "Actions"), form, actionsTable(filter, offset, link)];
+  return [h("h1", {}, "Actions"), form, actionsTable(v, filter, offset, link)];
 }
 
-async function actionPage(uuid) {
+async function actionPage(v, uuid) {
   if (!UUID.test(uuid)) return [h("h1", {}, "Not found"), h("p", {}, "That is not an action uuid.")];
-  const title = h("h1", {}, "Action");
+  const title = h("h1", { "data-uuid": uuid }, "Action");
   const cancel = h("button", { type: "button", class: "danger", id: "cancel", disabled: true }, "Cancel");
   const retry = h("button", { type: "button", id: "retry", disabled: true }, "Retry");
   const fields = h("dl", { class: "fields", "aria-label": "Fields" });
@@ -402,23 +472,29 @@ async function actionPage(uuid) {
   function render(a) {
     action = a;
     title.replaceChildren(`${a.action} `, stateBadge(a.state));
-    cancel.disabled = !RULES.cancelable.includes(a.state);
-    retry.disabled = !RULES.retryable.includes(a.state);
+    // The API's own answers (the state rule; for retry also "the object
+    // exists and the operation is configured").
+    cancel.disabled = !a.can_be_canceled;
+    retry.disabled = !a.can_be_retried;
     fields.replaceChildren(
-      ...Object.entries(a).flatMap(([k, v]) => [
+      ...Object.entries(a).flatMap(([k, val]) => [
         h("dt", {}, k),
-        h("dd", {}, k === "object" ? objectLink(v)
-          : k === "retry_of" && v && UUID.test(String(v).split("/").filter(Boolean).pop())
-            ? h("a", { href: `#/action/${String(v).split("/").filter(Boolean).pop()}` }, v)
-            : typeof v === "object" && v !== null ? h("code", {}, JSON.stringify(v)) : String(v ?? "")),
+        h("dd", {}, k === "object" ? objectLink(val)
+          : typeof val === "object" && val !== null ? h("code", {}, JSON.stringify(val)) : String(val ?? "")),
       ]),
     );
   }
+  let reloads = 0;
+  /** Fetches and shows the action; the newest of overlapping fetches wins. */
   async function reload() {
+    const mine = ++reloads;
     try {
-      render(await api("GET", `/api/audit/v1/action/${uuid}/`));
+      const a = await api("GET", `/api/audit/v1/action/${uuid}/`);
+      if (mine === reloads && v.alive) render(a);
+      return a;
     } catch (e) {
-      toast(e.message);
+      if (v.alive) toast(e.message);
+      return null;
     }
   }
   cancel.addEventListener("click", async () => {
@@ -447,49 +523,64 @@ async function actionPage(uuid) {
   } catch (e) {
     return [h("h1", {}, "Action"), h("p", { class: "error", role: "alert" }, e.message)];
   }
+  if (!v.alive) return null;
   const refresh = debounce(reload, 200);
-  onEvent((e) => {
+  v.on((e) => {
     if (!e || (e.type === "action" && e.uuid === uuid)) refresh();
   });
-  cleanups.push(() => refresh.cancel());
+  v.own(() => refresh.cancel());
 
-  // Logs: the websocket sends the stored tail, then follows until the action ends.
-  let socket = null;
-  let closed = false;
+  // Logs: the websocket sends the stored tail, then follows until the action
+  // ends. A drop before the end reconnects (with backoff) and replays the tail.
+  let ws = null;
   let lines = 0;
+  let delay = 1000;
+  let timer = null;
+  let scrolling = false;
+  function scrollSoon() {
+    if (scrolling) return;
+    scrolling = true;
+    requestAnimationFrame(() => {
+      scrolling = false;
+      if (follow.checked) logBox.scrollTop = logBox.scrollHeight;
+    });
+  }
   function connect() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(`${proto}//${location.host}/api/audit/v1/action/${uuid}/logs/`);
+    if (!v.alive) return;
     logBox.replaceChildren();
     lines = 0;
-    socket.onopen = () => (logState.textContent = "following");
-    socket.onmessage = (m) => {
-      let msg;
-      try {
-        msg = JSON.parse(m.data);
-      } catch (_) {
-        return;
-      }
+    ws = socket(`/api/audit/v1/action/${uuid}/logs/`, (msg) => {
       if (msg.type === "log") {
         logBox.append(h("div", { class: `line ${msg.streamType === "stderr" ? "stderr" : ""}` }, msg.log));
         if (++lines > MAX_LOG_LINES) logBox.firstChild.remove();
-        if (follow.checked) logBox.scrollTop = logBox.scrollHeight;
+        scrollSoon();
       } else if (msg.type === "error") {
         logBox.append(h("div", { class: "note" }, msg.error || "stream error"));
       }
+    });
+    ws.onopen = () => {
+      logState.textContent = "following";
+      delay = 1000;
     };
-    socket.onclose = () => {
-      if (closed) return;
-      const ended = action && RULES.final.includes(action.state);
-      logState.textContent = ended ? "ended" : "reconnecting…";
-      if (lines === 0 && ended) logBox.append(h("div", { class: "note" }, "No log lines."));
-      if (!ended) setTimeout(() => !closed && connect(), 1000);
+    ws.onclose = async () => {
+      if (!v.alive) return;
+      // Ended, or dropped? Ask the API rather than trust a stale state.
+      const a = (await reload()) || action;
+      if (!v.alive) return;
+      if (RULES.final.includes(a.state)) {
+        logState.textContent = "ended";
+        if (lines === 0) logBox.append(h("div", { class: "note" }, "No log lines."));
+        return;
+      }
+      logState.textContent = "reconnecting…";
+      timer = setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 15000);
     };
   }
   connect();
-  cleanups.push(() => {
-    closed = true;
-    socket && socket.close();
+  v.own(() => {
+    clearTimeout(timer);
+    if (ws) ws.close();
   });
 
   return [
@@ -507,7 +598,7 @@ function typeOf(name) {
   return types.find((t) => t.name === name);
 }
 
-function objectsPage(typeName, q) {
+function objectsPage(v, typeName, q) {
   const t = typeOf(typeName);
   if (!t) return [h("h1", {}, "Not found"), h("p", {}, `No object type ${typeName}.`)];
   const offset = Math.max(0, Number(q.get("offset")) || 0);
@@ -521,9 +612,10 @@ function objectsPage(typeName, q) {
     try {
       page = await api("GET", `${base}${query({ limit: PAGE_SIZE, offset })}`);
     } catch (e) {
-      wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
       return;
     }
+    if (!v.alive) return;
     shown = new Set(page.objects.map((o) => o.uuid));
     wrap.replaceChildren(
       page.objects.length
@@ -548,10 +640,10 @@ function objectsPage(typeName, q) {
     );
   }
   const refresh = debounce(load, 300);
-  onEvent((e) => {
+  v.on((e) => {
     if (!e || (e.type === t.name && (shown.has(e.uuid) || offset === 0))) refresh();
   });
-  cleanups.push(() => refresh.cancel());
+  v.own(() => refresh.cancel());
   load();
 
   const name = h("input", { name: "name", id: "new-name", required: true, maxlength: 200 });
@@ -573,7 +665,7 @@ function objectsPage(typeName, q) {
   return [h("h1", {}, typeLabel(t.name)), create, wrap, pager];
 }
 
-async function objectPage(typeName, uuid) {
+async function objectPage(v, typeName, uuid) {
   const t = typeOf(typeName);
   if (!t || !UUID.test(uuid)) return [h("h1", {}, "Not found")];
   let obj;
@@ -582,6 +674,7 @@ async function objectPage(typeName, uuid) {
   } catch (e) {
     return [h("h1", {}, typeLabel(t.name)), h("p", { class: "error", role: "alert" }, e.message)];
   }
+  if (!v.alive) return null;
   const verbs = t.verbs.map((v) =>
     h("button", { type: "button", class: "secondary", "data-verb": v, onclick: async () => {
       try {
@@ -593,11 +686,11 @@ async function objectPage(typeName, uuid) {
     } }, v),
   );
   const fields = h("dl", { class: "fields", "aria-label": "Fields" },
-    Object.entries(obj).flatMap(([k, v]) => [
+    Object.entries(obj).flatMap(([k, val]) => [
       h("dt", {}, k),
-      h("dd", {}, k === "parents" && Array.isArray(v) ? v.map((p) => h("div", {}, objectLink(p)))
-        : k === "resource_uri" ? h("span", { class: "mono" }, v)
-        : typeof v === "object" && v !== null ? h("code", {}, JSON.stringify(v)) : String(v ?? "")),
+      h("dd", {}, k === "parents" && Array.isArray(val) ? val.map((p) => h("div", {}, objectLink(p)))
+        : k === "resource_uri" ? h("span", { class: "mono" }, val)
+        : typeof val === "object" && val !== null ? h("code", {}, JSON.stringify(val)) : String(val ?? "")),
     ]));
   const filter = { object: obj.resource_uri, include_related: "true" };
   const link = (o) => `#/object/${t.name}/${uuid}?offset=${o}`;
@@ -607,34 +700,36 @@ async function objectPage(typeName, uuid) {
     verbs.length ? h("div", { class: "toolbar", role: "group", "aria-label": "Operations" }, verbs) : null,
     fields,
     h("h2", {}, "Actions on it and its relatives"),
-    actionsTable(filter, offset, link),
+    actionsTable(v, filter, offset, link),
   ];
 }
 
 // --- routing -----------------------------------------------------------------------
 
-let renderId = 0;
+/** Whether a hash is a page of ours (the skip link's `#view` is not). */
+function isRoute(hash) {
+  return hash === "" || hash === "#" || hash.startsWith("#/");
+}
 
 async function route() {
-  if (!me) return;
-  for (const c of cleanups) c();
-  cleanups = [];
-  listeners.clear();
-  const id = ++renderId;
+  if (!me || !isRoute(location.hash)) return;
+  if (view) view.close();
+  const v = new View();
+  view = v;
   const [path, qs] = (location.hash.replace(/^#/, "") || "/actions").split("?");
   const q = new URLSearchParams(qs || "");
   const parts = path.split("/").filter(Boolean);
   let content;
   let current = "actions";
-  if (parts[0] === "action" && parts[1]) content = await actionPage(parts[1]);
+  if (parts[0] === "action" && parts[1]) content = await actionPage(v, parts[1]);
   else if (parts[0] === "objects" && parts[1] && NAME.test(parts[1])) {
-    content = objectsPage(parts[1], q);
+    content = objectsPage(v, parts[1], q);
     current = parts[1];
   } else if (parts[0] === "object" && parts[1] && NAME.test(parts[1]) && parts[2]) {
-    content = await objectPage(parts[1], parts[2]);
+    content = await objectPage(v, parts[1], parts[2]);
     current = parts[1];
-  } else content = actionsPage(q);
-  if (id !== renderId) return; // a newer navigation won
+  } else content = actionsPage(v, q);
+  if (!v.alive) return; // a newer navigation (or a logout) won
   for (const a of $("nav").querySelectorAll("a")) {
     if (a.dataset.page === current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -668,8 +763,8 @@ function showLogin() {
   me = null;
   events.close();
   header.stop();
-  for (const c of cleanups) c();
-  cleanups = [];
+  if (view) view.close();
+  view = null;
   $("top").hidden = true;
   $("page").replaceChildren();
   $("login").hidden = false;
@@ -677,6 +772,7 @@ function showLogin() {
 }
 
 async function start(who) {
+  if (me) return;
   me = who;
   $("login").hidden = true;
   $("top").hidden = false;
@@ -692,11 +788,15 @@ async function start(who) {
   );
   events.open();
   header.start();
+  if (!isRoute(location.hash)) history.replaceState(null, "", "#/actions");
   await route();
 }
 
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  const button = $("login-form").querySelector("button");
+  if (button.disabled) return;
+  button.disabled = true;
   $("login-error").textContent = "";
   try {
     const who = await api("POST", "/api/v1/login", { user: $("login-user").value, apikey: $("login-key").value });
@@ -704,6 +804,8 @@ $("login-form").addEventListener("submit", async (ev) => {
     await start(who);
   } catch (e) {
     $("login-error").textContent = e.status === 401 ? "Wrong user or API key." : e.message;
+  } finally {
+    button.disabled = false;
   }
 });
 
@@ -716,7 +818,7 @@ $("logout").addEventListener("click", async () => {
 });
 
 window.addEventListener("hashchange", () => {
-  route().then(() => $("view").focus({ preventScroll: true }));
+  if (isRoute(location.hash)) route().then(() => $("view").focus({ preventScroll: true }));
 });
 
 (async () => {

@@ -6,8 +6,9 @@
 //! REST routes as any client, and follows the events and logs websockets.
 //! There is no build step: the script is a plain ES module, so the binary
 //! builds from crates.io alone. The one thing the server adds to the page is
-//! the state rules ([`ActionState`]'s own cancel/retry predicates), so the
-//! Cancel and Retry buttons follow the same rule as the API.
+//! the list of states and which are final ([`ActionState`]); the Cancel and
+//! Retry buttons follow each action's own `can_be_canceled` /
+//! `can_be_retried`, so they and the API cannot disagree.
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -35,7 +36,7 @@ const ICON_SVG: &str = include_str!("../assets/icon.svg");
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The state rules the page needs, from [`ActionState`].
+/// The states the page needs to know, from [`ActionState`].
 fn rules() -> serde_json::Value {
     let names = |f: fn(ActionState) -> bool| -> Vec<&'static str> {
         ActionState::ALL
@@ -47,8 +48,6 @@ fn rules() -> serde_json::Value {
     };
     json!({
         "states": ActionState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "cancelable": names(ActionState::can_be_canceled),
-        "retryable": names(ActionState::can_be_retried),
         "final": names(ActionState::is_final),
     })
 }
