@@ -39,8 +39,18 @@ exec = ["sh", "-c", "head -c 20000 /dev/zero | tr '\\0' x; echo; echo done"]
     )
 }
 
-/// How long the browser waits for a condition.
-const WAIT: Duration = Duration::from_secs(30);
+/// How long the browser waits for a condition (`STEVEDORE_BROWSER_WAIT`
+/// seconds, default 60: a loaded CI machine is slow, a failure still ends).
+fn wait() -> Duration {
+    let secs = std::env::var("STEVEDORE_BROWSER_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+/// The two runs share two cores: one browser at a time.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// chromedriver on a free port, killed on drop.
 struct Driver {
@@ -62,10 +72,13 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, so dropping the driver also ends the
+        // browser it started, even when the test panicked mid-session.
         let child = tokio::process::Command::new(exe)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn chromedriver");
@@ -108,6 +121,14 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The driver leads its own group (process_group(0) above): signal
+        // that group, never a pid taken from elsewhere.
+        if let Some(pid) = self.child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            if pid > 1 {
+                // SAFETY: killpg only sends a signal; the group is the driver's own.
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
+            }
+        }
         let _ = self.child.start_kill();
     }
 }
@@ -116,7 +137,7 @@ impl Drop for Driver {
 /// and the page's text otherwise.
 async fn until(c: &Client, what: &str, expr: &str) -> Value {
     let script = format!("return ({expr}) || null;");
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + wait();
     loop {
         if let Ok(v) = c.execute(&script, vec![]).await {
             if !v.is_null() && v != json!(false) {
@@ -128,6 +149,7 @@ async fn until(c: &Client, what: &str, expr: &str) -> Value {
                 .execute("return document.body.innerText", vec![])
                 .await
                 .unwrap_or_default();
+            let text: String = text.as_str().unwrap_or_default().chars().take(3000).collect();
             panic!("timed out waiting for {what}; the page says:\n{text}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,11 +180,13 @@ async fn follow(c: &Client, scope: &str, text: &str) {
 async fn screenshot(c: &Client, save: Option<&Path>, name: &str) {
     if let Some(dir) = save {
         let png = c.screenshot().await.expect("screenshot");
-        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+        if let Err(e) = std::fs::write(dir.join(format!("{name}.png")), png) {
+            eprintln!("screenshot {name} not saved: {e}");
+        }
     }
 }
 
-/// `WAIT`ing for the state badge in the page title.
+/// Waits for the state badge in the page title.
 async fn title_state(c: &Client, state: &str) {
     until(
         c,
@@ -217,6 +241,7 @@ async fn seed_actions(d: &Deployment, n: usize) {
 }
 
 async fn dashboard_end_to_end(backend: Backend) {
+    let _one = ONE_BROWSER.lock().await;
     let mut d = Deployment::start_with(backend, &config()).await;
     let base = d.dashboard_url().await;
     let save: Option<PathBuf> = (backend == Backend::Embedded).then(|| {
@@ -273,6 +298,21 @@ async fn dashboard_end_to_end(backend: Backend) {
     assert!(
         !cookie.as_str().unwrap().contains("stevedore_session"),
         "the session cookie is HttpOnly: {cookie}"
+    );
+
+    // The skip link moves focus to the content and leaves the page where it is.
+    until(
+        &c,
+        "the actions page",
+        "document.querySelector('#page h1')?.textContent === 'Actions'",
+    )
+    .await;
+    js(&c, "document.querySelector('.skip').click(); return true;").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        js(&c, "return document.querySelector('#page h1')?.textContent").await,
+        "Actions",
+        "the skip link is not a route"
     );
 
     // --- objects: create a service from the page.
@@ -388,12 +428,24 @@ async fn dashboard_end_to_end(backend: Backend) {
     until(
         &c,
         "the retried action's page",
-        &format!("location.hash !== {old} && location.hash.startsWith('#/action/')"),
+        &format!(
+            "location.hash !== {old} && location.hash.startsWith('#/action/') && \
+             document.querySelector('#page h1')?.dataset.uuid === location.hash.split('/')[2] && \
+             !document.getElementById('cancel').disabled"
+        ),
     )
     .await;
-    until(&c, "the retry to start", "document.querySelector('h1 .state')").await;
+    let retried = js(&c, "return location.hash.split('/')[2]").await;
     click(&c, "#cancel").await;
     title_state(&c, "Canceled").await;
+    let (_, _, a) = d
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/audit/v1/action/{}/", retried.as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(a["state"], "Canceled", "{a}");
 
     // --- the actions page: 10,000 more actions, filters, paging.
     seed_actions(&d, 10_000).await;
@@ -441,7 +493,22 @@ async fn dashboard_end_to_end(backend: Backend) {
     c.goto(&format!("{base}/#/actions?object_type=node"))
         .await
         .unwrap();
-    until(&c, "no node actions", "document.querySelector('#page .empty')").await;
+    until(
+        &c,
+        "no node actions",
+        "document.getElementById('f-type')?.value === 'node' && document.querySelector('#page .empty')",
+    )
+    .await;
+    c.goto(&format!("{base}/#/actions?object_type=service&state=Success"))
+        .await
+        .unwrap();
+    until(
+        &c,
+        "service actions",
+        "document.getElementById('f-type')?.value === 'service' && \
+         document.querySelectorAll('#page tbody tr').length === 25",
+    )
+    .await;
     // The header counts by state.
     until(
         &c,
@@ -464,6 +531,10 @@ async fn dashboard_end_to_end(backend: Backend) {
     let spew = a["uuid"].as_str().unwrap().to_string();
     d.wait_for_state(&spew, &["Success"]).await;
     c.set_window_size(390, 844).await.unwrap();
+    assert!(
+        js(&c, "return window.innerWidth").await.as_u64().unwrap() <= 400,
+        "the phone checks run at phone width"
+    );
     c.goto(&format!("{base}/#/action/{spew}")).await.unwrap();
     until(
         &c,
