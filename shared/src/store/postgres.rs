@@ -194,6 +194,23 @@ async fn lock_object(conn: &mut PgConnection, object: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Takes the object locks of `objects` in one statement, in one global order
+/// (uuid order; sorts and dedups `objects`), so two batches never wait on
+/// each other in a cycle.
+async fn lock_objects(conn: &mut PgConnection, objects: &mut Vec<Uuid>) -> Result<()> {
+    objects.sort();
+    objects.dedup();
+    let keys: Vec<i64> = objects.iter().map(|o| object_lock_key(*o)).collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM \
+         (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered",
+    )
+    .bind(&keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Records an event for an action (see [`insert_event_row`]).
 /// Records an action's event (see [`insert_event_row`]) and its system log
 /// entry: every action state change passes through here.
@@ -393,6 +410,143 @@ async fn transition_in(
     })
 }
 
+/// [`Store::transition_many`] inside a transaction the caller commits. Per
+/// action, the guarded `UPDATE` and (for a final state) the promotion; the
+/// system log entries, the promoted actions' outbox rows and, last, the
+/// events of the whole batch are one statement each. A refused write
+/// changes nothing (its `UPDATE` matched no row), so it needs no savepoint
+/// and leaves its neighbours' writes in place.
+async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
+    let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
+    let found: std::collections::HashMap<Uuid, Uuid> =
+        sqlx::query("SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)")
+            .bind(&uuids)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
+            .collect::<Result<_>>()?;
+    // Object locks, then the actions' row locks in uuid order: the events
+    // lock, taken by the last statement, comes after every lock the batch
+    // needs (module docs).
+    let mut objects: Vec<Uuid> = found.values().copied().collect();
+    lock_objects(&mut *tx, &mut objects).await?;
+    sqlx::query("SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE")
+        .bind(&uuids)
+        .execute(&mut *tx)
+        .await?;
+    let mut outcomes: Vec<Result<(StoredAction, Option<StoredAction>)>> = Vec::with_capacity(batch.len());
+    for f in batch {
+        let Some(object_uuid) = found.get(&f.uuid).copied() else {
+            outcomes.push(Err(rows::action_not_found(f.uuid)));
+            continue;
+        };
+        let updated = sqlx::query(&SQL.transition)
+            .bind(f.uuid)
+            .bind(f.to.as_str())
+            .bind(rows::state_names(f.to.sources()))
+            .bind(f.token.0)
+            .bind(f.to.is_final())
+            .bind(f.to == ActionState::InProgress)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(updated) = updated else {
+            let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = $1")
+                .bind(f.uuid)
+                .fetch_one(&mut *tx)
+                .await?;
+            let from = rows::parse_state(&from)?;
+            outcomes.push(Err(Error::Transition(IllegalTransition { from, to: f.to })));
+            continue;
+        };
+        let stored = StoredAction::from_row(&updated)?;
+        let next = if f.to.is_final() {
+            sqlx::query(&SQL.promote_next)
+                .bind(object_uuid)
+                .bind(ActionState::InProgress.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| StoredAction::from_row(&row))
+                .transpose()?
+        } else {
+            None
+        };
+        outcomes.push(Ok((stored, next)));
+    }
+    // Everything recorded, in the order one transition after the other
+    // would have recorded it: each action's change, then its promotion.
+    let changed: Vec<&StoredAction> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .flat_map(|(stored, next)| std::iter::once(stored).chain(next.as_ref()))
+        .collect();
+    let logs: Vec<NewSystemLog> = changed
+        .iter()
+        .map(|s| NewSystemLog::for_action(&s.action))
+        .collect();
+    insert_system_logs(&mut *tx, &logs).await?;
+    let promoted: Vec<Uuid> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok()?.1.as_ref().map(|n| n.action.uuid))
+        .collect();
+    let outbox = insert_outbox_rows(&mut *tx, &promoted).await?;
+    let now = chrono::Utc::now();
+    let events = insert_event_rows(
+        &mut *tx,
+        changed.iter().map(|s| s.event(EventKind::Update, now)).collect(),
+    )
+    .await?;
+    let mut events = events.into_iter();
+    let mut out = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        out.push(match o {
+            Err(e) => Err(e),
+            Ok((stored, next)) => {
+                let event = events
+                    .next()
+                    .ok_or_else(|| Error::Invalid("an event is missing".into()))?;
+                let promoted = match next {
+                    Some(n) => Some(Submitted {
+                        event: events
+                            .next()
+                            .ok_or_else(|| Error::Invalid("an event is missing".into()))?,
+                        outbox_id: outbox.get(&n.action.uuid).copied(),
+                        action: n.action,
+                    }),
+                    None => None,
+                };
+                Ok(Transitioned {
+                    action: stored.action,
+                    event,
+                    promoted,
+                })
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Inserts outbox rows for `actions` with one statement; their ids by action.
+async fn insert_outbox_rows(
+    conn: &mut PgConnection,
+    actions: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>> {
+    if actions.is_empty() {
+        return Ok(Default::default());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (action_uuid) \
+         SELECT a FROM unnest($1::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
+         RETURNING id, action_uuid",
+    )
+    .bind(actions)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| Ok((row.uuid("action_uuid")?, row.int("id")?)))
+    .collect()
+}
+
 /// Records one new action inside the caller's transaction (see
 /// [`Store::submit_action`]).
 async fn submit_in(tx: &mut PgConnection, new: &NewAction) -> Result<Submitted> {
@@ -489,16 +643,7 @@ async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<V
         .filter(|n| n.completed.is_none())
         .map(|n| n.object_uuid)
         .collect();
-    objects.sort();
-    objects.dedup();
-    let keys: Vec<i64> = objects.iter().map(|o| object_lock_key(*o)).collect();
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(k) FROM \
-         (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered",
-    )
-    .bind(&keys)
-    .execute(&mut *tx)
-    .await?;
+    lock_objects(&mut *tx, &mut objects).await?;
     let mut busy: std::collections::HashSet<Uuid> = sqlx::query_scalar(&SQL.objects_busy)
         .bind(&objects)
         .fetch_all(&mut *tx)
@@ -524,17 +669,7 @@ async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<V
         .filter(|s| s.action.state == ActionState::InProgress)
         .map(|s| s.action.uuid)
         .collect();
-    let outbox: std::collections::HashMap<Uuid, i64> = sqlx::query(
-        "INSERT INTO outbox (action_uuid) \
-         SELECT a FROM unnest($1::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
-         RETURNING id, action_uuid",
-    )
-    .bind(&dispatched)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|row| Ok((row.uuid("action_uuid")?, row.int("id")?)))
-    .collect::<Result<_>>()?;
+    let outbox = insert_outbox_rows(&mut *tx, &dispatched).await?;
     let now = chrono::Utc::now();
     let events = insert_event_rows(
         &mut *tx,
@@ -1056,44 +1191,7 @@ impl Store for PgStore {
 
     async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
         let mut tx = self.pool.begin().await?;
-        // Object locks first, in the same global order as `submit_actions`,
-        // so two batches never wait on each other in a cycle; each
-        // transition below takes its own object's lock again (re-entrant).
-        let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
-        let mut objects: Vec<Uuid> =
-            sqlx::query_scalar("SELECT DISTINCT object_uuid FROM actions WHERE uuid = ANY($1)")
-                .bind(&uuids)
-                .fetch_all(&mut *tx)
-                .await?;
-        objects.sort();
-        for o in objects {
-            lock_object(&mut tx, o).await?;
-        }
-        // Then the actions' row locks, in uuid order: once the first event
-        // below takes the events lock, no later statement of the batch waits
-        // for a lock another transaction could hold while it waits for the
-        // events lock (module docs).
-        sqlx::query("SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE")
-            .bind(&uuids)
-            .execute(&mut *tx)
-            .await?;
-        // One savepoint per action: a refused write (lease lost, cancelled
-        // meanwhile) leaves its neighbours' writes in place.
-        let mut out = Vec::with_capacity(batch.len());
-        for f in batch {
-            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            match transition_in(&mut sp, Scope::All, f.uuid, f.to, Some(f.token)).await {
-                Ok(t) => {
-                    sp.commit().await?;
-                    out.push(Ok(t));
-                }
-                Err(Error::Database(e)) => return Err(Error::Database(e)),
-                Err(e) => {
-                    sp.rollback().await?;
-                    out.push(Err(e));
-                }
-            }
-        }
+        let out = transition_batch_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(out)
     }
