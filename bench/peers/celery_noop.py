@@ -5,7 +5,9 @@ Same guarantees as far as Celery offers them: publisher confirms on every
 enqueue (`confirm_publish`; `--no-confirm` gives Celery's default, no
 confirms), persistent messages, a quorum queue, no result backend. The
 queue and its exchange have a unique `stevedore-bench-celery-…` name on the
-default vhost and are deleted afterwards.
+default vhost and are deleted afterwards, as is the delayed delivery topology
+Celery declares for quorum queues (`celery_delayed_*`), unless it existed
+before the run.
 
 Completions are counted by a worker-side counter: each task appends one byte
 to a file (O_APPEND, atomic across the worker's processes) and the driver
@@ -62,6 +64,35 @@ def noop():
     os.write(_fd, b".")
 
 
+# Celery declares native delayed delivery topology (shared names, no prefix)
+# when it finds a quorum queue: removed afterwards if this run created it.
+DELAYED_LEVELS = 28
+DELAYED_DELIVERY_EXCHANGE = "celery_delayed_delivery"
+
+
+def exchange_exists(conn, name):
+    ch = conn.channel()
+    try:
+        ch.exchange_declare(exchange=name, type="topic", passive=True)
+        return True
+    except Exception:
+        return False
+    finally:
+        try:
+            ch.close()
+        except Exception:
+            pass
+
+
+def delete_delayed_delivery_topology(conn):
+    ch = conn.channel()
+    for level in range(DELAYED_LEVELS):
+        ch.queue_delete(queue=f"celery_delayed_{level}")
+        ch.exchange_delete(exchange=f"celery_delayed_{level}")
+    ch.exchange_delete(exchange=DELAYED_DELIVERY_EXCHANGE)
+    ch.close()
+
+
 def completed(path):
     try:
         return os.path.getsize(path)
@@ -88,6 +119,8 @@ def main():
     args = p.parse_args()
     app.conf.broker_transport_options = {"confirm_publish": args.confirm}
 
+    with app.connection_for_write() as conn:
+        owns_delayed = not exchange_exists(conn, DELAYED_DELIVERY_EXCHANGE)
     tmp = tempfile.mkdtemp(prefix="stevedore-bench-celery-")
     counter = os.path.join(tmp, "completed")
     env = dict(os.environ, BENCH_CELERY_QUEUE=QUEUE, BENCH_CELERY_COUNTER=counter)
@@ -118,6 +151,8 @@ def main():
             ch = conn.default_channel
             queue(ch).delete()
             exchange(ch).delete()
+            if owns_delayed:
+                delete_delayed_delivery_topology(conn)
         for f in os.listdir(tmp):
             os.remove(os.path.join(tmp, f))
         os.rmdir(tmp)
