@@ -50,8 +50,18 @@ impl Caller {
 
 /// Checks credentials against the stored key digests. An unknown user costs
 /// the same digest comparison as a wrong key, so timing does not reveal
-/// which user names exist.
+/// which user names exist. Credentials verified in the last few seconds are
+/// taken from the process's [`CredentialCache`](crate::credential_cache::CredentialCache).
 pub async fn authenticate(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
+    if let Some(caller) = state.credentials.get(creds) {
+        return Ok(caller);
+    }
+    let caller = authenticate_with_store(state, creds).await?;
+    state.credentials.insert(creds, &caller);
+    Ok(caller)
+}
+
+async fn authenticate_with_store(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
     let found = state.dispatcher.store().credentials(&creds.user).await?;
     let (user, digests) = match found {
         Some((user, digests)) => (Some(user), digests),

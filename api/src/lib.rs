@@ -2,7 +2,8 @@
 //!
 //! - [`routes`]: handlers — `actions` (audit API and its Tutum alias),
 //!   `objects` (create/get objects, run operations), `probes` (health, auth).
-//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials).
+//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials), and
+//!   [`credential_cache`], the recently verified ones.
 //! - [`request`]: what an action records about its request.
 //! - [`error`]: the one error type and the JSON error middleware.
 //! - [`stream`]: the websocket stream service (action logs, events).
@@ -13,6 +14,7 @@
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
 pub mod auth;
+pub mod credential_cache;
 pub mod dashboard;
 pub mod error;
 pub mod geoip;
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub hub: stream::Hub,
     /// Group commit of submissions (see [`SubmitBatcher`]).
     pub submitter: SubmitBatcher,
+    /// Recently verified credentials (see [`credential_cache`]).
+    pub credentials: credential_cache::CredentialCache,
 }
 
 impl ApiState {
@@ -64,6 +68,7 @@ impl ApiState {
             geoip: None,
             hub: stream::Hub::new(stream::CLIENT_BUFFER),
             submitter: SubmitBatcher::spawn(dispatcher.clone()),
+            credentials: credential_cache::CredentialCache::default(),
             dispatcher,
         }
     }

@@ -33,6 +33,21 @@ pub fn verify_api_key(key: &str, digests: &[String]) -> bool {
     ok.into()
 }
 
+/// A SHA-256 digest of a user name and a key together: what an in-process
+/// cache of verified credentials may keep (never the key itself).
+pub fn credentials_digest(creds: &Credentials) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(creds.user.as_bytes());
+    h.update([0u8]);
+    h.update(creds.key.as_bytes());
+    h.finalize().into()
+}
+
+/// Whether two digests are equal, compared in constant time.
+pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.ct_eq(b).into()
+}
+
 /// Credentials as a client presented them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {

@@ -63,6 +63,15 @@ impl Dispatcher {
     /// [`Dispatcher::after_submit`] for several submissions: their events,
     /// then all their jobs in one publish with pipelined confirms.
     pub async fn after_submits(&self, done: &[&Submitted]) {
+        let confirmed = self.publish_submits(done).await;
+        self.mark_sent(&confirmed).await;
+    }
+
+    /// The publishing half of [`Dispatcher::after_submits`]: events, then
+    /// the jobs with confirms. Returns the outbox rows whose jobs the broker
+    /// confirmed, for [`Dispatcher::mark_sent`]; a failed publish is logged
+    /// and left to the relay.
+    pub async fn publish_submits(&self, done: &[&Submitted]) -> Vec<i64> {
         for s in done {
             count_action(&s.action);
         }
@@ -72,9 +81,26 @@ impl Dispatcher {
             .iter()
             .filter_map(|s| s.outbox_id.map(|id| (id, s.action.uuid)))
             .collect();
-        if let Err(e) = self.dispatch(&rows).await {
-            let actions: Vec<String> = rows.iter().map(|(_, a)| a.to_string()).collect();
-            tracing::warn!(actions = ?actions, error = %e, "publish failed; the outbox relay will retry");
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let jobs: Vec<JobMessage> = rows.iter().map(|(_, a)| JobMessage { action: *a }).collect();
+        match self.broker.publish_jobs(&jobs).await {
+            Ok(()) => rows.iter().map(|(id, _)| *id).collect(),
+            Err(e) => {
+                let actions: Vec<String> = rows.iter().map(|(_, a)| a.to_string()).collect();
+                tracing::warn!(actions = ?actions, error = %e, "publish failed; the outbox relay will retry");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Marks confirmed outbox rows sent. Bookkeeping only: a row left unmarked
+    /// (this failed, or the process died first) is published again by the
+    /// relay, and the duplicate job cannot claim.
+    pub async fn mark_sent(&self, ids: &[i64]) {
+        if let Err(e) = self.store.mark_outbox_sent(ids).await {
+            tracing::warn!(rows = ids.len(), error = %e, "outbox rows not marked sent; the relay will publish them again");
         }
     }
 
@@ -193,7 +219,8 @@ type SubmitRequest = (NewAction, oneshot::Sender<Result<Submitted>>);
 /// delay; under heavy load one commit (one fsync, one hold of the events
 /// lock) serves hundreds of requests. Each batch's jobs are then published
 /// together with pipelined confirms, and each caller gets its own action
-/// once its job is confirmed, while the next batch is already committing.
+/// once its job is confirmed (the outbox rows are marked sent after that),
+/// while the next batch is already committing.
 #[derive(Clone)]
 pub struct SubmitBatcher {
     tx: mpsc::Sender<SubmitRequest>,
@@ -246,10 +273,13 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
         let d = dispatcher.clone();
         tokio::spawn(async move {
             let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-            d.after_submits(&done).await;
+            let confirmed = d.publish_submits(&done).await;
+            // Committed and confirmed: the callers may answer now; marking
+            // the outbox rows sent is bookkeeping (see `mark_sent`).
             for (r, reply) in results.into_iter().zip(replies) {
                 let _ = reply.send(r);
             }
+            d.mark_sent(&confirmed).await;
         });
     }
 }

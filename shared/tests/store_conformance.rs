@@ -50,7 +50,7 @@ mod cases {
     use stevedore_shared::logline::{NewLogLine, StreamType};
     use stevedore_shared::object::Object;
     use stevedore_shared::state::{ActionState, IllegalTransition};
-    use stevedore_shared::store::{LeaseToken, Scope, Store};
+    use stevedore_shared::store::{Finish, LeaseToken, Scope, Store};
     use stevedore_shared::Error;
     use uuid::Uuid;
 
@@ -1353,6 +1353,83 @@ mod cases {
         assert!(store.submit_actions(&[fresh.clone(), dup]).await.is_err());
         assert!(store.get_action(Scope::All, fresh.uuid).await.unwrap().is_none());
         assert!(store.submit_actions(&[]).await.unwrap().is_empty());
+
+        // Each action got its own create event, stored, in batch order.
+        let events = store
+            .events_after(Scope::All, done[0].event.seq - 1, 100)
+            .await
+            .unwrap();
+        let stored: Vec<(i64, String, String)> = events
+            .iter()
+            .filter(|e| e.object_type == "action")
+            .map(|e| (e.seq, e.uuid.clone(), e.state.clone()))
+            .collect();
+        let returned: Vec<(i64, String, String)> = done
+            .iter()
+            .map(|s| (s.event.seq, s.action.uuid.to_string(), s.event.state.clone()))
+            .collect();
+        assert_eq!(stored, returned);
+        assert_eq!(done[2].event.state, "Pending");
+    }
+
+    pub async fn a_batch_of_final_writes_is_fenced_per_action(store: &dyn Store) {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let first = store.submit_action(new_action("acme", a)).await.unwrap();
+        let waiting = store.submit_action(new_action("acme", a)).await.unwrap();
+        let other = store.submit_action(new_action("acme", b)).await.unwrap();
+        let stale = store.submit_action(new_action("acme", c)).await.unwrap();
+        let mut claims = vec![];
+        for s in [&first, &other, &stale] {
+            claims.push(
+                store
+                    .claim_action(s.action.uuid, "w1", LONG_LEASE)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let batch = [
+            Finish {
+                uuid: first.action.uuid,
+                to: Success,
+                token: claims[0].token,
+            },
+            // A token that does not hold the lease: refused, neighbours unaffected.
+            Finish {
+                uuid: stale.action.uuid,
+                to: Success,
+                token: LeaseToken(Uuid::new_v4()),
+            },
+            Finish {
+                uuid: other.action.uuid,
+                to: Failed,
+                token: claims[1].token,
+            },
+        ];
+        let out = store.transition_many(&batch).await.unwrap();
+        assert_eq!(out.len(), 3);
+        let done = out[0].as_ref().unwrap();
+        assert_eq!(done.action.state, Success);
+        let promoted = done.promoted.as_ref().expect("the Pending action is promoted");
+        assert_eq!(promoted.action.uuid, waiting.action.uuid);
+        assert!(promoted.outbox_id.is_some());
+        assert!(matches!(out[1], Err(Error::Transition(_))));
+        let failed = out[2].as_ref().unwrap();
+        assert_eq!(failed.action.state, Failed);
+        assert!(failed.event.seq > done.event.seq);
+        assert_eq!(state_of(store, stale.action.uuid).await, InProgress);
+        assert_eq!(state_of(store, waiting.action.uuid).await, InProgress);
+        // The stale one's real holder can still finish it.
+        let later = store
+            .transition_many(&[Finish {
+                uuid: stale.action.uuid,
+                to: Success,
+                token: claims[2].token,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(later[0].as_ref().unwrap().action.state, Success);
+        assert!(store.transition_many(&[]).await.unwrap().is_empty());
     }
 }
 
@@ -1391,6 +1468,7 @@ macro_rules! conformance {
                 state_changes_write_the_system_log_and_filters_narrow_it,
                 pruning_never_touches_an_unfinished_action,
                 a_batch_commits_together_with_the_per_object_rules,
+                a_batch_of_final_writes_is_fenced_per_action,
                 heartbeat_reports_a_cancel_under_way,
                 releasing_a_lease_hands_the_action_back_at_once,
             );

@@ -5,6 +5,7 @@
 //! worker that lost its lease (the reaper gave the action to someone else)
 //! stops its handler and writes nothing more.
 
+use crate::finisher::Finisher;
 use crate::handlers::{self, HandlerContext, Outcome};
 use backon::BackoffBuilder;
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::logline::{NewLogLine, StreamType};
 use stevedore_shared::messages::Update;
 use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{Claim, LeaseToken, Scope};
+use stevedore_shared::store::{Claim, Finish, LeaseToken};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -63,10 +64,12 @@ pub struct Executor {
     settings: WorkerSettings,
     owner: String,
     running: Mutex<HashMap<Uuid, Running>>,
+    finisher: Finisher,
 }
 
 impl Executor {
-    /// An executor that claims as `owner`.
+    /// An executor that claims as `owner`. Starts its [`Finisher`], so it
+    /// must be called inside a Tokio runtime.
     pub fn new(
         dispatcher: Dispatcher,
         ops: Arc<Operations>,
@@ -74,6 +77,7 @@ impl Executor {
         owner: String,
     ) -> Self {
         Executor {
+            finisher: Finisher::spawn(dispatcher.store().clone()),
             dispatcher,
             ops,
             settings,
@@ -245,12 +249,7 @@ impl Executor {
         let give_up = tokio::time::Instant::now() + (self.settings.lease * 2).max(FINAL_WRITE_PATIENCE);
         let mut delays = store_retry_delays();
         loop {
-            match self
-                .dispatcher
-                .store()
-                .transition(Scope::All, uuid, to, Some(token))
-                .await
-            {
+            match self.finisher.finish(Finish { uuid, to, token }).await {
                 Ok(t) => {
                     tracing::info!(state = %t.action.state, "action finished");
                     crate::observe_duration(&t.action, started.elapsed());

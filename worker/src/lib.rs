@@ -5,12 +5,14 @@
 //!   graceful shutdown), the control listener (cancels) and the lease reaper.
 //! - [`executor`]: one job from claim to final state, with heartbeat, timeout,
 //!   retries and a batched log writer.
+//! - [`finisher`]: group commit of the executors' final writes.
 //! - [`handlers`]: `exec` (a command), and the built-ins `noop`, `sleep`, `fail`.
 //! - [`dead_letters`]: jobs the broker gave up on end their actions as Failed.
 
 pub mod consumer;
 pub mod dead_letters;
 pub mod executor;
+pub mod finisher;
 pub mod handlers;
 
 pub use consumer::Worker;

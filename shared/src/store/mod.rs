@@ -75,6 +75,17 @@ pub struct Transitioned {
     pub promoted: Option<Submitted>,
 }
 
+/// A worker's final write of one action: move `uuid` to `to` under `token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finish {
+    /// The action.
+    pub uuid: Uuid,
+    /// Its final (or any) state.
+    pub to: ActionState,
+    /// The lease that fences the write.
+    pub token: LeaseToken,
+}
+
 /// A user with the namespaces they belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -325,6 +336,18 @@ pub trait Store: Send + Sync + 'static {
         to: ActionState,
         token: Option<LeaseToken>,
     ) -> Result<Transitioned>;
+
+    /// [`Store::transition`] of several leased actions (scope: all), each
+    /// with its own outcome, in one commit where the backend can (group
+    /// commit of workers' final writes). An `Err` of the whole call means
+    /// nothing was written.
+    async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for f in batch {
+            out.push(self.transition(Scope::All, f.uuid, f.to, Some(f.token)).await);
+        }
+        Ok(out)
+    }
 
     /// Clears expired leases: an action whose `claims` is below `max_claims`
     /// gets a new outbox row (its state stays In progress, or Canceling → it is

@@ -26,6 +26,12 @@
 //!    after every row lock is held, which keeps the lock's hold time to the
 //!    inserts and the commit.
 //!
+//! Batches (`submit_actions`, `transition_many`) take all their object locks
+//! up front in uuid order, and `transition_many` then its actions' row locks
+//! (also in uuid order), so each batch still takes the events lock after the
+//! locks it needs. A promoted Pending action's row is locked later, under its
+//! object's lock, which every writer of a Pending action holds first.
+//!
 //! # Plans
 //!
 //! Every write of one action is `UPDATE … WHERE uuid = $1 AND <guard>`, a
@@ -36,8 +42,8 @@
 
 use super::rows::{self, RowExt, StoredAction};
 use super::{
-    ActionFilter, Claim, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped, Scope, Store, Submitted,
-    Transitioned, User,
+    ActionFilter, Claim, Finish, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped, Scope, Store,
+    Submitted, Transitioned, User,
 };
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
@@ -85,6 +91,8 @@ struct Sql {
     transition: String,
     /// Whether an object has an action that is not over (`$1` object uuid).
     object_busy: String,
+    /// Which of the objects `$1` (an array) are busy, as `object_busy`.
+    objects_busy: String,
     /// Promotes the oldest Pending action of an object when nothing holds it.
     promote_next: String,
     /// In progress actions dispatched before `$1` µs ago and never claimed.
@@ -110,6 +118,9 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         ),
         object_busy: format!(
             "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = $1 AND state IN ({active}))"
+        ),
+        objects_busy: format!(
+            "SELECT DISTINCT object_uuid FROM actions WHERE object_uuid = ANY($1) AND state IN ({active})"
         ),
         promote_next: format!(
             "UPDATE actions SET state = $2, dispatched_at = now() \
@@ -180,6 +191,23 @@ async fn lock_object(conn: &mut PgConnection, object: Uuid) -> Result<()> {
         .bind(object_lock_key(object))
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Takes the object locks of `objects` in one statement, in one global order
+/// (uuid order; sorts and dedups `objects`), so two batches never wait on
+/// each other in a cycle.
+async fn lock_objects(conn: &mut PgConnection, objects: &mut Vec<Uuid>) -> Result<()> {
+    objects.sort();
+    objects.dedup();
+    let keys: Vec<i64> = objects.iter().map(|o| object_lock_key(*o)).collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM \
+         (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered",
+    )
+    .bind(&keys)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -385,9 +413,146 @@ async fn transition_in(
     })
 }
 
+/// [`Store::transition_many`] inside a transaction the caller commits. Per
+/// action, the guarded `UPDATE` and (for a final state) the promotion; the
+/// system log entries, the promoted actions' outbox rows and, last, the
+/// events of the whole batch are one statement each. A refused write
+/// changes nothing (its `UPDATE` matched no row), so it needs no savepoint
+/// and leaves its neighbours' writes in place.
+async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
+    let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
+    let found: std::collections::HashMap<Uuid, Uuid> =
+        sqlx::query("SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)")
+            .bind(&uuids)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
+            .collect::<Result<_>>()?;
+    // Object locks, then the actions' row locks in uuid order: the events
+    // lock, taken by the last statement, comes after every lock the batch
+    // needs (module docs).
+    let mut objects: Vec<Uuid> = found.values().copied().collect();
+    lock_objects(&mut *tx, &mut objects).await?;
+    sqlx::query("SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE")
+        .bind(&uuids)
+        .execute(&mut *tx)
+        .await?;
+    let mut outcomes: Vec<Result<(StoredAction, Option<StoredAction>)>> = Vec::with_capacity(batch.len());
+    for f in batch {
+        let Some(object_uuid) = found.get(&f.uuid).copied() else {
+            outcomes.push(Err(rows::action_not_found(f.uuid)));
+            continue;
+        };
+        let updated = sqlx::query(&SQL.transition)
+            .bind(f.uuid)
+            .bind(f.to.as_str())
+            .bind(rows::state_names(f.to.sources()))
+            .bind(f.token.0)
+            .bind(f.to.is_final())
+            .bind(f.to == ActionState::InProgress)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(updated) = updated else {
+            let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = $1")
+                .bind(f.uuid)
+                .fetch_one(&mut *tx)
+                .await?;
+            let from = rows::parse_state(&from)?;
+            outcomes.push(Err(Error::Transition(IllegalTransition { from, to: f.to })));
+            continue;
+        };
+        let stored = StoredAction::from_row(&updated)?;
+        let next = if f.to.is_final() {
+            sqlx::query(&SQL.promote_next)
+                .bind(object_uuid)
+                .bind(ActionState::InProgress.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| StoredAction::from_row(&row))
+                .transpose()?
+        } else {
+            None
+        };
+        outcomes.push(Ok((stored, next)));
+    }
+    // Everything recorded, in the order one transition after the other
+    // would have recorded it: each action's change, then its promotion.
+    let changed: Vec<&StoredAction> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .flat_map(|(stored, next)| std::iter::once(stored).chain(next.as_ref()))
+        .collect();
+    let logs: Vec<NewSystemLog> = changed
+        .iter()
+        .map(|s| NewSystemLog::for_action(&s.action))
+        .collect();
+    insert_system_logs(&mut *tx, &logs).await?;
+    let promoted: Vec<Uuid> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok()?.1.as_ref().map(|n| n.action.uuid))
+        .collect();
+    let outbox = insert_outbox_rows(&mut *tx, &promoted).await?;
+    let now = chrono::Utc::now();
+    let events = insert_event_rows(
+        &mut *tx,
+        changed.iter().map(|s| s.event(EventKind::Update, now)).collect(),
+    )
+    .await?;
+    let mut events = events.into_iter();
+    let mut out = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        out.push(match o {
+            Err(e) => Err(e),
+            Ok((stored, next)) => {
+                let event = events
+                    .next()
+                    .ok_or_else(|| Error::Invalid("an event is missing".into()))?;
+                let promoted = match next {
+                    Some(n) => Some(Submitted {
+                        event: events
+                            .next()
+                            .ok_or_else(|| Error::Invalid("an event is missing".into()))?,
+                        outbox_id: outbox.get(&n.action.uuid).copied(),
+                        action: n.action,
+                    }),
+                    None => None,
+                };
+                Ok(Transitioned {
+                    action: stored.action,
+                    event,
+                    promoted,
+                })
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Inserts outbox rows for `actions` with one statement; their ids by action.
+async fn insert_outbox_rows(
+    conn: &mut PgConnection,
+    actions: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>> {
+    if actions.is_empty() {
+        return Ok(Default::default());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (action_uuid) \
+         SELECT a FROM unnest($1::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
+         RETURNING id, action_uuid",
+    )
+    .bind(actions)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| Ok((row.uuid("action_uuid")?, row.int("id")?)))
+    .collect()
+}
+
 /// Records one new action inside the caller's transaction (see
-/// [`Store::submit_action`]); `locked` says the object lock is already held.
-async fn submit_in(tx: &mut PgConnection, new: &NewAction, locked: bool) -> Result<Submitted> {
+/// [`Store::submit_action`]).
+async fn submit_in(tx: &mut PgConnection, new: &NewAction) -> Result<Submitted> {
     if let Some(state) = new.completed.filter(|s| !s.is_final()) {
         return Err(Error::Invalid(format!(
             "a completed action must be in a final state, not {state}"
@@ -396,9 +561,7 @@ async fn submit_in(tx: &mut PgConnection, new: &NewAction, locked: bool) -> Resu
     let state = match new.completed {
         Some(done) => done,
         None => {
-            if !locked {
-                lock_object(&mut *tx, new.object_uuid).await?;
-            }
+            lock_object(&mut *tx, new.object_uuid).await?;
             let busy: bool = sqlx::query_scalar(&SQL.object_busy)
                 .bind(new.object_uuid)
                 .fetch_one(&mut *tx)
@@ -410,6 +573,23 @@ async fn submit_in(tx: &mut PgConnection, new: &NewAction, locked: bool) -> Resu
             }
         }
     };
+    let stored = insert_action(&mut *tx, new, state).await?;
+    let dispatched = state == ActionState::InProgress;
+    let event = insert_event(&mut *tx, &stored, EventKind::Create).await?;
+    let outbox_id = if dispatched {
+        Some(insert_outbox(&mut *tx, new.uuid).await?)
+    } else {
+        None
+    };
+    Ok(Submitted {
+        action: stored.action,
+        event,
+        outbox_id,
+    })
+}
+
+/// Inserts a new action's row in `state`.
+async fn insert_action(tx: &mut PgConnection, new: &NewAction, state: ActionState) -> Result<StoredAction> {
     let dispatched = state == ActionState::InProgress;
     let row = sqlx::query(&format!(
         "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
@@ -443,18 +623,153 @@ async fn submit_in(tx: &mut PgConnection, new: &NewAction, locked: bool) -> Resu
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| rows::conflict_if_unique(e, || format!("action {} exists", new.uuid)))?;
-    let stored = StoredAction::from_row(&row)?;
-    let event = insert_event(&mut *tx, &stored, EventKind::Create).await?;
-    let outbox_id = if dispatched {
-        Some(insert_outbox(&mut *tx, new.uuid).await?)
-    } else {
-        None
-    };
-    Ok(Submitted {
-        action: stored.action,
-        event,
-        outbox_id,
-    })
+    StoredAction::from_row(&row)
+}
+
+/// Records a batch of new actions inside the caller's transaction (see
+/// [`Store::submit_actions`]) with a fixed number of statements besides one
+/// `INSERT` per action: the object locks, the busy check, the system log
+/// entries, the outbox rows and, last (module docs), the events, each as one
+/// statement over arrays. Same outcome as [`submit_in`] for each in turn: an
+/// action on an object that is busy, or made busy earlier in the batch,
+/// waits as Pending.
+async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<Vec<Submitted>> {
+    if let Some(state) = batch.iter().filter_map(|n| n.completed).find(|s| !s.is_final()) {
+        return Err(Error::Invalid(format!(
+            "a completed action must be in a final state, not {state}"
+        )));
+    }
+    // Object locks in one global order (uuid order), so two batches never
+    // wait on each other in a cycle.
+    let mut objects: Vec<Uuid> = batch
+        .iter()
+        .filter(|n| n.completed.is_none())
+        .map(|n| n.object_uuid)
+        .collect();
+    lock_objects(&mut *tx, &mut objects).await?;
+    let mut busy: std::collections::HashSet<Uuid> = sqlx::query_scalar(&SQL.objects_busy)
+        .bind(&objects)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    let mut stored = Vec::with_capacity(batch.len());
+    for new in batch {
+        let state = match new.completed {
+            Some(done) => done,
+            None if busy.insert(new.object_uuid) => ActionState::InProgress,
+            None => ActionState::Pending,
+        };
+        stored.push(insert_action(&mut *tx, new, state).await?);
+    }
+    let logs: Vec<NewSystemLog> = stored
+        .iter()
+        .map(|s| NewSystemLog::for_action(&s.action))
+        .collect();
+    insert_system_logs(&mut *tx, &logs).await?;
+    let dispatched: Vec<Uuid> = stored
+        .iter()
+        .filter(|s| s.action.state == ActionState::InProgress)
+        .map(|s| s.action.uuid)
+        .collect();
+    let outbox = insert_outbox_rows(&mut *tx, &dispatched).await?;
+    let now = chrono::Utc::now();
+    let events = insert_event_rows(
+        &mut *tx,
+        stored.iter().map(|s| s.event(EventKind::Create, now)).collect(),
+    )
+    .await?;
+    Ok(stored
+        .into_iter()
+        .zip(events)
+        .map(|(s, event)| Submitted {
+            outbox_id: outbox.get(&s.action.uuid).copied(),
+            action: s.action,
+            event,
+        })
+        .collect())
+}
+
+/// Writes system log entries with one statement.
+async fn insert_system_logs(conn: &mut PgConnection, entries: &[NewSystemLog]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let namespaces: Vec<Option<&str>> = entries.iter().map(|e| e.namespace.as_deref()).collect();
+    let categories: Vec<&str> = entries.iter().map(|e| e.category.as_str()).collect();
+    let levels: Vec<&str> = entries.iter().map(|e| e.level.as_str()).collect();
+    let users: Vec<&str> = entries.iter().map(|e| e.user.as_str()).collect();
+    let messages: Vec<&str> = entries.iter().map(|e| e.message.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO system_log (namespace, category, level, user_name, message) \
+         SELECT n, c, l, u, m FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+             WITH ORDINALITY AS t(n, c, l, u, m, i) ORDER BY i",
+    )
+    .bind(&namespaces)
+    .bind(&categories)
+    .bind(&levels)
+    .bind(&users)
+    .bind(&messages)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// [`insert_event_row`] for several events with one statement: one hold of
+/// the events lock, `seq`s in the order given.
+async fn insert_event_rows(conn: &mut PgConnection, mut events: Vec<Event>) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let namespaces: Vec<&str> = events.iter().map(|e| e.namespace.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.object_type.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let uuids: Vec<&str> = events.iter().map(|e| e.uuid.as_str()).collect();
+    let uris: Vec<&str> = events.iter().map(|e| e.resource_uri.as_str()).collect();
+    let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
+    let parents: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.parents))
+        .collect::<std::result::Result<_, _>>()?;
+    // As in `insert_event_row`: the lock is held before any `seq` is drawn,
+    // and the rows go in (and draw their `seq`s) in the order given.
+    let rows = sqlx::query(
+        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8, $9)) \
+         INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
+         SELECT n, t, k, u, r, s, p::jsonb, now() FROM lock, \
+             unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+             WITH ORDINALITY AS e(n, t, k, u, r, s, p, i) ORDER BY i \
+         RETURNING seq, datetime",
+    )
+    .bind(&namespaces)
+    .bind(&types)
+    .bind(&kinds)
+    .bind(&uuids)
+    .bind(&uris)
+    .bind(&states)
+    .bind(&parents)
+    .bind(EVENTS_LOCK.0)
+    .bind(EVENTS_LOCK.1)
+    .fetch_all(conn)
+    .await?;
+    if rows.len() != events.len() {
+        return Err(Error::Invalid(format!(
+            "{} events stored of {}",
+            rows.len(),
+            events.len()
+        )));
+    }
+    let mut stamped: Vec<(i64, chrono::DateTime<chrono::Utc>)> = rows
+        .iter()
+        .map(|row| Ok((row.int("seq")?, row.time("datetime")?)))
+        .collect::<Result<_>>()?;
+    // RETURNING gives no order: the `seq`s were drawn in input order.
+    stamped.sort_by_key(|(seq, _)| *seq);
+    for (e, (seq, datetime)) in events.iter_mut().zip(stamped) {
+        e.seq = seq;
+        e.datetime = datetime;
+    }
+    Ok(events)
 }
 
 #[async_trait]
@@ -646,29 +961,14 @@ impl Store for PgStore {
 
     async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
         let mut tx = self.pool.begin().await?;
-        let submitted = submit_in(&mut tx, &new, false).await?;
+        let submitted = submit_in(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(submitted)
     }
 
     async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
         let mut tx = self.pool.begin().await?;
-        // Object locks in one global order, so two batches never wait on
-        // each other in a cycle.
-        let mut objects: Vec<Uuid> = batch
-            .iter()
-            .filter(|n| n.completed.is_none())
-            .map(|n| n.object_uuid)
-            .collect();
-        objects.sort();
-        objects.dedup();
-        for o in objects {
-            lock_object(&mut tx, o).await?;
-        }
-        let mut out = Vec::with_capacity(batch.len());
-        for new in batch {
-            out.push(submit_in(&mut tx, new, true).await?);
-        }
+        let out = submit_batch_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -890,6 +1190,13 @@ impl Store for PgStore {
         let done = transition_in(&mut tx, scope, uuid, to, token).await?;
         tx.commit().await?;
         Ok(done)
+    }
+
+    async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
+        let mut tx = self.pool.begin().await?;
+        let out = transition_batch_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {

@@ -1,0 +1,184 @@
+//! The deployment every scenario runs against, and shared helpers.
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use stevedore_api::ApiState;
+use stevedore_shared::auth::{generate_api_key, hash_api_key};
+use stevedore_shared::broker::amqp::AmqpBroker;
+use stevedore_shared::broker::{Broker, BrokerNames, DynBroker};
+use stevedore_shared::config::{FileConfig, Operations, WorkerSettings};
+use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
+use stevedore_shared::shutdown::Shutdown;
+use stevedore_shared::store;
+use stevedore_shared::testing::{amqp_url, unique_prefix, TestDatabase};
+use stevedore_worker::Worker;
+
+/// Operations of every benchmark: `noop` on a service (and `lines`, added
+/// by [`bench_config`], for the log scenario).
+pub const BENCH_CONFIG: &str = r#"
+[worker]
+concurrency = 256
+[[operation]]
+object = "service"
+verb = "noop"
+handler = "noop"
+"#;
+
+/// [`BENCH_CONFIG`] plus `service lines`: an `exec` of `seq 1 <lines>`.
+pub fn bench_config(lines: u64) -> String {
+    format!(
+        "{BENCH_CONFIG}[[operation]]\nobject = \"service\"\nverb = \"lines\"\nexec = [\"seq\", \"1\", \"{lines}\"]\n"
+    )
+}
+
+/// What a [`Rig`] runs besides the API and the outbox relay.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Worker instances in this process.
+    pub workers: usize,
+    /// Serve the websocket stream routes on the API's listener (and run the
+    /// stream hub's subscription), as `stevedore api --with-stream` does.
+    pub stream: bool,
+    /// Lines printed by the `lines` operation.
+    pub lines: u64,
+}
+
+/// A running in-process deployment on PostgreSQL + RabbitMQ.
+pub struct Rig {
+    /// Base URL of the API (`http://127.0.0.1:<port>`).
+    pub url: String,
+    /// The benchmark user's name and API key.
+    pub auth: (String, String),
+    /// The broker, under this run's own prefix.
+    pub broker: Arc<AmqpBroker>,
+    /// Store + broker, shared with the workers.
+    pub dispatcher: Dispatcher,
+    /// The operations of [`BENCH_CONFIG`].
+    pub ops: Arc<Operations>,
+    /// Stops the API, relay and workers.
+    pub shutdown: Shutdown,
+    /// This run's throwaway database (dropped with the rig).
+    pub db: TestDatabase,
+}
+
+impl Rig {
+    /// Starts the API, the outbox relay and `workers` workers on a fresh database.
+    pub async fn start(workers: usize) -> Result<Rig> {
+        Rig::start_with(Options {
+            workers,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// Starts a rig as `o` says.
+    pub async fn start_with(o: Options) -> Result<Rig> {
+        let db = TestDatabase::create().await;
+        let store = store::connect(db.url()).await?;
+        store.migrate().await?;
+        let broker =
+            Arc::new(AmqpBroker::connect(&amqp_url(), BrokerNames::new(unique_prefix("bench"))).await?);
+        broker.declare().await?;
+        let dyn_broker: DynBroker = broker.clone();
+        let dispatcher = Dispatcher::new(store.clone(), dyn_broker);
+        let file = FileConfig::parse(&bench_config(o.lines.max(1)))?;
+        let ops = Arc::new(file.operations()?);
+        store.create_user("bench", &[]).await?;
+        let key = generate_api_key();
+        store.add_api_key("bench", &hash_api_key(&key)).await?;
+        let shutdown = Shutdown::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = ApiState {
+            trust_forwarded_for: false,
+            geoip: None,
+            ..ApiState::new(dispatcher.clone(), ops.clone())
+        };
+        let app = if o.stream {
+            stevedore_api::router_with_stream(state, &shutdown)
+        } else {
+            stevedore_api::router(state)
+        };
+        tokio::spawn(stevedore_api::serve(listener, app, shutdown.clone()));
+        tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
+        let rig = Rig {
+            url,
+            auth: ("bench".into(), key),
+            broker,
+            dispatcher,
+            ops,
+            shutdown,
+            db,
+        };
+        for _ in 0..o.workers {
+            rig.add_worker(file.worker.clone());
+        }
+        Ok(rig)
+    }
+
+    /// Starts one more worker in this process.
+    pub fn add_worker(&self, settings: WorkerSettings) {
+        let w = Worker::new(self.dispatcher.clone(), self.ops.clone(), settings);
+        tokio::spawn(w.run(self.shutdown.clone()));
+    }
+
+    /// An HTTP client with a large connection pool.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .expect("http client")
+    }
+
+    /// Creates a service and returns its uuid.
+    pub async fn create_service(&self, http: &reqwest::Client) -> Result<String> {
+        let v: Value = http
+            .post(format!("{}/api/app/v1/service/", self.url))
+            .basic_auth(&self.auth.0, Some(&self.auth.1))
+            .body(r#"{"name":"bench"}"#)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(v["uuid"].as_str().context("service uuid")?.to_string())
+    }
+
+    /// The websocket URL of `path` on the API, authenticated by query string.
+    pub fn ws_url(&self, path: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{path}{sep}user={}&token={}",
+            self.url.replacen("http://", "ws://", 1),
+            self.auth.0,
+            self.auth.1
+        )
+    }
+
+    /// Posts `verb` on service `svc`; returns the action's uuid (202 only).
+    pub async fn post_verb(&self, http: &reqwest::Client, svc: &str, verb: &str) -> Result<String> {
+        let r = http
+            .post(format!("{}/api/app/v1/service/{svc}/{verb}/", self.url))
+            .basic_auth(&self.auth.0, Some(&self.auth.1))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 202, "POST {verb}: status {}", r.status());
+        let v: Value = r.json().await?;
+        Ok(v["uuid"].as_str().context("action uuid")?.to_string())
+    }
+
+    /// Stops everything and deletes the broker topology.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = self.broker.delete_topology().await;
+    }
+}
+
+/// p50 / p99 / p99.9 / max in milliseconds of a histogram of microseconds.
+pub fn percentiles(h: &Histogram<u64>) -> Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({ "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "count": h.len() })
+}

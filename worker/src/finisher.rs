@@ -1,0 +1,76 @@
+//! Group commit of the workers' final writes.
+//!
+//! Each final state is one transaction that holds the store's events lock
+//! through its commit, so one at a time they are bounded by the commit's
+//! fsync. The [`Finisher`] queues them while a batch commits and writes the
+//! next batch with one [`Store::transition_many`] (one commit, one hold of
+//! the events lock). Under light load a batch is one write and adds no delay.
+//! Fencing is unchanged: every write in a batch is guarded by its own lease
+//! token, and a refused one does not affect the others.
+//!
+//! [`Store::transition_many`]: stevedore_shared::store::Store::transition_many
+
+use stevedore_shared::store::{DynStore, Finish, Scope, Transitioned};
+use stevedore_shared::{Error, Result};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most final writes committed together.
+pub const MAX_FINISH_BATCH: usize = 256;
+
+type FinishRequest = (Finish, oneshot::Sender<Result<Transitioned>>);
+
+/// A handle on the process's final-write batching task.
+#[derive(Clone)]
+pub struct Finisher {
+    tx: mpsc::Sender<FinishRequest>,
+}
+
+impl Finisher {
+    /// Starts the batching task (it ends when every handle is dropped).
+    pub fn spawn(store: DynStore) -> Self {
+        let (tx, rx) = mpsc::channel(MAX_FINISH_BATCH * 4);
+        tokio::spawn(run_batches(store, rx));
+        Finisher { tx }
+    }
+
+    /// Writes one final state (in some batch), as
+    /// `store.transition(Scope::All, f.uuid, f.to, Some(f.token))` would.
+    pub async fn finish(&self, f: Finish) -> Result<Transitioned> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((f, reply))
+            .await
+            .map_err(|_| Error::Invalid("the finisher has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Invalid("the final write was dropped".into()))?
+    }
+}
+
+async fn run_batches(store: DynStore, mut rx: mpsc::Receiver<FinishRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_FINISH_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (finishes, replies): (Vec<Finish>, Vec<_>) = batch.into_iter().unzip();
+        let results = match store.transition_many(&finishes).await {
+            Ok(all) => all,
+            // The batch as a whole failed (nothing was written): each one on
+            // its own, so every caller gets its own answer.
+            Err(_) if finishes.len() > 1 => {
+                let mut each = Vec::with_capacity(finishes.len());
+                for f in &finishes {
+                    each.push(store.transition(Scope::All, f.uuid, f.to, Some(f.token)).await);
+                }
+                each
+            }
+            Err(e) => vec![Err(e)],
+        };
+        for (r, reply) in results.into_iter().zip(replies) {
+            let _ = reply.send(r);
+        }
+    }
+}
