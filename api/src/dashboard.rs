@@ -135,11 +135,7 @@ mod tests {
         let page = index_html();
         assert!(!page.contains("{{RULES}}"));
         assert!(
-            page.contains(r#""cancelable":["Pending","In progress"]"#),
-            "{page}"
-        );
-        assert!(
-            page.contains(r#""retryable":["Canceled","Success","Failed"]"#),
+            page.contains(r#""final":["Canceled","Success","Failed"]"#),
             "{page}"
         );
     }
