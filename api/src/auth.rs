@@ -74,14 +74,15 @@ async fn authenticate_with_store(state: &ApiState, creds: &Credentials) -> Resul
             namespaces: user.namespaces,
         }),
         other => {
-            tracing::info!(user = %creds.user, "authentication failed");
+            let shown = shown_user(&creds.user, other.is_some());
+            tracing::info!(user = %shown, "authentication failed");
             // Visible to the named user's own namespace when the user exists;
             // otherwise to operators only.
             let entry = NewSystemLog {
                 namespace: other.map(|u| u.name),
                 category: "auth".into(),
                 level: LogLevel::Warn,
-                user: creds.user.chars().take(64).collect(),
+                user: shown,
                 message: "authentication failed: invalid credentials".into(),
             };
             if let Err(e) = state.dispatcher.store().append_system_log(&[entry]).await {
@@ -89,6 +90,18 @@ async fn authenticate_with_store(state: &ApiState, creds: &Credentials) -> Resul
             }
             Err(ApiError::Unauthorized("invalid credentials".into()))
         }
+    }
+}
+
+/// The user name of a failed attempt as logs may show it. A name that is
+/// not a user may be a key typed into the wrong field (a login form makes
+/// that easy): a name that looks like a key is never written down.
+fn shown_user(name: &str, exists: bool) -> String {
+    let key_like = name.len() >= 32 && name.chars().all(|c| c.is_ascii_hexdigit());
+    if !exists && key_like {
+        "<redacted: looks like a key>".into()
+    } else {
+        name.chars().take(64).collect()
     }
 }
 
@@ -279,6 +292,14 @@ mod tests {
             request_credentials(&bad, false),
             Err(ApiError::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn a_key_typed_as_a_user_name_is_not_logged() {
+        let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(shown_user(key, false), "<redacted: looks like a key>");
+        assert_eq!(shown_user("alice", false), "alice");
+        assert_eq!(shown_user(&"x".repeat(100), false).len(), 64);
     }
 
     #[test]
