@@ -464,7 +464,8 @@ async function actionPage(v, uuid) {
   const cancel = h("button", { type: "button", class: "danger", id: "cancel", disabled: true }, "Cancel");
   const retry = h("button", { type: "button", id: "retry", disabled: true }, "Retry");
   const fields = h("dl", { class: "fields", "aria-label": "Fields" });
-  const logBox = h("div", { class: "logs", id: "logs", tabindex: "0", role: "log", "aria-label": "Log lines" });
+  // role=log without live announcements: a tail of thousands of lines must not flood a screen reader.
+  const logBox = h("div", { class: "logs", id: "logs", tabindex: "0", role: "log", "aria-live": "off", "aria-label": "Log lines" });
   const follow = h("input", { type: "checkbox", id: "follow", checked: true });
   const logState = h("span", { id: "log-state" }, "connecting…");
   let action = null;
