@@ -48,8 +48,8 @@ impl Dispatcher {
         if rows.is_empty() {
             return Ok(());
         }
-        let jobs: Vec<JobMessage> = rows.iter().map(|(_, a)| JobMessage { action: *a }).collect();
-        self.broker.publish_jobs(&jobs).await?;
+        let actions: Vec<Uuid> = rows.iter().map(|(_, a)| *a).collect();
+        self.broker.publish_jobs(&JobMessage::batches(&actions)).await?;
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
         self.store.mark_outbox_sent(&ids).await
     }
@@ -72,11 +72,23 @@ impl Dispatcher {
     /// confirmed, for [`Dispatcher::mark_sent`]; a failed publish is logged
     /// and left to the relay.
     pub async fn publish_submits(&self, done: &[&Submitted]) -> Vec<i64> {
+        self.publish_submit_events(done).await;
+        self.publish_jobs_of(done).await
+    }
+
+    /// Counts submissions and publishes their events as one update.
+    pub async fn publish_submit_events(&self, done: &[&Submitted]) {
         for s in done {
             count_action(&s.action);
         }
         let events: Vec<Event> = done.iter().map(|s| s.event.clone()).collect();
         self.publish_events(&events).await;
+    }
+
+    /// Publishes the jobs of the dispatched submissions in `done` with
+    /// confirms; returns the outbox rows the broker confirmed (none when the
+    /// publish failed: that is logged and left to the relay).
+    pub async fn publish_jobs_of(&self, done: &[&Submitted]) -> Vec<i64> {
         let rows: Vec<(i64, Uuid)> = done
             .iter()
             .filter_map(|s| s.outbox_id.map(|id| (id, s.action.uuid)))
@@ -84,11 +96,11 @@ impl Dispatcher {
         if rows.is_empty() {
             return Vec::new();
         }
-        let jobs: Vec<JobMessage> = rows.iter().map(|(_, a)| JobMessage { action: *a }).collect();
-        match self.broker.publish_jobs(&jobs).await {
+        let actions: Vec<Uuid> = rows.iter().map(|(_, a)| *a).collect();
+        match self.broker.publish_jobs(&JobMessage::batches(&actions)).await {
             Ok(()) => rows.iter().map(|(id, _)| *id).collect(),
             Err(e) => {
-                let actions: Vec<String> = rows.iter().map(|(_, a)| a.to_string()).collect();
+                let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
                 tracing::warn!(actions = ?actions, error = %e, "publish failed; the outbox relay will retry");
                 Vec::new()
             }
@@ -106,18 +118,55 @@ impl Dispatcher {
 
     /// Publishes a transition's events, and the job of any action it promoted.
     pub async fn after_transition(&self, t: &Transitioned) {
-        count_action(&t.action);
-        self.publish_events(std::slice::from_ref(&t.event)).await;
-        if let Some(p) = &t.promoted {
-            self.after_submit(p).await;
+        self.after_transitions(&[t]).await;
+    }
+
+    /// [`Dispatcher::after_transition`] for transitions committed together:
+    /// [`Dispatcher::publish_transition_events`], then
+    /// [`Dispatcher::publish_promoted`].
+    pub async fn after_transitions(&self, done: &[&Transitioned]) {
+        self.publish_transition_events(done).await;
+        self.publish_promoted(done).await;
+    }
+
+    /// Publishes all the events of transitions committed together (the
+    /// promotions' included) in `seq` order, as one update.
+    pub async fn publish_transition_events(&self, done: &[&Transitioned]) {
+        for t in done {
+            count_action(&t.action);
+            if let Some(p) = &t.promoted {
+                count_action(&p.action);
+            }
         }
+        let mut events: Vec<Event> = done
+            .iter()
+            .flat_map(|t| std::iter::once(&t.event).chain(t.promoted.as_ref().map(|p| &p.event)))
+            .cloned()
+            .collect();
+        events.sort_by_key(|e| e.seq);
+        self.publish_events(&events).await;
+    }
+
+    /// Publishes the jobs of the actions that transitions promoted, with
+    /// confirms, and marks their outbox rows sent.
+    pub async fn publish_promoted(&self, done: &[&Transitioned]) {
+        let promoted: Vec<&Submitted> = done.iter().filter_map(|t| t.promoted.as_ref()).collect();
+        let confirmed = self.publish_jobs_of(&promoted).await;
+        self.mark_sent(&confirmed).await;
     }
 
     /// Publishes events as updates (best effort: the events are stored, and
-    /// stream clients can resume from the store).
+    /// stream clients can resume from the store): one event alone, several
+    /// as [`Update::Events`] of at most [`MAX_EVENTS_PER_UPDATE`].
     pub async fn publish_events(&self, events: &[Event]) {
-        for e in events {
-            if let Err(err) = self.broker.publish_update(&Update::Event(e.clone())).await {
+        for chunk in events.chunks(MAX_EVENTS_PER_UPDATE) {
+            let update = match chunk {
+                [one] => Update::Event(one.clone()),
+                many => Update::Events {
+                    events: many.to_vec(),
+                },
+            };
+            if let Err(err) = self.broker.publish_update(&update).await {
                 tracing::debug!(error = %err, "update publish failed");
             }
         }
@@ -134,6 +183,9 @@ fn count_action(action: &crate::action::Action) {
     )
     .increment(1);
 }
+
+/// Most events one update message carries.
+pub const MAX_EVENTS_PER_UPDATE: usize = 256;
 
 /// Name of the counter of recorded action state changes.
 pub const ACTIONS_TOTAL: &str = "stevedore_actions_total";
@@ -186,8 +238,10 @@ impl OutboxRelay {
             .await?;
         if !stale.is_empty() {
             tracing::warn!(count = stale.len(), "re-publishing actions no worker claimed");
-            let jobs: Vec<JobMessage> = stale.iter().map(|a| JobMessage { action: *a }).collect();
-            self.dispatcher.broker().publish_jobs(&jobs).await?;
+            self.dispatcher
+                .broker()
+                .publish_jobs(&JobMessage::batches(&stale))
+                .await?;
         }
         Ok(rows.len() + stale.len())
     }
@@ -270,10 +324,14 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
             }
             Err(e) => vec![Err(e)],
         };
+        // Events here, in commit order; the jobs (which wait for confirms)
+        // and the answers while the next batch commits.
+        let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        dispatcher.publish_submit_events(&done).await;
         let d = dispatcher.clone();
         tokio::spawn(async move {
             let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-            let confirmed = d.publish_submits(&done).await;
+            let confirmed = d.publish_jobs_of(&done).await;
             // Committed and confirmed: the callers may answer now; marking
             // the outbox rows sent is bookkeeping (see `mark_sent`).
             for (r, reply) in results.into_iter().zip(replies) {

@@ -152,11 +152,7 @@ conformance!(
 // ---------------------------------------------------------------- helpers
 
 fn new_jobs(n: usize) -> Vec<JobMessage> {
-    (0..n)
-        .map(|_| JobMessage {
-            action: Uuid::new_v4(),
-        })
-        .collect()
+    (0..n).map(|_| JobMessage::one(Uuid::new_v4())).collect()
 }
 
 /// The next delivery, which must arrive within [`ARRIVAL`].
@@ -236,7 +232,7 @@ async fn published_jobs_are_consumed_exactly_once_by_competing_consumers<B: Back
             while let Some(item) = stream.next().await {
                 let delivery = item.expect("delivery");
                 delivery.acker.ack().await.expect("ack");
-                if tx.send((consumer, delivery.job.action)).is_err() {
+                if tx.send((consumer, delivery.job.actions[0])).is_err() {
                     break;
                 }
             }
@@ -260,7 +256,7 @@ async fn published_jobs_are_consumed_exactly_once_by_competing_consumers<B: Back
     if let Ok(Some((consumer, action))) = timeout(QUIET, rx.recv()).await {
         panic!("job {action} delivered again, to consumer {consumer}");
     }
-    let expected: HashSet<Uuid> = jobs.iter().map(|j| j.action).collect();
+    let expected: HashSet<Uuid> = jobs.iter().map(|j| j.actions[0]).collect();
     let consumed: HashSet<Uuid> = seen.keys().copied().collect();
     assert_eq!(consumed, expected);
     assert_eq!(per_consumer.iter().sum::<usize>(), jobs.len());
@@ -330,14 +326,14 @@ async fn prefetch_bounds_unacked_deliveries<B: Backend>(broker: Arc<B>) {
     held.push(next_delivery(&mut stream).await);
     assert_no_delivery(&mut stream).await;
 
-    let mut seen: HashSet<Uuid> = [first.job.action].into_iter().collect();
+    let mut seen: HashSet<Uuid> = [first.job.actions[0]].into_iter().collect();
     for delivery in held {
-        assert!(seen.insert(delivery.job.action), "duplicate delivery");
+        assert!(seen.insert(delivery.job.actions[0]), "duplicate delivery");
         delivery.acker.ack().await.expect("ack");
     }
     while seen.len() < jobs.len() {
         let delivery = next_delivery(&mut stream).await;
-        assert!(seen.insert(delivery.job.action), "duplicate delivery");
+        assert!(seen.insert(delivery.job.actions[0]), "duplicate delivery");
         delivery.acker.ack().await.expect("ack");
     }
 }
@@ -395,13 +391,13 @@ async fn batch_of_1000_jobs_with_pipelined_confirms_is_all_consumed<B: Backend>(
     while seen.len() < jobs.len() {
         let delivery = next_delivery(&mut stream).await;
         assert!(
-            seen.insert(delivery.job.action),
+            seen.insert(delivery.job.actions[0]),
             "job {} delivered twice",
-            delivery.job.action
+            delivery.job.actions[0]
         );
         delivery.acker.ack().await.expect("ack");
     }
-    let expected: HashSet<Uuid> = jobs.iter().map(|j| j.action).collect();
+    let expected: HashSet<Uuid> = jobs.iter().map(|j| j.actions[0]).collect();
     assert_eq!(seen, expected);
     assert_no_delivery(&mut stream).await;
 }

@@ -55,7 +55,7 @@ async fn the_relay_publishes_what_was_committed_but_not_published(store: DynStor
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(d.job.action, submitted.action.uuid);
+    assert_eq!(d.job.actions[0], submitted.action.uuid);
     d.acker.ack().await.unwrap();
     // Marked sent: the next pass publishes nothing.
     assert_eq!(relay.run_once().await.unwrap(), 0);
@@ -85,7 +85,7 @@ async fn an_action_nobody_claimed_is_published_again(store: DynStore, broker: Dy
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(d.job.action, submitted.action.uuid);
+    assert_eq!(d.job.actions[0], submitted.action.uuid);
     d.acker.ack().await.unwrap();
 }
 

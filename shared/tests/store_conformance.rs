@@ -561,6 +561,79 @@ mod cases {
             .is_none());
     }
 
+    pub async fn a_batch_claim_takes_only_the_claimable_each_with_its_own_lease(store: &dyn Store) {
+        let mut dispatched = vec![];
+        for _ in 0..3 {
+            let s = store
+                .submit_action(new_action("acme", Uuid::new_v4()))
+                .await
+                .unwrap();
+            dispatched.push(s.action.uuid);
+        }
+        let busy = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let pending = store
+            .submit_action(new_action("acme", busy.action.object_uuid))
+            .await
+            .unwrap();
+        assert_eq!(pending.action.state, Pending);
+        let held = store
+            .claim_action(busy.action.uuid, "w0", LONG_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        // Asked in this order: two claimable, a leased one, a Pending one, a
+        // missing one, the third claimable.
+        let ask = [
+            dispatched[1],
+            dispatched[0],
+            busy.action.uuid,
+            pending.action.uuid,
+            Uuid::new_v4(),
+            dispatched[2],
+        ];
+        let claims = store.claim_actions(&ask, "w1", LONG_LEASE).await.unwrap();
+        let got: Vec<Uuid> = claims.iter().map(|c| c.action.uuid).collect();
+        assert_eq!(got, vec![dispatched[1], dispatched[0], dispatched[2]]);
+        assert!(claims.iter().all(|c| c.action.claims == 1));
+        let tokens: std::collections::HashSet<_> = claims.iter().map(|c| c.token).collect();
+        assert_eq!(tokens.len(), 3, "every claim has a token of its own");
+        // Each token holds its own action only, and the holder's is untouched.
+        for c in &claims {
+            assert_eq!(
+                store.heartbeat(c.action.uuid, c.token, LONG_LEASE).await.unwrap(),
+                Some(InProgress)
+            );
+        }
+        assert_eq!(
+            store
+                .heartbeat(dispatched[0], claims[0].token, LONG_LEASE)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .heartbeat(busy.action.uuid, held.token, LONG_LEASE)
+                .await
+                .unwrap(),
+            Some(InProgress)
+        );
+        // Claimed once: asking again claims nothing.
+        assert!(store
+            .claim_actions(&ask, "w2", LONG_LEASE)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .claim_actions(&[], "w2", LONG_LEASE)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     pub async fn heartbeat_holds_only_with_the_current_token(store: &dyn Store) {
         let s = store
             .submit_action(new_action("acme", Uuid::new_v4()))
@@ -1456,6 +1529,7 @@ macro_rules! conformance {
                 a_wrong_lease_token_is_refused,
                 an_action_is_claimed_once_until_its_lease_expires,
                 heartbeat_holds_only_with_the_current_token,
+                a_batch_claim_takes_only_the_claimable_each_with_its_own_lease,
                 log_lines_are_numbered_without_gaps_across_batches,
                 reaping_requeues_below_max_claims_and_fails_at_max_claims,
                 reaping_a_canceling_action_cancels_it,

@@ -88,7 +88,7 @@ impl Worker {
             shutdown.clone(),
         ));
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
-        let prefetch = self.settings.concurrency.clamp(1, u16::MAX as usize) as u16;
+        let prefetch = job_prefetch(self.settings.concurrency);
         let mut delays = reconnect_delays();
         'outer: while !shutdown.is_triggered() {
             let mut jobs = match self.dispatcher.broker().consume_jobs(prefetch).await {
@@ -113,11 +113,17 @@ impl Worker {
                 };
                 match next {
                     Some(Ok(delivery)) => {
+                        // One permit per action of the message, as many as
+                        // are free now; the executor hands the rest on.
+                        let mut held = vec![permit];
+                        while held.len() < delivery.job.actions.len() {
+                            match permits.clone().try_acquire_owned() {
+                                Ok(p) => held.push(p),
+                                Err(_) => break,
+                            }
+                        }
                         let exec = exec.clone();
-                        tokio::spawn(async move {
-                            exec.handle(delivery).await;
-                            drop(permit);
-                        });
+                        tokio::spawn(async move { exec.handle(delivery, held).await });
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "job stream failed; reconnecting");
@@ -153,6 +159,17 @@ impl Worker {
         dead_letters.abort();
         tracing::info!("worker stopped");
     }
+}
+
+/// Job messages a worker has delivered ahead of taking them: enough to keep
+/// its slots busy with full messages (each carries up to
+/// [`MAX_JOB_BATCH`] actions) and never more than its slots, so a busy worker
+/// does not sit on messages another could run.
+///
+/// [`MAX_JOB_BATCH`]: stevedore_shared::messages::MAX_JOB_BATCH
+fn job_prefetch(concurrency: usize) -> u16 {
+    let full = concurrency.div_ceil(stevedore_shared::messages::MAX_JOB_BATCH);
+    (full + 1).min(concurrency).clamp(1, u16::MAX as usize) as u16
 }
 
 /// Cancels running actions when a cancel arrives on the control exchange.

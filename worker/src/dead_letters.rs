@@ -77,29 +77,28 @@ fn delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Handles one dead letter and settles it: acked once the action is dealt
-/// with, requeued (after a pause) when the database cannot be reached.
+/// Handles one dead letter and settles it: acked once each of its actions is
+/// dealt with, requeued (after a pause) when the database cannot be reached
+/// (the actions already failed are final then, and left alone next time).
 async fn settle(dispatcher: &Dispatcher, owner: &str, settings: &WorkerSettings, dead: DeadLetter) {
-    let uuid = dead.job.action;
-    match fail_dead_lettered(dispatcher, owner, settings, uuid, &dead.reason).await {
-        Ok(outcome) => {
-            match &outcome {
-                Settled::Failed => {
-                    tracing::warn!(action = %uuid, reason = %dead.reason, "job dead-lettered; action Failed")
-                }
-                Settled::LeftAlone(state) => {
-                    tracing::info!(action = %uuid, reason = %dead.reason, ?state, "job dead-lettered; action left alone")
-                }
+    for &uuid in &dead.job.actions {
+        match fail_dead_lettered(dispatcher, owner, settings, uuid, &dead.reason).await {
+            Ok(Settled::Failed) => {
+                tracing::warn!(action = %uuid, reason = %dead.reason, "job dead-lettered; action Failed")
             }
-            if let Err(e) = dead.acker.ack().await {
-                tracing::debug!(action = %uuid, error = %e, "dead letter ack failed");
+            Ok(Settled::LeftAlone(state)) => {
+                tracing::info!(action = %uuid, reason = %dead.reason, ?state, "job dead-lettered; action left alone")
+            }
+            Err(e) => {
+                tracing::warn!(action = %uuid, error = %e, "cannot settle a dead letter; retrying later");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let _ = dead.acker.requeue().await;
+                return;
             }
         }
-        Err(e) => {
-            tracing::warn!(action = %uuid, error = %e, "cannot settle a dead letter; retrying later");
-            tokio::time::sleep(RETRY_PAUSE).await;
-            let _ = dead.acker.requeue().await;
-        }
+    }
+    if let Err(e) = dead.acker.ack().await {
+        tracing::debug!(error = %e, "dead letter ack failed");
     }
 }
 
@@ -186,7 +185,7 @@ mod tests {
     /// Publishes the action's job, then rejects it, as a worker would with a
     /// poison message: it lands in the dead-letter list.
     async fn dead_letter(broker: &MemoryBroker, action: Uuid) {
-        broker.publish_jobs(&[JobMessage { action }]).await.unwrap();
+        broker.publish_jobs(&[JobMessage::one(action)]).await.unwrap();
         let mut jobs = broker.consume_jobs(1).await.unwrap();
         let d = jobs.next().await.unwrap().unwrap();
         d.acker.reject().await.unwrap();

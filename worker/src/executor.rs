@@ -16,10 +16,11 @@ use stevedore_shared::broker::JobDelivery;
 use stevedore_shared::config::{Operation, Operations, WorkerSettings};
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::logline::{NewLogLine, StreamType};
+use stevedore_shared::messages::JobMessage;
 use stevedore_shared::messages::Update;
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{Claim, Finish, LeaseToken};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -77,7 +78,7 @@ impl Executor {
         owner: String,
     ) -> Self {
         Executor {
-            finisher: Finisher::spawn(dispatcher.store().clone()),
+            finisher: Finisher::spawn(dispatcher.clone()),
             dispatcher,
             ops,
             settings,
@@ -125,32 +126,63 @@ impl Executor {
         }
     }
 
-    /// Handles one delivery from the jobs queue.
-    pub async fn handle(self: &Arc<Self>, delivery: JobDelivery) {
-        let uuid = delivery.job.action;
+    /// Handles one delivery from the jobs queue: claims as many of its
+    /// actions as `permits` allow (one statement), hands the rest on in a new
+    /// message, acks, and runs each claimed action under its own permit.
+    pub async fn handle(self: &Arc<Self>, delivery: JobDelivery, mut permits: Vec<OwnedSemaphorePermit>) {
+        let actions = &delivery.job.actions;
+        let take = permits.len().min(actions.len());
+        let (now, later) = actions.split_at(take);
         let store = self.dispatcher.store();
-        let claim = match store.claim_action(uuid, &self.owner, self.settings.lease).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                // Finished, cancelled, or leased by a live worker (a duplicate
-                // delivery): nothing to do. The reaper covers a dead holder.
-                tracing::debug!(action = %uuid, "job not claimable; dropping the duplicate");
-                let _ = delivery.acker.ack().await;
-                return;
-            }
+        let claims = match store.claim_actions(now, &self.owner, self.settings.lease).await {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(action = %uuid, error = %e, "cannot claim; handing the job back");
+                tracing::warn!(actions = now.len(), error = %e, "cannot claim; handing the job back");
+                drop(permits);
                 tokio::time::sleep(REQUEUE_PAUSE).await;
                 let _ = delivery.acker.requeue().await;
                 return;
             }
         };
-        // The claim is durable: from here the lease, not the message, protects
-        // the action. A lost ack only causes a duplicate that cannot claim.
-        if let Err(e) = delivery.acker.ack().await {
-            tracing::debug!(action = %uuid, error = %e, "ack failed after claim");
+        if claims.len() < now.len() {
+            // Finished, cancelled, or leased by a live worker (a duplicate
+            // delivery): nothing to do. The reaper covers a dead holder.
+            tracing::debug!(
+                skipped = now.len() - claims.len(),
+                "jobs not claimable; dropping the duplicates"
+            );
         }
-        self.run_claimed(claim).await;
+        // The claims are durable: from here the leases, not the message,
+        // protect them. A lost ack only causes duplicates that cannot claim.
+        // Actions this worker has no room for go back to the queue first, as
+        // a message of their own, so acking loses none of them.
+        let settle = if later.is_empty() {
+            delivery.acker.ack().await
+        } else {
+            match self
+                .dispatcher
+                .broker()
+                .publish_jobs(&JobMessage::batches(later))
+                .await
+            {
+                Ok(()) => delivery.acker.ack().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand on the unclaimed rest; requeueing the message");
+                    delivery.acker.requeue().await
+                }
+            }
+        };
+        if let Err(e) = settle {
+            tracing::debug!(error = %e, "settling the job message failed after claim");
+        }
+        permits.truncate(claims.len());
+        for (claim, permit) in claims.into_iter().zip(permits) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.run_claimed(claim).await;
+                drop(permit);
+            });
+        }
     }
 
     /// Runs a claimed action inside its `action` span (instrumented, not
@@ -253,7 +285,6 @@ impl Executor {
                 Ok(t) => {
                     tracing::info!(state = %t.action.state, "action finished");
                     crate::observe_duration(&t.action, started.elapsed());
-                    self.dispatcher.after_transition(&t).await;
                     return;
                 }
                 Err(stevedore_shared::Error::Database(e)) if tokio::time::Instant::now() < give_up => {

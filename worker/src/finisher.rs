@@ -10,7 +10,8 @@
 //!
 //! [`Store::transition_many`]: stevedore_shared::store::Store::transition_many
 
-use stevedore_shared::store::{DynStore, Finish, Scope, Transitioned};
+use stevedore_shared::dispatch::Dispatcher;
+use stevedore_shared::store::{Finish, Scope, Transitioned};
 use stevedore_shared::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,14 +28,16 @@ pub struct Finisher {
 
 impl Finisher {
     /// Starts the batching task (it ends when every handle is dropped).
-    pub fn spawn(store: DynStore) -> Self {
+    pub fn spawn(dispatcher: Dispatcher) -> Self {
         let (tx, rx) = mpsc::channel(MAX_FINISH_BATCH * 4);
-        tokio::spawn(run_batches(store, rx));
+        tokio::spawn(run_batches(dispatcher, rx));
         Finisher { tx }
     }
 
     /// Writes one final state (in some batch), as
-    /// `store.transition(Scope::All, f.uuid, f.to, Some(f.token))` would.
+    /// `store.transition(Scope::All, f.uuid, f.to, Some(f.token))` would, and
+    /// publishes it (with the batch's other events in one update, and the
+    /// jobs of the actions it promoted) before answering.
     pub async fn finish(&self, f: Finish) -> Result<Transitioned> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -46,7 +49,8 @@ impl Finisher {
     }
 }
 
-async fn run_batches(store: DynStore, mut rx: mpsc::Receiver<FinishRequest>) {
+async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<FinishRequest>) {
+    let store = dispatcher.store().clone();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_FINISH_BATCH {
@@ -69,8 +73,17 @@ async fn run_batches(store: DynStore, mut rx: mpsc::Receiver<FinishRequest>) {
             }
             Err(e) => vec![Err(e)],
         };
-        for (r, reply) in results.into_iter().zip(replies) {
-            let _ = reply.send(r);
-        }
+        // Events here, in commit order; the promoted actions' jobs (which
+        // wait for confirms) and the answers while the next batch commits.
+        let written: Vec<&Transitioned> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        dispatcher.publish_transition_events(&written).await;
+        let d = dispatcher.clone();
+        tokio::spawn(async move {
+            let written: Vec<&Transitioned> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            d.publish_promoted(&written).await;
+            for (r, reply) in results.into_iter().zip(replies) {
+                let _ = reply.send(r);
+            }
+        });
     }
 }

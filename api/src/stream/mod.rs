@@ -211,23 +211,10 @@ impl Hub {
     pub fn dispatch(&self, update: Update) {
         let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
         match update {
-            Update::Event(event) => {
-                let action_uuid = (event.object_type == "action")
-                    .then(|| Uuid::parse_str(&event.uuid).ok())
-                    .flatten();
-                let watched_events = reg.events.contains_key(&event.namespace);
-                let watched_logs = action_uuid.is_some_and(|u| reg.logs.contains_key(&u));
-                if !watched_events && !watched_logs {
-                    return;
-                }
-                let frame = serde_json::to_string(&event).unwrap_or_default();
-                let namespace = event.namespace.clone();
-                let d = Delivery::Event(Arc::new(HubEvent { event, frame }));
-                if watched_events {
-                    offer_all(&mut reg.events, &namespace, &d);
-                }
-                if let (Some(u), true) = (action_uuid, watched_logs) {
-                    offer_all(&mut reg.logs, &u, &d);
+            Update::Event(event) => dispatch_event(&mut reg, event),
+            Update::Events { events } => {
+                for event in events {
+                    dispatch_event(&mut reg, event);
                 }
             }
             Update::Logs { lines, .. } => {
@@ -324,6 +311,28 @@ impl Hub {
             }
             Key::Logs(uuid) => remove_client(&mut reg.logs, uuid, id),
         }
+    }
+}
+
+/// Hands one event to the events clients of its namespace and, for an
+/// action's event, to the logs clients of that action.
+fn dispatch_event(reg: &mut Registry, event: Event) {
+    let action_uuid = (event.object_type == "action")
+        .then(|| Uuid::parse_str(&event.uuid).ok())
+        .flatten();
+    let watched_events = reg.events.contains_key(&event.namespace);
+    let watched_logs = action_uuid.is_some_and(|u| reg.logs.contains_key(&u));
+    if !watched_events && !watched_logs {
+        return;
+    }
+    let frame = serde_json::to_string(&event).unwrap_or_default();
+    let namespace = event.namespace.clone();
+    let d = Delivery::Event(Arc::new(HubEvent { event, frame }));
+    if watched_events {
+        offer_all(&mut reg.events, &namespace, &d);
+    }
+    if let (Some(u), true) = (action_uuid, watched_logs) {
+        offer_all(&mut reg.logs, &u, &d);
     }
 }
 
@@ -636,6 +645,35 @@ mod tests {
         drop(b);
         assert_eq!(hub.client_count(), 0);
         assert!(hub.inner.registry.lock().unwrap().events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_events_reaches_each_namespace_in_order() {
+        let hub = Hub::new(8);
+        let mut acme = hub.subscribe_events(&["acme".into()]);
+        let mut labs = hub.subscribe_events(&["labs".into()]);
+        let mine = Uuid::new_v4();
+        let mut logs = hub.subscribe_logs(mine);
+        let mut watched = event("labs", 3);
+        watched.uuid = mine.to_string();
+        hub.dispatch(Update::Events {
+            events: vec![event("acme", 1), event("acme", 2), watched, event("acme", 4)],
+        });
+        for want in [1, 2, 4] {
+            match next_now(&mut acme).await {
+                Some(Next::Delivery(Delivery::Event(e))) => assert_eq!(e.event.seq, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(next_now(&mut acme).await.is_none());
+        match next_now(&mut labs).await {
+            Some(Next::Delivery(Delivery::Event(e))) => assert_eq!(e.event.seq, 3),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            next_now(&mut logs).await,
+            Some(Next::Delivery(Delivery::Event(_)))
+        ));
     }
 
     #[tokio::test]

@@ -529,7 +529,9 @@ async fn publish_confirmed(channel: &Channel, jobs: &[JobMessage], queue: &str) 
         let properties = BasicProperties::default()
             .with_content_type(ShortString::from(JSON))
             .with_delivery_mode(2)
-            .with_message_id(ShortString::from(job.action.to_string()));
+            .with_message_id(ShortString::from(
+                job.actions.first().map(|a| a.to_string()).unwrap_or_default(),
+            ));
         let confirm = channel
             .basic_publish(
                 "",

@@ -303,6 +303,19 @@ pub trait Store: Send + Sync + 'static {
     /// the action is missing, not In progress, or leased by someone else.
     async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>>;
 
+    /// [`Store::claim_action`] of several actions (one job message's), in one
+    /// statement where the backend can; each with its own lease token. Returns
+    /// the claims made, in the order of `uuids`; the others were not claimable.
+    async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>> {
+        let mut out = Vec::with_capacity(uuids.len());
+        for u in uuids {
+            if let Some(c) = self.claim_action(*u, owner, lease).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     /// Extends a lease and returns the action's current state, so that a
     /// worker notices a cancel (Canceling) even when the control message was
     /// lost; `None` when the token no longer holds the action.

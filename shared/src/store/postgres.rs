@@ -91,12 +91,28 @@ struct Sql {
     transition: String,
     /// Whether an object has an action that is not over (`$1` object uuid).
     object_busy: String,
-    /// Which of the objects `$1` (an array) are busy, as `object_busy`.
+    /// Which of the objects `$1` (an array) are busy, as `object_busy`: one
+    /// probe per object, however many actions an object has queued.
     objects_busy: String,
     /// Promotes the oldest Pending action of an object when nothing holds it.
     promote_next: String,
     /// In progress actions dispatched before `$1` µs ago and never claimed.
     redispatch: String,
+    /// Up to `$1` running actions whose lease has expired, oldest expiry
+    /// first (the reaper's sweep, over the partial index of running actions).
+    expired_leases: String,
+    /// `transition` of a batch, one row per element of the arrays: uuid `$1`,
+    /// target `$2`, its sources `|`-joined `$3`, token `$4`, target final
+    /// `$5`, target In progress `$6`.
+    transition_many: String,
+    /// `promote_next` for each object of `$1` (an array), to state `$2`.
+    promote_many: String,
+    /// `insert_action` of a batch: one array per column (`$1`..`$18`), and
+    /// whether each row is final (`$19`) and dispatched (`$20`).
+    insert_many: String,
+    /// `claim_action` of the actions `$1` with the tokens `$2` (arrays of
+    /// the same length) for owner `$3`, lease `$4` µs, claimable states `$5`.
+    claim_many: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -104,6 +120,7 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     let holding = rows::state_literals(&rows::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
     let in_progress = rows::state_literals(&[ActionState::InProgress]);
+    let claimable = rows::state_literals(&rows::claimable_states());
     Sql {
         transition: format!(
             "UPDATE actions SET state = $2, \
@@ -120,7 +137,8 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
             "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = $1 AND state IN ({active}))"
         ),
         objects_busy: format!(
-            "SELECT DISTINCT object_uuid FROM actions WHERE object_uuid = ANY($1) AND state IN ({active})"
+            "SELECT o FROM unnest($1::uuid[]) AS t(o) \
+             WHERE EXISTS (SELECT 1 FROM actions WHERE object_uuid = t.o AND state IN ({active}))"
         ),
         promote_next: format!(
             "UPDATE actions SET state = $2, dispatched_at = now() \
@@ -133,6 +151,61 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
              RETURNING {cols}",
             cols = rows::PG_ACTION_COLUMNS
         ),
+        transition_many: format!(
+            "UPDATE actions SET state = t.target, \
+                 end_date = CASE WHEN t.fin THEN now() ELSE actions.end_date END, \
+                 lease_token = CASE WHEN t.fin THEN NULL ELSE actions.lease_token END, \
+                 lease_owner = CASE WHEN t.fin THEN NULL ELSE actions.lease_owner END, \
+                 lease_expires_at = CASE WHEN t.fin THEN NULL ELSE actions.lease_expires_at END, \
+                 dispatched_at = CASE WHEN t.prog THEN now() ELSE actions.dispatched_at END \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bool[], $6::bool[]) \
+                 AS t(uuid, target, sources, token, fin, prog) \
+             WHERE actions.uuid = t.uuid AND actions.state = ANY(string_to_array(t.sources, '|')) \
+               AND actions.lease_token = t.token \
+             RETURNING {}",
+            qualified("actions", rows::PG_ACTION_COLUMNS)
+        ),
+        promote_many: format!(
+            "UPDATE actions SET state = $2, dispatched_at = now() \
+             WHERE uuid IN (SELECT (SELECT uuid FROM actions \
+                                    WHERE object_uuid = t.o AND state IN ({promotable}) \
+                                    ORDER BY id LIMIT 1) \
+                            FROM unnest($1::uuid[]) AS t(o)) \
+               AND state IN ({promotable}) \
+               AND NOT EXISTS (SELECT 1 FROM actions AS h \
+                               WHERE h.object_uuid = actions.object_uuid AND h.state IN ({holding})) \
+             RETURNING {cols}",
+            cols = rows::PG_ACTION_COLUMNS
+        ),
+        insert_many: format!(
+            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+                 object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
+                 is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
+             SELECT u, ns, a, o, ou, ot, op::jsonb, v, m, p, b, ip, l, un, ua, iu, st, r, now(), \
+                 CASE WHEN f THEN now() END, CASE WHEN d THEN now() END \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], \
+                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+                 $13::text[], $14::text[], $15::text[], $16::bool[], $17::text[], $18::uuid[], \
+                 $19::bool[], $20::bool[]) WITH ORDINALITY \
+                 AS t(u, ns, a, o, ou, ot, op, v, m, p, b, ip, l, un, ua, iu, st, r, f, d, i) \
+             ORDER BY i \
+             RETURNING {}",
+            rows::PG_ACTION_COLUMNS
+        ),
+        expired_leases: format!(
+            "SELECT uuid, object_uuid FROM actions \
+             WHERE state IN ({claimable}) AND lease_expires_at < now() \
+             ORDER BY lease_expires_at LIMIT $1"
+        ),
+        claim_many: format!(
+            "UPDATE actions SET claims = claims + 1, lease_token = t.token, lease_owner = $3, \
+                 lease_expires_at = now() + $4 * interval '1 microsecond' \
+             FROM unnest($1::uuid[], $2::uuid[]) AS t(uuid, token) \
+             WHERE actions.uuid = t.uuid AND actions.state = ANY($5) \
+               AND (actions.lease_token IS NULL OR actions.lease_expires_at < now()) \
+             RETURNING actions.lease_token AS claim_token, {}",
+            qualified("actions", rows::PG_ACTION_COLUMNS)
+        ),
         redispatch: format!(
             "UPDATE actions SET dispatched_at = now() \
              WHERE uuid IN (SELECT uuid FROM actions \
@@ -144,6 +217,16 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         ),
     }
 });
+
+/// `columns` (a comma-separated list) each prefixed with `table.`, for
+/// statements that join another relation with the same column names.
+fn qualified(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The store backed by PostgreSQL.
 #[derive(Debug, Clone)]
@@ -438,22 +521,63 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
         .bind(&uuids)
         .execute(&mut *tx)
         .await?;
+    // The guarded UPDATEs of the whole batch in one statement: each row
+    // with its own target, sources (`|`-joined) and token.
+    let known: Vec<&Finish> = batch.iter().filter(|f| found.contains_key(&f.uuid)).collect();
+    let updated = sqlx::query(&SQL.transition_many)
+        .bind(known.iter().map(|f| f.uuid).collect::<Vec<_>>())
+        .bind(known.iter().map(|f| f.to.as_str()).collect::<Vec<_>>())
+        .bind(
+            known
+                .iter()
+                .map(|f| rows::state_names(f.to.sources()).join("|"))
+                .collect::<Vec<_>>(),
+        )
+        .bind(known.iter().map(|f| f.token.0).collect::<Vec<_>>())
+        .bind(known.iter().map(|f| f.to.is_final()).collect::<Vec<_>>())
+        .bind(
+            known
+                .iter()
+                .map(|f| f.to == ActionState::InProgress)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut changed_by_uuid: std::collections::HashMap<Uuid, StoredAction> = updated
+        .iter()
+        .map(|row| {
+            let s = StoredAction::from_row(row)?;
+            Ok((s.action.uuid, s))
+        })
+        .collect::<Result<_>>()?;
+    // Then one promotion per object whose action reached a final state.
+    let freed: Vec<Uuid> = batch
+        .iter()
+        .filter(|f| f.to.is_final() && changed_by_uuid.contains_key(&f.uuid))
+        .filter_map(|f| found.get(&f.uuid).copied())
+        .collect();
+    let mut promoted_by_object: std::collections::HashMap<Uuid, StoredAction> = if freed.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query(&SQL.promote_many)
+            .bind(&freed)
+            .bind(ActionState::InProgress.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| {
+                let s = StoredAction::from_row(row)?;
+                Ok((s.action.object_uuid, s))
+            })
+            .collect::<Result<_>>()?
+    };
     let mut outcomes: Vec<Result<(StoredAction, Option<StoredAction>)>> = Vec::with_capacity(batch.len());
     for f in batch {
         let Some(object_uuid) = found.get(&f.uuid).copied() else {
             outcomes.push(Err(rows::action_not_found(f.uuid)));
             continue;
         };
-        let updated = sqlx::query(&SQL.transition)
-            .bind(f.uuid)
-            .bind(f.to.as_str())
-            .bind(rows::state_names(f.to.sources()))
-            .bind(f.token.0)
-            .bind(f.to.is_final())
-            .bind(f.to == ActionState::InProgress)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(updated) = updated else {
+        let Some(stored) = changed_by_uuid.remove(&f.uuid) else {
             let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = $1")
                 .bind(f.uuid)
                 .fetch_one(&mut *tx)
@@ -462,15 +586,8 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
             outcomes.push(Err(Error::Transition(IllegalTransition { from, to: f.to })));
             continue;
         };
-        let stored = StoredAction::from_row(&updated)?;
         let next = if f.to.is_final() {
-            sqlx::query(&SQL.promote_next)
-                .bind(object_uuid)
-                .bind(ActionState::InProgress.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| StoredAction::from_row(&row))
-                .transpose()?
+            promoted_by_object.remove(&object_uuid)
         } else {
             None
         };
@@ -626,6 +743,66 @@ async fn insert_action(tx: &mut PgConnection, new: &NewAction, state: ActionStat
     StoredAction::from_row(&row)
 }
 
+/// [`insert_action`] for a batch with one statement: `batch[i]` in
+/// `states[i]`. Returns the rows in the order of `batch`.
+async fn insert_actions(
+    tx: &mut PgConnection,
+    batch: &[NewAction],
+    states: &[ActionState],
+) -> Result<Vec<StoredAction>> {
+    let col = |f: fn(&NewAction) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
+    let uuids: Vec<Uuid> = batch.iter().map(|n| n.uuid).collect();
+    let object_uuids: Vec<Uuid> = batch.iter().map(|n| n.object_uuid).collect();
+    let parents: Vec<String> = batch
+        .iter()
+        .map(|n| serde_json::to_string(&n.object_parents))
+        .collect::<std::result::Result<_, _>>()?;
+    let user_actions: Vec<bool> = batch.iter().map(|n| n.is_user_action).collect();
+    let retry_of: Vec<Option<Uuid>> = batch.iter().map(|n| n.retry_of).collect();
+    let state_names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let finals: Vec<bool> = states.iter().map(|s| s.is_final()).collect();
+    let dispatched: Vec<bool> = states.iter().map(|s| *s == ActionState::InProgress).collect();
+    let rows = sqlx::query(&SQL.insert_many)
+        .bind(&uuids)
+        .bind(col(|n| &n.namespace))
+        .bind(col(|n| &n.action))
+        .bind(col(|n| &n.object))
+        .bind(&object_uuids)
+        .bind(col(|n| &n.object_type))
+        .bind(&parents)
+        .bind(col(|n| &n.verb))
+        .bind(col(|n| &n.method))
+        .bind(col(|n| &n.path))
+        .bind(col(|n| &n.body))
+        .bind(col(|n| &n.ip))
+        .bind(col(|n| &n.location))
+        .bind(col(|n| &n.user))
+        .bind(col(|n| &n.user_agent))
+        .bind(&user_actions)
+        .bind(&state_names)
+        .bind(&retry_of)
+        .bind(&finals)
+        .bind(&dispatched)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| rows::conflict_if_unique(e, || "an action of the batch exists".to_string()))?;
+    let mut by_uuid: std::collections::HashMap<Uuid, StoredAction> = rows
+        .iter()
+        .map(|row| {
+            let s = StoredAction::from_row(row)?;
+            Ok((s.action.uuid, s))
+        })
+        .collect::<Result<_>>()?;
+    uuids
+        .iter()
+        .map(|u| {
+            by_uuid
+                .remove(u)
+                .ok_or_else(|| Error::Invalid(format!("action {u} was not stored")))
+        })
+        .collect()
+}
+
 /// Records a batch of new actions inside the caller's transaction (see
 /// [`Store::submit_actions`]) with a fixed number of statements besides one
 /// `INSERT` per action: the object locks, the busy check, the system log
@@ -653,15 +830,15 @@ async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<V
         .await?
         .into_iter()
         .collect();
-    let mut stored = Vec::with_capacity(batch.len());
-    for new in batch {
-        let state = match new.completed {
+    let states: Vec<ActionState> = batch
+        .iter()
+        .map(|new| match new.completed {
             Some(done) => done,
             None if busy.insert(new.object_uuid) => ActionState::InProgress,
             None => ActionState::Pending,
-        };
-        stored.push(insert_action(&mut *tx, new, state).await?);
-    }
+        })
+        .collect();
+    let stored = insert_actions(&mut *tx, batch, &states).await?;
     let logs: Vec<NewSystemLog> = stored
         .iter()
         .map(|s| NewSystemLog::for_action(&s.action))
@@ -1089,6 +1266,37 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>> {
+        if uuids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens: Vec<Uuid> = uuids.iter().map(|_| Uuid::new_v4()).collect();
+        // The same guard as `claim_action`, one row per (uuid, token) pair.
+        // `RETURNING` gives no order: put the claims back in the order asked.
+        let rows = sqlx::query(&SQL.claim_many)
+            .bind(uuids)
+            .bind(&tokens)
+            .bind(owner)
+            .bind(rows::duration_micros(lease))
+            .bind(rows::state_names(&rows::claimable_states()))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut claims: std::collections::HashMap<Uuid, Claim> = rows
+            .iter()
+            .map(|row| {
+                let action = StoredAction::from_row(row)?.action;
+                Ok((
+                    action.uuid,
+                    Claim {
+                        token: LeaseToken(row.uuid("claim_token")?),
+                        action,
+                    },
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(uuids.iter().filter_map(|u| claims.remove(u)).collect())
+    }
+
     async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<Option<ActionState>> {
         let state: Option<String> = sqlx::query_scalar(
             "UPDATE actions SET lease_expires_at = now() + $3 * interval '1 microsecond' \
@@ -1200,13 +1408,10 @@ impl Store for PgStore {
     }
 
     async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
-        let candidates = sqlx::query(
-            "SELECT uuid, object_uuid FROM actions WHERE lease_expires_at < now() \
-             ORDER BY lease_expires_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let candidates = sqlx::query(&SQL.expired_leases)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut reaped = Reaped::default();
         // One transaction per action: each takes its object's lock first, as
         // every state change does (module docs), and a failure costs one action.
@@ -1477,7 +1682,45 @@ mod tests {
                 "bigint, bigint",
                 SQL.redispatch.as_str(),
                 "1000000, 100".to_string(),
-                &["actions_unclaimed_by_dispatch"][..],
+                &["actions_running"][..],
+            ),
+            (
+                "expired_leases",
+                "bigint",
+                SQL.expired_leases.as_str(),
+                "100".to_string(),
+                &["actions_running"][..],
+            ),
+            (
+                "objects_busy",
+                "uuid[]",
+                SQL.objects_busy.as_str(),
+                format!("ARRAY[{uuid}]::uuid[]"),
+                &["actions_active_by_object"][..],
+            ),
+            (
+                "claim_many",
+                "uuid[], uuid[], text, bigint, text[]",
+                SQL.claim_many.as_str(),
+                format!("ARRAY[{uuid}]::uuid[], ARRAY[{uuid}]::uuid[], 'w', 1000, ARRAY['In progress']"),
+                &["actions_pkey"][..],
+            ),
+            (
+                "transition_many",
+                "uuid[], text[], text[], uuid[], boolean[], boolean[]",
+                SQL.transition_many.as_str(),
+                format!(
+                    "ARRAY[{uuid}]::uuid[], ARRAY['Success'], ARRAY['In progress|Canceling'], \
+                     ARRAY[{uuid}]::uuid[], ARRAY[true], ARRAY[false]"
+                ),
+                &["actions_pkey"][..],
+            ),
+            (
+                "promote_many",
+                "uuid[], text",
+                SQL.promote_many.as_str(),
+                format!("ARRAY[{uuid}]::uuid[], 'In progress'"),
+                &["actions_active_by_object"][..],
             ),
         ];
         for (name, types, sql, args, indexes) in cases {

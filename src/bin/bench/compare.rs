@@ -19,7 +19,7 @@ pub async fn compare(
     concurrency: usize,
     peer: bool,
 ) -> Result<Value> {
-    let ours = throughput::e2e(actions, clients, workers).await?;
+    let ours = throughput::e2e(actions, clients, workers, 0).await?;
     if !peer {
         return Ok(json!({ "scenario": "compare", "stevedore": ours, "celery": "skipped" }));
     }

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stevedore_shared::broker::Broker;
-use stevedore_shared::messages::Update;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Where the Success event is awaited.
@@ -135,15 +134,17 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
             tokio::spawn(async move {
                 while !done() {
                     match tokio::time::timeout(Duration::from_millis(200), updates.next()).await {
-                        Ok(Some(Ok(Update::Event(e))))
-                            if e.object_type == "action" && e.state == "Success" =>
-                        {
+                        Ok(Some(Ok(u))) => {
                             let seen = Instant::now();
-                            if let Ok(mut t) = tracker.lock() {
-                                t.succeeded(e.uuid, seen);
+                            for e in u.events() {
+                                if e.object_type == "action" && e.state == "Success" {
+                                    if let Ok(mut t) = tracker.lock() {
+                                        t.succeeded(e.uuid.clone(), seen);
+                                    }
+                                }
                             }
                         }
-                        Ok(Some(_)) => {}
+                        Ok(Some(Err(_))) => {}
                         Ok(None) => break,
                         Err(_) if tokio::time::Instant::now() > deadline => break,
                         Err(_) => {}

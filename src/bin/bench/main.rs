@@ -53,6 +53,9 @@ enum Scenario {
         /// Concurrent HTTP clients.
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// Services the requests go to, round robin (0: one per request).
+        #[arg(long, default_value_t = 0)]
+        objects: u64,
     },
     /// noop actions completed per second end to end.
     E2e {
@@ -65,6 +68,9 @@ enum Scenario {
         /// Worker instances.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Services the actions go to, round robin (0: one per action).
+        #[arg(long, default_value_t = 0)]
+        objects: u64,
     },
     /// POST → Success event latency at a fixed offered rate.
     Latency {
@@ -113,18 +119,29 @@ async fn main() -> Result<()> {
         Scenario::List { actions, requests } => {
             list::list(if s { 2000 } else { actions }, if s { 2 } else { requests }).await?
         }
-        Scenario::Submit { requests, clients } => {
-            throughput::submit(if s { 200 } else { requests }, if s { 4 } else { clients }).await?
+        Scenario::Submit {
+            requests,
+            clients,
+            objects,
+        } => {
+            throughput::submit(
+                if s { 200 } else { requests },
+                if s { 4 } else { clients },
+                objects,
+            )
+            .await?
         }
         Scenario::E2e {
             actions,
             clients,
             workers,
+            objects,
         } => {
             throughput::e2e(
                 if s { 200 } else { actions },
                 if s { 4 } else { clients },
                 workers,
+                objects,
             )
             .await?
         }

@@ -146,6 +146,21 @@ impl Rig {
         Ok(v["uuid"].as_str().context("service uuid")?.to_string())
     }
 
+    /// Creates `n` services, `concurrency` requests at a time; their uuids.
+    pub async fn create_services(
+        &self,
+        http: &reqwest::Client,
+        n: usize,
+        concurrency: usize,
+    ) -> Result<Vec<String>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(0..n)
+            .map(|_| self.create_service(http))
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
     /// The websocket URL of `path` on the API, authenticated by query string.
     pub fn ws_url(&self, path: &str) -> String {
         let sep = if path.contains('?') { '&' } else { '?' };
@@ -181,4 +196,62 @@ impl Rig {
 pub fn percentiles(h: &Histogram<u64>) -> Value {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     json!({ "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "count": h.len() })
+}
+
+/// CPU time used so far by the processes that matter to a run, from
+/// `/proc/<pid>/stat` (user + system, with the children they waited for):
+/// PostgreSQL (every `postgres` process), RabbitMQ (`beam.smp`) and this
+/// process. Empty where `/proc` cannot be read.
+#[derive(Debug, Clone, Default)]
+pub struct CpuTimes(std::collections::BTreeMap<&'static str, f64>);
+
+impl CpuTimes {
+    /// The times now.
+    pub fn now() -> CpuTimes {
+        let mut out = std::collections::BTreeMap::new();
+        let me = std::process::id().to_string();
+        let ticks = 100.0; // USER_HZ on Linux
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return CpuTimes(out);
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = &stat[open + 1..close];
+            let group = if name == me {
+                "bench"
+            } else if comm.starts_with("postgres") {
+                "postgresql"
+            } else if comm.starts_with("beam") {
+                "rabbitmq"
+            } else {
+                continue;
+            };
+            // Fields after the command: state is 3rd; utime, stime, cutime,
+            // cstime are the 14th to 17th of the whole line.
+            let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            let total = (field(14) + field(15) + field(16) + field(17)) / ticks;
+            *out.entry(group).or_insert(0.0) += total;
+        }
+        CpuTimes(out)
+    }
+
+    /// CPU seconds per group used between `self` and `later`, as JSON.
+    pub fn until(&self, later: &CpuTimes) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &later.0 {
+            let used = v - self.0.get(k).copied().unwrap_or(0.0);
+            m.insert((*k).to_string(), json!((used * 100.0).round() / 100.0));
+        }
+        Value::Object(m)
+    }
 }

@@ -1,6 +1,6 @@
 //! `submit` and `e2e`: accepted and completed actions per second.
 
-use crate::rig::{percentiles, Rig};
+use crate::rig::{percentiles, CpuTimes, Rig};
 use anyhow::Result;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -10,33 +10,47 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stevedore_shared::broker::amqp::AmqpBroker;
 use stevedore_shared::broker::Broker;
-use stevedore_shared::messages::Update;
 
-/// Posts `total` noop actions from `clients` concurrent clients, each on its
-/// own object (so none waits as Pending). Returns (accepted, errors, elapsed).
+/// The `noop` URLs of `objects` new services (`objects` = 0: one per
+/// action, so that none waits as Pending behind another on its object).
+pub async fn targets(rig: &Rig, total: u64, objects: u64, clients: usize) -> Result<Vec<String>> {
+    let objects = if objects == 0 { total } else { objects }.max(1);
+    Ok(rig
+        .create_services(&rig.client(), objects as usize, clients)
+        .await?
+        .into_iter()
+        .map(|svc| format!("{}/api/app/v1/service/{svc}/noop/", rig.url))
+        .collect())
+}
+
+/// Posts `total` noop actions from `clients` concurrent clients, request `i`
+/// to `urls[i % urls.len()]`. Returns (accepted, errors, elapsed, request
+/// latency).
 pub async fn submit_load(
     rig: &Rig,
+    urls: Vec<String>,
     total: u64,
     clients: usize,
 ) -> Result<(u64, u64, Duration, Histogram<u64>)> {
     let http = rig.client();
-    let mut services = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        services.push(rig.create_service(&http).await?);
-    }
+    let urls = Arc::new(urls);
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = vec![];
-    for svc in services {
-        let (http, next, errors) = (http.clone(), next.clone(), errors.clone());
-        let url = format!("{}/api/app/v1/service/{svc}/noop/", rig.url);
+    for _ in 0..clients {
+        let (http, next, errors, urls) = (http.clone(), next.clone(), errors.clone(), urls.clone());
         let auth = rig.auth.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new(3).expect("histogram");
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let url = &urls[(i % urls.len() as u64) as usize];
                 let t = Instant::now();
-                match http.post(&url).basic_auth(&auth.0, Some(&auth.1)).send().await {
+                match http.post(url).basic_auth(&auth.0, Some(&auth.1)).send().await {
                     Ok(r) if r.status().as_u16() == 202 => {
                         let _ = r.bytes().await;
                     }
@@ -59,14 +73,18 @@ pub async fn submit_load(
 }
 
 /// Accepted actions per second from `clients` concurrent clients.
-pub async fn submit(requests: u64, clients: usize) -> Result<Value> {
+pub async fn submit(requests: u64, clients: usize, objects: u64) -> Result<Value> {
     let rig = Rig::start(0).await?;
-    let (accepted, errors, elapsed, h) = submit_load(&rig, requests, clients).await?;
+    let urls = targets(&rig, requests, objects, clients).await?;
+    let cpu = CpuTimes::now();
+    let (accepted, errors, elapsed, h) = submit_load(&rig, urls, requests, clients).await?;
+    let cpu = cpu.until(&CpuTimes::now());
     rig.stop().await;
     Ok(json!({
-        "scenario": "submit", "requests": requests, "clients": clients, "accepted": accepted, "errors": errors,
+        "scenario": "submit", "requests": requests, "clients": clients, "objects": objects,
+        "accepted": accepted, "errors": errors,
         "seconds": elapsed.as_secs_f64(), "accepted_per_sec": accepted as f64 / elapsed.as_secs_f64(),
-        "request_latency": percentiles(&h),
+        "request_latency": percentiles(&h), "cpu_seconds": cpu,
     }))
 }
 
@@ -77,8 +95,14 @@ async fn count_successes(broker: &AmqpBroker, n: u64, timeout: Duration) -> Resu
     let deadline = tokio::time::Instant::now() + timeout;
     while seen < n {
         match tokio::time::timeout_at(deadline, updates.next()).await {
-            Ok(Some(Ok(Update::Event(e)))) if e.object_type == "action" && e.state == "Success" => seen += 1,
-            Ok(Some(_)) => {}
+            Ok(Some(Ok(u))) => {
+                seen += u
+                    .events()
+                    .iter()
+                    .filter(|e| e.object_type == "action" && e.state == "Success")
+                    .count() as u64
+            }
+            Ok(Some(Err(_))) => {}
             Ok(None) | Err(_) => break,
         }
     }
@@ -86,19 +110,23 @@ async fn count_successes(broker: &AmqpBroker, n: u64, timeout: Duration) -> Resu
 }
 
 /// noop actions completed per second with `workers` workers.
-pub async fn e2e(actions: u64, clients: usize, workers: usize) -> Result<Value> {
+pub async fn e2e(actions: u64, clients: usize, workers: usize, objects: u64) -> Result<Value> {
     let rig = Rig::start(workers).await?;
+    let urls = targets(&rig, actions, objects, clients).await?;
     let broker = rig.broker.clone();
     let counter =
         tokio::spawn(async move { count_successes(&broker, actions, Duration::from_secs(600)).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu = CpuTimes::now();
     let start = Instant::now();
-    let (accepted, errors, submit_elapsed, _) = submit_load(&rig, actions, clients).await?;
+    let (accepted, errors, submit_elapsed, _) = submit_load(&rig, urls, actions, clients).await?;
     let done = counter.await??;
     let elapsed = start.elapsed();
+    let cpu = cpu.until(&CpuTimes::now());
     rig.stop().await;
     Ok(json!({
-        "scenario": "e2e", "actions": actions, "clients": clients, "workers": workers, "accepted": accepted,
+        "scenario": "e2e", "cpu_seconds": cpu, "actions": actions, "clients": clients, "workers": workers, "objects": objects,
+        "accepted": accepted,
         "errors": errors, "completed": done, "seconds": elapsed.as_secs_f64(),
         "submit_seconds": submit_elapsed.as_secs_f64(),
         "completed_per_sec": done as f64 / elapsed.as_secs_f64(),
