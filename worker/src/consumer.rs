@@ -10,7 +10,7 @@ use stevedore_shared::config::{Operations, WorkerSettings};
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::messages::Control;
 use stevedore_shared::shutdown::Shutdown;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long running actions may take to finish after SIGTERM before they are
 /// stopped and handed back to other workers, unless `[worker]
@@ -114,14 +114,8 @@ impl Worker {
                 match next {
                     Some(Ok(delivery)) => {
                         // One permit per action of the message, as many as
-                        // are free now; the executor hands the rest on.
-                        let mut held = vec![permit];
-                        while held.len() < delivery.job.actions.len() {
-                            match permits.clone().try_acquire_owned() {
-                                Ok(p) => held.push(p),
-                                Err(_) => break,
-                            }
-                        }
+                        // are free (soon); the executor hands the rest on.
+                        let held = take_slots(&permits, permit, delivery.job.actions.len()).await;
                         let exec = exec.clone();
                         tokio::spawn(async move { exec.handle(delivery, held).await });
                     }
@@ -161,15 +155,50 @@ impl Worker {
     }
 }
 
-/// Job messages a worker has delivered ahead of taking them: enough to keep
-/// its slots busy with full messages (each carries up to
-/// [`MAX_JOB_BATCH`] actions) and never more than its slots, so a busy worker
-/// does not sit on messages another could run.
-///
-/// [`MAX_JOB_BATCH`]: stevedore_shared::messages::MAX_JOB_BATCH
+/// Job messages a worker has delivered ahead of taking them. A message stays
+/// unacknowledged while its actions are claimed (one commit), so under light
+/// load, when each message carries one action, this bounds the claims in
+/// flight: a quarter of the slots. Under heavy load messages are larger; a
+/// worker takes as many of a message's actions as it has slots for and
+/// hands the rest back to the queue (see [`Executor::handle`]), so no worker
+/// sits on more than it can start. Never more than the slots, at least one
+/// full message's worth plus one.
 fn job_prefetch(concurrency: usize) -> u16 {
-    let full = concurrency.div_ceil(stevedore_shared::messages::MAX_JOB_BATCH);
-    (full + 1).min(concurrency).clamp(1, u16::MAX as usize) as u16
+    let full = concurrency.div_ceil(stevedore_shared::messages::MAX_JOB_BATCH) + 1;
+    (concurrency / 4)
+        .max(full)
+        .min(concurrency)
+        .clamp(1, u16::MAX as usize) as u16
+}
+
+/// How long a worker waits for more free slots when a message carries more
+/// actions than it has free, before it hands the rest on: long enough for
+/// short actions to free their slots, so a saturated worker does not send
+/// most of every message round the queue again.
+const SLOT_WAIT: Duration = Duration::from_millis(20);
+
+/// One permit for each of `wanted` actions, starting from `first`: those free
+/// now, then any freed within [`SLOT_WAIT`].
+async fn take_slots(
+    permits: &Arc<Semaphore>,
+    first: OwnedSemaphorePermit,
+    wanted: usize,
+) -> Vec<OwnedSemaphorePermit> {
+    let mut held = vec![first];
+    while held.len() < wanted {
+        match permits.clone().try_acquire_owned() {
+            Ok(p) => held.push(p),
+            Err(_) => break,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+    while held.len() < wanted {
+        match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => held.push(p),
+            _ => break,
+        }
+    }
+    held
 }
 
 /// Cancels running actions when a cancel arrives on the control exchange.
@@ -224,5 +253,19 @@ async fn reaper_loop(dispatcher: Dispatcher, settings: WorkerSettings, shutdown:
             }
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefetch_is_a_quarter_of_the_slots_within_bounds() {
+        use super::job_prefetch;
+        assert_eq!(job_prefetch(0), 1);
+        assert_eq!(job_prefetch(1), 1);
+        assert_eq!(job_prefetch(4), 2);
+        assert_eq!(job_prefetch(64), 16);
+        assert_eq!(job_prefetch(256), 64);
+        assert_eq!(job_prefetch(1_000_000), u16::MAX);
     }
 }

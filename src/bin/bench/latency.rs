@@ -153,6 +153,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
             })
         }
     };
+    let accepted_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -160,6 +161,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     for i in 0..total {
         ticker.tick().await;
         let (http, tracker, errors) = (http.clone(), tracker.clone(), errors.clone());
+        let accepted_latency = accepted_latency.clone();
         let url = format!(
             "{}/api/app/v1/service/{}/noop/",
             rig.url,
@@ -172,6 +174,9 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
                 Ok(r) if r.status().as_u16() == 202 => r.json::<Value>().await.ok(),
                 _ => None,
             };
+            if let Ok(mut h) = accepted_latency.lock() {
+                let _ = h.record(t0.elapsed().as_micros() as u64);
+            }
             match accepted.as_ref().and_then(|v| v["uuid"].as_str()) {
                 Some(u) => {
                     if let Ok(mut t) = tracker.lock() {
@@ -197,6 +202,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
         "offered_actual_per_sec": total as f64 / offered.as_secs_f64(),
         "errors": errors.load(Ordering::Relaxed),
         "post_to_success_event": percentiles(&h),
+        "post_to_202": accepted_latency.lock().map(|h| percentiles(&h)).unwrap_or_default(),
         "measured_at": match to {
             Probe::Ws => "an events websocket client (/api/audit/v1/events) of the API's stream routes",
             Probe::Updates => "the updates exchange (the stream hub's input)",
