@@ -107,6 +107,9 @@ struct Sql {
     transition_many: String,
     /// `promote_next` for each object of `$1` (an array), to state `$2`.
     promote_many: String,
+    /// `record_changes`: system log entries (`$1`..`$5`), outbox rows
+    /// (`$6`), events (`$7`..`$13`) under the events lock (`$14`, `$15`).
+    record_changes: String,
     /// `insert_action` of a batch: one array per column (`$1`..`$18`), and
     /// whether each row is final (`$19`) and dispatched (`$20`).
     insert_many: String,
@@ -177,6 +180,27 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
              RETURNING {cols}",
             cols = rows::PG_ACTION_COLUMNS
         ),
+        // Every data-modifying CTE runs to completion; the events draw their
+        // `seq`s only after `lock` is held, as in `insert_event_row`.
+        record_changes: "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($14, $15)), \
+             logs AS (INSERT INTO system_log (namespace, category, level, user_name, message) \
+                 SELECT n, c, l, u, m \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                     WITH ORDINALITY AS t(n, c, l, u, m, i) ORDER BY i), \
+             queued AS (INSERT INTO outbox (action_uuid) \
+                 SELECT a FROM unnest($6::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
+                 RETURNING id, action_uuid), \
+             stored AS (INSERT INTO events \
+                     (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
+                 SELECT n, t, k, u, r, s, p::jsonb, now() FROM lock, \
+                     unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                         $12::text[], $13::text[]) \
+                     WITH ORDINALITY AS e(n, t, k, u, r, s, p, i) ORDER BY i \
+                 RETURNING seq, datetime) \
+             SELECT seq, datetime, NULL::uuid AS action_uuid, NULL::bigint AS id FROM stored \
+             UNION ALL \
+             SELECT NULL, NULL, action_uuid, id FROM queued"
+            .to_string(),
         insert_many: format!(
             "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
                  object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
@@ -604,15 +628,15 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
         .iter()
         .map(|s| NewSystemLog::for_action(&s.action))
         .collect();
-    insert_system_logs(&mut *tx, &logs).await?;
     let promoted: Vec<Uuid> = outcomes
         .iter()
         .filter_map(|o| o.as_ref().ok()?.1.as_ref().map(|n| n.action.uuid))
         .collect();
-    let outbox = insert_outbox_rows(&mut *tx, &promoted).await?;
     let now = chrono::Utc::now();
-    let events = insert_event_rows(
+    let (outbox, events) = record_changes(
         &mut *tx,
+        &logs,
+        &promoted,
         changed.iter().map(|s| s.event(EventKind::Update, now)).collect(),
     )
     .await?;
@@ -644,27 +668,6 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
         });
     }
     Ok(out)
-}
-
-/// Inserts outbox rows for `actions` with one statement; their ids by action.
-async fn insert_outbox_rows(
-    conn: &mut PgConnection,
-    actions: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, i64>> {
-    if actions.is_empty() {
-        return Ok(Default::default());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (action_uuid) \
-         SELECT a FROM unnest($1::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
-         RETURNING id, action_uuid",
-    )
-    .bind(actions)
-    .fetch_all(conn)
-    .await?
-    .iter()
-    .map(|row| Ok((row.uuid("action_uuid")?, row.int("id")?)))
-    .collect()
 }
 
 /// Records one new action inside the caller's transaction (see
@@ -843,16 +846,16 @@ async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<V
         .iter()
         .map(|s| NewSystemLog::for_action(&s.action))
         .collect();
-    insert_system_logs(&mut *tx, &logs).await?;
     let dispatched: Vec<Uuid> = stored
         .iter()
         .filter(|s| s.action.state == ActionState::InProgress)
         .map(|s| s.action.uuid)
         .collect();
-    let outbox = insert_outbox_rows(&mut *tx, &dispatched).await?;
     let now = chrono::Utc::now();
-    let events = insert_event_rows(
+    let (outbox, events) = record_changes(
         &mut *tx,
+        &logs,
+        &dispatched,
         stored.iter().map(|s| s.event(EventKind::Create, now)).collect(),
     )
     .await?;
@@ -867,37 +870,21 @@ async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<V
         .collect())
 }
 
-/// Writes system log entries with one statement.
-async fn insert_system_logs(conn: &mut PgConnection, entries: &[NewSystemLog]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let namespaces: Vec<Option<&str>> = entries.iter().map(|e| e.namespace.as_deref()).collect();
-    let categories: Vec<&str> = entries.iter().map(|e| e.category.as_str()).collect();
-    let levels: Vec<&str> = entries.iter().map(|e| e.level.as_str()).collect();
-    let users: Vec<&str> = entries.iter().map(|e| e.user.as_str()).collect();
-    let messages: Vec<&str> = entries.iter().map(|e| e.message.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO system_log (namespace, category, level, user_name, message) \
-         SELECT n, c, l, u, m FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-             WITH ORDINALITY AS t(n, c, l, u, m, i) ORDER BY i",
-    )
-    .bind(&namespaces)
-    .bind(&categories)
-    .bind(&levels)
-    .bind(&users)
-    .bind(&messages)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// [`insert_event_row`] for several events with one statement: one hold of
-/// the events lock, `seq`s in the order given.
-async fn insert_event_rows(conn: &mut PgConnection, mut events: Vec<Event>) -> Result<Vec<Event>> {
-    if events.is_empty() {
-        return Ok(events);
-    }
+/// The bookkeeping of a batch in one statement (one round trip): its system
+/// log entries, the outbox rows of `outbox` (their ids by action) and, under
+/// the events lock (module docs), its events with `seq`s in the order given.
+/// `seq`s are drawn as in [`insert_event_row`]: only once the lock is held.
+async fn record_changes(
+    conn: &mut PgConnection,
+    logs: &[NewSystemLog],
+    outbox: &[Uuid],
+    mut events: Vec<Event>,
+) -> Result<(std::collections::HashMap<Uuid, i64>, Vec<Event>)> {
+    let log_namespaces: Vec<Option<&str>> = logs.iter().map(|e| e.namespace.as_deref()).collect();
+    let categories: Vec<&str> = logs.iter().map(|e| e.category.as_str()).collect();
+    let levels: Vec<&str> = logs.iter().map(|e| e.level.as_str()).collect();
+    let users: Vec<&str> = logs.iter().map(|e| e.user.as_str()).collect();
+    let messages: Vec<&str> = logs.iter().map(|e| e.message.as_str()).collect();
     let namespaces: Vec<&str> = events.iter().map(|e| e.namespace.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.object_type.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
@@ -908,45 +895,50 @@ async fn insert_event_rows(conn: &mut PgConnection, mut events: Vec<Event>) -> R
         .iter()
         .map(|e| serde_json::to_string(&e.parents))
         .collect::<std::result::Result<_, _>>()?;
-    // As in `insert_event_row`: the lock is held before any `seq` is drawn,
-    // and the rows go in (and draw their `seq`s) in the order given.
-    let rows = sqlx::query(
-        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8, $9)) \
-         INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
-         SELECT n, t, k, u, r, s, p::jsonb, now() FROM lock, \
-             unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-             WITH ORDINALITY AS e(n, t, k, u, r, s, p, i) ORDER BY i \
-         RETURNING seq, datetime",
-    )
-    .bind(&namespaces)
-    .bind(&types)
-    .bind(&kinds)
-    .bind(&uuids)
-    .bind(&uris)
-    .bind(&states)
-    .bind(&parents)
-    .bind(EVENTS_LOCK.0)
-    .bind(EVENTS_LOCK.1)
-    .fetch_all(conn)
-    .await?;
-    if rows.len() != events.len() {
+    let rows = sqlx::query(&SQL.record_changes)
+        .bind(&log_namespaces)
+        .bind(&categories)
+        .bind(&levels)
+        .bind(&users)
+        .bind(&messages)
+        .bind(outbox)
+        .bind(&namespaces)
+        .bind(&types)
+        .bind(&kinds)
+        .bind(&uuids)
+        .bind(&uris)
+        .bind(&states)
+        .bind(&parents)
+        .bind(EVENTS_LOCK.0)
+        .bind(EVENTS_LOCK.1)
+        .fetch_all(conn)
+        .await?;
+    let mut ids = std::collections::HashMap::new();
+    let mut stamped: Vec<(i64, chrono::DateTime<chrono::Utc>)> = Vec::with_capacity(events.len());
+    for row in &rows {
+        match row.opt_uuid("action_uuid")? {
+            Some(action) => {
+                ids.insert(action, row.int("id")?);
+            }
+            None => stamped.push((row.int("seq")?, row.time("datetime")?)),
+        }
+    }
+    if stamped.len() != events.len() || ids.len() != outbox.len() {
         return Err(Error::Invalid(format!(
-            "{} events stored of {}",
-            rows.len(),
-            events.len()
+            "{} events stored of {}, {} outbox rows of {}",
+            stamped.len(),
+            events.len(),
+            ids.len(),
+            outbox.len()
         )));
     }
-    let mut stamped: Vec<(i64, chrono::DateTime<chrono::Utc>)> = rows
-        .iter()
-        .map(|row| Ok((row.int("seq")?, row.time("datetime")?)))
-        .collect::<Result<_>>()?;
     // RETURNING gives no order: the `seq`s were drawn in input order.
     stamped.sort_by_key(|(seq, _)| *seq);
     for (e, (seq, datetime)) in events.iter_mut().zip(stamped) {
         e.seq = seq;
         e.datetime = datetime;
     }
-    Ok(events)
+    Ok((ids, events))
 }
 
 #[async_trait]
