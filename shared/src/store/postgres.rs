@@ -35,10 +35,13 @@
 //! # Plans
 //!
 //! Every write of one action is `UPDATE … WHERE uuid = $1 AND <guard>`, a
-//! primary key lookup whatever the statistics say. The other indexes are
-//! partial and only serve the sweeps and the per-object check, whose queries
-//! inline the state list (see [`rows::state_literals`]) so that the planner can
-//! match them.
+//! primary key lookup whatever the statistics say; the batch forms join
+//! `unnest` of arrays on the same key. The other indexes are partial and only
+//! serve the sweeps and the per-object check, whose queries inline the state
+//! list (see [`rows::state_literals`]) so that the planner can match them. No
+//! index uses a lease column, as key or predicate, so that claims and
+//! heartbeats can be HOT updates (migration `0004`). The plan test at the
+//! end of this file checks each of these statements.
 
 use super::rows::{self, RowExt, StoredAction};
 use super::{
