@@ -1,5 +1,6 @@
 //! Test support: throwaway PostgreSQL databases and unique broker prefixes, so
-//! that test runs never collide and clean up after themselves.
+//! that test runs never collide and clean up after themselves, and a sample
+//! action to submit.
 //!
 //! Environment: `STEVEDORE_TEST_PG_URL` (an admin connection, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `STEVEDORE_TEST_AMQP_URL`
@@ -7,6 +8,36 @@
 
 use rand::Rng;
 use sqlx::{Connection, Executor, PgConnection};
+
+/// A new action for `POST /api/app/v1/acme/service/<object>/<verb>/` by user
+/// `acme` in namespace `acme` ("Service Start" for `start`); tests change
+/// what they need with struct update syntax.
+pub fn new_action(object: uuid::Uuid, verb: &str) -> crate::action::NewAction {
+    let mut name = verb.to_string();
+    if let Some(first) = name.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    crate::action::NewAction {
+        uuid: uuid::Uuid::new_v4(),
+        namespace: "acme".into(),
+        action: format!("Service {name}"),
+        object: format!("/api/app/v1/acme/service/{object}/"),
+        object_uuid: object,
+        object_type: "service".into(),
+        object_parents: vec![],
+        verb: verb.into(),
+        method: "POST".into(),
+        path: format!("/api/app/v1/acme/service/{object}/{verb}/"),
+        body: String::new(),
+        ip: "127.0.0.1".into(),
+        location: String::new(),
+        user: "acme".into(),
+        user_agent: "test".into(),
+        is_user_action: true,
+        retry_of: None,
+        completed: None,
+    }
+}
 
 /// The admin PostgreSQL URL tests create their databases with.
 pub fn admin_pg_url() -> String {

@@ -10,30 +10,11 @@ use stevedore_shared::broker::memory::MemoryBroker;
 use stevedore_shared::broker::{BrokerNames, DynBroker};
 use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
 use stevedore_shared::store::{self, DynStore};
-use stevedore_shared::testing::{amqp_url, unique_prefix, TestDatabase};
+use stevedore_shared::testing::{self, amqp_url, unique_prefix, TestDatabase};
 use uuid::Uuid;
 
 fn new_action(object: Uuid) -> NewAction {
-    NewAction {
-        uuid: Uuid::new_v4(),
-        namespace: "acme".into(),
-        action: "Service Start".into(),
-        object: format!("/api/app/v1/acme/service/{object}/"),
-        object_uuid: object,
-        object_type: "service".into(),
-        object_parents: vec![],
-        verb: "start".into(),
-        method: "POST".into(),
-        path: "/".into(),
-        body: String::new(),
-        ip: "127.0.0.1".into(),
-        location: String::new(),
-        user: "acme".into(),
-        user_agent: "test".into(),
-        is_user_action: true,
-        retry_of: None,
-        completed: None,
-    }
+    testing::new_action(object, "start")
 }
 
 async fn the_relay_publishes_what_was_committed_but_not_published(store: DynStore, broker: DynBroker) {

@@ -161,24 +161,8 @@ mod tests {
 
     fn new_action(object: Uuid) -> NewAction {
         NewAction {
-            uuid: Uuid::new_v4(),
-            namespace: "acme".into(),
-            action: "Service Start".into(),
-            object: format!("/api/app/v1/acme/service/{object}/"),
-            object_uuid: object,
-            object_type: "service".into(),
-            object_parents: vec![],
-            verb: "start".into(),
-            method: "POST".into(),
-            path: "/".into(),
-            body: String::new(),
-            ip: "127.0.0.1".into(),
-            location: String::new(),
             user: "alice".into(),
-            user_agent: "test".into(),
-            is_user_action: true,
-            retry_of: None,
-            completed: None,
+            ..stevedore_shared::testing::new_action(object, "start")
         }
     }
 

@@ -15,7 +15,7 @@ use stevedore_shared::messages::JobMessage;
 use stevedore_shared::shutdown::Shutdown;
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{self, DynStore, Scope};
-use stevedore_shared::testing::{amqp_url, unique_prefix, TestDatabase};
+use stevedore_shared::testing::{self, amqp_url, unique_prefix, TestDatabase};
 use stevedore_worker::Worker;
 use uuid::Uuid;
 
@@ -31,24 +31,8 @@ handler = "sleep"
 
 fn new_action(object: Uuid) -> NewAction {
     NewAction {
-        uuid: Uuid::new_v4(),
-        namespace: "acme".into(),
-        action: "Service Nap".into(),
-        object: format!("/api/app/v1/acme/service/{object}/"),
-        object_uuid: object,
-        object_type: "service".into(),
-        object_parents: vec![],
-        verb: "nap".into(),
-        method: "POST".into(),
-        path: "/".into(),
         body: r#"{"seconds": 0.2}"#.into(),
-        ip: "127.0.0.1".into(),
-        location: String::new(),
-        user: "acme".into(),
-        user_agent: "test".into(),
-        is_user_action: true,
-        retry_of: None,
-        completed: None,
+        ..testing::new_action(object, "nap")
     }
 }
 
