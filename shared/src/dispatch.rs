@@ -132,16 +132,14 @@ impl Dispatcher {
     /// Publishes all the events of transitions committed together (the
     /// promotions' included) in `seq` order, as one update.
     pub async fn publish_transition_events(&self, done: &[&Transitioned]) {
-        for t in done {
-            count_action(&t.action);
-            if let Some(p) = &t.promoted {
-                count_action(&p.action);
-            }
-        }
-        let mut events: Vec<Event> = done
-            .iter()
-            .flat_map(|t| std::iter::once(&t.event).chain(t.promoted.as_ref().map(|p| &p.event)))
-            .cloned()
+        let changes = done.iter().flat_map(|t| {
+            std::iter::once((&t.action, &t.event)).chain(t.promoted.as_ref().map(|p| (&p.action, &p.event)))
+        });
+        let mut events: Vec<Event> = changes
+            .map(|(action, event)| {
+                count_action(action);
+                event.clone()
+            })
             .collect();
         events.sort_by_key(|e| e.seq);
         self.publish_events(&events).await;

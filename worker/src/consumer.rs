@@ -185,12 +185,7 @@ async fn take_slots(
     wanted: usize,
 ) -> Vec<OwnedSemaphorePermit> {
     let mut held = vec![first];
-    while held.len() < wanted {
-        match permits.clone().try_acquire_owned() {
-            Ok(p) => held.push(p),
-            Err(_) => break,
-        }
-    }
+    // A free permit is taken at once, without waiting for the deadline.
     let deadline = tokio::time::Instant::now() + SLOT_WAIT;
     while held.len() < wanted {
         match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await {

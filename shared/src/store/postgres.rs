@@ -255,6 +255,20 @@ fn qualified(table: &str, columns: &str) -> String {
         .join(", ")
 }
 
+/// Action rows (a batch statement's `RETURNING`, which keeps no order) by
+/// `key` of their action, so the caller can put them back in its own order.
+fn stored_by(
+    rows: &[sqlx::postgres::PgRow],
+    key: fn(&Action) -> Uuid,
+) -> Result<std::collections::HashMap<Uuid, StoredAction>> {
+    rows.iter()
+        .map(|row| {
+            let s = StoredAction::from_row(row)?;
+            Ok((key(&s.action), s))
+        })
+        .collect()
+}
+
 /// The store backed by PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -523,12 +537,13 @@ async fn transition_in(
     })
 }
 
-/// [`Store::transition_many`] inside a transaction the caller commits. Per
-/// action, the guarded `UPDATE` and (for a final state) the promotion; the
+/// [`Store::transition_many`] inside a transaction the caller commits, in a
+/// fixed number of statements whatever the batch's size: the guarded
+/// `UPDATE`s of all its actions in one, the promotions in one, and the
 /// system log entries, the promoted actions' outbox rows and, last, the
-/// events of the whole batch are one statement each. A refused write
-/// changes nothing (its `UPDATE` matched no row), so it needs no savepoint
-/// and leaves its neighbours' writes in place.
+/// events in one ([`record_changes`]). A refused write changes nothing (its
+/// row matched no guard), so it needs no savepoint and leaves its
+/// neighbours' writes in place.
 async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
     let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
     let found: std::collections::HashMap<Uuid, Uuid> =
@@ -570,13 +585,7 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
         )
         .fetch_all(&mut *tx)
         .await?;
-    let mut changed_by_uuid: std::collections::HashMap<Uuid, StoredAction> = updated
-        .iter()
-        .map(|row| {
-            let s = StoredAction::from_row(row)?;
-            Ok((s.action.uuid, s))
-        })
-        .collect::<Result<_>>()?;
+    let mut changed_by_uuid = stored_by(&updated, |a| a.uuid)?;
     // Then one promotion per object whose action reached a final state.
     let freed: Vec<Uuid> = batch
         .iter()
@@ -586,17 +595,12 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
     let mut promoted_by_object: std::collections::HashMap<Uuid, StoredAction> = if freed.is_empty() {
         Default::default()
     } else {
-        sqlx::query(&SQL.promote_many)
+        let rows = sqlx::query(&SQL.promote_many)
             .bind(&freed)
             .bind(ActionState::InProgress.as_str())
             .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| {
-                let s = StoredAction::from_row(row)?;
-                Ok((s.action.object_uuid, s))
-            })
-            .collect::<Result<_>>()?
+            .await?;
+        stored_by(&rows, |a| a.object_uuid)?
     };
     let mut outcomes: Vec<Result<(StoredAction, Option<StoredAction>)>> = Vec::with_capacity(batch.len());
     for f in batch {
@@ -792,13 +796,7 @@ async fn insert_actions(
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| rows::conflict_if_unique(e, || "an action of the batch exists".to_string()))?;
-    let mut by_uuid: std::collections::HashMap<Uuid, StoredAction> = rows
-        .iter()
-        .map(|row| {
-            let s = StoredAction::from_row(row)?;
-            Ok((s.action.uuid, s))
-        })
-        .collect::<Result<_>>()?;
+    let mut by_uuid = stored_by(&rows, |a| a.uuid)?;
     uuids
         .iter()
         .map(|u| {
@@ -810,10 +808,10 @@ async fn insert_actions(
 }
 
 /// Records a batch of new actions inside the caller's transaction (see
-/// [`Store::submit_actions`]) with a fixed number of statements besides one
-/// `INSERT` per action: the object locks, the busy check, the system log
-/// entries, the outbox rows and, last (module docs), the events, each as one
-/// statement over arrays. Same outcome as [`submit_in`] for each in turn: an
+/// [`Store::submit_actions`]) with a fixed number of statements over arrays,
+/// whatever the batch's size: the object locks, the busy check, one `INSERT`
+/// of all the actions, and their system log entries, outbox rows and, last
+/// (module docs), events in one ([`record_changes`]). Same outcome as [`submit_in`] for each in turn: an
 /// action on an object that is busy, or made busy earlier in the batch,
 /// waits as Pending.
 async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<Vec<Submitted>> {
