@@ -90,6 +90,34 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency, by method and status code"
     );
+    describe_histogram!(
+        stevedore_shared::dispatch::SUBMIT_BATCH_SIZE,
+        "Actions per submission batch (one transaction)"
+    );
+    describe_histogram!(
+        stevedore_shared::dispatch::SUBMIT_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a submission waited for its batch to start"
+    );
+    describe_histogram!(
+        stevedore_shared::dispatch::SUBMIT_COMMIT_SECONDS,
+        Unit::Seconds,
+        "A submission batch's transaction, begin to commit"
+    );
+    describe_histogram!(
+        stevedore_shared::dispatch::SUBMIT_CONFIRM_SECONDS,
+        Unit::Seconds,
+        "A submission batch's job publish, until the broker confirmed it"
+    );
+    describe_histogram!(
+        "stevedore_finish_batch_size",
+        "Final writes per worker finisher batch (one transaction)"
+    );
+    describe_histogram!(
+        "stevedore_finish_commit_seconds",
+        Unit::Seconds,
+        "A worker finisher batch's transaction, begin to commit"
+    );
     describe_gauge!(JOBS_QUEUE_DEPTH, "Jobs waiting in the jobs queue");
     describe_gauge!(OUTBOX_BACKLOG, "Outbox rows not yet confirmed by the broker");
     describe_gauge!(WEBSOCKET_CLIENTS, "Websocket clients connected to this process");

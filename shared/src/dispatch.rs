@@ -16,7 +16,7 @@ use crate::messages::{JobMessage, Update};
 use crate::shutdown::Shutdown;
 use crate::store::{DynStore, Submitted, Transitioned};
 use crate::Result;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -263,7 +263,16 @@ impl OutboxRelay {
 /// Most submissions committed together.
 pub const MAX_SUBMIT_BATCH: usize = 256;
 
-type SubmitRequest = (NewAction, oneshot::Sender<Result<Submitted>>);
+type SubmitRequest = (NewAction, Instant, oneshot::Sender<Result<Submitted>>);
+
+/// Histogram: actions per submission batch.
+pub const SUBMIT_BATCH_SIZE: &str = "stevedore_submit_batch_size";
+/// Histogram: how long a submission waited for its batch to start.
+pub const SUBMIT_WAIT_SECONDS: &str = "stevedore_submit_wait_seconds";
+/// Histogram: a submission batch's transaction, begin to commit.
+pub const SUBMIT_COMMIT_SECONDS: &str = "stevedore_submit_commit_seconds";
+/// Histogram: a submission batch's job publish, until the broker confirmed.
+pub const SUBMIT_CONFIRM_SECONDS: &str = "stevedore_submit_confirm_seconds";
 
 /// Group commit of submissions: requests queue while a batch commits, and
 /// the next batch takes everything queued (up to [`MAX_SUBMIT_BATCH`]) into
@@ -292,7 +301,7 @@ impl SubmitBatcher {
     pub async fn submit(&self, new: NewAction) -> Result<Submitted> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send((new, reply))
+            .send((new, Instant::now(), reply))
             .await
             .map_err(|_| crate::Error::Broker("the submission queue is closed".into()))?;
         rx.await
@@ -309,7 +318,15 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
                 Err(_) => break,
             }
         }
-        let (news, replies): (Vec<NewAction>, Vec<_>) = batch.into_iter().unzip();
+        let started = Instant::now();
+        let mut news = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (new, queued, reply) in batch {
+            metrics::histogram!(SUBMIT_WAIT_SECONDS).record(started.duration_since(queued).as_secs_f64());
+            news.push(new);
+            replies.push(reply);
+        }
+        metrics::histogram!(SUBMIT_BATCH_SIZE).record(news.len() as f64);
         let results: Vec<Result<Submitted>> = match dispatcher.store().submit_actions(&news).await {
             Ok(all) => all.into_iter().map(Ok).collect(),
             // One bad request must not fail its neighbours: record them one by one.
@@ -322,6 +339,7 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
             }
             Err(e) => vec![Err(e)],
         };
+        metrics::histogram!(SUBMIT_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         // Events here, in commit order; the jobs (which wait for confirms)
         // and the answers while the next batch commits.
         let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -329,7 +347,9 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
         let d = dispatcher.clone();
         tokio::spawn(async move {
             let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            let publishing = Instant::now();
             let confirmed = d.publish_jobs_of(&done).await;
+            metrics::histogram!(SUBMIT_CONFIRM_SECONDS).record(publishing.elapsed().as_secs_f64());
             // Committed and confirmed: the callers may answer now; marking
             // the outbox rows sent is bookkeeping (see `mark_sent`).
             for (r, reply) in results.into_iter().zip(replies) {

@@ -60,6 +60,8 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<FinishReques
             }
         }
         let (finishes, replies): (Vec<Finish>, Vec<_>) = batch.into_iter().unzip();
+        metrics::histogram!(crate::FINISH_BATCH_SIZE).record(finishes.len() as f64);
+        let started = std::time::Instant::now();
         let results = match store.transition_many(&finishes).await {
             Ok(all) => all,
             // The batch as a whole failed (nothing was written): each one on
@@ -73,6 +75,7 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<FinishReques
             }
             Err(e) => vec![Err(e)],
         };
+        metrics::histogram!(crate::FINISH_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         // Events here, in commit order; the promoted actions' jobs (which
         // wait for confirms) and the answers while the next batch commits.
         let written: Vec<&Transitioned> = results.iter().filter_map(|r| r.as_ref().ok()).collect();

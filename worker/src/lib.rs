@@ -25,6 +25,10 @@ pub const RETRIES_TOTAL: &str = "stevedore_action_retries_total";
 /// Counter of expired leases the reaper handled, by outcome (`requeued`:
 /// handed to another worker; `failed`: the action hit its claim limit).
 pub const LEASE_EXPIRIES_TOTAL: &str = "stevedore_lease_expiries_total";
+/// Histogram: final writes per [`finisher`] batch.
+pub const FINISH_BATCH_SIZE: &str = "stevedore_finish_batch_size";
+/// Histogram: a [`finisher`] batch's transaction, begin to commit.
+pub const FINISH_COMMIT_SECONDS: &str = "stevedore_finish_commit_seconds";
 
 fn observe_duration(action: &stevedore_shared::action::Action, took: std::time::Duration) {
     metrics::histogram!(

@@ -3,7 +3,7 @@
 //! to the stream hub, or (`--to updates`) on the updates exchange the hub
 //! reads from.
 
-use crate::rig::{percentiles, Options, Rig};
+use crate::rig::{percentiles, Options, Rig, Stages};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -157,6 +157,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let stages = Stages::now();
     let start = Instant::now();
     for i in 0..total {
         ticker.tick().await;
@@ -191,6 +192,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     }
     let offered = start.elapsed();
     collector.await?;
+    let stages = stages.until(&Stages::now());
     rig.stop().await;
     let h = tracker
         .lock()
@@ -200,7 +202,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     Ok(json!({
         "scenario": "latency", "offered_rate": rate, "seconds": seconds, "workers": workers,
         "offered_actual_per_sec": total as f64 / offered.as_secs_f64(),
-        "errors": errors.load(Ordering::Relaxed),
+        "errors": errors.load(Ordering::Relaxed), "stages": stages,
         "post_to_success_event": percentiles(&h),
         "post_to_202": accepted_latency.lock().map(|h| percentiles(&h)).unwrap_or_default(),
         "measured_at": match to {

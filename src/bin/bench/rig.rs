@@ -255,3 +255,66 @@ impl CpuTimes {
         Value::Object(m)
     }
 }
+
+/// The server's own account of where a request's time went: the sums and
+/// counts of the process's histograms (the rig runs the API and the workers
+/// in this process), read from the metrics recorder. [`Stages::until`] gives
+/// the means over an interval.
+pub struct Stages(std::collections::BTreeMap<String, (f64, f64)>);
+
+/// The histograms [`Stages`] reports, by the name it reports them under.
+const STAGES: &[(&str, &str)] = &[
+    ("submit_batch_size", stevedore_shared::dispatch::SUBMIT_BATCH_SIZE),
+    ("submit_wait_ms", stevedore_shared::dispatch::SUBMIT_WAIT_SECONDS),
+    ("submit_commit_ms", stevedore_shared::dispatch::SUBMIT_COMMIT_SECONDS),
+    ("submit_confirm_ms", stevedore_shared::dispatch::SUBMIT_CONFIRM_SECONDS),
+    ("finish_batch_size", stevedore_worker::FINISH_BATCH_SIZE),
+    ("finish_commit_ms", stevedore_worker::FINISH_COMMIT_SECONDS),
+    ("http_request_ms", stevedore_api::ops::HTTP_REQUEST_DURATION_SECONDS),
+];
+
+impl Stages {
+    /// The sums and counts now.
+    pub fn now() -> Stages {
+        let text = stevedore_api::ops::install_metrics().render();
+        let mut out = std::collections::BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((key, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let name = key.split('{').next().unwrap_or(key);
+            for (_, metric) in STAGES {
+                let entry = out.entry(metric.to_string()).or_insert((0.0, 0.0));
+                if name == format!("{metric}_sum") {
+                    entry.0 += value;
+                } else if name == format!("{metric}_count") {
+                    entry.1 += value;
+                }
+            }
+        }
+        Stages(out)
+    }
+
+    /// Means between `self` and `later` (times in ms), with their counts.
+    pub fn until(&self, later: &Stages) -> Value {
+        let mut m = serde_json::Map::new();
+        for (label, metric) in STAGES {
+            let (s1, c1) = later.0.get(*metric).copied().unwrap_or_default();
+            let (s0, c0) = self.0.get(*metric).copied().unwrap_or_default();
+            let count = c1 - c0;
+            if count <= 0.0 {
+                continue;
+            }
+            let scale = if label.ends_with("_ms") { 1000.0 } else { 1.0 };
+            let mean = (s1 - s0) / count * scale;
+            m.insert(
+                (*label).to_string(),
+                json!({ "mean": (mean * 1000.0).round() / 1000.0, "count": count }),
+            );
+        }
+        Value::Object(m)
+    }
+}

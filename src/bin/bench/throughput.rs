@@ -1,6 +1,6 @@
 //! `submit` and `e2e`: accepted and completed actions per second.
 
-use crate::rig::{percentiles, CpuTimes, Rig};
+use crate::rig::{percentiles, CpuTimes, Rig, Stages};
 use anyhow::Result;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -77,14 +77,16 @@ pub async fn submit(requests: u64, clients: usize, objects: u64) -> Result<Value
     let rig = Rig::start(0).await?;
     let urls = targets(&rig, requests, objects, clients).await?;
     let cpu = CpuTimes::now();
+    let stages = Stages::now();
     let (accepted, errors, elapsed, h) = submit_load(&rig, urls, requests, clients).await?;
     let cpu = cpu.until(&CpuTimes::now());
+    let stages = stages.until(&Stages::now());
     rig.stop().await;
     Ok(json!({
         "scenario": "submit", "requests": requests, "clients": clients, "objects": objects,
         "accepted": accepted, "errors": errors,
         "seconds": elapsed.as_secs_f64(), "accepted_per_sec": accepted as f64 / elapsed.as_secs_f64(),
-        "request_latency": percentiles(&h), "cpu_seconds": cpu,
+        "request_latency": percentiles(&h), "cpu_seconds": cpu, "stages": stages,
     }))
 }
 
@@ -118,14 +120,16 @@ pub async fn e2e(actions: u64, clients: usize, workers: usize, objects: u64) -> 
         tokio::spawn(async move { count_successes(&broker, actions, Duration::from_secs(600)).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu = CpuTimes::now();
+    let stages = Stages::now();
     let start = Instant::now();
     let (accepted, errors, submit_elapsed, _) = submit_load(&rig, urls, actions, clients).await?;
     let done = counter.await??;
     let elapsed = start.elapsed();
     let cpu = cpu.until(&CpuTimes::now());
+    let stages = stages.until(&Stages::now());
     rig.stop().await;
     Ok(json!({
-        "scenario": "e2e", "cpu_seconds": cpu, "actions": actions, "clients": clients, "workers": workers, "objects": objects,
+        "scenario": "e2e", "cpu_seconds": cpu, "stages": stages, "actions": actions, "clients": clients, "workers": workers, "objects": objects,
         "accepted": accepted,
         "errors": errors, "completed": done, "seconds": elapsed.as_secs_f64(),
         "submit_seconds": submit_elapsed.as_secs_f64(),
