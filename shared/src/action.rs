@@ -174,6 +174,18 @@ pub struct NewAction {
     pub completed: Option<ActionState>,
 }
 
+impl NewAction {
+    /// Takes the action's object fields (uuid, type, namespace, URI,
+    /// parents) from the object it runs on.
+    pub fn set_object(&mut self, o: &crate::object::Object) {
+        self.object_uuid = o.uuid;
+        self.object_type = o.object_type.clone();
+        self.namespace = o.namespace.clone();
+        self.object = o.resource_uri.clone();
+        self.object_parents = o.parents.clone();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

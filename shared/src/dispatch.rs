@@ -14,7 +14,7 @@ use crate::broker::DynBroker;
 use crate::event::Event;
 use crate::messages::{JobMessage, Update};
 use crate::shutdown::Shutdown;
-use crate::store::{DynStore, Submitted, Transitioned};
+use crate::store::{DynStore, ObjectLookup, Submission, Submitted, Transitioned};
 use crate::Result;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -263,7 +263,7 @@ impl OutboxRelay {
 /// Most submissions committed together.
 pub const MAX_SUBMIT_BATCH: usize = 256;
 
-type SubmitRequest = (NewAction, Instant, oneshot::Sender<Result<Submitted>>);
+type SubmitRequest = (Submission, Instant, oneshot::Sender<Result<Submitted>>);
 
 /// Histogram: actions per submission batch.
 pub const SUBMIT_BATCH_SIZE: &str = "stevedore_submit_batch_size";
@@ -299,9 +299,30 @@ impl SubmitBatcher {
     /// returns it. A failed publish is left to the outbox relay, as with
     /// [`Dispatcher::after_submit`].
     pub async fn submit(&self, new: NewAction) -> Result<Submitted> {
+        self.send(Submission {
+            action: new,
+            lookup: None,
+        })
+        .await
+    }
+
+    /// [`SubmitBatcher::submit`] for an action whose object the caller named
+    /// only by `object_uuid` and `object_type`: the batch looks the object up
+    /// (one statement for all its requests) and fills in the action's object
+    /// fields; not found, or terminated, is this request's error alone
+    /// ([`ObjectLookup::resolve`]).
+    pub async fn submit_on(&self, new: NewAction, lookup: ObjectLookup) -> Result<Submitted> {
+        self.send(Submission {
+            action: new,
+            lookup: Some(lookup),
+        })
+        .await
+    }
+
+    async fn send(&self, submission: Submission) -> Result<Submitted> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send((new, Instant::now(), reply))
+            .send((submission, Instant::now(), reply))
             .await
             .map_err(|_| crate::Error::Broker("the submission queue is closed".into()))?;
         rx.await
@@ -327,13 +348,18 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
             replies.push(reply);
         }
         metrics::histogram!(SUBMIT_BATCH_SIZE).record(news.len() as f64);
-        let results: Vec<Result<Submitted>> = match dispatcher.store().submit_actions(&news).await {
-            Ok(all) => all.into_iter().map(Ok).collect(),
+        let results: Vec<Result<Submitted>> = match dispatcher.store().submit_batch(&news).await {
+            Ok(all) => all,
             // One bad request must not fail its neighbours: record them one by one.
             Err(_) if news.len() > 1 => {
                 let mut each = Vec::with_capacity(news.len());
                 for n in news {
-                    each.push(dispatcher.store().submit_action(n).await);
+                    let one = dispatcher.store().submit_batch(std::slice::from_ref(&n)).await;
+                    each.push(one.and_then(|mut r| {
+                        r.pop().unwrap_or_else(|| {
+                            Err(crate::Error::Invalid("a submission was not recorded".into()))
+                        })
+                    }));
                 }
                 each
             }

@@ -50,7 +50,7 @@ mod cases {
     use stevedore_shared::logline::{NewLogLine, StreamType};
     use stevedore_shared::object::Object;
     use stevedore_shared::state::{ActionState, IllegalTransition};
-    use stevedore_shared::store::{Finish, LeaseToken, Scope, Store};
+    use stevedore_shared::store::{Finish, LeaseToken, ObjectLookup, Scope, Store, Submission};
     use stevedore_shared::Error;
     use uuid::Uuid;
 
@@ -1445,6 +1445,91 @@ mod cases {
         assert_eq!(done[2].event.state, "Pending");
     }
 
+    pub async fn a_batch_looks_up_its_objects_and_answers_each_request(store: &dyn Store) {
+        let mine = object("acme");
+        let theirs = object("globex");
+        let mut gone = object("acme");
+        for o in [&mine, &theirs, &gone] {
+            store.insert_object(o).await.unwrap();
+        }
+        gone.deleted_at = Some(Utc::now().trunc_subsecs(6));
+        store
+            .update_object(Scope::All, &gone, EventKind::Delete)
+            .await
+            .unwrap();
+        let acme = ObjectLookup {
+            visible: Some(vec!["acme".to_string()]),
+            namespace: None,
+        };
+        // Named by uuid and type only: the batch fills in the rest.
+        let named = |object: Uuid, object_type: &str, lookup: &ObjectLookup| Submission {
+            action: NewAction {
+                namespace: String::new(),
+                object: String::new(),
+                object_parents: vec![],
+                object_type: object_type.to_string(),
+                ..new_action("acme", object)
+            },
+            lookup: Some(lookup.clone()),
+        };
+        let in_globex_path = ObjectLookup {
+            namespace: Some("globex".to_string()),
+            ..acme.clone()
+        };
+        let loaded = Submission {
+            action: new_action("acme", Uuid::new_v4()),
+            lookup: None,
+        };
+        let batch = vec![
+            named(mine.uuid, "service", &acme),
+            named(Uuid::new_v4(), "service", &acme),
+            named(theirs.uuid, "service", &acme),
+            named(mine.uuid, "stack", &acme),
+            named(mine.uuid, "service", &in_globex_path),
+            named(gone.uuid, "service", &acme),
+            loaded.clone(),
+            named(mine.uuid, "service", &acme),
+        ];
+        let out = store.submit_batch(&batch).await.unwrap();
+        assert_eq!(out.len(), batch.len());
+        let first = out[0].as_ref().expect("its own object");
+        assert_eq!(first.action.namespace, "acme");
+        assert_eq!(first.action.object, mine.resource_uri);
+        assert!(
+            mine.parents.iter().all(|p| first.event.parents.contains(p)),
+            "{:?}",
+            first.event.parents
+        );
+        assert_eq!(first.action.state, InProgress);
+        for (i, what) in [
+            (1, "unknown"),
+            (2, "another tenant's"),
+            (3, "another type"),
+            (4, "outside the path's namespace"),
+        ] {
+            assert!(matches!(&out[i], Err(Error::NotFound(_))), "{what}: {:?}", out[i]);
+        }
+        assert!(
+            matches!(&out[5], Err(Error::Conflict(m)) if m.contains("terminated")),
+            "{:?}",
+            out[5]
+        );
+        assert_eq!(out[6].as_ref().unwrap().action.uuid, loaded.action.uuid);
+        // The per-object rule still holds across the batch.
+        assert_eq!(out[7].as_ref().unwrap().action.state, Pending);
+        // A refused request recorded nothing.
+        for (i, s) in batch.iter().enumerate() {
+            let stored = store.get_action(Scope::All, s.action.uuid).await.unwrap();
+            assert_eq!(stored.is_some(), out[i].is_ok(), "request {i}");
+        }
+        // Only refusals: nothing to record, every request answered.
+        let refused = store
+            .submit_batch(&[named(theirs.uuid, "service", &acme)])
+            .await
+            .unwrap();
+        assert!(matches!(refused.as_slice(), [Err(Error::NotFound(_))]));
+    }
+
     pub async fn a_batch_of_final_writes_is_fenced_per_action(store: &dyn Store) {
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let first = store.submit_action(new_action("acme", a)).await.unwrap();
@@ -1542,6 +1627,7 @@ macro_rules! conformance {
                 state_changes_write_the_system_log_and_filters_narrow_it,
                 pruning_never_touches_an_unfinished_action,
                 a_batch_commits_together_with_the_per_object_rules,
+                a_batch_looks_up_its_objects_and_answers_each_request,
                 a_batch_of_final_writes_is_fenced_per_action,
                 heartbeat_reports_a_cancel_under_way,
                 releasing_a_lease_hands_the_action_back_at_once,

@@ -27,7 +27,7 @@ use stevedore_shared::config::title_case;
 use stevedore_shared::event::{Event, EventKind};
 use stevedore_shared::object::{parse_object_uri, Object, ObjectType};
 use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{ObjectFilter, Submitted};
+use stevedore_shared::store::{ObjectFilter, ObjectLookup, Submitted};
 use stevedore_shared::syslog::{LogLevel, NewSystemLog};
 use uuid::Uuid;
 
@@ -108,16 +108,25 @@ fn namespace_for(caller: &Caller, path_ns: Option<&str>) -> ApiResult<String> {
 
 /// An object visible to the caller, of the path's type (and namespace, if given).
 async fn load_object(state: &ApiState, caller: &Caller, p: &ObjectPath, uuid: Uuid) -> ApiResult<Object> {
-    let ns = p
-        .namespace
+    let found = state.dispatcher.store().get_object(caller.scope(), uuid).await?;
+    Ok(lookup(caller, p)?.find(&p.ty.name, uuid, found.as_ref())?.clone())
+}
+
+/// How a request on an object path finds its object (see [`ObjectLookup`]).
+fn lookup(caller: &Caller, p: &ObjectPath) -> ApiResult<ObjectLookup> {
+    Ok(ObjectLookup {
+        visible: Some(caller.namespaces.clone()),
+        namespace: path_namespace(caller, p)?,
+    })
+}
+
+/// The namespace an object path names, if any (an error when the caller is
+/// not a member of it).
+fn path_namespace(caller: &Caller, p: &ObjectPath) -> ApiResult<Option<String>> {
+    p.namespace
         .as_deref()
         .map(|ns| namespace_for(caller, Some(ns)))
-        .transpose()?;
-    let obj = state.dispatcher.store().get_object(caller.scope(), uuid).await?;
-    match obj {
-        Some(o) if o.object_type == p.ty.name && ns.as_ref().is_none_or(|ns| *ns == o.namespace) => Ok(o),
-        _ => Err(ApiError::NotFound(format!("{} {uuid} not found", p.ty.name))),
-    }
+        .transpose()
 }
 
 /// The JSON of an object: its attributes, its parent links (`"stack": uri`),
@@ -155,14 +164,33 @@ fn new_action(
     verb: &str,
     body: String,
 ) -> NewAction {
+    let mut new = new_action_on(info, caller, obj.uuid, &obj.object_type, action, verb, body);
+    new.set_object(obj);
+    new
+}
+
+/// A user's action on the object `object_uuid` of type `object_type`, its
+/// other object fields left for the submission to fill in
+/// ([`SubmitBatcher::submit_on`]).
+///
+/// [`SubmitBatcher::submit_on`]: stevedore_shared::dispatch::SubmitBatcher::submit_on
+fn new_action_on(
+    info: &RequestInfo,
+    caller: &Caller,
+    object_uuid: Uuid,
+    object_type: &str,
+    action: String,
+    verb: &str,
+    body: String,
+) -> NewAction {
     NewAction {
         uuid: Uuid::new_v4(),
-        namespace: obj.namespace.clone(),
+        namespace: String::new(),
         action,
-        object: obj.resource_uri.clone(),
-        object_uuid: obj.uuid,
-        object_type: obj.object_type.clone(),
-        object_parents: obj.parents.clone(),
+        object: String::new(),
+        object_uuid,
+        object_type: object_type.to_string(),
+        object_parents: Vec::new(),
         verb: verb.to_string(),
         method: info.method.clone(),
         path: info.path.clone(),
@@ -512,21 +540,14 @@ async fn run_verb(
         ))
     })?;
     let (raw, _) = json_object_body(body)?;
-    let obj = load_object(&state, &caller, &p, uuid).await?;
-    if obj.deleted_at.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "{} {uuid} has been terminated",
-            p.ty.name
-        )));
-    }
     let name = op
         .action
         .clone()
         .unwrap_or_else(|| format!("{} {verb}", p.ty.label));
-    let submitted = state
-        .submitter
-        .submit(new_action(&info, &caller, &obj, name, &verb, raw))
-        .await?;
+    // The object is looked up in the submission's batch (one statement for
+    // the batch), with the same answers `load_object` gives.
+    let new = new_action_on(&info, &caller, uuid, &p.ty.name, name, &verb, raw);
+    let submitted = state.submitter.submit_on(new, lookup(&caller, &p)?).await?;
     Ok(with_action(
         StatusCode::ACCEPTED,
         &submitted.action,

@@ -45,6 +45,112 @@ pub struct Submitted {
     pub outbox_id: Option<i64>,
 }
 
+/// How a submission names the object its action runs on when the request
+/// gave only the object's uuid and type: the store looks the object up in
+/// the submission batch's own transaction (one statement for the batch, not
+/// one round trip per request) and fills the action's object fields from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectLookup {
+    /// Namespaces the caller may see; `None`: all (internal callers only).
+    pub visible: Option<Vec<String>>,
+    /// The namespace the request's path names, if any: the object must be in it.
+    pub namespace: Option<String>,
+}
+
+impl ObjectLookup {
+    /// The one rule for an object a request names by uuid and type: it
+    /// exists, has that type, is visible to the caller and is in the path's
+    /// namespace. Anything else is "not found" (so another tenant's objects
+    /// are not revealed).
+    pub fn find<'o>(&self, object_type: &str, uuid: Uuid, found: Option<&'o Object>) -> Result<&'o Object> {
+        found
+            .filter(|o| {
+                o.uuid == uuid
+                    && o.object_type == object_type
+                    && self.visible.as_ref().is_none_or(|ns| ns.contains(&o.namespace))
+                    && self.namespace.as_ref().is_none_or(|ns| *ns == o.namespace)
+            })
+            .ok_or_else(|| crate::Error::NotFound(format!("{object_type} {uuid}")))
+    }
+
+    /// [`ObjectLookup::find`] for the object an action is to run on, which
+    /// must also not be terminated (a conflict). On success the action's
+    /// object fields are the object's ([`NewAction::set_object`]).
+    pub fn resolve(&self, action: &mut NewAction, found: Option<&Object>) -> Result<()> {
+        let o = self.find(&action.object_type, action.object_uuid, found)?;
+        if o.deleted_at.is_some() {
+            return Err(crate::Error::Conflict(format!(
+                "{} {} has been terminated",
+                action.object_type, action.object_uuid
+            )));
+        }
+        action.set_object(o);
+        Ok(())
+    }
+}
+
+/// One request of a submission batch ([`Store::submit_batch`]).
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The action to record. With a `lookup`, its `object_uuid` and
+    /// `object_type` name the object and its other object fields are filled in.
+    pub action: NewAction,
+    /// How to find the action's object, when the caller did not load it.
+    pub lookup: Option<ObjectLookup>,
+}
+
+/// Resolves the lookups of `batch` against `objects` (the objects found by
+/// uuid): the actions to record, in order, and for each submission either
+/// its index among them or its own error. [`merge_resolved`] puts the
+/// recorded actions back in the batch's order.
+pub fn resolve_batch(
+    batch: &[Submission],
+    objects: &std::collections::HashMap<Uuid, Object>,
+) -> (Vec<NewAction>, Vec<Result<usize>>) {
+    let mut valid = Vec::with_capacity(batch.len());
+    let slots = batch
+        .iter()
+        .map(|s| {
+            let mut action = s.action.clone();
+            if let Some(lookup) = &s.lookup {
+                let found = objects.get(&action.object_uuid);
+                lookup.resolve(&mut action, found)?;
+            }
+            valid.push(action);
+            Ok(valid.len() - 1)
+        })
+        .collect();
+    (valid, slots)
+}
+
+/// Each submission's outcome, from [`resolve_batch`]'s slots and the
+/// recorded actions (in the order they were recorded).
+pub fn merge_resolved(slots: Vec<Result<usize>>, recorded: Vec<Submitted>) -> Vec<Result<Submitted>> {
+    let mut recorded: Vec<Option<Submitted>> = recorded.into_iter().map(Some).collect();
+    slots
+        .into_iter()
+        .map(|slot| {
+            let i = slot?;
+            recorded
+                .get_mut(i)
+                .and_then(Option::take)
+                .ok_or_else(|| crate::Error::Invalid("a submission was not recorded".into()))
+        })
+        .collect()
+}
+
+/// The uuids of the objects `batch` must look up.
+pub fn lookups_of(batch: &[Submission]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = batch
+        .iter()
+        .filter(|s| s.lookup.is_some())
+        .map(|s| s.action.object_uuid)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// A row of the outbox: a job committed but not yet confirmed by the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -277,6 +383,29 @@ pub trait Store: Send + Sync + 'static {
     /// action on an object an earlier one occupies is Pending. All or
     /// nothing: on an error none is recorded.
     async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>>;
+
+    /// [`Store::submit_actions`] for submissions some of which name their
+    /// object only by uuid ([`Submission::lookup`]): those objects are looked
+    /// up as part of the batch, a submission whose object is not found or
+    /// terminated gets its own error ([`ObjectLookup::resolve`]), and the
+    /// rest are recorded together. `Err` only when the batch as a whole
+    /// failed (nothing recorded). The default looks each object up on its
+    /// own; a networked store does it in the batch's transaction.
+    async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
+        let mut objects = std::collections::HashMap::new();
+        for id in lookups_of(batch) {
+            if let Some(o) = self.get_object(Scope::All, id).await? {
+                objects.insert(id, o);
+            }
+        }
+        let (valid, slots) = resolve_batch(batch, &objects);
+        let recorded = if valid.is_empty() {
+            Vec::new()
+        } else {
+            self.submit_actions(&valid).await?
+        };
+        Ok(merge_resolved(slots, recorded))
+    }
 
     /// An action by uuid, if visible in `scope`.
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>>;

@@ -45,8 +45,8 @@
 
 use super::rows::{self, RowExt, StoredAction};
 use super::{
-    ActionFilter, Claim, Finish, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped, Scope, Store,
-    Submitted, Transitioned, User,
+    lookups_of, merge_resolved, resolve_batch, ActionFilter, Claim, Finish, LeaseToken, ObjectFilter,
+    OutboxEntry, Page, Reaped, Scope, Store, Submission, Submitted, Transitioned, User,
 };
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
@@ -119,6 +119,8 @@ struct Sql {
     /// `claim_action` of the actions `$1` with the tokens `$2` (arrays of
     /// the same length) for owner `$3`, lease `$4` µs, claimable states `$5`.
     claim_many: String,
+    /// The objects whose uuids are in `$1` (an array): a submission batch's lookups.
+    objects_by_uuid: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -141,6 +143,10 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         ),
         object_busy: format!(
             "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = $1 AND state IN ({active}))"
+        ),
+        objects_by_uuid: format!(
+            "SELECT {} FROM objects WHERE uuid = ANY($1)",
+            rows::PG_OBJECT_COLUMNS
         ),
         objects_busy: format!(
             "SELECT o FROM unnest($1::uuid[]) AS t(o) \
@@ -1143,6 +1149,30 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
+        let mut tx = self.pool.begin().await?;
+        let ids = lookups_of(batch);
+        let mut objects = std::collections::HashMap::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let rows = sqlx::query(&SQL.objects_by_uuid)
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                let o = rows::object_from_row(row)?;
+                objects.insert(o.uuid, o);
+            }
+        }
+        let (valid, slots) = resolve_batch(batch, &objects);
+        let recorded = if valid.is_empty() {
+            Vec::new()
+        } else {
+            submit_batch_in(&mut tx, &valid).await?
+        };
+        tx.commit().await?;
+        Ok(merge_resolved(slots, recorded))
+    }
+
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
         let row = sqlx::query(&format!(
             "SELECT {} FROM actions WHERE uuid = $1",
@@ -1623,9 +1653,9 @@ mod tests {
 
     /// DESIGN.md, Performance: a guarded write that picks a state index over
     /// the primary key loses two orders of magnitude. With a table of mostly
-    /// finished actions and fresh statistics, every query must use its index,
-    /// both with custom plans and with the generic plan a prepared statement
-    /// may settle on.
+    /// finished actions (and as many objects) and fresh statistics, every
+    /// query must use its index, both with custom plans and with the generic
+    /// plan a prepared statement may settle on.
     #[tokio::test]
     async fn guarded_writes_use_the_primary_key_and_sweeps_their_partial_indexes() {
         let db = TestDatabase::create().await;
@@ -1640,7 +1670,10 @@ mod tests {
                  'service', 'start', 'POST', '/p/', '', '', '', 'ann', 'ua', true, \
                  CASE WHEN i % 500 = 0 THEN 'In progress' ELSE 'Success' END, now() \
              FROM generate_series(1, 20000) AS i; \
-             ANALYZE actions;",
+             INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, created_at, updated_at) \
+             SELECT gen_random_uuid(), 'acme', 'service', '/o/' || i, 'web', 'Running', now(), now() \
+             FROM generate_series(1, 20000) AS i; \
+             ANALYZE actions; ANALYZE objects;",
         )
         .execute(&mut *conn)
         .await
@@ -1690,6 +1723,13 @@ mod tests {
                 SQL.objects_busy.as_str(),
                 format!("ARRAY[{uuid}]::uuid[]"),
                 &["actions_active_by_object"][..],
+            ),
+            (
+                "objects_by_uuid",
+                "uuid[]",
+                SQL.objects_by_uuid.as_str(),
+                format!("ARRAY[{uuid}]::uuid[]"),
+                &["objects_pkey"][..],
             ),
             (
                 "claim_many",

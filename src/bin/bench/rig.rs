@@ -266,11 +266,20 @@ pub struct Stages(std::collections::BTreeMap<String, (f64, f64)>);
 const STAGES: &[(&str, &str)] = &[
     ("submit_batch_size", stevedore_shared::dispatch::SUBMIT_BATCH_SIZE),
     ("submit_wait_ms", stevedore_shared::dispatch::SUBMIT_WAIT_SECONDS),
-    ("submit_commit_ms", stevedore_shared::dispatch::SUBMIT_COMMIT_SECONDS),
-    ("submit_confirm_ms", stevedore_shared::dispatch::SUBMIT_CONFIRM_SECONDS),
+    (
+        "submit_commit_ms",
+        stevedore_shared::dispatch::SUBMIT_COMMIT_SECONDS,
+    ),
+    (
+        "submit_confirm_ms",
+        stevedore_shared::dispatch::SUBMIT_CONFIRM_SECONDS,
+    ),
     ("finish_batch_size", stevedore_worker::FINISH_BATCH_SIZE),
     ("finish_commit_ms", stevedore_worker::FINISH_COMMIT_SECONDS),
-    ("http_request_ms", stevedore_api::ops::HTTP_REQUEST_DURATION_SECONDS),
+    (
+        "http_request_ms",
+        stevedore_api::ops::HTTP_REQUEST_DURATION_SECONDS,
+    ),
 ];
 
 impl Stages {
