@@ -340,26 +340,26 @@ async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitReques
             }
         }
         let started = Instant::now();
-        let mut news = Vec::with_capacity(batch.len());
+        let waited = metrics::histogram!(SUBMIT_WAIT_SECONDS);
+        let mut submissions = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
-        for (new, queued, reply) in batch {
-            metrics::histogram!(SUBMIT_WAIT_SECONDS).record(started.duration_since(queued).as_secs_f64());
-            news.push(new);
+        for (submission, queued, reply) in batch {
+            waited.record(started.duration_since(queued).as_secs_f64());
+            submissions.push(submission);
             replies.push(reply);
         }
-        metrics::histogram!(SUBMIT_BATCH_SIZE).record(news.len() as f64);
-        let results: Vec<Result<Submitted>> = match dispatcher.store().submit_batch(&news).await {
+        metrics::histogram!(SUBMIT_BATCH_SIZE).record(submissions.len() as f64);
+        let store = dispatcher.store();
+        let results: Vec<Result<Submitted>> = match store.submit_batch(&submissions).await {
             Ok(all) => all,
             // One bad request must not fail its neighbours: record them one by one.
-            Err(_) if news.len() > 1 => {
-                let mut each = Vec::with_capacity(news.len());
-                for n in news {
-                    let one = dispatcher.store().submit_batch(std::slice::from_ref(&n)).await;
-                    each.push(one.and_then(|mut r| {
-                        r.pop().unwrap_or_else(|| {
-                            Err(crate::Error::Invalid("a submission was not recorded".into()))
-                        })
-                    }));
+            Err(_) if submissions.len() > 1 => {
+                let mut each = Vec::with_capacity(submissions.len());
+                for s in &submissions {
+                    match store.submit_batch(std::slice::from_ref(s)).await {
+                        Ok(one) => each.extend(one),
+                        Err(e) => each.push(Err(e)),
+                    }
                 }
                 each
             }

@@ -99,44 +99,50 @@ pub struct Submission {
     pub lookup: Option<ObjectLookup>,
 }
 
-/// Resolves the lookups of `batch` against `objects` (the objects found by
-/// uuid): the actions to record, in order, and for each submission either
-/// its index among them or its own error. [`merge_resolved`] puts the
-/// recorded actions back in the batch's order.
-pub fn resolve_batch(
-    batch: &[Submission],
-    objects: &std::collections::HashMap<Uuid, Object>,
-) -> (Vec<NewAction>, Vec<Result<usize>>) {
-    let mut valid = Vec::with_capacity(batch.len());
-    let slots = batch
-        .iter()
-        .map(|s| {
-            let mut action = s.action.clone();
-            if let Some(lookup) = &s.lookup {
-                let found = objects.get(&action.object_uuid);
-                lookup.resolve(&mut action, found)?;
-            }
-            valid.push(action);
-            Ok(valid.len() - 1)
-        })
-        .collect();
-    (valid, slots)
+/// A submission batch with its lookups resolved: the actions to record,
+/// in order, and for each submission either its place among them or its
+/// own error ([`ObjectLookup::resolve`]).
+pub struct ResolvedBatch {
+    /// The actions to record together, in the batch's order.
+    pub actions: Vec<NewAction>,
+    slots: Vec<Result<usize>>,
 }
 
-/// Each submission's outcome, from [`resolve_batch`]'s slots and the
-/// recorded actions (in the order they were recorded).
-pub fn merge_resolved(slots: Vec<Result<usize>>, recorded: Vec<Submitted>) -> Vec<Result<Submitted>> {
-    let mut recorded: Vec<Option<Submitted>> = recorded.into_iter().map(Some).collect();
-    slots
-        .into_iter()
-        .map(|slot| {
-            let i = slot?;
-            recorded
-                .get_mut(i)
-                .and_then(Option::take)
-                .ok_or_else(|| crate::Error::Invalid("a submission was not recorded".into()))
-        })
-        .collect()
+impl ResolvedBatch {
+    /// Resolves the lookups of `batch` against `objects` (the objects found
+    /// by uuid).
+    pub fn new(batch: &[Submission], objects: &std::collections::HashMap<Uuid, Object>) -> Self {
+        let mut actions = Vec::with_capacity(batch.len());
+        let slots = batch
+            .iter()
+            .map(|s| {
+                let mut action = s.action.clone();
+                if let Some(lookup) = &s.lookup {
+                    let found = objects.get(&action.object_uuid);
+                    lookup.resolve(&mut action, found)?;
+                }
+                actions.push(action);
+                Ok(actions.len() - 1)
+            })
+            .collect();
+        ResolvedBatch { actions, slots }
+    }
+
+    /// Each submission's outcome, given the recorded [`ResolvedBatch::actions`]
+    /// (in their order).
+    pub fn answer(self, recorded: Vec<Submitted>) -> Vec<Result<Submitted>> {
+        let mut recorded: Vec<Option<Submitted>> = recorded.into_iter().map(Some).collect();
+        self.slots
+            .into_iter()
+            .map(|slot| {
+                let i = slot?;
+                recorded
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(|| crate::Error::Invalid("a submission was not recorded".into()))
+            })
+            .collect()
+    }
 }
 
 /// The uuids of the objects `batch` must look up.
@@ -398,13 +404,13 @@ pub trait Store: Send + Sync + 'static {
                 objects.insert(id, o);
             }
         }
-        let (valid, slots) = resolve_batch(batch, &objects);
-        let recorded = if valid.is_empty() {
+        let resolved = ResolvedBatch::new(batch, &objects);
+        let recorded = if resolved.actions.is_empty() {
             Vec::new()
         } else {
-            self.submit_actions(&valid).await?
+            self.submit_actions(&resolved.actions).await?
         };
-        Ok(merge_resolved(slots, recorded))
+        Ok(resolved.answer(recorded))
     }
 
     /// An action by uuid, if visible in `scope`.

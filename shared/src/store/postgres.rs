@@ -45,8 +45,8 @@
 
 use super::rows::{self, RowExt, StoredAction};
 use super::{
-    lookups_of, merge_resolved, resolve_batch, ActionFilter, Claim, Finish, LeaseToken, ObjectFilter,
-    OutboxEntry, Page, Reaped, Scope, Store, Submission, Submitted, Transitioned, User,
+    lookups_of, ActionFilter, Claim, Finish, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped,
+    ResolvedBatch, Scope, Store, Submission, Submitted, Transitioned, User,
 };
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
@@ -1163,14 +1163,14 @@ impl Store for PgStore {
                 objects.insert(o.uuid, o);
             }
         }
-        let (valid, slots) = resolve_batch(batch, &objects);
-        let recorded = if valid.is_empty() {
+        let resolved = ResolvedBatch::new(batch, &objects);
+        let recorded = if resolved.actions.is_empty() {
             Vec::new()
         } else {
-            submit_batch_in(&mut tx, &valid).await?
+            submit_batch_in(&mut tx, &resolved.actions).await?
         };
         tx.commit().await?;
-        Ok(merge_resolved(slots, recorded))
+        Ok(resolved.answer(recorded))
     }
 
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
