@@ -123,6 +123,10 @@ struct Sql {
     claim_many: String,
     /// The objects whose uuids are in `$1` (an array): a submission batch's lookups.
     objects_by_uuid: String,
+    /// A final-write batch's locks in one statement: the object locks of
+    /// the keys `$1` (in their order), then the row locks of the actions
+    /// `$2` in uuid order; returns each found action's uuid and object.
+    lock_finishing: String,
     /// The call of `stevedore_submit_batch` (migration 0005) with its 32
     /// arrays and lock keys, its rows decoded as [`rows::PG_ACTION_COLUMNS`]
     /// plus `event_seq`, `event_datetime` and `outbox_id`.
@@ -153,6 +157,14 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
             rows::PG_ACTION_COLUMNS,
             (1..=32).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
         ),
+        // The one-time filter runs the locks' CTE before the scan yields a
+        // row, so before any row is locked.
+        lock_finishing: "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(k) FROM \
+                 (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered) \
+             SELECT uuid, object_uuid FROM actions \
+             WHERE uuid = ANY($2) AND (SELECT count(*) FROM locked) >= 0 \
+             ORDER BY uuid FOR UPDATE"
+            .to_string(),
         objects_by_uuid: format!(
             "SELECT {} FROM objects WHERE uuid = ANY($1)",
             rows::PG_OBJECT_COLUMNS
@@ -321,20 +333,6 @@ fn lock_order(objects: &mut Vec<Uuid>) -> Vec<i64> {
     objects.sort();
     objects.dedup();
     objects.iter().map(|o| object_lock_key(*o)).collect()
-}
-
-/// Takes the object locks of `objects` in one statement, in
-/// [`lock_order`].
-async fn lock_objects(conn: &mut PgConnection, objects: &mut Vec<Uuid>) -> Result<()> {
-    let keys = lock_order(objects);
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(k) FROM \
-         (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered",
-    )
-    .bind(&keys)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Records an event for an action (see [`insert_event_row`]).
@@ -548,23 +546,29 @@ async fn transition_in(
 /// neighbours' writes in place.
 async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
     let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
-    let found: std::collections::HashMap<Uuid, Uuid> =
-        sqlx::query("SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)")
-            .bind(&uuids)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
-            .collect::<Result<_>>()?;
-    // Object locks, then the actions' row locks in uuid order: the events
-    // lock, taken by the last statement, comes after every lock the batch
-    // needs (module docs).
-    let mut objects: Vec<Uuid> = found.values().copied().collect();
-    lock_objects(&mut *tx, &mut objects).await?;
-    sqlx::query("SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE")
+    // The object locks, then the actions' row locks in uuid order, in one
+    // statement: the events lock, taken by the last statement, comes after
+    // every lock the batch needs (module docs). The objects are the
+    // callers' word; the rows read under the locks must agree.
+    let mut objects: Vec<Uuid> = batch.iter().map(|f| f.object_uuid).collect();
+    let keys = lock_order(&mut objects);
+    let found: std::collections::HashMap<Uuid, Uuid> = sqlx::query(&SQL.lock_finishing)
+        .bind(&keys)
         .bind(&uuids)
-        .execute(&mut *tx)
-        .await?;
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
+        .collect::<Result<_>>()?;
+    if let Some(f) = batch
+        .iter()
+        .find(|f| found.get(&f.uuid).is_some_and(|o| *o != f.object_uuid))
+    {
+        return Err(Error::Invalid(format!(
+            "action {} is not on object {}",
+            f.uuid, f.object_uuid
+        )));
+    }
     // The guarded UPDATEs of the whole batch in one statement: each row
     // with its own target, sources (`|`-joined) and token.
     let known: Vec<&Finish> = batch.iter().filter(|f| found.contains_key(&f.uuid)).collect();
@@ -1692,6 +1696,13 @@ mod tests {
                 SQL.objects_by_uuid.as_str(),
                 format!("ARRAY[{uuid}]::uuid[]"),
                 &["objects_pkey"][..],
+            ),
+            (
+                "lock_finishing",
+                "bigint[], uuid[]",
+                SQL.lock_finishing.as_str(),
+                format!("ARRAY[1, 2]::bigint[], ARRAY[{uuid}]::uuid[]"),
+                &["actions_pkey", "One-Time Filter"][..],
             ),
             (
                 "claim_many",
