@@ -39,8 +39,6 @@ pub(crate) trait RowExt {
     fn opt_text(&self, col: &str) -> Result<Option<String>>;
     /// A 64-bit integer column.
     fn int(&self, col: &str) -> Result<i64>;
-    /// A nullable 64-bit integer column.
-    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     /// A 32-bit integer column.
     fn int32(&self, col: &str) -> Result<i32>;
     /// A boolean column.
@@ -84,9 +82,6 @@ impl RowExt for PgRow {
     fn int(&self, col: &str) -> Result<i64> {
         Ok(self.try_get(col)?)
     }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
-        Ok(self.try_get(col)?)
-    }
     fn int32(&self, col: &str) -> Result<i32> {
         Ok(self.try_get(col)?)
     }
@@ -115,9 +110,6 @@ impl RowExt for SqliteRow {
         Ok(self.try_get(col)?)
     }
     fn int(&self, col: &str) -> Result<i64> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
         Ok(self.try_get(col)?)
     }
     fn int32(&self, col: &str) -> Result<i32> {
@@ -249,36 +241,6 @@ impl StoredAction {
             },
             object_parents: row.strings("object_parents")?,
         })
-    }
-
-    /// A new action as it would be stored in `state`, before it is: what
-    /// its system log entry and event would say (no dates, no claims).
-    pub fn proposed(new: &crate::action::NewAction, state: ActionState) -> Self {
-        StoredAction {
-            action: Action {
-                uuid: new.uuid,
-                namespace: new.namespace.clone(),
-                action: new.action.clone(),
-                object: new.object.clone(),
-                object_uuid: new.object_uuid,
-                object_type: new.object_type.clone(),
-                verb: new.verb.clone(),
-                method: new.method.clone(),
-                path: new.path.clone(),
-                body: new.body.clone(),
-                ip: new.ip.clone(),
-                location: new.location.clone(),
-                user: new.user.clone(),
-                user_agent: new.user_agent.clone(),
-                is_user_action: new.is_user_action,
-                state,
-                start_date: None,
-                end_date: None,
-                retry_of: new.retry_of,
-                claims: 0,
-            },
-            object_parents: new.object_parents.clone(),
-        }
     }
 
     /// The event for this action's current state, before it is stored
