@@ -1549,20 +1549,17 @@ mod cases {
         let batch = [
             Finish {
                 uuid: first.action.uuid,
-                object_uuid: first.action.object_uuid,
                 to: Success,
                 token: claims[0].token,
             },
             // A token that does not hold the lease: refused, neighbours unaffected.
             Finish {
                 uuid: stale.action.uuid,
-                object_uuid: stale.action.object_uuid,
                 to: Success,
                 token: LeaseToken(Uuid::new_v4()),
             },
             Finish {
                 uuid: other.action.uuid,
-                object_uuid: other.action.object_uuid,
                 to: Failed,
                 token: claims[1].token,
             },
@@ -1584,7 +1581,6 @@ mod cases {
         let later = store
             .transition_many(&[Finish {
                 uuid: stale.action.uuid,
-                object_uuid: stale.action.object_uuid,
                 to: Success,
                 token: claims[2].token,
             }])
@@ -1592,48 +1588,6 @@ mod cases {
             .unwrap();
         assert_eq!(later[0].as_ref().unwrap().action.state, Success);
         assert!(store.transition_many(&[]).await.unwrap().is_empty());
-    }
-
-    pub async fn a_batch_of_final_writes_naming_the_wrong_object_writes_nothing(store: &dyn Store) {
-        let right = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        let wrong = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        let mut claims = vec![];
-        for s in [&right, &wrong] {
-            claims.push(
-                store
-                    .claim_action(s.action.uuid, "w1", LONG_LEASE)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
-        let batch = [
-            Finish {
-                uuid: right.action.uuid,
-                object_uuid: right.action.object_uuid,
-                to: Success,
-                token: claims[0].token,
-            },
-            // Its object lock would not be the one that guards it.
-            Finish {
-                uuid: wrong.action.uuid,
-                object_uuid: Uuid::new_v4(),
-                to: Success,
-                token: claims[1].token,
-            },
-        ];
-        assert!(matches!(
-            store.transition_many(&batch).await,
-            Err(Error::Invalid(_))
-        ));
-        assert_eq!(state_of(store, right.action.uuid).await, InProgress);
-        assert_eq!(state_of(store, wrong.action.uuid).await, InProgress);
     }
 }
 
@@ -1675,7 +1629,6 @@ macro_rules! conformance {
                 a_batch_commits_together_with_the_per_object_rules,
                 a_batch_looks_up_its_objects_and_answers_each_request,
                 a_batch_of_final_writes_is_fenced_per_action,
-                a_batch_of_final_writes_naming_the_wrong_object_writes_nothing,
                 heartbeat_reports_a_cancel_under_way,
                 releasing_a_lease_hands_the_action_back_at_once,
             );

@@ -196,7 +196,6 @@ impl Executor {
     async fn run_claimed_in_span(self: &Arc<Self>, claim: Claim) {
         let Claim { action, token } = claim;
         let uuid = action.uuid;
-        let object_uuid = action.object_uuid;
         let started = std::time::Instant::now();
         let cancel = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
@@ -265,15 +264,7 @@ impl Executor {
         // The heartbeat keeps renewing the lease until the last write is in,
         // so a slow final write is not mistaken for a dead worker.
         match final_state {
-            Some(to) => {
-                let f = Finish {
-                    uuid,
-                    object_uuid,
-                    to,
-                    token,
-                };
-                self.finish(f, started).await
-            }
+            Some(to) => self.finish(uuid, to, token, started).await,
             None if why == Some(StopReason::Shutdown) => self.hand_back(uuid, token).await,
             None => tracing::info!(
                 ?why,
@@ -286,11 +277,11 @@ impl Executor {
     /// Writes the final state, fenced by the lease. A database error is
     /// retried: while the token still holds the action nobody else has run
     /// it, so the result stands; once it does not, the write is refused.
-    async fn finish(&self, f: Finish, started: std::time::Instant) {
+    async fn finish(&self, uuid: Uuid, to: ActionState, token: LeaseToken, started: std::time::Instant) {
         let give_up = tokio::time::Instant::now() + (self.settings.lease * 2).max(FINAL_WRITE_PATIENCE);
         let mut delays = store_retry_delays();
         loop {
-            match self.finisher.finish(f).await {
+            match self.finisher.finish(Finish { uuid, to, token }).await {
                 Ok(t) => {
                     tracing::info!(state = %t.action.state, "action finished");
                     crate::observe_duration(&t.action, started.elapsed());

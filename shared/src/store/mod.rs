@@ -192,10 +192,6 @@ pub struct Transitioned {
 pub struct Finish {
     /// The action.
     pub uuid: Uuid,
-    /// Its object, as its claim read it (an action's object never changes):
-    /// a batch takes the object locks before it reads any action. A batch
-    /// in which an action's object is not this one fails as a whole.
-    pub object_uuid: Uuid,
     /// Its final (or any) state.
     pub to: ActionState,
     /// The lease that fences the write.
@@ -492,19 +488,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::transition`] of several leased actions (scope: all), each
     /// with its own outcome, in one commit where the backend can (group
     /// commit of workers' final writes). An `Err` of the whole call means
-    /// nothing was written: so does a batch in which an action is not on the
-    /// object its [`Finish`] names (`Invalid`).
+    /// nothing was written.
     async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
-        for f in batch {
-            if let Some(a) = self.get_action(Scope::All, f.uuid).await? {
-                if a.object_uuid != f.object_uuid {
-                    return Err(crate::Error::Invalid(format!(
-                        "action {} is not on object {}",
-                        f.uuid, f.object_uuid
-                    )));
-                }
-            }
-        }
         let mut out = Vec::with_capacity(batch.len());
         for f in batch {
             out.push(self.transition(Scope::All, f.uuid, f.to, Some(f.token)).await);

@@ -121,10 +121,6 @@ struct Sql {
     claim_many: String,
     /// The objects whose uuids are in `$1` (an array): a submission batch's lookups.
     objects_by_uuid: String,
-    /// A final-write batch's locks in one statement: the object locks of
-    /// the keys `$1` (in their order), then the row locks of the actions
-    /// `$2` in uuid order; returns each found action's uuid and object.
-    lock_finishing: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -148,14 +144,6 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         object_busy: format!(
             "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = $1 AND state IN ({active}))"
         ),
-        // The one-time filter runs the locks' CTE before the scan yields a
-        // row, so before any row is locked.
-        lock_finishing: "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(k) FROM \
-                 (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered) \
-             SELECT uuid, object_uuid FROM actions \
-             WHERE uuid = ANY($2) AND (SELECT count(*) FROM locked) >= 0 \
-             ORDER BY uuid FOR UPDATE"
-            .to_string(),
         objects_by_uuid: format!(
             "SELECT {} FROM objects WHERE uuid = ANY($1)",
             rows::PG_OBJECT_COLUMNS
@@ -336,18 +324,13 @@ async fn lock_object(conn: &mut PgConnection, object: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// The object lock keys of `objects` in the one global order every batch
-/// takes them in (uuid order; sorts and dedups `objects`), so two batches
-/// never wait on each other in a cycle.
-fn lock_order(objects: &mut Vec<Uuid>) -> Vec<i64> {
+/// Takes the object locks of `objects` in one statement, in one global order
+/// (uuid order; sorts and dedups `objects`), so two batches never wait on
+/// each other in a cycle.
+async fn lock_objects(conn: &mut PgConnection, objects: &mut Vec<Uuid>) -> Result<()> {
     objects.sort();
     objects.dedup();
-    objects.iter().map(|o| object_lock_key(*o)).collect()
-}
-
-/// Takes the object locks of `objects` in one statement, in [`lock_order`].
-async fn lock_objects(conn: &mut PgConnection, objects: &mut Vec<Uuid>) -> Result<()> {
-    let keys = lock_order(objects);
+    let keys: Vec<i64> = objects.iter().map(|o| object_lock_key(*o)).collect();
     sqlx::query(
         "SELECT pg_advisory_xact_lock(k) FROM \
          (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered",
@@ -569,29 +552,23 @@ async fn transition_in(
 /// neighbours' writes in place.
 async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
     let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
-    // The object locks, then the actions' row locks in uuid order, in one
-    // statement: the events lock, taken by the last statement, comes after
-    // every lock the batch needs (module docs). The objects are the
-    // callers' word; the rows read under the locks must agree.
-    let mut objects: Vec<Uuid> = batch.iter().map(|f| f.object_uuid).collect();
-    let keys = lock_order(&mut objects);
-    let found: std::collections::HashMap<Uuid, Uuid> = sqlx::query(&SQL.lock_finishing)
-        .bind(&keys)
+    let found: std::collections::HashMap<Uuid, Uuid> =
+        sqlx::query("SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)")
+            .bind(&uuids)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
+            .collect::<Result<_>>()?;
+    // Object locks, then the actions' row locks in uuid order: the events
+    // lock, taken by the last statement, comes after every lock the batch
+    // needs (module docs).
+    let mut objects: Vec<Uuid> = found.values().copied().collect();
+    lock_objects(&mut *tx, &mut objects).await?;
+    sqlx::query("SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE")
         .bind(&uuids)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
-        .collect::<Result<_>>()?;
-    if let Some(f) = batch
-        .iter()
-        .find(|f| found.get(&f.uuid).is_some_and(|o| *o != f.object_uuid))
-    {
-        return Err(Error::Invalid(format!(
-            "action {} is not on object {}",
-            f.uuid, f.object_uuid
-        )));
-    }
+        .execute(&mut *tx)
+        .await?;
     // The guarded UPDATEs of the whole batch in one statement: each row
     // with its own target, sources (`|`-joined) and token.
     let known: Vec<&Finish> = batch.iter().filter(|f| found.contains_key(&f.uuid)).collect();
@@ -1753,13 +1730,6 @@ mod tests {
                 SQL.objects_by_uuid.as_str(),
                 format!("ARRAY[{uuid}]::uuid[]"),
                 &["objects_pkey"][..],
-            ),
-            (
-                "lock_finishing",
-                "bigint[], uuid[]",
-                SQL.lock_finishing.as_str(),
-                format!("ARRAY[1, 2]::bigint[], ARRAY[{uuid}]::uuid[]"),
-                &["actions_pkey", "One-Time Filter"][..],
             ),
             (
                 "claim_many",
