@@ -109,24 +109,21 @@ fn namespace_for(caller: &Caller, path_ns: Option<&str>) -> ApiResult<String> {
 /// An object visible to the caller, of the path's type (and namespace, if given).
 async fn load_object(state: &ApiState, caller: &Caller, p: &ObjectPath, uuid: Uuid) -> ApiResult<Object> {
     let found = state.dispatcher.store().get_object(caller.scope(), uuid).await?;
-    Ok(lookup(caller, p)?.find(&p.ty.name, uuid, found.as_ref())?.clone())
+    Ok(lookup(caller, p)?.find(&p.ty.name, uuid, found)?)
 }
 
 /// How a request on an object path finds its object (see [`ObjectLookup`]).
 fn lookup(caller: &Caller, p: &ObjectPath) -> ApiResult<ObjectLookup> {
     Ok(ObjectLookup {
         visible: Some(caller.namespaces.clone()),
-        namespace: path_namespace(caller, p)?,
+        // The path's namespace, if any: an error when the caller is not a
+        // member of it.
+        namespace: p
+            .namespace
+            .as_deref()
+            .map(|ns| namespace_for(caller, Some(ns)))
+            .transpose()?,
     })
-}
-
-/// The namespace an object path names, if any (an error when the caller is
-/// not a member of it).
-fn path_namespace(caller: &Caller, p: &ObjectPath) -> ApiResult<Option<String>> {
-    p.namespace
-        .as_deref()
-        .map(|ns| namespace_for(caller, Some(ns)))
-        .transpose()
 }
 
 /// The JSON of an object: its attributes, its parent links (`"stack": uri`),

@@ -62,9 +62,17 @@ impl ObjectLookup {
     /// exists, has that type, is visible to the caller and is in the path's
     /// namespace. Anything else is "not found" (so another tenant's objects
     /// are not revealed).
-    pub fn find<'o>(&self, object_type: &str, uuid: Uuid, found: Option<&'o Object>) -> Result<&'o Object> {
+    /// `found` is the object the store returned for `uuid`, owned or
+    /// borrowed; it is handed back as it came.
+    pub fn find<O: std::borrow::Borrow<Object>>(
+        &self,
+        object_type: &str,
+        uuid: Uuid,
+        found: Option<O>,
+    ) -> Result<O> {
         found
             .filter(|o| {
+                let o: &Object = o.borrow();
                 o.uuid == uuid
                     && o.object_type == object_type
                     && self.visible.as_ref().is_none_or(|ns| ns.contains(&o.namespace))
