@@ -14,6 +14,11 @@
 //! `--smoke` shrinks every size so CI can check that the benchmarks still run
 //! (seconds, no assertions on speed). Results go to BENCHMARKS.md.
 
+/// mimalloc instead of the system allocator: under load glibc's malloc
+/// and free took about a quarter of the process's CPU (BENCHMARKS.md, round 6).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod compare;
 mod latency;
 mod list;
