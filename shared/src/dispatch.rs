@@ -12,12 +12,13 @@
 use crate::action::NewAction;
 use crate::broker::DynBroker;
 use crate::event::Event;
+use crate::group_commit::{GroupCommit, Lanes};
 use crate::messages::{JobMessage, Update};
 use crate::shutdown::Shutdown;
 use crate::store::{DynStore, ObjectLookup, Submission, Submitted, Transitioned};
 use crate::Result;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// Publishes jobs and updates for what the store committed.
@@ -274,25 +275,39 @@ pub const SUBMIT_COMMIT_SECONDS: &str = "stevedore_submit_commit_seconds";
 /// Histogram: a submission batch's job publish, until the broker confirmed.
 pub const SUBMIT_CONFIRM_SECONDS: &str = "stevedore_submit_confirm_seconds";
 
-/// Group commit of submissions: requests queue while a batch commits, and
-/// the next batch takes everything queued (up to [`MAX_SUBMIT_BATCH`]) into
-/// one transaction. Under light load a batch is one request and adds no
-/// delay; under heavy load one commit (one fsync, one hold of the events
-/// lock) serves hundreds of requests. Each batch's jobs are then published
-/// together with pipelined confirms, and each caller gets its own action
-/// once its job is confirmed (the outbox rows are marked sent after that),
-/// while the next batch is already committing.
+/// Group commit of submissions ([`GroupCommit`]): requests queue while a
+/// batch commits, and the next batch takes everything queued (up to
+/// [`MAX_SUBMIT_BATCH`]) into one transaction. Under light load a batch is
+/// one request and adds no delay; under heavy load one commit (one fsync,
+/// one hold of the events lock) serves hundreds of requests. Each batch's
+/// jobs are then published together with pipelined confirms, and each
+/// caller gets its own action once its job is confirmed (the outbox rows are
+/// marked sent after that), while the next batch is already committing.
+///
+/// Up to [`Store::batch_lanes`] batches are in flight at once, a second
+/// only for a deep backlog ([`crate::group_commit::Lanes`]).
+///
+/// [`Store::batch_lanes`]: crate::store::Store::batch_lanes
 #[derive(Clone)]
 pub struct SubmitBatcher {
-    tx: mpsc::Sender<SubmitRequest>,
+    batches: GroupCommit<SubmitRequest>,
 }
 
 impl SubmitBatcher {
-    /// Starts the batching task (it ends when every handle is dropped).
+    /// Starts the batching task, with as many lanes as the store asks for
+    /// (it ends when every handle is dropped).
     pub fn spawn(dispatcher: Dispatcher) -> Self {
-        let (tx, rx) = mpsc::channel::<SubmitRequest>(MAX_SUBMIT_BATCH * 4);
-        tokio::spawn(run_batches(dispatcher, rx));
-        SubmitBatcher { tx }
+        let lanes = Lanes::up_to(dispatcher.store().batch_lanes());
+        Self::spawn_with(dispatcher, lanes)
+    }
+
+    /// [`SubmitBatcher::spawn`] with the lanes given.
+    pub fn spawn_with(dispatcher: Dispatcher, lanes: Lanes) -> Self {
+        SubmitBatcher {
+            batches: GroupCommit::spawn(lanes, MAX_SUBMIT_BATCH, move |batch| {
+                commit_submissions(dispatcher.clone(), batch)
+            }),
+        }
     }
 
     /// Records an action (in some batch), publishes its job and events, and
@@ -321,7 +336,7 @@ impl SubmitBatcher {
 
     async fn send(&self, submission: Submission) -> Result<Submitted> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.batches
             .send((submission, Instant::now(), reply))
             .await
             .map_err(|_| crate::Error::Broker("the submission queue is closed".into()))?;
@@ -330,58 +345,49 @@ impl SubmitBatcher {
     }
 }
 
-async fn run_batches(dispatcher: Dispatcher, mut rx: mpsc::Receiver<SubmitRequest>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_SUBMIT_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        let waited = metrics::histogram!(SUBMIT_WAIT_SECONDS);
-        let mut submissions = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for (submission, queued, reply) in batch {
-            waited.record(started.duration_since(queued).as_secs_f64());
-            submissions.push(submission);
-            replies.push(reply);
-        }
-        metrics::histogram!(SUBMIT_BATCH_SIZE).record(submissions.len() as f64);
-        let store = dispatcher.store();
-        let results: Vec<Result<Submitted>> = match store.submit_batch(&submissions).await {
-            Ok(all) => all,
-            // One bad request must not fail its neighbours: record them one by one.
-            Err(_) if submissions.len() > 1 => {
-                let mut each = Vec::with_capacity(submissions.len());
-                for s in &submissions {
-                    match store.submit_batch(std::slice::from_ref(s)).await {
-                        Ok(one) => each.extend(one),
-                        Err(e) => each.push(Err(e)),
-                    }
-                }
-                each
-            }
-            Err(e) => vec![Err(e)],
-        };
-        metrics::histogram!(SUBMIT_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-        // Events here, in commit order; the jobs (which wait for confirms)
-        // and the answers while the next batch commits.
-        let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        dispatcher.publish_submit_events(&done).await;
-        let d = dispatcher.clone();
-        tokio::spawn(async move {
-            let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-            let publishing = Instant::now();
-            let confirmed = d.publish_jobs_of(&done).await;
-            metrics::histogram!(SUBMIT_CONFIRM_SECONDS).record(publishing.elapsed().as_secs_f64());
-            // Committed and confirmed: the callers may answer now; marking
-            // the outbox rows sent is bookkeeping (see `mark_sent`).
-            for (r, reply) in results.into_iter().zip(replies) {
-                let _ = reply.send(r);
-            }
-            d.mark_sent(&confirmed).await;
-        });
+/// Records one batch of submissions and publishes its events, then its jobs
+/// (waiting for confirms) and the answers on a task of their own, so that
+/// the lane is free for the next batch.
+async fn commit_submissions(dispatcher: Dispatcher, batch: Vec<SubmitRequest>) {
+    let started = Instant::now();
+    let waited = metrics::histogram!(SUBMIT_WAIT_SECONDS);
+    let mut submissions = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for (submission, queued, reply) in batch {
+        waited.record(started.duration_since(queued).as_secs_f64());
+        submissions.push(submission);
+        replies.push(reply);
     }
+    metrics::histogram!(SUBMIT_BATCH_SIZE).record(submissions.len() as f64);
+    let store = dispatcher.store();
+    let results: Vec<Result<Submitted>> = match store.submit_batch(&submissions).await {
+        Ok(all) => all,
+        // One bad request must not fail its neighbours: record them one by one.
+        Err(_) if submissions.len() > 1 => {
+            let mut each = Vec::with_capacity(submissions.len());
+            for s in &submissions {
+                match store.submit_batch(std::slice::from_ref(s)).await {
+                    Ok(one) => each.extend(one),
+                    Err(e) => each.push(Err(e)),
+                }
+            }
+            each
+        }
+        Err(e) => vec![Err(e)],
+    };
+    metrics::histogram!(SUBMIT_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    dispatcher.publish_submit_events(&done).await;
+    tokio::spawn(async move {
+        let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let publishing = Instant::now();
+        let confirmed = dispatcher.publish_jobs_of(&done).await;
+        metrics::histogram!(SUBMIT_CONFIRM_SECONDS).record(publishing.elapsed().as_secs_f64());
+        // Committed and confirmed: the callers may answer now; marking
+        // the outbox rows sent is bookkeeping (see `mark_sent`).
+        for (r, reply) in results.into_iter().zip(replies) {
+            let _ = reply.send(r);
+        }
+        dispatcher.mark_sent(&confirmed).await;
+    });
 }

@@ -9,6 +9,7 @@
 //! - [`messages`]: what travels through the broker.
 //! - [`dispatch`]: publishing jobs through the outbox, and the relay that
 //!   republishes whatever was committed but not confirmed.
+//! - [`group_commit`]: the batching loop (in lanes) of submissions and final writes.
 //! - [`config`]: `stevedore.toml`, operations and object types.
 //! - [`auth`]: API keys (hashed at rest) and `Authorization` headers.
 //! - [`syslog`], [`retention`]: the QNAP-style system log, and the pruner of old history.
@@ -23,6 +24,7 @@ pub mod dates;
 pub mod dispatch;
 pub mod error;
 pub mod event;
+pub mod group_commit;
 pub mod logline;
 pub mod messages;
 pub mod object;

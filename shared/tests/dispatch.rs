@@ -3,13 +3,16 @@
 
 use futures::StreamExt;
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use stevedore_shared::action::NewAction;
 use stevedore_shared::broker::amqp::AmqpBroker;
 use stevedore_shared::broker::memory::MemoryBroker;
 use stevedore_shared::broker::{BrokerNames, DynBroker};
-use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
-use stevedore_shared::store::{self, DynStore};
+use stevedore_shared::dispatch::{Dispatcher, OutboxRelay, SubmitBatcher};
+use stevedore_shared::group_commit::Lanes;
+use stevedore_shared::state::ActionState;
+use stevedore_shared::store::{self, DynStore, Scope};
 use stevedore_shared::testing::{self, amqp_url, unique_prefix, TestDatabase};
 use uuid::Uuid;
 
@@ -70,6 +73,43 @@ async fn an_action_nobody_claimed_is_published_again(store: DynStore, broker: Dy
     d.acker.ack().await.unwrap();
 }
 
+/// Several submission batches in flight at once (a second lane opens for a
+/// backlog of two): every request is recorded exactly once, each object gets
+/// exactly one In progress action (the others wait as Pending), every event
+/// has its own `seq`, and exactly the dispatched actions have outbox rows.
+async fn batches_in_flight_together_record_every_submission_once(store: DynStore, broker: DynBroker) {
+    store.migrate().await.unwrap();
+    broker.declare().await.unwrap();
+    let dispatcher = Dispatcher::new(store.clone(), broker.clone());
+    let lanes = Lanes {
+        max: 3,
+        parallel_from: 2,
+    };
+    let batcher = SubmitBatcher::spawn_with(dispatcher, lanes);
+    let objects: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    let sent: Vec<NewAction> = (0..300).map(|i| new_action(objects[i % objects.len()])).collect();
+    let results = futures::future::join_all(sent.iter().map(|n| batcher.submit(n.clone()))).await;
+    let mut running: HashMap<Uuid, usize> = HashMap::new();
+    let mut seqs = HashSet::new();
+    for (new, r) in sent.iter().zip(results) {
+        let s = r.unwrap();
+        assert_eq!(s.action.uuid, new.uuid);
+        assert!(seqs.insert(s.event.seq), "seq {} twice", s.event.seq);
+        let stored = store.get_action(Scope::All, new.uuid).await.unwrap().unwrap();
+        assert_eq!(stored.state, s.action.state);
+        match s.action.state {
+            ActionState::InProgress => {
+                assert!(s.outbox_id.is_some());
+                *running.entry(new.object_uuid).or_default() += 1;
+            }
+            ActionState::Pending => assert!(s.outbox_id.is_none()),
+            other => panic!("a new action in {other}"),
+        }
+    }
+    assert_eq!(running.len(), objects.len(), "every object runs one action");
+    assert!(running.values().all(|n| *n == 1), "{running:?}");
+}
+
 macro_rules! on_both {
     ($($name:ident),*) => {
         mod embedded {
@@ -101,5 +141,6 @@ macro_rules! on_both {
 
 on_both!(
     the_relay_publishes_what_was_committed_but_not_published,
-    an_action_nobody_claimed_is_published_again
+    an_action_nobody_claimed_is_published_again,
+    batches_in_flight_together_record_every_submission_once
 );

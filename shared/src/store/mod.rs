@@ -345,6 +345,13 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
 
+    /// How many batch transactions of one process ([`crate::group_commit`])
+    /// should be in flight at once: one for a database that commits one
+    /// writer at a time, more where each keeps a database backend busy.
+    fn batch_lanes(&self) -> usize {
+        1
+    }
+
     // --- tenancy ---------------------------------------------------------
 
     /// Creates a user who belongs to `namespaces` (their own namespace, named

@@ -960,6 +960,12 @@ impl Store for PgStore {
         Ok(())
     }
 
+    /// Two: a second batch keeps the second core's backend busy while the
+    /// first commits (BENCHMARKS.md, round 6).
+    fn batch_lanes(&self) -> usize {
+        2
+    }
+
     // --- tenancy ---------------------------------------------------------
 
     async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User> {
