@@ -190,15 +190,20 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
             cols = rows::PG_ACTION_COLUMNS
         ),
         // Every data-modifying CTE runs to completion; the events draw their
-        // `seq`s only after `lock` is held, as in `insert_event_row`.
-        record_changes: "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($14, $15)), \
+        // `seq`s only after `lock` is held, as in `insert_event_row`. The
+        // branches of the final UNION ALL run in order (an Append without
+        // parallel workers, which no data-modifying statement gets), so the
+        // outbox rows and log entries are written before the lock is taken:
+        // it is held only for the events and the commit.
+        record_changes: "WITH queued AS (INSERT INTO outbox (action_uuid) \
+                 SELECT a FROM unnest($6::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
+                 RETURNING id, action_uuid), \
              logs AS (INSERT INTO system_log (namespace, category, level, user_name, message) \
                  SELECT n, c, l, u, m \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-                     WITH ORDINALITY AS t(n, c, l, u, m, i) ORDER BY i), \
-             queued AS (INSERT INTO outbox (action_uuid) \
-                 SELECT a FROM unnest($6::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
-                 RETURNING id, action_uuid), \
+                     WITH ORDINALITY AS t(n, c, l, u, m, i) ORDER BY i \
+                 RETURNING 1), \
+             lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($14, $15)), \
              stored AS (INSERT INTO events \
                      (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
                  SELECT n, t, k, u, r, s, p::jsonb, now() FROM lock, \
@@ -206,9 +211,12 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
                          $12::text[], $13::text[]) \
                      WITH ORDINALITY AS e(n, t, k, u, r, s, p, i) ORDER BY i \
                  RETURNING seq, datetime) \
-             SELECT seq, datetime, NULL::uuid AS action_uuid, NULL::bigint AS id FROM stored \
+             SELECT 'outbox' AS kind, NULL::bigint AS seq, NULL::timestamptz AS datetime, \
+                 action_uuid, id FROM queued \
              UNION ALL \
-             SELECT NULL, NULL, action_uuid, id FROM queued"
+             SELECT 'logs', NULL, NULL, NULL, count(*) FROM logs \
+             UNION ALL \
+             SELECT 'event', seq, datetime, NULL, NULL FROM stored"
             .to_string(),
         insert_many: format!(
             "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
@@ -922,21 +930,24 @@ async fn record_changes(
         .await?;
     let mut ids = std::collections::HashMap::new();
     let mut stamped: Vec<(i64, chrono::DateTime<chrono::Utc>)> = Vec::with_capacity(events.len());
+    let mut logged = 0;
     for row in &rows {
-        match row.opt_uuid("action_uuid")? {
-            Some(action) => {
-                ids.insert(action, row.int("id")?);
+        match row.text("kind")?.as_str() {
+            "outbox" => {
+                ids.insert(row.uuid("action_uuid")?, row.int("id")?);
             }
-            None => stamped.push((row.int("seq")?, row.time("datetime")?)),
+            "logs" => logged = row.int("id")?,
+            _ => stamped.push((row.int("seq")?, row.time("datetime")?)),
         }
     }
-    if stamped.len() != events.len() || ids.len() != outbox.len() {
+    if stamped.len() != events.len() || ids.len() != outbox.len() || logged != logs.len() as i64 {
         return Err(Error::Invalid(format!(
-            "{} events stored of {}, {} outbox rows of {}",
+            "{} events stored of {}, {} outbox rows of {}, {logged} log entries of {}",
             stamped.len(),
             events.len(),
             ids.len(),
-            outbox.len()
+            outbox.len(),
+            logs.len()
         )));
     }
     // RETURNING gives no order: the `seq`s were drawn in input order.
