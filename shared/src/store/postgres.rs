@@ -23,8 +23,9 @@
 //!    order of commits: without it a transaction could draw seq 5, commit after
 //!    another drew and committed seq 6, and a client polling `seq > 5`… would
 //!    never see it. Events are therefore inserted last in every transaction,
-//!    after every row lock is held, which keeps the lock's hold time to the
-//!    inserts and the commit.
+//!    after every row lock is held and after the batch's other rows (system
+//!    log entries, outbox rows), which keeps the lock's hold time to the
+//!    events' inserts and the commit.
 //!
 //! Batches (`submit_actions`, `transition_many`) take all their object locks
 //! up front in uuid order, and `transition_many` then its actions' row locks
