@@ -187,16 +187,20 @@ mod tests {
         }
     }
 
+    /// Queues `ns` in order, then lets the batching task run.
+    async fn send_all(gc: &GroupCommit<u32>, ns: std::ops::Range<u32>) {
+        for n in ns {
+            gc.send(n).await.unwrap();
+        }
+        settle().await;
+    }
+
     #[tokio::test]
     async fn requests_queued_during_a_commit_form_the_next_batch_in_order() {
         let rec = Recorder::default();
         let gc = GroupCommit::spawn(Lanes::up_to(2), 3, rec.commit());
-        gc.send(0).await.unwrap();
-        settle().await;
-        for n in 1..5 {
-            gc.send(n).await.unwrap();
-        }
-        settle().await;
+        send_all(&gc, 0..1).await;
+        send_all(&gc, 1..5).await;
         assert_eq!(
             rec.started(),
             vec![vec![0]],
@@ -219,21 +223,14 @@ mod tests {
             parallel_from: 3,
         };
         let gc = GroupCommit::spawn(lanes, 4, rec.commit());
-        gc.send(0).await.unwrap();
-        settle().await;
-        for n in 1..4 {
-            gc.send(n).await.unwrap();
-        }
-        settle().await;
+        send_all(&gc, 0..1).await;
+        send_all(&gc, 1..4).await;
         assert_eq!(
             rec.started(),
             vec![vec![0], vec![1, 2, 3]],
             "3 waiting: a second lane"
         );
-        for n in 4..12 {
-            gc.send(n).await.unwrap();
-        }
-        settle().await;
+        send_all(&gc, 4..12).await;
         assert_eq!(rec.started().len(), 2, "never more than `max` in flight");
         rec.release();
         settle().await;
@@ -249,10 +246,7 @@ mod tests {
     async fn one_lane_never_overlaps_batches() {
         let rec = Recorder::default();
         let gc = GroupCommit::spawn(Lanes::ONE, 2, rec.commit());
-        for n in 0..6 {
-            gc.send(n).await.unwrap();
-        }
-        settle().await;
+        send_all(&gc, 0..6).await;
         assert_eq!(rec.started().len(), 1);
         rec.release();
         settle().await;
