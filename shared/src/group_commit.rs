@@ -133,12 +133,29 @@ where
             fill(&mut rx, &mut batch, max_batch);
         };
         let work = commit(batch);
-        let finished = finished.clone();
+        let done = Done {
+            permit: Some(permit),
+            finished: finished.clone(),
+        };
         tokio::spawn(async move {
             work.await;
-            drop(permit);
-            finished.notify_one();
+            drop(done);
         });
+    }
+}
+
+/// A batch's slot: freed, and the batching task woken, when the batch's
+/// task ends, even by a panic.
+struct Done {
+    permit: Option<OwnedSemaphorePermit>,
+    finished: Arc<Notify>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        // The slot first, so that the woken task finds it free.
+        drop(self.permit.take());
+        self.finished.notify_one();
     }
 }
 
@@ -240,6 +257,21 @@ mod tests {
             "both lanes free: two full batches at once"
         );
         rec.release();
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_frees_its_slot() {
+        let started: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let seen = started.clone();
+        let gc = GroupCommit::spawn(Lanes::ONE, 1, move |batch: Vec<u32>| {
+            seen.lock().unwrap().push(batch.clone());
+            async move {
+                tokio::task::yield_now().await;
+                assert!(batch != [0], "the first batch fails");
+            }
+        });
+        send_all(&gc, 0..2).await;
+        assert_eq!(*started.lock().unwrap(), vec![vec![0], vec![1]]);
     }
 
     #[tokio::test]
