@@ -39,10 +39,11 @@ pub const WEBSOCKET_CLIENTS: &str = "stevedore_websocket_clients";
 pub const OUTBOX_SAMPLE_CAP: i64 = 10_000;
 /// Longest a scrape waits for the broker or the database.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Histogram buckets (seconds) of every `*_seconds` metric: 1 ms to 10 min.
+/// Histogram buckets (seconds) of every `*_seconds` metric: 0.25 ms to 10
+/// min (a batch's commit or a publish confirm takes a few milliseconds).
 const BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-    600.0,
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 /// The request id header.
 pub const REQUEST_ID: &str = "x-request-id";

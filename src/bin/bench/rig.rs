@@ -256,11 +256,26 @@ impl CpuTimes {
     }
 }
 
-/// The server's own account of where a request's time went: the sums and
-/// counts of the process's histograms (the rig runs the API and the workers
-/// in this process), read from the metrics recorder. [`Stages::until`] gives
-/// the means over an interval.
-pub struct Stages(std::collections::BTreeMap<String, (f64, f64)>);
+/// The server's own account of where a request's time went: the sums,
+/// counts and (for times) bucket counts of the process's histograms (the rig
+/// runs the API and the workers in this process), read from the metrics
+/// recorder. [`Stages::until`] gives the means over an interval and, for
+/// times, the bucket that holds the 99th percentile.
+pub struct Stages(std::collections::BTreeMap<String, Histo>);
+
+/// One histogram's totals over all its label sets.
+#[derive(Debug, Clone, Default)]
+struct Histo {
+    sum: f64,
+    count: f64,
+    /// Cumulative count at or below each bucket's upper bound (seconds).
+    buckets: std::collections::BTreeMap<u64, f64>,
+}
+
+/// A bucket bound as a map key: nanoseconds (`+Inf` sorts last).
+fn bound_key(le: &str) -> u64 {
+    le.parse::<f64>().map(|b| (b * 1e9) as u64).unwrap_or(u64::MAX)
+}
 
 /// The histograms [`Stages`] reports, by the name it reports them under.
 const STAGES: &[(&str, &str)] = &[
@@ -294,13 +309,18 @@ impl Stages {
             let Ok(value) = value.parse::<f64>() else {
                 continue;
             };
-            let name = key.split('{').next().unwrap_or(key);
+            let (name, labels) = key.split_once('{').unwrap_or((key, ""));
             for (_, metric) in STAGES {
-                let entry = out.entry(metric.to_string()).or_insert((0.0, 0.0));
+                let entry: &mut Histo = out.entry(metric.to_string()).or_default();
                 if name == format!("{metric}_sum") {
-                    entry.0 += value;
+                    entry.sum += value;
                 } else if name == format!("{metric}_count") {
-                    entry.1 += value;
+                    entry.count += value;
+                } else if name == format!("{metric}_bucket") {
+                    let le = labels.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+                    if let Some(le) = le {
+                        *entry.buckets.entry(bound_key(le)).or_default() += value;
+                    }
                 }
             }
         }
@@ -310,19 +330,26 @@ impl Stages {
     /// Means between `self` and `later` (times in ms), with their counts.
     pub fn until(&self, later: &Stages) -> Value {
         let mut m = serde_json::Map::new();
+        let empty = Histo::default();
         for (label, metric) in STAGES {
-            let (s1, c1) = later.0.get(*metric).copied().unwrap_or_default();
-            let (s0, c0) = self.0.get(*metric).copied().unwrap_or_default();
-            let count = c1 - c0;
+            let after = later.0.get(*metric).unwrap_or(&empty);
+            let before = self.0.get(*metric).unwrap_or(&empty);
+            let count = after.count - before.count;
             if count <= 0.0 {
                 continue;
             }
             let scale = if label.ends_with("_ms") { 1000.0 } else { 1.0 };
-            let mean = (s1 - s0) / count * scale;
-            m.insert(
-                (*label).to_string(),
-                json!({ "mean": (mean * 1000.0).round() / 1000.0, "count": count }),
-            );
+            let mean = (after.sum - before.sum) / count * scale;
+            let mut stage = json!({ "mean": (mean * 1000.0).round() / 1000.0, "count": count });
+            // The upper bound of the bucket that holds the 99th percentile.
+            let p99 = after.buckets.iter().find_map(|(bound, n)| {
+                let below = n - before.buckets.get(bound).copied().unwrap_or(0.0);
+                (below >= 0.99 * count && *bound != u64::MAX).then_some(*bound as f64 / 1e6)
+            });
+            if let Some(p99) = p99 {
+                stage["p99_at_most_ms"] = json!(p99);
+            }
+            m.insert((*label).to_string(), stage);
         }
         Value::Object(m)
     }
