@@ -376,6 +376,9 @@ async fn commit_submissions(dispatcher: Dispatcher, batch: Vec<SubmitRequest>) {
         Err(e) => vec![Err(e)],
     };
     metrics::histogram!(SUBMIT_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    // Events while this batch still holds its slot, so that with one lane
+    // they go out in commit order; the jobs (which wait for confirms) and
+    // the answers on their own task, while the next batch commits.
     let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     dispatcher.publish_submit_events(&done).await;
     tokio::spawn(async move {

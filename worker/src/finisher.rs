@@ -75,6 +75,8 @@ async fn commit_finishes(dispatcher: Dispatcher, batch: Vec<FinishRequest>) {
         Err(e) => vec![Err(e)],
     };
     metrics::histogram!(crate::FINISH_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    // Events while this batch still holds its slot (commit order with one
+    // lane); the promoted jobs and the answers while the next batch commits.
     let written: Vec<&Transitioned> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     dispatcher.publish_transition_events(&written).await;
     tokio::spawn(async move {
