@@ -157,6 +157,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let authorization = rig.authorization();
     let stages = Stages::now();
     let start = Instant::now();
     for i in 0..total {
@@ -168,10 +169,11 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
             rig.url,
             services[i as usize % objects]
         );
-        let auth = rig.auth.clone();
+        let auth = authorization.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
-            let accepted = match http.post(&url).basic_auth(&auth.0, Some(&auth.1)).send().await {
+            let request = http.post(&url).header(reqwest::header::AUTHORIZATION, auth);
+            let accepted = match request.send().await {
                 Ok(r) if r.status().as_u16() == 202 => r.json::<Value>().await.ok(),
                 _ => None,
             };

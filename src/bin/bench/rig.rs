@@ -133,6 +133,17 @@ impl Rig {
             .expect("http client")
     }
 
+    /// The `Authorization` header of the benchmark user (Basic), encoded once.
+    pub fn authorization(&self) -> reqwest::header::HeaderValue {
+        use base64::Engine;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.auth.0, self.auth.1));
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
+            .expect("base64 is a valid header value");
+        value.set_sensitive(true);
+        value
+    }
+
     /// Creates a service and returns its uuid.
     pub async fn create_service(&self, http: &reqwest::Client) -> Result<String> {
         let v: Value = http
