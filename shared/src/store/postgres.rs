@@ -646,22 +646,11 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
         .filter_map(|o| o.as_ref().ok())
         .flat_map(|(stored, next)| std::iter::once(stored).chain(next.as_ref()))
         .collect();
-    let logs: Vec<NewSystemLog> = changed
-        .iter()
-        .map(|s| NewSystemLog::for_action(&s.action))
-        .collect();
     let promoted: Vec<Uuid> = outcomes
         .iter()
         .filter_map(|o| o.as_ref().ok()?.1.as_ref().map(|n| n.action.uuid))
         .collect();
-    let now = chrono::Utc::now();
-    let (outbox, events) = record_changes(
-        &mut *tx,
-        &logs,
-        &promoted,
-        changed.iter().map(|s| s.event(EventKind::Update, now)).collect(),
-    )
-    .await?;
+    let (outbox, events) = record_changes(&mut *tx, &changed, EventKind::Update, &promoted).await?;
     let mut events = events.into_iter();
     let mut out = Vec::with_capacity(outcomes.len());
     for o in outcomes {
@@ -858,23 +847,13 @@ async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<V
         })
         .collect();
     let stored = insert_actions(&mut *tx, batch, &states).await?;
-    let logs: Vec<NewSystemLog> = stored
-        .iter()
-        .map(|s| NewSystemLog::for_action(&s.action))
-        .collect();
     let dispatched: Vec<Uuid> = stored
         .iter()
         .filter(|s| s.action.state == ActionState::InProgress)
         .map(|s| s.action.uuid)
         .collect();
-    let now = chrono::Utc::now();
-    let (outbox, events) = record_changes(
-        &mut *tx,
-        &logs,
-        &dispatched,
-        stored.iter().map(|s| s.event(EventKind::Create, now)).collect(),
-    )
-    .await?;
+    let recorded: Vec<&StoredAction> = stored.iter().collect();
+    let (outbox, events) = record_changes(&mut *tx, &recorded, EventKind::Create, &dispatched).await?;
     Ok(stored
         .into_iter()
         .zip(events)
@@ -886,16 +865,23 @@ async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<V
         .collect())
 }
 
-/// The bookkeeping of a batch in one statement (one round trip): its system
-/// log entries, the outbox rows of `outbox` (their ids by action) and, under
-/// the events lock (module docs), its events with `seq`s in the order given.
-/// `seq`s are drawn as in [`insert_event_row`]: only once the lock is held.
+/// The bookkeeping of a batch of action changes in one statement (one round
+/// trip): a system log entry for each of `changed`, the outbox rows of
+/// `outbox` (their ids by action) and, under the events lock (module docs),
+/// a `kind` event for each of `changed`, with `seq`s in that order. `seq`s
+/// are drawn as in [`insert_event_row`]: only once the lock is held.
 async fn record_changes(
     conn: &mut PgConnection,
-    logs: &[NewSystemLog],
+    changed: &[&StoredAction],
+    kind: EventKind,
     outbox: &[Uuid],
-    mut events: Vec<Event>,
 ) -> Result<(std::collections::HashMap<Uuid, i64>, Vec<Event>)> {
+    let logs: Vec<NewSystemLog> = changed
+        .iter()
+        .map(|s| NewSystemLog::for_action(&s.action))
+        .collect();
+    let now = chrono::Utc::now();
+    let mut events: Vec<Event> = changed.iter().map(|s| s.event(kind, now)).collect();
     let log_namespaces: Vec<Option<&str>> = logs.iter().map(|e| e.namespace.as_deref()).collect();
     let categories: Vec<&str> = logs.iter().map(|e| e.category.as_str()).collect();
     let levels: Vec<&str> = logs.iter().map(|e| e.level.as_str()).collect();
