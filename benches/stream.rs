@@ -173,10 +173,7 @@ async fn main() {
 
     // Connect the clients (at most 200 handshakes at a time).
     let ws_url = format!("{}/api/audit/v1/events", url.replacen("http://", "ws://", 1));
-    let basic = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"))
-    };
+    let basic = stevedore_shared::auth::basic_authorization(&user, &key);
     let started_connecting = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(200));
     let mut connecting = vec![];
@@ -185,8 +182,7 @@ async fn main() {
         connecting.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.unwrap();
             let mut req = ws_url.into_client_request().unwrap();
-            req.headers_mut()
-                .insert("Authorization", format!("Basic {basic}").parse().unwrap());
+            req.headers_mut().insert("Authorization", basic.parse().unwrap());
             let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
             // The auth frame.
             match ws.next().await {

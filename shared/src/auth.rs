@@ -77,6 +77,13 @@ pub enum CredentialsError {
     Malformed,
 }
 
+/// The `Authorization` value the original clients send for `user:key`:
+/// `Basic base64(user:key)` (what [`parse_authorization`] reads back).
+pub fn basic_authorization(user: &str, key: &str) -> String {
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"));
+    format!("Basic {b}")
+}
+
 /// Parses `Authorization: Basic base64(user:key)` or `Authorization: ApiKey user:key`.
 pub fn parse_authorization(value: &str) -> Result<Credentials, CredentialsError> {
     let value = value.trim();
@@ -125,6 +132,13 @@ mod tests {
         assert!(verify_api_key(&k, &d));
         assert!(!verify_api_key("nope", &d));
         assert!(!verify_api_key(&k, &[]));
+    }
+
+    #[test]
+    fn basic_authorization_is_what_the_original_clients_send() {
+        assert_eq!(basic_authorization("admin", "s3cret"), "Basic YWRtaW46czNjcmV0");
+        let c = parse_authorization(&basic_authorization("alice", "s3cret")).unwrap();
+        assert_eq!((c.user.as_str(), c.key.as_str()), ("alice", "s3cret"));
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use super::config::{check_url, Resolved};
 use anyhow::{anyhow, Result};
-use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
+use stevedore_shared::auth::basic_authorization;
 
 /// What `Authorization` header the client sends, and where.
 #[derive(Debug, Clone)]
@@ -96,12 +96,6 @@ pub fn error_message(body: &str) -> String {
         })
 }
 
-/// The `Authorization` header for `user:key`.
-pub fn basic_auth(user: &str, key: &str) -> String {
-    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"));
-    format!("Basic {b}")
-}
-
 /// A response: its JSON body (Null when empty) and headers.
 pub struct Reply {
     pub json: Value,
@@ -116,7 +110,7 @@ impl Api {
                 "no credentials: set STEVEDORE_USER and STEVEDORE_APIKEY (or --user/--apikey), or run stevedore login"
             ));
         };
-        Api::with_auth(r, basic_auth(user, key))
+        Api::with_auth(r, basic_authorization(user, key))
     }
 
     /// A client sending `auth` verbatim.
@@ -237,11 +231,6 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_auth_is_what_the_original_clients_send() {
-        assert_eq!(basic_auth("admin", "s3cret"), "Basic YWRtaW46czNjcmV0");
-    }
 
     #[test]
     fn error_messages_come_from_the_servers_json() {

@@ -135,11 +135,9 @@ impl Rig {
 
     /// The `Authorization` header of the benchmark user (Basic), encoded once.
     pub fn authorization(&self) -> reqwest::header::HeaderValue {
-        use base64::Engine;
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.auth.0, self.auth.1));
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
-            .expect("base64 is a valid header value");
+        let basic = stevedore_shared::auth::basic_authorization(&self.auth.0, &self.auth.1);
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&basic).expect("base64 is a valid header value");
         value.set_sensitive(true);
         value
     }
@@ -338,7 +336,9 @@ impl Stages {
         Stages(out)
     }
 
-    /// Means between `self` and `later` (times in ms), with their counts.
+    /// Means between `self` and `later` (times in ms), with their counts
+    /// and, for times, `p99_at_most_ms` (the bound of the bucket that holds
+    /// the 99th percentile).
     pub fn until(&self, later: &Stages) -> Value {
         let mut m = serde_json::Map::new();
         let empty = Histo::default();
