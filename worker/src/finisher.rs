@@ -4,7 +4,8 @@
 //! through its commit, so one at a time they are bounded by the commit's
 //! fsync. The [`Finisher`] ([`GroupCommit`]) queues them while a batch
 //! commits and writes the next batch with one [`Store::transition_many`]
-//! (one commit, one hold of the events lock). Under light load a batch is one write and adds no delay.
+//! (one commit, one hold of the events lock). Under light load a batch is
+//! one write and adds no delay.
 //! Fencing is unchanged: every write in a batch is guarded by its own lease
 //! token, and a refused one does not affect the others.
 //!
