@@ -189,6 +189,12 @@ async fn metrics_report_actions_requests_queue_and_outbox(d: &mut Deployment) {
         "stevedore_http_request_duration_seconds_bucket",
         &[("method", "POST"), ("status", "202"), ("le", "+Inf")],
     );
+    // Time buckets start at 0.25 ms: batch commits and confirms take a few.
+    assert_sample(
+        &m,
+        "stevedore_http_request_duration_seconds_bucket",
+        &[("method", "POST"), ("status", "202"), ("le", "0.00025")],
+    );
     assert_sample(
         &m,
         "stevedore_http_request_duration_seconds_count",
