@@ -3,7 +3,7 @@
 //! to the stream hub, or (`--to updates`) on the updates exchange the hub
 //! reads from.
 
-use crate::rig::{percentiles, Options, Rig, Stages};
+use crate::rig::{percentiles, CpuTimes, Options, Rig, Stages};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -159,6 +159,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let authorization = rig.authorization();
     let stages = Stages::now();
+    let cpu = CpuTimes::now();
     let start = Instant::now();
     for i in 0..total {
         ticker.tick().await;
@@ -194,6 +195,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     }
     let offered = start.elapsed();
     collector.await?;
+    let cpu = cpu.until(&CpuTimes::now());
     let stages = stages.until(&Stages::now());
     rig.stop().await;
     let h = tracker
@@ -204,7 +206,7 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
     Ok(json!({
         "scenario": "latency", "offered_rate": rate, "seconds": seconds, "workers": workers,
         "offered_actual_per_sec": total as f64 / offered.as_secs_f64(),
-        "errors": errors.load(Ordering::Relaxed), "stages": stages,
+        "errors": errors.load(Ordering::Relaxed), "stages": stages, "cpu_seconds": cpu,
         "post_to_success_event": percentiles(&h),
         "post_to_202": accepted_latency.lock().map(|h| percentiles(&h)).unwrap_or_default(),
         "measured_at": match to {
