@@ -17,6 +17,7 @@ use crate::messages::{JobMessage, Update};
 use crate::shutdown::Shutdown;
 use crate::store::{DynStore, ObjectLookup, Submission, Submitted, Transitioned};
 use crate::Result;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -26,12 +27,25 @@ use uuid::Uuid;
 pub struct Dispatcher {
     store: DynStore,
     broker: DynBroker,
+    marks: Arc<Mutex<SentMarks>>,
+}
+
+/// Outbox rows confirmed but not yet marked sent ([`Dispatcher::mark_sent`]).
+#[derive(Default)]
+struct SentMarks {
+    ids: Vec<i64>,
+    /// A task is waiting to write `ids`.
+    flushing: bool,
 }
 
 impl Dispatcher {
     /// A dispatcher over a store and a broker.
     pub fn new(store: DynStore, broker: DynBroker) -> Self {
-        Dispatcher { store, broker }
+        Dispatcher {
+            store,
+            broker,
+            marks: Arc::default(),
+        }
     }
 
     /// The store.
@@ -108,12 +122,47 @@ impl Dispatcher {
         }
     }
 
-    /// Marks confirmed outbox rows sent. Bookkeeping only: a row left unmarked
-    /// (this failed, or the process died first) is published again by the
-    /// relay, and the duplicate job cannot claim.
+    /// Marks confirmed outbox rows sent, at most [`MARK_SENT_DELAY`] later,
+    /// together with those of every other batch confirmed meanwhile: one
+    /// statement (and commit) for many batches instead of one per batch.
+    /// Bookkeeping only: a row left unmarked (the write failed, or the
+    /// process died first) is published again by the relay once it is
+    /// [`RELAY_MIN_AGE`] old, and the duplicate job cannot claim.
     pub async fn mark_sent(&self, ids: &[i64]) {
-        if let Err(e) = self.store.mark_outbox_sent(ids).await {
-            tracing::warn!(rows = ids.len(), error = %e, "outbox rows not marked sent; the relay will publish them again");
+        if ids.is_empty() {
+            return;
+        }
+        let start = match self.marks.lock() {
+            Ok(mut m) => {
+                m.ids.extend_from_slice(ids);
+                !std::mem::replace(&mut m.flushing, true)
+            }
+            Err(_) => return,
+        };
+        if start {
+            let me = self.clone();
+            tokio::spawn(async move { me.flush_marks().await });
+        }
+    }
+
+    /// Writes the pending marks every [`MARK_SENT_DELAY`] until a wait
+    /// brings none.
+    async fn flush_marks(self) {
+        loop {
+            tokio::time::sleep(MARK_SENT_DELAY).await;
+            let ids = match self.marks.lock() {
+                Ok(mut m) if m.ids.is_empty() => {
+                    m.flushing = false;
+                    return;
+                }
+                Ok(mut m) => std::mem::take(&mut m.ids),
+                Err(_) => return,
+            };
+            for chunk in ids.chunks(MAX_MARKS_PER_STATEMENT) {
+                if let Err(e) = self.store.mark_outbox_sent(chunk).await {
+                    tracing::warn!(rows = chunk.len(), error = %e, "outbox rows not marked sent; the relay will publish them again");
+                }
+            }
         }
     }
 
@@ -182,6 +231,13 @@ fn count_action(action: &crate::action::Action) {
     )
     .increment(1);
 }
+
+/// How long a confirmed outbox row waits to be marked sent, so that the
+/// marks of all batches confirmed meanwhile share one statement. Far below
+/// [`RELAY_MIN_AGE`], so the relay does not republish rows about to be marked.
+pub const MARK_SENT_DELAY: Duration = Duration::from_millis(100);
+/// Most outbox rows one marking statement names.
+const MAX_MARKS_PER_STATEMENT: usize = 5_000;
 
 /// Most events one update message carries.
 pub const MAX_EVENTS_PER_UPDATE: usize = 256;

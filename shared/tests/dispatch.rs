@@ -60,6 +60,8 @@ async fn an_action_nobody_claimed_is_published_again(store: DynStore, broker: Dy
         .unwrap()
         .unwrap();
     d.acker.ack().await.unwrap();
+    // Its outbox row is marked sent a moment after the confirm.
+    wait_until_all_sent(&store).await;
     let relay =
         OutboxRelay::new(dispatcher).with_timings(Duration::from_millis(10), Duration::ZERO, Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -110,6 +112,62 @@ async fn batches_in_flight_together_record_every_submission_once(store: DynStore
     assert!(running.values().all(|n| *n == 1), "{running:?}");
 }
 
+/// Waits (up to 10 s) until no outbox row is left unsent.
+async fn wait_until_all_sent(store: &DynStore) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let unsent = store.unsent_outbox(Duration::ZERO, 100).await.unwrap();
+        if unsent.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} outbox rows still unsent after 10 s",
+            unsent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Confirmed jobs' outbox rows are marked sent a moment after the answers
+/// (the marks of many batches in one statement): none is left for the relay
+/// to publish again.
+async fn confirmed_outbox_rows_are_marked_sent_soon_after(store: DynStore, broker: DynBroker) {
+    store.migrate().await.unwrap();
+    broker.declare().await.unwrap();
+    let dispatcher = Dispatcher::new(store.clone(), broker.clone());
+    let batcher = SubmitBatcher::spawn(dispatcher);
+    let objects: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let results = futures::future::join_all(objects.iter().map(|o| batcher.submit(new_action(*o)))).await;
+    let ids: HashSet<i64> = results
+        .into_iter()
+        .map(|r| r.unwrap().outbox_id.unwrap())
+        .collect();
+    assert_eq!(ids.len(), objects.len());
+    // Answered as soon as confirmed: marking follows within the delay.
+    let unsent = store.unsent_outbox(Duration::ZERO, 100).await.unwrap();
+    assert!(unsent.iter().all(|e| ids.contains(&e.id)), "{unsent:?}");
+    wait_until_all_sent(&store).await;
+    let mut jobs = broker.consume_jobs(100).await.unwrap();
+    let mut published = HashSet::new();
+    while published.len() < objects.len() {
+        let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        published.extend(d.job.actions.iter().copied());
+        d.acker.ack().await.unwrap();
+    }
+    // Nothing for the relay: every row was marked.
+    let relay = OutboxRelay::new(Dispatcher::new(store.clone(), broker.clone())).with_timings(
+        Duration::from_millis(10),
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
+    assert_eq!(relay.run_once().await.unwrap(), 0);
+}
+
 macro_rules! on_both {
     ($($name:ident),*) => {
         mod embedded {
@@ -142,5 +200,6 @@ macro_rules! on_both {
 on_both!(
     the_relay_publishes_what_was_committed_but_not_published,
     an_action_nobody_claimed_is_published_again,
-    batches_in_flight_together_record_every_submission_once
+    batches_in_flight_together_record_every_submission_once,
+    confirmed_outbox_rows_are_marked_sent_soon_after
 );
