@@ -122,6 +122,10 @@ struct Sql {
     claim_many: String,
     /// The objects whose uuids are in `$1` (an array): a submission batch's lookups.
     objects_by_uuid: String,
+    /// The objects of the actions `$1` (an array): a final-write batch's lookups.
+    objects_of_actions: String,
+    /// Locks the rows of the actions `$1` (an array) in uuid order.
+    lock_actions: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -149,6 +153,8 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
             "SELECT {} FROM objects WHERE uuid = ANY($1)",
             rows::PG_OBJECT_COLUMNS
         ),
+        objects_of_actions: "SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)".to_string(),
+        lock_actions: "SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE".to_string(),
         objects_busy: format!(
             "SELECT o FROM unnest($1::uuid[]) AS t(o) \
              WHERE EXISTS (SELECT 1 FROM actions WHERE object_uuid = t.o AND state IN ({active}))"
@@ -561,20 +567,19 @@ async fn transition_in(
 /// neighbours' writes in place.
 async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
     let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
-    let found: std::collections::HashMap<Uuid, Uuid> =
-        sqlx::query("SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)")
-            .bind(&uuids)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
-            .collect::<Result<_>>()?;
+    let found: std::collections::HashMap<Uuid, Uuid> = sqlx::query(&SQL.objects_of_actions)
+        .bind(&uuids)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
+        .collect::<Result<_>>()?;
     // Object locks, then the actions' row locks in uuid order: the events
     // lock, taken by the last statement, comes after every lock the batch
     // needs (module docs).
     let mut objects: Vec<Uuid> = found.values().copied().collect();
     lock_objects(&mut *tx, &mut objects).await?;
-    sqlx::query("SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE")
+    sqlx::query(&SQL.lock_actions)
         .bind(&uuids)
         .execute(&mut *tx)
         .await?;
@@ -1758,6 +1763,20 @@ mod tests {
                 SQL.promote_many.as_str(),
                 format!("ARRAY[{uuid}]::uuid[], 'In progress'"),
                 &["actions_active_by_object"][..],
+            ),
+            (
+                "objects_of_actions",
+                "uuid[]",
+                SQL.objects_of_actions.as_str(),
+                format!("ARRAY[{uuid}]::uuid[]"),
+                &["actions_pkey"][..],
+            ),
+            (
+                "lock_actions",
+                "uuid[]",
+                SQL.lock_actions.as_str(),
+                format!("ARRAY[{uuid}]::uuid[]"),
+                &["actions_pkey"][..],
             ),
         ];
         for (name, types, sql, args, indexes) in cases {
