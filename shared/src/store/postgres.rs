@@ -73,6 +73,19 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// to ride out a burst, short enough that an exhausted pool surfaces as an
 /// error instead of a hung request.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pooled connection idle at least this long is pinged before it is
+/// handed out; one used more recently is handed out as it is.
+///
+/// The pool's default pings every connection on every acquire: one more
+/// round trip, and a wake-up of the server process, before each
+/// transaction. A connection that carried a statement a moment ago is
+/// almost always still alive, and one that died with the server meanwhile
+/// fails its first statement, which is an error the caller already
+/// handles (a refused request, a retried final write). An outage of the
+/// database lasts longer than this, so after it every idle connection is
+/// tested again before use. (The pool still tests each connection when it
+/// is returned.)
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// The events lock (see the module docs). The two-integer form of the
 /// advisory lock functions has its own key space, apart from the bigint keys
@@ -307,6 +320,15 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         Ok(Self::from_pool(pool))
