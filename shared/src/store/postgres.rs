@@ -343,7 +343,33 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Begins a transaction of batch writes (submissions, final writes) in
+    /// which every statement runs its generic plan, an index plan.
+    ///
+    /// Their statements take arrays, so under the default `plan_cache_mode`
+    /// PostgreSQL mostly plans every execution anew: a custom plan for the
+    /// array at hand is estimated cheaper than the generic plan's guess of
+    /// an array of unknown length. At 1,000 actions/s that planning was
+    /// about a sixth of the server's CPU. A generic plan is made once per
+    /// connection, though, from the table's size at that moment: on a new,
+    /// still small table it is a sequential scan, kept until the next
+    /// `ANALYZE` however large the table grows meanwhile (the default mode
+    /// picks such a plan too, now and then, and then keeps it, because its
+    /// cost was estimated when it was cheap). So sequential scans are
+    /// disabled in these transactions: each of their statements is a probe
+    /// of a primary key or a partial index, which the plan test at the end
+    /// of this file checks on an empty table and on a large one. Both
+    /// settings travel with the `BEGIN` (no round trip) and end with the
+    /// transaction.
+    async fn begin_batch(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin_with(BEGIN_BATCH).await?)
+    }
 }
+
+/// `BEGIN` of [`PgStore::begin_batch`].
+const BEGIN_BATCH: &str =
+    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
 
 /// The object lock's key: the uuid folded to 64 bits. A collision only makes
 /// two objects share a lock, which costs some waiting, never correctness.
@@ -1174,14 +1200,14 @@ impl Store for PgStore {
     }
 
     async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_batch().await?;
         let out = submit_batch_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_batch().await?;
         let ids = lookups_of(batch);
         let mut objects = std::collections::HashMap::with_capacity(ids.len());
         if !ids.is_empty() {
@@ -1455,7 +1481,7 @@ impl Store for PgStore {
     }
 
     async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_batch().await?;
         let out = transition_batch_in(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(out)
@@ -1681,6 +1707,91 @@ impl Store for PgStore {
 mod tests {
     use super::*;
     use crate::testing::TestDatabase;
+
+    /// The plans of the batch transactions ([`PgStore::begin_batch`]) on a
+    /// new, empty table: generic and made once per connection, they must
+    /// still probe their indexes, not scan the table they will find grown.
+    #[tokio::test]
+    async fn batch_transactions_plan_index_probes_on_an_empty_table() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::connect_with(db.url(), 1).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let mut tx = store.begin_batch().await.expect("begin");
+        let mode: String = sqlx::query_scalar("SELECT current_setting('plan_cache_mode')")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("setting");
+        assert_eq!(mode, "force_generic_plan");
+        let uuid = format!("ARRAY['{}']::uuid[]", Uuid::new_v4());
+        let cases = [
+            (
+                "objects_by_uuid",
+                "uuid[]",
+                SQL.objects_by_uuid.as_str(),
+                uuid.clone(),
+                "objects_pkey",
+            ),
+            (
+                "objects_busy",
+                "uuid[]",
+                SQL.objects_busy.as_str(),
+                uuid.clone(),
+                "actions_active_by_object",
+            ),
+            (
+                "objects_of_actions",
+                "uuid[]",
+                SQL.objects_of_actions.as_str(),
+                uuid.clone(),
+                "actions_pkey",
+            ),
+            (
+                "lock_actions",
+                "uuid[]",
+                SQL.lock_actions.as_str(),
+                uuid.clone(),
+                "actions_pkey",
+            ),
+            (
+                "transition_many",
+                "uuid[], text[], text[], uuid[], boolean[], boolean[]",
+                SQL.transition_many.as_str(),
+                format!("{uuid}, ARRAY['Success'], ARRAY['In progress'], {uuid}, ARRAY[true], ARRAY[false]"),
+                "actions_pkey",
+            ),
+            (
+                "promote_many",
+                "uuid[], text",
+                SQL.promote_many.as_str(),
+                format!("{uuid}, 'In progress'"),
+                "actions_active_by_object",
+            ),
+        ];
+        for (name, types, sql, args, index) in cases {
+            sqlx::raw_sql(&format!("PREPARE {name}({types}) AS {sql}"))
+                .execute(&mut *tx)
+                .await
+                .expect("PREPARE");
+            let plan = sqlx::raw_sql(&format!("EXPLAIN EXECUTE {name}({args})"))
+                .fetch_all(&mut *tx)
+                .await
+                .expect("EXPLAIN")
+                .iter()
+                .map(|r| r.text("QUERY PLAN"))
+                .collect::<Result<Vec<_>>>()
+                .expect("plan text")
+                .join("\n");
+            assert!(plan.contains(index), "{name}: no {index} in\n{plan}");
+            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+        }
+        // Both settings end with the transaction.
+        tx.commit().await.expect("commit");
+        let mode: String = sqlx::query_scalar("SELECT current_setting('plan_cache_mode')")
+            .fetch_one(store.pool())
+            .await
+            .expect("setting");
+        assert_eq!(mode, "auto");
+    }
 
     /// DESIGN.md, Performance: a guarded write that picks a state index over
     /// the primary key loses two orders of magnitude. With a table of mostly
