@@ -109,7 +109,9 @@ struct Sql {
     /// Whether an object has an action that is not over (`$1` object uuid).
     object_busy: String,
     /// Which of the objects `$1` (an array) are busy, as `object_busy`: one
-    /// probe per object, however many actions an object has queued.
+    /// probe per object, however many actions an object has queued (the
+    /// `LIMIT 1` keeps it a probe: an `EXISTS` may be planned as a join
+    /// that reads every active action).
     objects_busy: String,
     /// Promotes the oldest Pending action of an object when nothing holds it.
     promote_next: String,
@@ -122,7 +124,10 @@ struct Sql {
     /// target `$2`, its sources `|`-joined `$3`, token `$4`, target final
     /// `$5`, target In progress `$6`.
     transition_many: String,
-    /// `promote_next` for each object of `$1` (an array), to state `$2`.
+    /// `promote_next` for each object of `$1` (an array), to state `$2`,
+    /// guarded by its sources `$3` (a parameter, not a literal: the
+    /// planner would match a literal to the partial index's predicate and
+    /// read that index whole instead of probing the primary key).
     promote_many: String,
     /// `record_changes`: system log entries (`$1`..`$5`), outbox rows
     /// (`$6`), events (`$7`..`$13`) under the events lock (`$14`, `$15`).
@@ -169,8 +174,9 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         objects_of_actions: "SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)".to_string(),
         lock_actions: "SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE".to_string(),
         objects_busy: format!(
-            "SELECT o FROM unnest($1::uuid[]) AS t(o) \
-             WHERE EXISTS (SELECT 1 FROM actions WHERE object_uuid = t.o AND state IN ({active}))"
+            "SELECT t.o FROM unnest($1::uuid[]) AS t(o) \
+             CROSS JOIN LATERAL (SELECT 1 FROM actions \
+                 WHERE object_uuid = t.o AND state IN ({active}) LIMIT 1) AS busy"
         ),
         promote_next: format!(
             "UPDATE actions SET state = $2, dispatched_at = now() \
@@ -199,15 +205,15 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         ),
         promote_many: format!(
             "UPDATE actions SET state = $2, dispatched_at = now() \
-             WHERE uuid IN (SELECT (SELECT uuid FROM actions \
-                                    WHERE object_uuid = t.o AND state IN ({promotable}) \
-                                    ORDER BY id LIMIT 1) \
-                            FROM unnest($1::uuid[]) AS t(o)) \
-               AND state IN ({promotable}) \
-               AND NOT EXISTS (SELECT 1 FROM actions AS h \
-                               WHERE h.object_uuid = actions.object_uuid AND h.state IN ({holding})) \
+             FROM unnest($1::uuid[]) AS t(o) \
+             CROSS JOIN LATERAL (SELECT uuid FROM actions \
+                 WHERE object_uuid = t.o AND state IN ({promotable}) \
+                 ORDER BY id LIMIT 1) AS next \
+             LEFT JOIN LATERAL (SELECT 1 AS held FROM actions AS h \
+                 WHERE h.object_uuid = t.o AND h.state IN ({holding}) LIMIT 1) AS h ON true \
+             WHERE actions.uuid = next.uuid AND h.held IS NULL AND actions.state = ANY($3) \
              RETURNING {cols}",
-            cols = rows::PG_ACTION_COLUMNS
+            cols = qualified("actions", rows::PG_ACTION_COLUMNS)
         ),
         // Every data-modifying CTE runs to completion; the events draw their
         // `seq`s only after `lock` is held, as in `insert_event_row`. The
@@ -345,7 +351,7 @@ impl PgStore {
     }
 
     /// Begins a transaction of batch writes (submissions, final writes) in
-    /// which every statement runs its generic plan, an index plan.
+    /// which every statement runs its generic plan, of index probes.
     ///
     /// Their statements take arrays, so under the default `plan_cache_mode`
     /// PostgreSQL mostly plans every execution anew: a custom plan for the
@@ -353,23 +359,25 @@ impl PgStore {
     /// an array of unknown length. At 1,000 actions/s that planning was
     /// about a sixth of the server's CPU. A generic plan is made once per
     /// connection, though, from the table's size at that moment: on a new,
-    /// still small table it is a sequential scan, kept until the next
-    /// `ANALYZE` however large the table grows meanwhile (the default mode
-    /// picks such a plan too, now and then, and then keeps it, because its
-    /// cost was estimated when it was cheap). So sequential scans are
-    /// disabled in these transactions: each of their statements is a probe
-    /// of a primary key or a partial index, which the plan test at the end
-    /// of this file checks on an empty table and on a large one. Both
-    /// settings travel with the `BEGIN` (no round trip) and end with the
-    /// transaction.
+    /// still small table it reads the whole table or a whole index (a
+    /// sequential scan; a hash join over every active action), and keeps
+    /// doing so until the next `ANALYZE`, however large the table has grown
+    /// (the default mode picks such a plan too, now and then, and keeps it,
+    /// because its cost was estimated when it was cheap). So these
+    /// transactions also turn off sequential scans, hash joins and merge
+    /// joins: each of their statements is a nested loop of index probes for
+    /// the few rows a batch names, on an empty table as on a large one, which
+    /// the plan tests at the end of this file check. The settings travel
+    /// with the `BEGIN` (no round trip) and end with the transaction.
     async fn begin_batch(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
         Ok(self.pool.begin_with(BEGIN_BATCH).await?)
     }
 }
 
 /// `BEGIN` of [`PgStore::begin_batch`].
-const BEGIN_BATCH: &str =
-    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
+const BEGIN_BATCH: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+     SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 /// The object lock's key: the uuid folded to 64 bits. A collision only makes
 /// two objects share a lock, which costs some waiting, never correctness.
@@ -666,6 +674,7 @@ async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<
         let rows = sqlx::query(&SQL.promote_many)
             .bind(&freed)
             .bind(ActionState::InProgress.as_str())
+            .bind(rows::state_names(ActionState::InProgress.sources()))
             .fetch_all(&mut *tx)
             .await?;
         stored_by(&rows, |a| a.object_uuid)?
@@ -1708,20 +1717,36 @@ mod tests {
     use super::*;
     use crate::testing::TestDatabase;
 
-    /// The plans of the batch transactions ([`PgStore::begin_batch`]) on a
-    /// new, empty table: generic and made once per connection, they must
-    /// still probe their indexes, not scan the table they will find grown.
+    /// Whether every table access of `plan` (EXPLAIN text) is a probe: an
+    /// index scan with an `Index Cond`, under nested loops only. A scan of
+    /// a whole index (a partial index's predicate is no condition), a
+    /// sequential scan, a hash or a merge join reads every row, however few
+    /// the batch names.
+    fn only_probes(plan: &str) -> bool {
+        let lines: Vec<&str> = plan.lines().collect();
+        let scans_index = |l: &str| l.contains("Index Scan") || l.contains("Index Only Scan");
+        !plan.contains("Seq Scan")
+            && !plan.contains("Hash")
+            && !plan.contains("Merge")
+            && lines.iter().enumerate().all(|(i, l)| {
+                !scans_index(l)
+                    || lines[i + 1..]
+                        .iter()
+                        .take_while(|n| !n.contains("->"))
+                        .any(|n| n.contains("Index Cond"))
+            })
+    }
+
+    /// The plans of the batch transactions ([`PgStore::begin_batch`]):
+    /// generic, and made once per connection from the table's size at that
+    /// moment, they must probe their indexes whether that table was empty
+    /// or held thousands of active actions (no workers: everything In
+    /// progress), without statistics (`ANALYZE` has not run yet).
     #[tokio::test]
-    async fn batch_transactions_plan_index_probes_on_an_empty_table() {
+    async fn batch_transactions_plan_index_probes_on_new_tables() {
         let db = TestDatabase::create().await;
         let store = PgStore::connect_with(db.url(), 1).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let mut tx = store.begin_batch().await.expect("begin");
-        let mode: String = sqlx::query_scalar("SELECT current_setting('plan_cache_mode')")
-            .fetch_one(&mut *tx)
-            .await
-            .expect("setting");
-        assert_eq!(mode, "force_generic_plan");
         let uuid = format!("ARRAY['{}']::uuid[]", Uuid::new_v4());
         let cases = [
             (
@@ -1729,68 +1754,89 @@ mod tests {
                 "uuid[]",
                 SQL.objects_by_uuid.as_str(),
                 uuid.clone(),
-                "objects_pkey",
             ),
-            (
-                "objects_busy",
-                "uuid[]",
-                SQL.objects_busy.as_str(),
-                uuid.clone(),
-                "actions_active_by_object",
-            ),
+            ("objects_busy", "uuid[]", SQL.objects_busy.as_str(), uuid.clone()),
             (
                 "objects_of_actions",
                 "uuid[]",
                 SQL.objects_of_actions.as_str(),
                 uuid.clone(),
-                "actions_pkey",
             ),
-            (
-                "lock_actions",
-                "uuid[]",
-                SQL.lock_actions.as_str(),
-                uuid.clone(),
-                "actions_pkey",
-            ),
+            ("lock_actions", "uuid[]", SQL.lock_actions.as_str(), uuid.clone()),
             (
                 "transition_many",
                 "uuid[], text[], text[], uuid[], boolean[], boolean[]",
                 SQL.transition_many.as_str(),
                 format!("{uuid}, ARRAY['Success'], ARRAY['In progress'], {uuid}, ARRAY[true], ARRAY[false]"),
-                "actions_pkey",
             ),
             (
                 "promote_many",
-                "uuid[], text",
+                "uuid[], text, text[]",
                 SQL.promote_many.as_str(),
-                format!("{uuid}, 'In progress'"),
-                "actions_active_by_object",
+                format!("{uuid}, 'In progress', ARRAY['Pending']"),
             ),
         ];
-        for (name, types, sql, args, index) in cases {
-            sqlx::raw_sql(&format!("PREPARE {name}({types}) AS {sql}"))
-                .execute(&mut *tx)
+        for rows in ["empty", "5,000 active actions"] {
+            if rows != "empty" {
+                sqlx::raw_sql(
+                    "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+                         verb, method, path, body, ip, location, user_name, user_agent, is_user_action, \
+                         state, dispatched_at) \
+                     SELECT gen_random_uuid(), 'acme', 'Service Start', '/o/', gen_random_uuid(), \
+                         'service', 'start', 'POST', '/p/', '', '', '', 'ann', 'ua', true, \
+                         'In progress', now() \
+                     FROM generate_series(1, 5000); \
+                     INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, created_at, updated_at) \
+                     SELECT gen_random_uuid(), 'acme', 'service', '/o/' || i, 'web', 'Running', now(), now() \
+                     FROM generate_series(1, 5000) AS i;",
+                )
+                .execute(store.pool())
                 .await
-                .expect("PREPARE");
-            let plan = sqlx::raw_sql(&format!("EXPLAIN EXECUTE {name}({args})"))
-                .fetch_all(&mut *tx)
+                .expect("seed");
+            }
+            let mut tx = store.begin_batch().await.expect("begin");
+            let mode: String = sqlx::query_scalar("SELECT current_setting('plan_cache_mode')")
+                .fetch_one(&mut *tx)
                 .await
-                .expect("EXPLAIN")
-                .iter()
-                .map(|r| r.text("QUERY PLAN"))
-                .collect::<Result<Vec<_>>>()
-                .expect("plan text")
-                .join("\n");
-            assert!(plan.contains(index), "{name}: no {index} in\n{plan}");
-            assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+                .expect("setting");
+            assert_eq!(mode, "force_generic_plan");
+            for (name, types, sql, args) in &cases {
+                sqlx::raw_sql(&format!("PREPARE {name}({types}) AS {sql}"))
+                    .execute(&mut *tx)
+                    .await
+                    .expect("PREPARE");
+                let plan = sqlx::raw_sql(&format!("EXPLAIN EXECUTE {name}({args}); DEALLOCATE {name}"))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .expect("EXPLAIN")
+                    .iter()
+                    .map(|r| r.text("QUERY PLAN"))
+                    .collect::<Result<Vec<_>>>()
+                    .expect("plan text")
+                    .join("\n");
+                assert!(
+                    only_probes(&plan),
+                    "{name}, {rows}: not only index probes:\n{plan}"
+                );
+            }
+            tx.commit().await.expect("commit");
         }
-        // Both settings end with the transaction.
-        tx.commit().await.expect("commit");
+        // The settings end with the transaction.
         let mode: String = sqlx::query_scalar("SELECT current_setting('plan_cache_mode')")
             .fetch_one(store.pool())
             .await
             .expect("setting");
         assert_eq!(mode, "auto");
+    }
+
+    #[test]
+    fn a_whole_index_scan_is_no_probe() {
+        let probe = "Nested Loop Semi Join\n  ->  Function Scan on unnest t\n  ->  Index Only Scan using actions_active_by_object on actions\n        Index Cond: (object_uuid = t.o)";
+        assert!(only_probes(probe));
+        let whole = "Nested Loop Semi Join\n  ->  Function Scan on unnest t\n  ->  Index Only Scan using actions_active_by_object on actions\n        Filter: (object_uuid = t.o)";
+        assert!(!only_probes(whole));
+        let hashed = "Hash Semi Join\n  Hash Cond: (t.o = actions.object_uuid)\n  ->  Bitmap Heap Scan on actions\n        ->  Bitmap Index Scan on actions_active_by_object";
+        assert!(!only_probes(hashed));
     }
 
     /// DESIGN.md, Performance: a guarded write that picks a state index over
@@ -1892,10 +1938,10 @@ mod tests {
             ),
             (
                 "promote_many",
-                "uuid[], text",
+                "uuid[], text, text[]",
                 SQL.promote_many.as_str(),
-                format!("ARRAY[{uuid}]::uuid[], 'In progress'"),
-                &["actions_active_by_object"][..],
+                format!("ARRAY[{uuid}]::uuid[], 'In progress', ARRAY['Pending']"),
+                &["actions_active_by_object", "actions_pkey"][..],
             ),
             (
                 "objects_of_actions",
