@@ -1362,7 +1362,13 @@ impl Store for PgStore {
         let tokens: Vec<Uuid> = uuids.iter().map(|_| Uuid::new_v4()).collect();
         // The same guard as `claim_action`, one row per (uuid, token) pair.
         // `RETURNING` gives no order: put the claims back in the order asked.
+        // Not a prepared statement of the connection: planned for each claim
+        // (as the default mode mostly does anyway), so that no generic plan
+        // made while the table was small, a scan of all of it, is kept as it
+        // grows ([`PgStore::begin_batch`]). A claim runs outside the batch
+        // transactions, whose settings would cost it two round trips.
         let rows = sqlx::query(&SQL.claim_many)
+            .persistent(false)
             .bind(uuids)
             .bind(&tokens)
             .bind(owner)
