@@ -364,8 +364,8 @@ impl PgStore {
     /// doing so until the next `ANALYZE`, however large the table has grown
     /// (the default mode picks such a plan too, now and then, and keeps it,
     /// because its cost was estimated when it was cheap). So these
-    /// transactions also turn off sequential scans, hash joins and merge
-    /// joins: each of their statements is a nested loop of index probes for
+    /// transactions also turn off sequential scans, bitmap scans, hash joins
+    /// and merge joins: each of their statements is a nested loop of index probes for
     /// the few rows a batch names, on an empty table as on a large one, which
     /// the plan tests at the end of this file check. The settings travel
     /// with the `BEGIN` (no round trip) and end with the transaction.
@@ -1723,6 +1723,20 @@ mod tests {
     use super::*;
     use crate::testing::TestDatabase;
 
+    /// The plan `sql` (an `EXPLAIN`, with whatever precedes or follows it)
+    /// prints, one line per row.
+    async fn plan_text(conn: &mut PgConnection, sql: &str) -> String {
+        sqlx::raw_sql(sql)
+            .fetch_all(conn)
+            .await
+            .expect("EXPLAIN")
+            .iter()
+            .map(|r| r.text("QUERY PLAN"))
+            .collect::<Result<Vec<_>>>()
+            .expect("plan text")
+            .join("\n")
+    }
+
     /// Whether every table access of `plan` (EXPLAIN text) is a probe: an
     /// index scan with an `Index Cond`, under nested loops only. A scan of
     /// a whole index (a partial index's predicate is no condition), a
@@ -1811,15 +1825,11 @@ mod tests {
                     .execute(&mut *tx)
                     .await
                     .expect("PREPARE");
-                let plan = sqlx::raw_sql(&format!("EXPLAIN EXECUTE {name}({args}); DEALLOCATE {name}"))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .expect("EXPLAIN")
-                    .iter()
-                    .map(|r| r.text("QUERY PLAN"))
-                    .collect::<Result<Vec<_>>>()
-                    .expect("plan text")
-                    .join("\n");
+                let plan = plan_text(
+                    &mut tx,
+                    &format!("EXPLAIN EXECUTE {name}({args}); DEALLOCATE {name}"),
+                )
+                .await;
                 assert!(
                     only_probes(&plan),
                     "{name}, {rows}: not only index probes:\n{plan}"
@@ -1970,18 +1980,11 @@ mod tests {
                 .await
                 .expect("PREPARE");
             for mode in ["force_custom_plan", "force_generic_plan"] {
-                let rows = sqlx::raw_sql(&format!(
-                    "SET plan_cache_mode = {mode}; EXPLAIN EXECUTE {name}({args})"
-                ))
-                .fetch_all(&mut *conn)
-                .await
-                .expect("EXPLAIN");
-                let plan = rows
-                    .iter()
-                    .map(|r| r.text("QUERY PLAN"))
-                    .collect::<Result<Vec<_>>>()
-                    .expect("plan text")
-                    .join("\n");
+                let plan = plan_text(
+                    &mut conn,
+                    &format!("SET plan_cache_mode = {mode}; EXPLAIN EXECUTE {name}({args})"),
+                )
+                .await;
                 for index in indexes {
                     assert!(plan.contains(index), "{name}, {mode}: no {index} in\n{plan}");
                 }
