@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use stevedore_shared::broker::{BrokerNames, JOB_DELIVERY_LIMIT};
 use stevedore_shared::config::FileConfig;
-use stevedore_worker::consumer::SHUTDOWN_DEADLINE;
+use stevedore_shared::config::HAND_BACK_WINDOW;
 
 /// Files under `deploy/` that are not structured data, checked elsewhere or read by people.
 const NOT_PARSED: &[&str] = &["Dockerfile", "README.md"];
@@ -18,6 +18,19 @@ const CONFIG_PATH: &str = "/etc/stevedore/stevedore.toml";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Seconds a worker with deploy/stevedore.toml's settings needs between
+/// SIGTERM and its exit: the drain, the kill grace and the hand-back. Every
+/// platform's grace period must be at least this, and at least the
+/// `stop_timeout` the worker checks its own settings against.
+fn worker_stop_needs() -> u64 {
+    let text = std::fs::read_to_string(root().join("deploy/stevedore.toml")).unwrap();
+    let w = FileConfig::parse(&text)
+        .expect("deploy/stevedore.toml parses")
+        .worker;
+    let needs = w.shutdown_deadline + w.kill_grace + HAND_BACK_WINDOW;
+    needs.max(w.stop_timeout).as_secs()
 }
 
 fn deploy() -> PathBuf {
@@ -436,9 +449,9 @@ fn k8s_workloads_are_secure_and_probed() {
                 assert_eq!(listen["value"], format!("0.0.0.0:{port}"), "{name}");
                 let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
                 assert!(
-                    grace >= 40 && grace > SHUTDOWN_DEADLINE.as_secs(),
-                    "{name}: terminationGracePeriodSeconds {grace} must exceed the {:?} drain",
-                    SHUTDOWN_DEADLINE
+                    grace >= worker_stop_needs(),
+                    "{name}: terminationGracePeriodSeconds {grace} must cover the worker's {} s shutdown",
+                    worker_stop_needs()
                 );
             }
             other => panic!("unexpected role {other}"),
@@ -559,7 +572,7 @@ fn compose_runs_every_role_in_order() {
             "compose {role}: stevedore.toml not mounted: {volumes:?}"
         );
         assert!(
-            duration_secs(&s["stop_grace_period"]) > SHUTDOWN_DEADLINE.as_secs(),
+            duration_secs(&s["stop_grace_period"]) >= worker_stop_needs(),
             "compose {role}: stop_grace_period"
         );
         assert!(
@@ -808,10 +821,7 @@ fn systemd_units_run_stevedore_hardened() {
         assert_eq!(get("Restart"), "on-failure", "{file}");
         assert_eq!(get("KillSignal"), "SIGTERM", "{file}");
         let stop: u64 = get("TimeoutStopSec").parse().expect("TimeoutStopSec in seconds");
-        assert!(
-            stop >= 40 && stop > SHUTDOWN_DEADLINE.as_secs(),
-            "{file}: TimeoutStopSec"
-        );
+        assert!(stop >= worker_stop_needs(), "{file}: TimeoutStopSec");
         assert_eq!(get("NoNewPrivileges"), "yes", "{file}");
         assert_eq!(get("ProtectSystem"), "strict", "{file}");
         assert_eq!(get("PrivateTmp"), "yes", "{file}");

@@ -67,10 +67,33 @@ pub struct WorkerSettings {
     #[serde(with = "humantime_serde")]
     pub kill_grace: Duration,
     /// After SIGTERM, how long running actions may take to finish before
-    /// they are stopped and handed back to other workers. Keep it plus
-    /// `kill_grace` inside the deployment's termination grace period.
+    /// they are stopped and handed back to other workers. With `kill_grace`
+    /// and [`HAND_BACK_WINDOW`] it must fit in `stop_timeout`.
     #[serde(with = "humantime_serde")]
     pub shutdown_deadline: Duration,
+    /// The time the platform gives a worker between SIGTERM and SIGKILL
+    /// (Kubernetes `terminationGracePeriodSeconds`, systemd `TimeoutStopSec`,
+    /// compose `stop_grace_period`): checked at start-up against
+    /// `shutdown_deadline + kill_grace +` [`HAND_BACK_WINDOW`].
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// While the database cannot be reached, how long a worker holds a job
+    /// message it could not claim before it hands it back to the queue.
+    /// Each hand-back counts towards the queue's delivery limit; holding
+    /// does not. Keep it under RabbitMQ's `consumer_timeout` (30 min by
+    /// default), which closes the channel of a consumer that holds a
+    /// message longer.
+    #[serde(with = "humantime_serde")]
+    pub outage_hold: Duration,
+    /// After an `exec` command's main process exited, how long its output
+    /// is still collected (a process it started outside its process group
+    /// may hold the pipes open for ever).
+    #[serde(with = "humantime_serde")]
+    pub output_drain: Duration,
+    /// Log bytes stored per action (stdout and stderr lines); output past it
+    /// is dropped and counted in a final system line. System lines are
+    /// always stored.
+    pub max_log_bytes: u64,
 }
 
 impl Default for WorkerSettings {
@@ -81,8 +104,71 @@ impl Default for WorkerSettings {
             heartbeat: Duration::from_secs(10),
             max_claims: 5,
             kill_grace: Duration::from_secs(10),
-            shutdown_deadline: Duration::from_secs(25),
+            shutdown_deadline: Duration::from_secs(20),
+            stop_timeout: Duration::from_secs(40),
+            outage_hold: Duration::from_secs(300),
+            output_drain: Duration::from_secs(2),
+            max_log_bytes: 16 * 1024 * 1024,
         }
+    }
+}
+
+/// After the shutdown deadline and the kill grace, the time a worker keeps
+/// for handing its stopped actions back and exiting.
+pub const HAND_BACK_WINDOW: Duration = Duration::from_secs(5);
+
+/// Margin of the heartbeat's self-fencing: a handler whose lease could not
+/// be renewed is stopped this long, plus the kill grace, before the lease
+/// can expire.
+pub const FENCE_MARGIN: Duration = Duration::from_millis(500);
+
+impl WorkerSettings {
+    /// Checks the timings against each other, so a misconfiguration is a
+    /// clear error at start-up rather than actions run twice or killed
+    /// mid-hand-back.
+    pub fn validate(&self) -> Result<()> {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        let fail = |msg: String| Err(Error::Config(format!("[worker] {msg}")));
+        if self.concurrency == 0 {
+            return fail("concurrency must be at least 1".into());
+        }
+        if self.max_claims < 1 {
+            return fail("max_claims must be at least 1".into());
+        }
+        if self.heartbeat.is_zero() || self.heartbeat * 2 > self.lease {
+            return fail(format!(
+                "heartbeat ({}) must be at most half the lease ({}), so a lease survives a missed renewal",
+                show(self.heartbeat),
+                show(self.lease)
+            ));
+        }
+        if self.heartbeat + self.kill_grace + FENCE_MARGIN > self.lease {
+            return fail(format!(
+                "lease ({}) must exceed heartbeat + kill_grace + {} ({}): a worker that cannot renew its lease must stop its command before the lease can expire",
+                show(self.lease),
+                show(FENCE_MARGIN),
+                show(self.heartbeat + self.kill_grace + FENCE_MARGIN)
+            ));
+        }
+        let shutdown = self.shutdown_deadline + self.kill_grace + HAND_BACK_WINDOW;
+        if shutdown > self.stop_timeout {
+            return fail(format!(
+                "shutdown_deadline + kill_grace + {} ({}) must fit in stop_timeout ({}), the platform's grace period before SIGKILL",
+                show(HAND_BACK_WINDOW),
+                show(shutdown),
+                show(self.stop_timeout)
+            ));
+        }
+        if self.outage_hold.is_zero() || self.outage_hold >= Duration::from_secs(30 * 60) {
+            return fail(format!(
+                "outage_hold ({}) must be between 0 and RabbitMQ's default consumer_timeout (30m)",
+                show(self.outage_hold)
+            ));
+        }
+        if self.max_log_bytes == 0 {
+            return fail("max_log_bytes must be positive".into());
+        }
+        Ok(())
     }
 }
 
@@ -161,6 +247,11 @@ pub struct Operation {
     /// Extra environment for `exec` handlers.
     #[serde(default)]
     pub env: HashMap<String, String>,
+    /// `exec` only: leave processes the command started in its process
+    /// group running after it exits (daemons it launches on purpose).
+    /// Default false: they get SIGTERM, then SIGKILL after `kill_grace`.
+    #[serde(default)]
+    pub detach: bool,
 }
 
 /// Default time limit of one attempt of an operation.
@@ -308,7 +399,9 @@ impl FileConfig {
 
     /// Parses config text.
     pub fn parse(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+        let cfg: FileConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        cfg.worker.validate()?;
+        Ok(cfg)
     }
 
     /// The validated operations of this file.
@@ -367,6 +460,26 @@ mod tests {
             assert!(err.contains(want), "{err}");
         }
         assert!(FileConfig::parse("bogus_key = 1").is_err());
+    }
+
+    #[test]
+    fn worker_timings_are_checked_against_each_other() {
+        assert!(WorkerSettings::default().validate().is_ok());
+        for (text, want) in [
+            ("[worker]\nlease='10s'\nheartbeat='6s'", "at most half the lease"),
+            (
+                "[worker]\nlease='10s'\nheartbeat='2s'\nkill_grace='8s'",
+                "must exceed heartbeat + kill_grace",
+            ),
+            ("[worker]\nshutdown_deadline='30s'", "must fit in stop_timeout"),
+            ("[worker]\nstop_timeout='30s'", "must fit in stop_timeout"),
+            ("[worker]\nconcurrency=0", "at least 1"),
+            ("[worker]\noutage_hold='1h'", "consumer_timeout"),
+        ] {
+            let err = FileConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        assert!(FileConfig::parse("[worker]\nshutdown_deadline='50s'\nstop_timeout='65s'").is_ok());
     }
 
     #[test]

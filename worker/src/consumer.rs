@@ -6,7 +6,7 @@ use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use stevedore_shared::config::{Operations, WorkerSettings};
+use stevedore_shared::config::{Operations, WorkerSettings, HAND_BACK_WINDOW};
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::messages::Control;
 use stevedore_shared::shutdown::Shutdown;
@@ -14,9 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long running actions may take to finish after SIGTERM before they are
 /// stopped and handed back to other workers, unless `[worker]
-/// shutdown_deadline` says otherwise (a deployment's termination grace period
-/// is usually 30 s; stay inside it).
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
+/// shutdown_deadline` says otherwise. With the default kill grace (10 s) and
+/// the hand-back window (5 s) it fits the default `stop_timeout` of 40 s.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 /// Expired leases handled per reaper pass.
 const REAP_BATCH: i64 = 200;
 
@@ -83,8 +83,6 @@ impl Worker {
         ));
         let dead_letters = tokio::spawn(crate::dead_letters::run(
             self.dispatcher.clone(),
-            self.owner.clone(),
-            self.settings.clone(),
             shutdown.clone(),
         ));
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
@@ -145,7 +143,7 @@ impl Worker {
             exec.stop_all();
             // Commands get their SIGTERM → SIGKILL grace, then a moment for
             // the hand-back writes.
-            let wind_down = self.settings.kill_grace + Duration::from_secs(5);
+            let wind_down = self.settings.kill_grace + HAND_BACK_WINDOW;
             let _ = tokio::time::timeout(wind_down, permits.acquire_many(total)).await;
         }
         control.abort();

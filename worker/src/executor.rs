@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stevedore_shared::action::Action;
 use stevedore_shared::broker::JobDelivery;
-use stevedore_shared::config::{Operation, Operations, WorkerSettings};
+use stevedore_shared::config::{Operation, Operations, WorkerSettings, FENCE_MARGIN};
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::logline::{NewLogLine, StreamType};
 use stevedore_shared::messages::JobMessage;
@@ -35,9 +35,6 @@ const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 /// How often a failed heartbeat is retried (at most; never less often than
 /// the configured heartbeat).
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
-/// Safety margin of self-fencing: a handler whose lease could not be renewed
-/// is stopped this long, plus the kill grace, before the lease can expire.
-const FENCE_MARGIN: Duration = Duration::from_millis(500);
 /// How long a final state write is retried through database errors, at least.
 const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(60);
 /// Attempts to hand an action back at shutdown.
@@ -207,7 +204,14 @@ impl Executor {
             self.stop(uuid, StopReason::Canceled);
         }
         let (log_tx, log_rx) = mpsc::channel(LOG_BATCH_LINES * 4);
-        let writer = tokio::spawn(log_writer(self.dispatcher.clone(), action.clone(), token, log_rx));
+        let budget = LogBudget::new(self.settings.max_log_bytes);
+        let writer = tokio::spawn(log_writer(
+            self.dispatcher.clone(),
+            action.clone(),
+            token,
+            log_rx,
+            budget,
+        ));
         let heartbeat = tokio::spawn(heartbeat(self.clone(), uuid, token));
 
         let outcome = match self.ops.get(&action.object_type, &action.verb).cloned() {
@@ -350,6 +354,7 @@ impl Executor {
                 op.clone(),
                 cancel.child_token(),
                 self.settings.kill_grace,
+                self.settings.output_drain,
                 log_tx.clone(),
             );
             // The timeout cancels the token like a user cancel would, so the
@@ -450,28 +455,104 @@ fn store_retry_delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Batches log lines into the store (fenced by the lease) and publishes them.
+/// The per-action cap on stored output ([`WorkerSettings::max_log_bytes`]):
+/// stdout and stderr lines count against it, system lines (the worker's own,
+/// few and short) do not. What passes the cap is dropped and counted.
+#[derive(Debug)]
+pub struct LogBudget {
+    limit: u64,
+    stored: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+}
+
+impl LogBudget {
+    /// A budget of `limit` bytes of output.
+    pub fn new(limit: u64) -> Self {
+        LogBudget {
+            limit,
+            stored: 0,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+        }
+    }
+
+    /// Whether `line` is stored; the first line refused comes back with a
+    /// system line that says output is being dropped from here on.
+    pub fn admit(&mut self, line: &NewLogLine) -> (bool, Option<NewLogLine>) {
+        if line.stream == StreamType::System {
+            return (true, None);
+        }
+        let len = line.log.len() as u64;
+        if self.dropped_lines == 0 && self.stored + len <= self.limit {
+            self.stored += len;
+            return (true, None);
+        }
+        self.dropped_lines += 1;
+        self.dropped_bytes += len;
+        let notice = (self.dropped_lines == 1).then(|| {
+            NewLogLine::now(
+                StreamType::System,
+                format!(
+                    "log limit of {} bytes reached: further output is not stored",
+                    self.limit
+                ),
+            )
+        });
+        (false, notice)
+    }
+
+    /// The closing system line, when anything was dropped.
+    pub fn summary(&self) -> Option<NewLogLine> {
+        (self.dropped_lines > 0).then(|| {
+            NewLogLine::now(
+                StreamType::System,
+                format!(
+                    "{} lines ({} bytes) of output were dropped past the log limit of {} bytes",
+                    self.dropped_lines, self.dropped_bytes, self.limit
+                ),
+            )
+        })
+    }
+}
+
+/// Batches log lines into the store (fenced by the lease) and publishes
+/// them, within the action's [`LogBudget`].
 async fn log_writer(
     dispatcher: Dispatcher,
     action: Action,
     token: LeaseToken,
     mut rx: mpsc::Receiver<NewLogLine>,
+    mut budget: LogBudget,
 ) {
     let mut batch: Vec<NewLogLine> = Vec::with_capacity(LOG_BATCH_LINES);
+    let admit = |budget: &mut LogBudget, batch: &mut Vec<NewLogLine>, line: NewLogLine| {
+        let (keep, notice) = budget.admit(&line);
+        if keep {
+            batch.push(line);
+        }
+        batch.extend(notice);
+    };
     loop {
         let first = match rx.recv().await {
             Some(l) => l,
-            None => return,
+            None => break,
         };
-        batch.push(first);
+        admit(&mut budget, &mut batch, first);
         let deadline = tokio::time::sleep(LOG_FLUSH_INTERVAL);
         tokio::pin!(deadline);
         while batch.len() < LOG_BATCH_LINES {
             tokio::select! {
-                l = rx.recv() => match l { Some(l) => batch.push(l), None => break },
+                l = rx.recv() => match l { Some(l) => admit(&mut budget, &mut batch, l), None => break },
                 _ = &mut deadline => break,
             }
         }
+        if !batch.is_empty() {
+            write_batch(&dispatcher, &action, token, &mut batch).await;
+        }
+    }
+    if let Some(summary) = budget.summary() {
+        batch.push(summary);
         write_batch(&dispatcher, &action, token, &mut batch).await;
     }
 }
@@ -517,5 +598,29 @@ async fn write_batch(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_budget_stores_output_up_to_its_limit_then_counts_what_it_drops() {
+        let mut b = LogBudget::new(10);
+        let out = |s: &str| NewLogLine::now(StreamType::Stdout, s);
+        assert!(b.admit(&out("12345")).0);
+        assert!(b.admit(&out("12345")).0);
+        let (kept, notice) = b.admit(&out("x"));
+        assert!(!kept);
+        assert!(notice.unwrap().log.contains("log limit of 10 bytes"));
+        // Once over, later lines stay dropped, even short ones; no second notice.
+        assert_eq!(b.admit(&out("")), (false, None));
+        // System lines always pass.
+        assert!(b.admit(&NewLogLine::now(StreamType::System, "timed out")).0);
+        let summary = b.summary().unwrap();
+        assert_eq!(summary.stream, StreamType::System);
+        assert!(summary.log.starts_with("2 lines (1 bytes)"), "{}", summary.log);
+        assert!(LogBudget::new(10).summary().is_none());
     }
 }

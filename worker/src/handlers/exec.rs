@@ -4,18 +4,38 @@
 //! `STEVEDORE_OBJECT_URI`, `STEVEDORE_OBJECT_UUID`, `STEVEDORE_OBJECT_TYPE`,
 //! `STEVEDORE_VERB`, `STEVEDORE_NAMESPACE` in its environment. Every line it
 //! writes to stdout or stderr becomes a log line. Exit 0 → Success, exit 75
-//! (EX_TEMPFAIL) → a temporary failure, anything else → Failed. It runs in its
-//! own process group; on cancel the whole group gets SIGTERM, then SIGKILL
-//! after the grace period, so no grandchild outlives the action.
+//! (EX_TEMPFAIL) → a temporary failure, anything else → Failed.
+//!
+//! The command's life, in stages, each bounded and each watching the
+//! action's token (cancel, timeout, lost lease, shutdown):
+//!
+//! 1. **Running**: until the main process exits. On cancel the command's
+//!    process group gets SIGTERM, then SIGKILL after `kill_grace`: the
+//!    outcome is Canceled.
+//! 2. **Left-overs**: the main process exited, and its exit status is the
+//!    outcome from now on. Whatever it left running in its process group
+//!    (`cmd &`, `nohup cmd &`) gets SIGTERM, then SIGKILL after
+//!    `kill_grace` — unless the operation says `detach = true`, when they
+//!    are left running.
+//! 3. **Draining**: output already written is read for at most
+//!    `[worker] output_drain`. A process that left the group (`setsid`) or
+//!    a detached one may keep the pipes open for ever; past the drain it
+//!    no longer holds the action open: its further output is read and
+//!    discarded, so it never dies of a broken pipe either.
 
 use super::{Handler, HandlerContext, Outcome};
 use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::time::Duration;
 use stevedore_shared::logline::{NewLogLine, StreamType};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Exit code of a temporary failure (sysexits.h EX_TEMPFAIL).
 pub const EX_TEMPFAIL: i32 = 75;
@@ -24,22 +44,24 @@ pub const EX_TEMPFAIL: i32 = 75;
 /// command printing without newlines cannot exhaust memory.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// How often the process group is checked for members while it winds down.
+const GROUP_POLL: Duration = Duration::from_millis(50);
+
 /// Runs `argv` with `env` added to the environment.
 pub struct ExecHandler {
     argv: Vec<String>,
     env: HashMap<String, String>,
+    detach: bool,
 }
 
 impl ExecHandler {
-    /// A handler for `argv`.
-    pub fn new(argv: Vec<String>, env: HashMap<String, String>) -> Self {
-        ExecHandler { argv, env }
+    /// A handler for `argv`. With `detach`, processes the command leaves
+    /// running in its process group after it exits are not terminated.
+    pub fn new(argv: Vec<String>, env: HashMap<String, String>, detach: bool) -> Self {
+        ExecHandler { argv, env, detach }
     }
-}
 
-#[async_trait]
-impl Handler for ExecHandler {
-    async fn run(&self, ctx: &HandlerContext) -> Outcome {
+    fn command(&self, ctx: &HandlerContext) -> Command {
         let a = &ctx.action;
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
@@ -55,62 +77,134 @@ impl Handler for ExecHandler {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
+        cmd
+    }
+
+    fn outcome_of(&self, status: std::io::Result<std::process::ExitStatus>) -> Outcome {
+        let name = &self.argv[0];
+        match status {
+            Ok(st) => match st.code() {
+                Some(0) => Outcome::Success,
+                Some(EX_TEMPFAIL) => {
+                    Outcome::Temporary(format!("{name} exited with code 75 (temporary failure)"))
+                }
+                Some(code) => Outcome::Failed(format!("{name} exited with code {code}")),
+                None => Outcome::Failed(format!("{name} was killed by a signal")),
+            },
+            Err(e) => Outcome::Failed(format!("waiting for {name}: {e}")),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for ExecHandler {
+    async fn run(&self, ctx: &HandlerContext) -> Outcome {
+        let mut child = match self.command(ctx).spawn() {
             Ok(c) => c,
             Err(e) => return Outcome::Failed(format!("cannot start {:?}: {e}", self.argv[0])),
         };
-        let pid = child.id();
+        // The group id is the leader's pid (`process_group(0)`).
+        let group = child.id().map(|pid| Pid::from_raw(pid as i32));
         if let Some(mut stdin) = child.stdin.take() {
-            let input = serde_json::to_vec(&a.to_wire()).unwrap_or_default();
+            let input = serde_json::to_vec(&ctx.action.to_wire()).unwrap_or_default();
             // A command that ignores stdin closes it early; that is fine.
             tokio::spawn(async move {
                 let _ = stdin.write_all(&input).await;
             });
         }
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|o| tokio::spawn(pump(BufReader::new(o), StreamType::Stdout, ctx.log_sink()))),
-            child
-                .stderr
-                .take()
-                .map(|e| tokio::spawn(pump(BufReader::new(e), StreamType::Stderr, ctx.log_sink()))),
-        ];
-        let status = tokio::select! {
-            s = child.wait() => Some(s),
-            _ = ctx.cancel.cancelled() => None,
-        };
-        let outcome = match status {
-            Some(Ok(st)) => match st.code() {
-                Some(0) => Outcome::Success,
-                Some(EX_TEMPFAIL) => Outcome::Temporary(format!(
-                    "{} exited with code 75 (temporary failure)",
-                    self.argv[0]
-                )),
-                Some(code) => Outcome::Failed(format!("{} exited with code {code}", self.argv[0])),
-                None => Outcome::Failed(format!("{} was killed by a signal", self.argv[0])),
-            },
-            Some(Err(e)) => Outcome::Failed(format!("waiting for {}: {e}", self.argv[0])),
-            None => {
-                terminate_group(pid, &mut child, ctx).await;
+        let detach_output = CancellationToken::new();
+        let readers: Vec<JoinHandle<()>> = [
+            child.stdout.take().map(|o| {
+                let r = BufReader::new(o);
+                tokio::spawn(pump(r, StreamType::Stdout, ctx.log_sink(), detach_output.clone()))
+            }),
+            child.stderr.take().map(|e| {
+                let r = BufReader::new(e);
+                tokio::spawn(pump(r, StreamType::Stderr, ctx.log_sink(), detach_output.clone()))
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+
+        // 1. Running.
+        let outcome = tokio::select! {
+            status = child.wait() => self.outcome_of(status),
+            _ = ctx.cancel.cancelled() => {
+                terminate_group(group, &mut child, ctx).await;
                 Outcome::Canceled
             }
         };
-        // Output written before exit is still in the pipes: read it all.
-        for r in readers.into_iter().flatten() {
-            let _ = r.await;
+        // 2. Left-overs in the process group.
+        if let Some(group) = group {
+            if self.detach {
+                if group_alive(group) {
+                    ctx.log(
+                        StreamType::System,
+                        "the command exited; processes it left running are detached (detach = true)",
+                    )
+                    .await;
+                }
+            } else {
+                end_leftovers(group, ctx).await;
+            }
         }
+        // 3. Draining.
+        drain(readers, detach_output, ctx).await;
         outcome
     }
 }
 
-/// SIGTERM to the process group, then SIGKILL after the grace period.
-async fn terminate_group(pid: Option<u32>, child: &mut tokio::process::Child, ctx: &HandlerContext) {
-    use nix::sys::signal::{killpg, Signal};
-    use nix::unistd::Pid;
-    let Some(pid) = pid else { return };
-    let group = Pid::from_raw(pid as i32);
+/// Whether any process is left in `group` (zombies count until reaped).
+fn group_alive(group: Pid) -> bool {
+    killpg(group, None).is_ok()
+}
+
+/// Waits up to `limit` for `group` to empty; false if it did not. Returns
+/// early, with the group's state, when `cancel` fires.
+async fn group_ended_within(group: Pid, limit: Duration, cancel: &CancellationToken) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while group_alive(group) {
+        if tokio::time::Instant::now() >= deadline || cancel.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GROUP_POLL) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    true
+}
+
+/// The main process exited: SIGTERM to what it left in its process group,
+/// SIGKILL to whatever is still there after the grace period (at once if
+/// the action is cancelled meanwhile).
+async fn end_leftovers(group: Pid, ctx: &HandlerContext) {
+    if !group_alive(group) {
+        return;
+    }
+    ctx.log(
+        StreamType::System,
+        "the command exited and left processes in its process group: sending them SIGTERM",
+    )
+    .await;
+    let _ = killpg(group, Signal::SIGTERM);
+    if !group_ended_within(group, ctx.kill_grace, &ctx.cancel).await {
+        if group_alive(group) {
+            ctx.log(
+                StreamType::System,
+                "left-over processes still running: sending SIGKILL",
+            )
+            .await;
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+/// Cancel while the command runs: SIGTERM to the process group, then
+/// SIGKILL after the grace period.
+async fn terminate_group(group: Option<Pid>, child: &mut tokio::process::Child, ctx: &HandlerContext) {
+    let Some(group) = group else { return };
     ctx.log(
         StreamType::System,
         "sending SIGTERM to the command's process group",
@@ -131,12 +225,60 @@ async fn terminate_group(pid: Option<u32>, child: &mut tokio::process::Child, ct
     }
 }
 
+/// Reads what is left in the pipes for at most `ctx.output_drain`; a cancel
+/// ends the wait at once. Readers still open after that (a process outside
+/// the group holds the pipe) keep reading but discard, and release the log
+/// sink, so the action can end.
+async fn drain(readers: Vec<JoinHandle<()>>, detach_output: CancellationToken, ctx: &HandlerContext) {
+    let all = futures::future::join_all(readers);
+    tokio::pin!(all);
+    let finished = tokio::select! {
+        _ = &mut all => true,
+        _ = tokio::time::sleep(ctx.output_drain) => false,
+        _ = ctx.cancel.cancelled() => false,
+    };
+    if !finished {
+        detach_output.cancel();
+        ctx.log(
+            StreamType::System,
+            format!(
+                "output still open {:?} after the command exited (held by a process outside its process group): no longer collected",
+                ctx.output_drain
+            ),
+        )
+        .await;
+    }
+}
+
 /// Forwards lines from a child's output to the log sink, cutting lines longer
-/// than [`MAX_LINE_BYTES`].
-async fn pump<R: AsyncBufRead + Unpin>(mut r: R, stream: StreamType, sink: mpsc::Sender<NewLogLine>) {
-    while let Some(line) = read_capped_line(&mut r, MAX_LINE_BYTES).await {
-        if sink.send(NewLogLine::now(stream, line)).await.is_err() {
-            return;
+/// than [`MAX_LINE_BYTES`]. Once `detach` fires, drops the sink and reads the
+/// rest of the output to its end, discarding it.
+async fn pump<R: AsyncBufRead + Unpin>(
+    mut r: R,
+    stream: StreamType,
+    sink: mpsc::Sender<NewLogLine>,
+    detach: CancellationToken,
+) {
+    let mut sink = Some(sink);
+    loop {
+        let line = match &sink {
+            Some(_) => tokio::select! {
+                biased;
+                _ = detach.cancelled() => { sink = None; continue }
+                l = read_capped_line(&mut r, MAX_LINE_BYTES) => l,
+            },
+            None => read_capped_line(&mut r, MAX_LINE_BYTES).await,
+        };
+        let Some(line) = line else { return };
+        if let Some(s) = &sink {
+            let sent = tokio::select! {
+                biased;
+                _ = detach.cancelled() => false,
+                r = s.send(NewLogLine::now(stream, line)) => r.is_ok(),
+            };
+            if !sent {
+                sink = None;
+            }
         }
     }
 }

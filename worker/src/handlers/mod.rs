@@ -45,6 +45,8 @@ pub struct HandlerContext {
     pub cancel: CancellationToken,
     /// SIGTERM → SIGKILL grace period for child processes.
     pub kill_grace: Duration,
+    /// How long a command's output is still read after it exited.
+    pub output_drain: Duration,
     log: mpsc::Sender<NewLogLine>,
 }
 
@@ -55,6 +57,7 @@ impl HandlerContext {
         operation: Operation,
         cancel: CancellationToken,
         kill_grace: Duration,
+        output_drain: Duration,
         log: mpsc::Sender<NewLogLine>,
     ) -> Self {
         HandlerContext {
@@ -62,6 +65,7 @@ impl HandlerContext {
             operation,
             cancel,
             kill_grace,
+            output_drain,
             log,
         }
     }
@@ -88,7 +92,7 @@ pub trait Handler: Send + Sync {
 /// The handler an operation names.
 pub fn for_operation(op: &Operation) -> Arc<dyn Handler> {
     match op.handler_spec() {
-        HandlerSpec::Exec(argv) => Arc::new(ExecHandler::new(argv, op.env.clone())),
+        HandlerSpec::Exec(argv) => Arc::new(ExecHandler::new(argv, op.env.clone(), op.detach)),
         HandlerSpec::Builtin(name) => match name.as_str() {
             "sleep" => Arc::new(SleepHandler),
             "fail" => Arc::new(FailHandler),
