@@ -1,23 +1,29 @@
 //! The dead-letter consumer: a job the broker gave up on (delivered
 //! [`JOB_DELIVERY_LIMIT`](stevedore_shared::broker::JOB_DELIVERY_LIMIT) times
-//! without being settled, or rejected) ends its action as Failed, with the
-//! reason in its log, instead of leaving it In progress for the relay to
-//! publish again — so a poison job cannot loop forever.
+//! without being settled, or rejected) is **published again** for each of its
+//! actions that still waits for a worker, with a system line in the action's
+//! log saying so. It never fails an action.
 //!
-//! The action is first claimed like any job, so a dead letter never fails an
-//! action a live worker holds (a duplicate of its job went bad, not the
-//! action); the Failed write is then fenced by that lease and guarded by the
-//! state machine, so a final action is left alone.
+//! Why not fail: a job is settled as soon as its actions are claimed, so a
+//! message reaches the delivery limit only when it was handed back over and
+//! over *before* any claim — a database outage, workers killed between
+//! delivery and claim — which says nothing about the action, and the action
+//! never ran. A poison action (one whose run kills its worker) is bounded
+//! elsewhere: each run is a claim, and the lease reaper fails an action after
+//! `[worker] max_claims` of them.
+//!
+//! Actions that do not wait for a worker are left alone: missing, final,
+//! Pending (its promotion publishes it), or leased (a live worker holds it,
+//! or the reaper hands it back once the lease expires).
 
 use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::time::Duration;
 use stevedore_shared::broker::DeadLetter;
-use stevedore_shared::config::WorkerSettings;
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::logline::{NewLogLine, StreamType};
+use stevedore_shared::messages::JobMessage;
 use stevedore_shared::shutdown::Shutdown;
-use stevedore_shared::state::ActionState;
 use stevedore_shared::store::Scope;
 
 /// Dead letters handled at once.
@@ -27,17 +33,17 @@ const PREFETCH: u16 = 8;
 /// what keeps an outage from becoming a hot loop).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// What became of a dead letter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled {
-    /// The action was set Failed.
-    Failed,
-    /// Nothing to do: missing, final, Pending, or held by a live worker.
-    LeftAlone(Option<ActionState>),
+/// What became of a dead letter's actions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Published again (they waited for a worker).
+    pub republished: Vec<uuid::Uuid>,
+    /// Left alone: missing, final, Pending, or leased.
+    pub left_alone: usize,
 }
 
 /// Consumes the dead-letter queue until shutdown, reconnecting with backoff.
-pub async fn run(dispatcher: Dispatcher, owner: String, settings: WorkerSettings, shutdown: Shutdown) {
+pub async fn run(dispatcher: Dispatcher, shutdown: Shutdown) {
     let mut delays = delays();
     while !shutdown.is_triggered() {
         let mut stream = match dispatcher.broker().consume_dead_letters(PREFETCH).await {
@@ -57,7 +63,7 @@ pub async fn run(dispatcher: Dispatcher, owner: String, settings: WorkerSettings
                 n = stream.next() => n,
             };
             match next {
-                Some(Ok(dead)) => settle(&dispatcher, &owner, &settings, dead).await,
+                Some(Ok(dead)) => settle(&dispatcher, dead).await,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "dead-letter stream failed; reconnecting");
                     break;
@@ -77,77 +83,77 @@ fn delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Handles one dead letter and settles it: acked once each of its actions is
-/// dealt with, requeued (after a pause) when the database cannot be reached
-/// (the actions already failed are final then, and left alone next time).
-async fn settle(dispatcher: &Dispatcher, owner: &str, settings: &WorkerSettings, dead: DeadLetter) {
-    for &uuid in &dead.job.actions {
-        match fail_dead_lettered(dispatcher, owner, settings, uuid, &dead.reason).await {
-            Ok(Settled::Failed) => {
-                tracing::warn!(action = %uuid, reason = %dead.reason, "job dead-lettered; action Failed")
+/// Handles one dead letter and settles it: acked once its waiting actions
+/// are published again, requeued into the dead-letter queue (after a pause)
+/// when the database or the broker cannot be reached.
+async fn settle(dispatcher: &Dispatcher, dead: DeadLetter) {
+    match republish_dead_lettered(dispatcher, &dead.job.actions, &dead.reason).await {
+        Ok(settled) => {
+            for uuid in &settled.republished {
+                tracing::warn!(action = %uuid, reason = %dead.reason, "job dead-lettered; published again");
             }
-            Ok(Settled::LeftAlone(state)) => {
-                tracing::info!(action = %uuid, reason = %dead.reason, ?state, "job dead-lettered; action left alone")
+            if settled.left_alone > 0 {
+                tracing::info!(actions = settled.left_alone, reason = %dead.reason, "job dead-lettered; actions not waiting for a worker left alone");
             }
-            Err(e) => {
-                tracing::warn!(action = %uuid, error = %e, "cannot settle a dead letter; retrying later");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                let _ = dead.acker.requeue().await;
-                return;
+            if let Err(e) = dead.acker.ack().await {
+                tracing::debug!(error = %e, "dead letter ack failed");
             }
         }
-    }
-    if let Err(e) = dead.acker.ack().await {
-        tracing::debug!(error = %e, "dead letter ack failed");
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot settle a dead letter; retrying later");
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let _ = dead.acker.requeue().await;
+        }
     }
 }
 
-/// Ends a dead-lettered job's action as Failed with `reason` in its log,
-/// unless it is missing, already final, Pending, or leased by a live worker.
-pub async fn fail_dead_lettered(
+/// Publishes a dead-lettered job again for those of `actions` that wait for
+/// a worker ([`Store::redispatch_actions`]), each with `reason` in its log.
+///
+/// [`Store::redispatch_actions`]: stevedore_shared::store::Store::redispatch_actions
+pub async fn republish_dead_lettered(
     dispatcher: &Dispatcher,
-    owner: &str,
-    settings: &WorkerSettings,
-    uuid: uuid::Uuid,
+    actions: &[uuid::Uuid],
     reason: &str,
 ) -> stevedore_shared::Result<Settled> {
     let store = dispatcher.store();
-    let Some(claim) = store.claim_action(uuid, owner, settings.lease).await? else {
-        let state = store.get_action(Scope::All, uuid).await?.map(|a| a.state);
-        return Ok(Settled::LeftAlone(state));
-    };
-    let line = NewLogLine::now(
-        StreamType::System,
-        format!("the job could not be delivered to a worker ({reason}); giving up"),
-    );
-    let lines = store.append_logs(uuid, Some(claim.token), &[line]).await?;
-    let update = stevedore_shared::messages::Update::Logs {
-        namespace: claim.action.namespace.clone(),
-        lines,
-    };
-    let _ = dispatcher.broker().publish_update(&update).await;
-    match store
-        .transition(Scope::All, uuid, ActionState::Failed, Some(claim.token))
-        .await
-    {
-        Ok(t) => {
-            dispatcher.after_transition(&t).await;
-            Ok(Settled::Failed)
+    let waiting = store.redispatch_actions(actions).await?;
+    for &uuid in &waiting {
+        let line = NewLogLine::now(
+            StreamType::System,
+            format!(
+                "the job message was dead-lettered ({reason}) before any worker claimed it; published again"
+            ),
+        );
+        let lines = store.append_logs(uuid, None, &[line]).await?;
+        // Dead letters are rare: one lookup each for the stream's namespace.
+        if let Some(action) = store.get_action(Scope::All, uuid).await? {
+            let update = stevedore_shared::messages::Update::Logs {
+                namespace: action.namespace,
+                lines,
+            };
+            let _ = dispatcher.broker().publish_update(&update).await;
         }
-        // A cancel finished it meanwhile: leave it.
-        Err(stevedore_shared::Error::Transition(e)) => Ok(Settled::LeftAlone(Some(e.from))),
-        Err(e) => Err(e),
     }
+    dispatcher
+        .broker()
+        .publish_jobs(&JobMessage::batches(&waiting))
+        .await?;
+    Ok(Settled {
+        left_alone: actions.len() - waiting.len(),
+        republished: waiting,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
     use stevedore_shared::action::NewAction;
     use stevedore_shared::broker::memory::MemoryBroker;
     use stevedore_shared::broker::{Broker, DynBroker};
-    use stevedore_shared::messages::JobMessage;
+    use stevedore_shared::state::ActionState;
     use stevedore_shared::store::{self, DynStore};
     use uuid::Uuid;
 
@@ -166,8 +172,8 @@ mod tests {
         }
     }
 
-    /// Publishes the action's job, then rejects it, as a worker would with a
-    /// poison message: it lands in the dead-letter list.
+    /// Publishes the action's job, then rejects it: it lands in the
+    /// dead-letter list, as one over the delivery limit would.
     async fn dead_letter(broker: &MemoryBroker, action: Uuid) {
         broker.publish_jobs(&[JobMessage::one(action)]).await.unwrap();
         let mut jobs = broker.consume_jobs(1).await.unwrap();
@@ -185,11 +191,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dead_lettered_job_fails_its_action_with_the_reason_and_promotes_the_next() {
+    async fn a_dead_lettered_job_is_published_again_for_actions_that_wait_and_fails_none() {
         let (d, broker) = setup().await;
         let object = Uuid::new_v4();
         let first = d.store().submit_action(new_action(object)).await.unwrap();
-        let waiting = d.store().submit_action(new_action(object)).await.unwrap();
+        let pending = d.store().submit_action(new_action(object)).await.unwrap();
         // Final actions and a leased one are not touched.
         let done = d.store().submit_action(new_action(Uuid::new_v4())).await.unwrap();
         let c = d
@@ -210,21 +216,18 @@ mod tests {
             .unwrap();
         for a in [
             first.action.uuid,
+            pending.action.uuid,
             done.action.uuid,
             held.action.uuid,
             Uuid::new_v4(),
         ] {
             dead_letter(&broker, a).await;
         }
-        assert_eq!(broker.dead_letter_depth(), 4);
+        assert_eq!(broker.dead_letter_depth(), 5);
+        assert_eq!(broker.jobs_depth(), 0);
 
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(run(
-            d.clone(),
-            "dead-letters".into(),
-            WorkerSettings::default(),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(run(d.clone(), shutdown.clone()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while broker.dead_letter_depth() > 0 || broker.unacked() > 0 {
             assert!(
@@ -237,14 +240,17 @@ mod tests {
         shutdown.trigger();
         task.await.unwrap();
 
-        assert_eq!(state(&d, first.action.uuid).await, ActionState::Failed);
+        // The waiting action is published again, with a line saying why,
+        // and stays In progress for a worker to run.
+        assert_eq!(state(&d, first.action.uuid).await, ActionState::InProgress);
+        assert_eq!(broker.jobs_depth(), 1);
         let log = d.store().logs(first.action.uuid, None).await.unwrap();
         assert_eq!(log.len(), 1, "{log:?}");
         assert!(log[0].log.contains("rejected"), "{}", log[0].log);
+        assert!(log[0].log.contains("published again"), "{}", log[0].log);
         assert_eq!(log[0].stream, StreamType::System);
-        // The object's next action was promoted and dispatched.
-        assert_eq!(state(&d, waiting.action.uuid).await, ActionState::InProgress);
-        assert_eq!(broker.jobs_depth(), 1);
+        // Nothing else moved.
+        assert_eq!(state(&d, pending.action.uuid).await, ActionState::Pending);
         assert_eq!(state(&d, done.action.uuid).await, ActionState::Success);
         assert_eq!(state(&d, held.action.uuid).await, ActionState::InProgress);
         assert!(d.store().logs(held.action.uuid, None).await.unwrap().is_empty());

@@ -518,10 +518,17 @@ pub trait Store: Send + Sync + 'static {
     /// events.
     async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped>;
 
-    /// In progress actions with no lease whose last dispatch is older than
+    /// In progress or Canceling actions with no lease whose last dispatch is older than
     /// `older_than`: their dispatch time is reset and their uuids returned, to
     /// be published again (a confirmed message the broker lost).
     async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>>;
+
+    /// Of `uuids`, the actions that wait for a worker (In progress or
+    /// Canceling, with no lease): their dispatch time is reset and their
+    /// uuids returned, to be published again. The others — missing, final,
+    /// Pending, or leased (a live worker has it, or the reaper will) — are
+    /// left out.
+    async fn redispatch_actions(&self, uuids: &[Uuid]) -> Result<Vec<Uuid>>;
 
     // --- events ----------------------------------------------------------
 

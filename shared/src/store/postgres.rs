@@ -115,8 +115,12 @@ struct Sql {
     objects_busy: String,
     /// Promotes the oldest Pending action of an object when nothing holds it.
     promote_next: String,
-    /// In progress actions dispatched before `$1` µs ago and never claimed.
+    /// In progress or Canceling actions dispatched before `$1` µs ago and
+    /// not leased (never claimed, or handed back).
     redispatch: String,
+    /// Of the actions `$1` (an array), those In progress or Canceling and
+    /// not leased: their dispatch time is reset.
+    redispatch_these: String,
     /// Up to `$1` running actions whose lease has expired, oldest expiry
     /// first (the reaper's sweep, over the partial index of running actions).
     expired_leases: String,
@@ -150,7 +154,6 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     let active = rows::state_literals(&rows::active_states());
     let holding = rows::state_literals(&rows::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
-    let in_progress = rows::state_literals(&[ActionState::InProgress]);
     let claimable = rows::state_literals(&rows::claimable_states());
     Sql {
         transition: format!(
@@ -276,10 +279,15 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         redispatch: format!(
             "UPDATE actions SET dispatched_at = now() \
              WHERE uuid IN (SELECT uuid FROM actions \
-                            WHERE state IN ({in_progress}) AND lease_token IS NULL \
+                            WHERE state IN ({claimable}) AND lease_token IS NULL \
                               AND dispatched_at < now() - $1 * interval '1 microsecond' \
                             ORDER BY dispatched_at LIMIT $2 \
                             FOR UPDATE SKIP LOCKED) \
+             RETURNING uuid"
+        ),
+        redispatch_these: format!(
+            "UPDATE actions SET dispatched_at = now() \
+             WHERE uuid = ANY($1) AND state IN ({claimable}) AND lease_token IS NULL \
              RETURNING uuid"
         ),
     }
@@ -1557,6 +1565,14 @@ impl Store for PgStore {
         let uuids = sqlx::query_scalar(&SQL.redispatch)
             .bind(rows::duration_micros(older_than))
             .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(uuids)
+    }
+
+    async fn redispatch_actions(&self, uuids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let uuids = sqlx::query_scalar(&SQL.redispatch_these)
+            .bind(uuids)
             .fetch_all(&self.pool)
             .await?;
         Ok(uuids)

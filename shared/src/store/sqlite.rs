@@ -75,6 +75,9 @@ struct Sql {
     promote_next: String,
     /// In progress actions dispatched before `?2` and never claimed.
     redispatch: String,
+    /// Of the actions in the JSON list `?2`, those In progress or Canceling
+    /// and not leased, their dispatch time set to `?1`.
+    redispatch_these: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -84,7 +87,7 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     let active = rows::state_literals(&rows::active_states());
     let holding = rows::state_literals(&rows::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
-    let in_progress = rows::state_literals(&[ActionState::InProgress]);
+    let claimable = rows::state_literals(&rows::claimable_states());
     Sql {
         transition: format!(
             "UPDATE actions SET state = ?2, \
@@ -118,9 +121,15 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         redispatch: format!(
             "UPDATE actions SET dispatched_at = ?1 \
              WHERE uuid IN (SELECT uuid FROM actions \
-                            WHERE state = {in_progress} AND lease_token IS NULL \
-                              AND dispatched_at < ?2 \
+                            WHERE state IN ({active}) AND state IN ({claimable}) \
+                              AND lease_token IS NULL AND dispatched_at < ?2 \
                             ORDER BY dispatched_at LIMIT ?3) \
+             RETURNING uuid"
+        ),
+        redispatch_these: format!(
+            "UPDATE actions SET dispatched_at = ?1 \
+             WHERE uuid IN (SELECT value FROM json_each(?2)) \
+               AND state IN ({claimable}) AND lease_token IS NULL \
              RETURNING uuid"
         ),
     }
@@ -951,6 +960,16 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         uuids.iter().map(|u| rows::parse_uuid(u)).collect()
+    }
+
+    async fn redispatch_actions(&self, uuids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let list: Vec<String> = uuids.iter().map(|u| u.to_string()).collect();
+        let found: Vec<String> = sqlx::query_scalar(&SQL.redispatch_these)
+            .bind(rows::to_micros(now()))
+            .bind(json_list(&list)?)
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(|u| rows::parse_uuid(u)).collect()
     }
 
     // --- events ----------------------------------------------------------
