@@ -3,8 +3,10 @@
 //! [`Dispatcher::dispatch`] publishes the jobs of freshly committed outbox rows
 //! (with publisher confirms) and then marks the rows sent. If the process dies
 //! between the commit and the confirm, the [`OutboxRelay`] finds the unsent rows
-//! and publishes them again; it also re-publishes In progress actions that no
-//! worker ever claimed (a message the broker confirmed and then lost).
+//! and publishes them again; it also re-publishes In progress and Canceling
+//! actions that no worker claimed (a message the broker confirmed and then
+//! lost), but only once the jobs queue is empty, so a backlog is never
+//! multiplied.
 //!
 //! **Invariant:** a job is published only after its action is committed, and an
 //! outbox row is marked sent only after the broker confirmed its job.
@@ -13,6 +15,7 @@ use crate::action::NewAction;
 use crate::broker::DynBroker;
 use crate::event::Event;
 use crate::group_commit::{GroupCommit, Lanes};
+use crate::health::Health;
 use crate::messages::{JobMessage, Update};
 use crate::shutdown::Shutdown;
 use crate::store::{DynStore, ObjectLookup, Submission, Submitted, Transitioned};
@@ -28,6 +31,7 @@ pub struct Dispatcher {
     store: DynStore,
     broker: DynBroker,
     marks: Arc<Mutex<SentMarks>>,
+    health: Health,
 }
 
 /// Outbox rows confirmed but not yet marked sent ([`Dispatcher::mark_sent`]).
@@ -45,7 +49,13 @@ impl Dispatcher {
             store,
             broker,
             marks: Arc::default(),
+            health: Health::new(),
         }
+    }
+
+    /// The process's conditions, reported on `/readyz`.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The store.
@@ -250,7 +260,8 @@ pub const RELAY_INTERVAL: Duration = Duration::from_secs(2);
 /// Outbox rows younger than this are left to the request that wrote them, so
 /// the relay does not race every normal publish.
 pub const RELAY_MIN_AGE: Duration = Duration::from_secs(5);
-/// An In progress action nobody claimed for this long is published again.
+/// An In progress (or Canceling) action nobody claimed for this long is
+/// published again, once the jobs queue is empty ([`OutboxRelay::run_once`]).
 pub const REDISPATCH_AFTER: Duration = Duration::from_secs(120);
 /// Rows handled per relay pass.
 const RELAY_BATCH: i64 = 500;
@@ -283,20 +294,34 @@ impl OutboxRelay {
     }
 
     /// One pass: publish what is due. Returns how many jobs were published.
+    ///
+    /// Unsent outbox rows are always published. Actions that waited longer
+    /// than `redispatch_after` for a worker are published again **only when
+    /// the jobs queue has no ready message**: while any job waits there, the
+    /// workers have not reached the end of the queue, and an action's
+    /// message may still be in it, so republishing would only add copies
+    /// (a stopped worker pool with a backlog keeps its backlog, not a copy
+    /// of it every pass). Once the queue is drained, an action still
+    /// unclaimed lost its message, and gets one new message per
+    /// `redispatch_after`.
     pub async fn run_once(&self) -> Result<usize> {
         let store = self.dispatcher.store();
         let unsent = store.unsent_outbox(self.min_age, RELAY_BATCH).await?;
         let rows: Vec<(i64, Uuid)> = unsent.iter().map(|e| (e.id, e.action_uuid)).collect();
         self.dispatcher.dispatch(&rows).await?;
+        let broker = self.dispatcher.broker();
+        if broker.jobs_depth().await? > 0 {
+            return Ok(rows.len());
+        }
         let stale = store
             .redispatch_unclaimed(self.redispatch_after, RELAY_BATCH)
             .await?;
         if !stale.is_empty() {
-            tracing::warn!(count = stale.len(), "re-publishing actions no worker claimed");
-            self.dispatcher
-                .broker()
-                .publish_jobs(&JobMessage::batches(&stale))
-                .await?;
+            tracing::warn!(
+                count = stale.len(),
+                "re-publishing actions no worker claimed (the jobs queue is empty: their messages were lost)"
+            );
+            broker.publish_jobs(&JobMessage::batches(&stale)).await?;
         }
         Ok(rows.len() + stale.len())
     }

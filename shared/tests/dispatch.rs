@@ -75,6 +75,78 @@ async fn an_action_nobody_claimed_is_published_again(store: DynStore, broker: Dy
     d.acker.ack().await.unwrap();
 }
 
+/// Unclaimed actions whose messages still wait in the queue (a stopped
+/// worker pool) are not published again, however long they wait: the
+/// backlog is not multiplied. Once the queue is empty and they are still
+/// unclaimed (their messages were lost), each is published once more.
+async fn a_backlog_is_not_multiplied_by_the_relay(store: DynStore, broker: DynBroker) {
+    store.migrate().await.unwrap();
+    broker.declare().await.unwrap();
+    let dispatcher = Dispatcher::new(store.clone(), broker.clone());
+    let mut uuids = Vec::new();
+    for _ in 0..5 {
+        let s = store.submit_action(new_action(Uuid::new_v4())).await.unwrap();
+        dispatcher.after_submit(&s).await;
+        uuids.push(s.action.uuid);
+    }
+    wait_until_all_sent(&store).await;
+    assert_eq!(broker.jobs_depth().await.unwrap(), 5);
+    let relay =
+        OutboxRelay::new(dispatcher).with_timings(Duration::from_millis(10), Duration::ZERO, Duration::ZERO);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(relay.run_once().await.unwrap(), 0);
+    }
+    assert_eq!(
+        broker.jobs_depth().await.unwrap(),
+        5,
+        "the relay copied the backlog"
+    );
+    // The messages are lost: consumed and acked, never claimed.
+    let mut jobs = broker.consume_jobs(10).await.unwrap();
+    for _ in 0..5 {
+        let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        d.acker.ack().await.unwrap();
+    }
+    drop(jobs);
+    wait_for_depth(&broker, 0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(relay.run_once().await.unwrap(), 5);
+    // One message for the five (jobs travel in groups).
+    wait_for_depth(&broker, 1).await;
+    // Published once: while it waits, nothing more.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(relay.run_once().await.unwrap(), 0);
+    assert_eq!(broker.jobs_depth().await.unwrap(), 1);
+    let mut jobs = broker.consume_jobs(10).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut again = d.job.actions.clone();
+    again.sort();
+    uuids.sort();
+    assert_eq!(again, uuids);
+    d.acker.ack().await.unwrap();
+}
+
+/// Waits (up to 10 s) for the jobs queue to hold `n` ready messages.
+async fn wait_for_depth(broker: &DynBroker, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while broker.jobs_depth().await.unwrap() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jobs queue never held {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Several submission batches in flight at once (a second lane opens for a
 /// backlog of two): every request is recorded exactly once, each object gets
 /// exactly one In progress action (the others wait as Pending), every event
@@ -200,6 +272,7 @@ macro_rules! on_both {
 on_both!(
     the_relay_publishes_what_was_committed_but_not_published,
     an_action_nobody_claimed_is_published_again,
+    a_backlog_is_not_multiplied_by_the_relay,
     batches_in_flight_together_record_every_submission_once,
     confirmed_outbox_rows_are_marked_sent_soon_after
 );

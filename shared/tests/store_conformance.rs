@@ -828,6 +828,15 @@ mod cases {
         let busy = store.submit_action(new_action("acme", object)).await.unwrap();
         let pending = store.submit_action(new_action("acme", object)).await.unwrap();
         assert_eq!(pending.action.state, Pending);
+        // Cancelled before any worker claimed it: its message may be lost too.
+        let canceling = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        store
+            .transition(Scope::All, canceling.action.uuid, Canceling, None)
+            .await
+            .unwrap();
 
         // Nothing is old enough yet.
         let none = store
@@ -841,7 +850,7 @@ mod cases {
             .await
             .unwrap();
         again.sort();
-        let mut expected = vec![unclaimed.action.uuid, busy.action.uuid];
+        let mut expected = vec![unclaimed.action.uuid, busy.action.uuid, canceling.action.uuid];
         expected.sort();
         assert_eq!(again, expected);
         // Their dispatch time was reset, so they are not due again at once.
@@ -850,6 +859,63 @@ mod cases {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    /// `redispatch_actions` picks, of the uuids named, only the actions that
+    /// wait for a worker: In progress or Canceling with no lease.
+    pub async fn named_actions_are_redispatched_only_while_they_wait_for_a_worker(store: &dyn Store) {
+        let waiting = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let leased = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        store
+            .claim_action(leased.action.uuid, "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        let object = Uuid::new_v4();
+        let busy = store.submit_action(new_action("acme", object)).await.unwrap();
+        let pending = store.submit_action(new_action("acme", object)).await.unwrap();
+        let canceling = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        store
+            .transition(Scope::All, canceling.action.uuid, Canceling, None)
+            .await
+            .unwrap();
+        let done = store
+            .submit_action(new_action("acme", Uuid::new_v4()))
+            .await
+            .unwrap();
+        let c = store
+            .claim_action(done.action.uuid, "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .transition(Scope::All, done.action.uuid, Success, Some(c.token))
+            .await
+            .unwrap();
+        let named = [
+            waiting.action.uuid,
+            leased.action.uuid,
+            busy.action.uuid,
+            pending.action.uuid,
+            canceling.action.uuid,
+            done.action.uuid,
+            Uuid::new_v4(),
+        ];
+        let mut got = store.redispatch_actions(&named).await.unwrap();
+        got.sort();
+        let mut want = vec![waiting.action.uuid, busy.action.uuid, canceling.action.uuid];
+        want.sort();
+        assert_eq!(got, want);
+        assert!(store.redispatch_actions(&[]).await.unwrap().is_empty());
     }
 
     pub async fn outbox_rows_are_marked_sent_idempotently(store: &dyn Store) {
@@ -1619,6 +1685,7 @@ macro_rules! conformance {
                 reaping_requeues_below_max_claims_and_fails_at_max_claims,
                 reaping_a_canceling_action_cancels_it,
                 unclaimed_dispatches_are_redispatched,
+                named_actions_are_redispatched_only_while_they_wait_for_a_worker,
                 outbox_rows_are_marked_sent_idempotently,
                 events_after_are_ordered_and_scoped,
                 action_lists_filter_page_and_scope,
