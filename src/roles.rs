@@ -126,7 +126,8 @@ async fn open_amqp(url: Option<String>, prefix: Option<String>, file: &FileConfi
         .unwrap_or_else(|| "stevedore".into());
     let broker = AmqpBroker::connect(&url, BrokerNames::new(prefix))
         .await
-        .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+        .with_context(|| format!("connecting to {}", redact_url(&url)))?
+        .with_publish_timeout(file.broker.publish_timeout);
     let broker: DynBroker = Arc::new(broker);
     broker
         .declare()

@@ -12,13 +12,12 @@
 
 use crate::openapi::{self, Part};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, Method, StatusCode, Uri};
+use axum::http::{header, HeaderName, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use stevedore_shared::config::Operations;
@@ -242,24 +241,11 @@ pub async fn openapi_handler(State(s): State<OpsState>) -> Json<serde_json::Valu
     Json((*s.openapi).clone())
 }
 
-/// `GET /readyz` of a role without a REST API: 200 when the store and the
-/// broker answer, 503 otherwise.
+/// `GET /readyz` of a role without a REST API
+/// ([`crate::routes::probes::readiness`]).
 pub async fn readyz(State(s): State<OpsState>) -> Response {
-    let db = s.dispatcher.store().ping().await;
-    let broker = s.dispatcher.broker().ping().await;
-    let status = if db.is_ok() && broker.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let show = |r: &stevedore_shared::Result<()>| match r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => e.to_string(),
-    };
-    (
-        status,
-        Json(json!({ "database": show(&db), "broker": show(&broker) })),
-    )
+    crate::routes::probes::readiness(&s.dispatcher)
+        .await
         .into_response()
 }
 

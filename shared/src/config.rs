@@ -39,6 +39,9 @@ pub struct FileConfig {
     /// The outbox relay.
     #[serde(default)]
     pub relay: RelaySettings,
+    /// RabbitMQ client settings.
+    #[serde(default)]
+    pub broker: BrokerSettings,
     /// Extra object types beyond the five built-ins.
     #[serde(default, rename = "object_type")]
     pub object_types: Vec<ObjectType>,
@@ -169,6 +172,25 @@ impl WorkerSettings {
             return fail("max_log_bytes must be positive".into());
         }
         Ok(())
+    }
+}
+
+/// RabbitMQ client settings (`[broker]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    /// How long one publish may take, with its confirms, before it fails
+    /// (a stalled or blocked broker): the request is answered from what was
+    /// committed and the outbox relay publishes it later.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            publish_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -401,6 +423,9 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let cfg: FileConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         cfg.worker.validate()?;
+        if cfg.broker.publish_timeout.is_zero() {
+            return Err(Error::Config("[broker] publish_timeout must be positive".into()));
+        }
         Ok(cfg)
     }
 

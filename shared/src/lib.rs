@@ -14,6 +14,7 @@
 //! - [`auth`]: API keys (hashed at rest) and `Authorization` headers.
 //! - [`syslog`], [`retention`]: the QNAP-style system log, and the pruner of old history.
 //! - [`shutdown`]: the one shutdown signal every role listens to.
+//! - [`health`]: conditions a process reports on `/readyz` (jobs held in an outage, a blocked broker).
 //! - [`testing`]: throwaway PostgreSQL databases and broker prefixes for tests.
 
 pub mod action;
@@ -25,6 +26,7 @@ pub mod dispatch;
 pub mod error;
 pub mod event;
 pub mod group_commit;
+pub mod health;
 pub mod logline;
 pub mod messages;
 pub mod object;

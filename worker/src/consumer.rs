@@ -131,6 +131,7 @@ impl Worker {
         // Graceful shutdown: no new jobs (the stream is dropped, so unacked
         // prefetched jobs return to the queue); running ones get a deadline.
         tracing::info!(running = exec.running_count(), "worker draining");
+        exec.release_held();
         let total = self.settings.concurrency.max(1) as u32;
         if tokio::time::timeout(self.shutdown_deadline, permits.acquire_many(total))
             .await

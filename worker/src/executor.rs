@@ -15,6 +15,7 @@ use stevedore_shared::action::Action;
 use stevedore_shared::broker::JobDelivery;
 use stevedore_shared::config::{Operation, Operations, WorkerSettings, FENCE_MARGIN};
 use stevedore_shared::dispatch::Dispatcher;
+use stevedore_shared::health::Health;
 use stevedore_shared::logline::{NewLogLine, StreamType};
 use stevedore_shared::messages::JobMessage;
 use stevedore_shared::messages::Update;
@@ -29,14 +30,14 @@ use uuid::Uuid;
 const LOG_BATCH_LINES: usize = 256;
 /// How long a log line may wait for its batch to fill before it is written.
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-/// Pause before handing a job back when the database is unreachable, so a
-/// database outage does not turn into a hot redelivery loop.
-const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 /// How often a failed heartbeat is retried (at most; never less often than
 /// the configured heartbeat).
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
 /// How long a final state write is retried through database errors, at least.
 const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(60);
+/// The longest pause between claim attempts while a job is held through a
+/// database outage.
+const OUTAGE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Attempts to hand an action back at shutdown.
 const HAND_BACK_ATTEMPTS: u32 = 3;
 
@@ -63,6 +64,8 @@ pub struct Executor {
     owner: String,
     running: Mutex<HashMap<Uuid, Running>>,
     finisher: Finisher,
+    held: HeldJobs,
+    release_held: CancellationToken,
 }
 
 impl Executor {
@@ -81,6 +84,8 @@ impl Executor {
             settings,
             owner,
             running: Mutex::new(HashMap::new()),
+            held: HeldJobs::default(),
+            release_held: CancellationToken::new(),
         }
     }
 
@@ -124,22 +129,24 @@ impl Executor {
     }
 
     /// Handles one delivery from the jobs queue: claims as many of its
-    /// actions as `permits` allow (one statement), hands the rest on in a new
-    /// message, acks, and runs each claimed action under its own permit.
+    /// actions as `permits` allow (one statement), starts them, hands the
+    /// rest on in a new message, and acks.
+    ///
+    /// While the database cannot be reached the delivery is **held**, not
+    /// handed back: the claim is retried with backoff, for at most
+    /// `[worker] outage_hold`, so an outage does not burn the queue's
+    /// delivery limit (a hand-back counts, a held message does not). The
+    /// permits stay taken meanwhile, so the worker takes no more messages
+    /// than its prefetch.
     pub async fn handle(self: &Arc<Self>, delivery: JobDelivery, mut permits: Vec<OwnedSemaphorePermit>) {
         let actions = &delivery.job.actions;
         let take = permits.len().min(actions.len());
         let (now, later) = actions.split_at(take);
-        let store = self.dispatcher.store();
-        let claims = match store.claim_actions(now, &self.owner, self.settings.lease).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(actions = now.len(), error = %e, "cannot claim; handing the job back");
-                drop(permits);
-                tokio::time::sleep(REQUEUE_PAUSE).await;
-                let _ = delivery.acker.requeue().await;
-                return;
+        let Some(claims) = self.claim_or_hold(now).await else {
+            if let Err(e) = delivery.acker.requeue().await {
+                tracing::debug!(error = %e, "handing a held job back failed; the broker will redeliver it");
             }
+            return;
         };
         if claims.len() < now.len() {
             // Finished, cancelled, or leased by a live worker (a duplicate
@@ -150,9 +157,20 @@ impl Executor {
             );
         }
         // The claims are durable: from here the leases, not the message,
-        // protect them. A lost ack only causes duplicates that cannot claim.
+        // protect them. Start them — each with its heartbeat — before
+        // anything that can stall on the broker, so no lease runs out while
+        // a publish waits.
+        permits.truncate(claims.len());
+        for (claim, permit) in claims.into_iter().zip(permits) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.run_claimed(claim).await;
+                drop(permit);
+            });
+        }
         // Actions this worker has no room for go back to the queue first, as
-        // a message of their own, so acking loses none of them.
+        // a message of their own, so acking loses none of them. A lost ack
+        // only causes duplicates that cannot claim.
         let settle = if later.is_empty() {
             delivery.acker.ack().await
         } else {
@@ -172,14 +190,41 @@ impl Executor {
         if let Err(e) = settle {
             tracing::debug!(error = %e, "settling the job message failed after claim");
         }
-        permits.truncate(claims.len());
-        for (claim, permit) in claims.into_iter().zip(permits) {
-            let me = self.clone();
-            tokio::spawn(async move {
-                me.run_claimed(claim).await;
-                drop(permit);
-            });
+    }
+
+    /// Claims `uuids`, retrying through database errors for at most
+    /// `outage_hold` (or until [`Executor::release_held`]); `None` when the
+    /// delivery should be handed back.
+    async fn claim_or_hold(&self, uuids: &[Uuid]) -> Option<Vec<Claim>> {
+        let store = self.dispatcher.store();
+        let hold_until = tokio::time::Instant::now() + self.settings.outage_hold;
+        let mut delays = outage_retry_delays();
+        let mut holding = None;
+        loop {
+            match store.claim_actions(uuids, &self.owner, self.settings.lease).await {
+                Ok(claims) => return Some(claims),
+                Err(e) => {
+                    let hold = holding.get_or_insert_with(|| self.held.hold(self.dispatcher.health()));
+                    hold.failed(&e);
+                    if tokio::time::Instant::now() >= hold_until || self.release_held.is_cancelled() {
+                        tracing::warn!(actions = uuids.len(), error = %e, "cannot claim; handing the held job back");
+                        return None;
+                    }
+                    let d = delays.next().unwrap_or(OUTAGE_RETRY_MAX);
+                    tracing::warn!(actions = uuids.len(), error = %e, retry_in = ?d, "cannot claim; holding the job until the database answers");
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.release_held.cancelled() => {}
+                    }
+                }
+            }
         }
+    }
+
+    /// Hands back every job message held through a database outage (at
+    /// once, instead of after `outage_hold`): the worker is shutting down.
+    pub fn release_held(&self) {
+        self.release_held.cancel();
     }
 
     /// Runs a claimed action inside its `action` span (instrumented, not
@@ -215,6 +260,8 @@ impl Executor {
         let heartbeat = tokio::spawn(heartbeat(self.clone(), uuid, token));
 
         let outcome = match self.ops.get(&action.object_type, &action.verb).cloned() {
+            // Cancelled before any worker ran it: nothing to run.
+            _ if action.state == ActionState::Canceling => Outcome::Canceled,
             Some(op) => {
                 self.run_attempts(&action, op, cancel.clone(), log_tx.clone())
                     .await
@@ -441,6 +488,72 @@ async fn heartbeat(exec: Arc<Executor>, uuid: Uuid, token: LeaseToken) {
                         "lease not renewed in time; stopping the handler before it can expire"
                     );
                 }
+            }
+        }
+    }
+}
+
+fn outage_retry_delays() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(OUTAGE_RETRY_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// The job messages this worker holds because the database cannot be
+/// reached, reported as the `jobs_held` condition on `/readyz` while there
+/// are any.
+#[derive(Default)]
+struct HeldJobs {
+    count: Arc<Mutex<usize>>,
+}
+
+/// The name of the condition [`HeldJobs`] reports.
+pub const JOBS_HELD: &str = "jobs_held";
+
+impl HeldJobs {
+    /// Counts one more held message until the guard is dropped.
+    fn hold(&self, health: &Health) -> HeldGuard {
+        if let Ok(mut n) = self.count.lock() {
+            *n += 1;
+        }
+        HeldGuard {
+            count: self.count.clone(),
+            health: health.clone(),
+            since: chrono::Utc::now(),
+        }
+    }
+}
+
+/// One held job message; dropping it (claimed, or handed back) uncounts it.
+struct HeldGuard {
+    count: Arc<Mutex<usize>>,
+    health: Health,
+    since: chrono::DateTime<chrono::Utc>,
+}
+
+impl HeldGuard {
+    /// Reports the latest claim failure.
+    fn failed(&self, error: &stevedore_shared::Error) {
+        let n = self.count.lock().map(|n| *n).unwrap_or(0);
+        self.health.set_unready(
+            JOBS_HELD,
+            format!(
+                "database unreachable: holding {n} job message(s) instead of handing them back (oldest since {}): {error}",
+                self.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+    }
+}
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.count.lock() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.health.clear(JOBS_HELD);
             }
         }
     }

@@ -9,17 +9,40 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
+use stevedore_shared::dispatch::Dispatcher;
 
 /// `GET /healthz`: always 200 while the process serves.
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when the store and the broker answer, 503 otherwise.
+/// `GET /readyz`: see [`readiness`].
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
-    let db = state.dispatcher.store().ping().await;
-    let broker = state.dispatcher.broker().ping().await;
-    let status = if db.is_ok() && broker.is_ok() {
+    readiness(&state.dispatcher).await
+}
+
+/// Every role's readiness: 200 when the store and the broker answer and no
+/// condition of the process's [`Health`](stevedore_shared::health::Health)
+/// makes it unready, 503 otherwise. The body names each check and every
+/// condition (`conditions`: a worker holding jobs through a database
+/// outage, a broker that blocked publishing), so an operator reads why.
+pub async fn readiness(dispatcher: &Dispatcher) -> (StatusCode, Json<serde_json::Value>) {
+    let db = dispatcher.store().ping().await;
+    let broker = dispatcher.broker().ping().await;
+    let mut conditions = dispatcher.health().snapshot();
+    if let Some(why) = dispatcher.broker().blocked() {
+        // Submissions are still answered (their jobs wait in the outbox):
+        // reported, not unready.
+        conditions.insert(
+            "broker_blocked",
+            stevedore_shared::health::Condition {
+                message: why,
+                unready: false,
+            },
+        );
+    }
+    let ready = db.is_ok() && broker.is_ok() && !conditions.values().any(|c| c.unready);
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -28,9 +51,13 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
+    let conditions: serde_json::Map<String, serde_json::Value> = conditions
+        .into_iter()
+        .map(|(name, c)| (name.to_string(), json!(c.message)))
+        .collect();
     (
         status,
-        Json(json!({ "database": show(&db), "broker": show(&broker) })),
+        Json(json!({ "database": show(&db), "broker": show(&broker), "conditions": conditions })),
     )
 }
 

@@ -27,9 +27,10 @@ use lapin::options::{
 };
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, ConnectionProperties, ConnectionStatus, ExchangeKind};
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::warn;
 
@@ -43,6 +44,13 @@ const PUBLISH_CONNECTIONS: usize = 2;
 const CONSUME_CONNECTIONS: usize = 2;
 /// Publishing channels kept per pool.
 const PUBLISH_CHANNELS: usize = 16;
+/// How long a publish (with its confirm, for jobs and control messages) may
+/// take by default before it fails: a broker that stalls must not hang the
+/// requests and workers that publish ([`AmqpBroker::with_publish_timeout`]).
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Publishing connections whose status is remembered for
+/// [`Broker::blocked`] (blocking is node-wide: any of them tells).
+const WATCHED_CONNECTIONS: usize = 8;
 
 const JSON: &str = "application/json";
 
@@ -54,7 +62,13 @@ pub struct AmqpBroker {
     consume_connections: deadpool_lapin::Pool,
     confirm_channels: managed::Pool<ChannelManager>,
     plain_channels: managed::Pool<ChannelManager>,
+    publish_timeout: Duration,
+    watched: Watched,
 }
+
+/// The statuses of the publishing connections channels were made on, newest
+/// last: lapin records there whether RabbitMQ sent `connection.blocked`.
+type Watched = Arc<Mutex<VecDeque<ConnectionStatus>>>;
 
 impl std::fmt::Debug for AmqpBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,15 +95,82 @@ impl AmqpBroker {
             .await
             .map_err(|e| Error::Broker(format!("cannot connect to RabbitMQ at {shown}: {e}")))?;
         drop(conn);
-        let confirm_channels = channel_pool(&publish_connections, true)?;
-        let plain_channels = channel_pool(&publish_connections, false)?;
+        let watched = Watched::default();
+        let confirm_channels = channel_pool(&publish_connections, true, &watched)?;
+        let plain_channels = channel_pool(&publish_connections, false, &watched)?;
         Ok(AmqpBroker {
             names,
             publish_connections,
             consume_connections,
             confirm_channels,
             plain_channels,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            watched,
         })
+    }
+
+    /// Sets how long one publish — getting a channel, sending, and waiting
+    /// for the confirms — may take before it fails (default
+    /// [`DEFAULT_PUBLISH_TIMEOUT`]). What was committed stays in the outbox
+    /// and the relay publishes it later.
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Whether RabbitMQ told a live publishing connection that it blocks
+    /// publishers (a memory or disk alarm).
+    fn is_blocked(&self) -> bool {
+        self.watched
+            .lock()
+            .map(|w| w.iter().any(|s| s.connected() && s.blocked()))
+            .unwrap_or(false)
+    }
+
+    /// Runs one publish on a channel of `pool` within the publish timeout;
+    /// refuses at once while RabbitMQ blocks publishers. A channel whose
+    /// publish failed or ran out of time (it may still owe confirms) is
+    /// never reused.
+    async fn publish_within<'a, F, Fut>(
+        &'a self,
+        what: &str,
+        pool: &'a managed::Pool<ChannelManager>,
+        publish: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(managed::Object<ChannelManager>) -> Fut,
+        Fut: std::future::Future<Output = (managed::Object<ChannelManager>, Result<()>)>,
+    {
+        if self.is_blocked() {
+            return Err(blocked_error(what));
+        }
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        let channel = match tokio::time::timeout_at(deadline, pool.get()).await {
+            Ok(c) => c.map_err(pool_error)?,
+            Err(_) => return Err(self.timeout_error(what)),
+        };
+        // The channel travels with the publish and comes back with its
+        // outcome, so a publish cut short by the deadline drops it here
+        // instead of returning it to the pool.
+        match tokio::time::timeout_at(deadline, publish(channel)).await {
+            Ok((channel, Ok(()))) => {
+                drop(channel);
+                Ok(())
+            }
+            Ok((channel, Err(e))) => {
+                let _ = managed::Object::take(channel);
+                Err(e)
+            }
+            Err(_) if self.is_blocked() => Err(blocked_error(what)),
+            Err(_) => Err(self.timeout_error(what)),
+        }
+    }
+
+    fn timeout_error(&self, what: &str) -> Error {
+        Error::Broker(format!(
+            "RabbitMQ did not take {what} within {} (publish_timeout)",
+            humantime::format_duration(self.publish_timeout)
+        ))
     }
 
     /// The names this broker uses.
@@ -317,14 +398,12 @@ impl Broker for AmqpBroker {
         if jobs.is_empty() {
             return Ok(());
         }
-        let channel = self.confirm_channels.get().await.map_err(pool_error)?;
         let queue = self.names.jobs_queue();
-        let outcome = publish_confirmed(&channel, jobs, &queue).await;
-        if outcome.is_err() {
-            // The channel may be broken or still owe confirms: never reuse it.
-            let _ = managed::Object::take(channel);
-        }
-        outcome
+        self.publish_within("the jobs", &self.confirm_channels, |channel| async move {
+            let outcome = publish_confirmed(&channel, jobs, &queue).await;
+            (channel, outcome)
+        })
+        .await
     }
 
     async fn consume_jobs(&self, prefetch: u16) -> Result<JobStream> {
@@ -376,31 +455,33 @@ impl Broker for AmqpBroker {
 
     async fn publish_update(&self, update: &Update) -> Result<()> {
         let payload = serde_json::to_vec(update)?;
-        let channel = self.plain_channels.get().await.map_err(pool_error)?;
         let properties = BasicProperties::default()
             .with_content_type(ShortString::from(JSON))
             .with_delivery_mode(1);
-        let sent = channel
-            .basic_publish(
-                &self.names.updates_exchange(),
-                &update.routing_key(),
-                BasicPublishOptions::default(),
-                &payload,
-                properties,
-            )
-            .await;
-        match sent {
+        let exchange = self.names.updates_exchange();
+        let key = update.routing_key();
+        self.publish_within("an update", &self.plain_channels, |channel| async move {
+            let sent = channel
+                .basic_publish(
+                    &exchange,
+                    &key,
+                    BasicPublishOptions::default(),
+                    &payload,
+                    properties,
+                )
+                .await;
             // Not in confirm mode: this resolves at once; awaiting it keeps
             // lapin from storing it for a later `wait_for_confirms`.
-            Ok(confirm) => {
-                let _ = confirm.await;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = managed::Object::take(channel);
-                Err(e.into())
-            }
-        }
+            let outcome = match sent {
+                Ok(confirm) => {
+                    let _ = confirm.await;
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            };
+            (channel, outcome)
+        })
+        .await
     }
 
     async fn subscribe_updates(&self) -> Result<UpdateStream> {
@@ -409,33 +490,43 @@ impl Broker for AmqpBroker {
 
     async fn publish_control(&self, msg: &Control) -> Result<()> {
         let payload = serde_json::to_vec(msg)?;
-        let channel = self.confirm_channels.get().await.map_err(pool_error)?;
         let properties = BasicProperties::default()
             .with_content_type(ShortString::from(JSON))
             .with_delivery_mode(1);
-        let outcome = async {
-            let confirm = channel
-                .basic_publish(
-                    &self.names.control_exchange(),
-                    "",
-                    BasicPublishOptions::default(),
-                    &payload,
-                    properties,
-                )
-                .await?;
-            match confirm.await? {
-                Confirmation::Ack(_) => Ok(()),
-                Confirmation::Nack(_) => Err(Error::Broker(
-                    "RabbitMQ refused (nacked) a control message".to_string(),
-                )),
-                Confirmation::NotRequested => Err(not_confirming()),
-            }
-        }
-        .await;
-        if outcome.is_err() {
-            let _ = managed::Object::take(channel);
-        }
-        outcome
+        let exchange = self.names.control_exchange();
+        self.publish_within(
+            "a control message",
+            &self.confirm_channels,
+            |channel| async move {
+                let outcome = async {
+                    let confirm = channel
+                        .basic_publish(
+                            &exchange,
+                            "",
+                            BasicPublishOptions::default(),
+                            &payload,
+                            properties,
+                        )
+                        .await?;
+                    match confirm.await? {
+                        Confirmation::Ack(_) => Ok(()),
+                        Confirmation::Nack(_) => Err(Error::Broker(
+                            "RabbitMQ refused (nacked) a control message".to_string(),
+                        )),
+                        Confirmation::NotRequested => Err(not_confirming()),
+                    }
+                }
+                .await;
+                (channel, outcome)
+            },
+        )
+        .await
+    }
+
+    fn blocked(&self) -> Option<String> {
+        self.is_blocked().then(|| {
+            "RabbitMQ blocks publishers (a memory or disk alarm): new jobs wait in the outbox".to_string()
+        })
     }
 
     async fn subscribe_control(&self) -> Result<ControlStream> {
@@ -588,6 +679,12 @@ impl ConfirmFailures {
     }
 }
 
+fn blocked_error(what: &str) -> Error {
+    Error::Broker(format!(
+        "RabbitMQ blocks publishers (a memory or disk alarm): {what} not sent"
+    ))
+}
+
 fn not_confirming() -> Error {
     Error::Broker("publishing channel is not in confirm mode".to_string())
 }
@@ -624,6 +721,7 @@ impl Acker for AmqpAcker {
 struct ChannelManager {
     connections: deadpool_lapin::Pool,
     confirm: bool,
+    watched: Watched,
 }
 
 impl managed::Manager for ChannelManager {
@@ -632,6 +730,13 @@ impl managed::Manager for ChannelManager {
 
     async fn create(&self) -> Result<Channel> {
         let conn = self.connections.get().await.map_err(pool_error)?;
+        if let Ok(mut w) = self.watched.lock() {
+            w.retain(|s| s.connected());
+            w.push_back(conn.status().clone());
+            while w.len() > WATCHED_CONNECTIONS {
+                w.pop_front();
+            }
+        }
         let channel = conn.create_channel().await?;
         if self.confirm {
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -664,10 +769,15 @@ fn connection_pool(url: &str, names: &BrokerNames, role: &str, size: usize) -> R
         .map_err(|e| Error::Config(format!("RabbitMQ connection pool: {e}")))
 }
 
-fn channel_pool(connections: &deadpool_lapin::Pool, confirm: bool) -> Result<managed::Pool<ChannelManager>> {
+fn channel_pool(
+    connections: &deadpool_lapin::Pool,
+    confirm: bool,
+    watched: &Watched,
+) -> Result<managed::Pool<ChannelManager>> {
     managed::Pool::builder(ChannelManager {
         connections: connections.clone(),
         confirm,
+        watched: watched.clone(),
     })
     .max_size(PUBLISH_CHANNELS)
     .runtime(deadpool::Runtime::Tokio1)

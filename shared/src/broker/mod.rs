@@ -15,6 +15,8 @@
 //!
 //! **Invariant:** `publish_job` returns only once the broker has confirmed the
 //! message (publisher confirms); a message may still be delivered twice.
+//! **Invariant:** no publish waits without bound: a stalled broker fails it
+//! after the publish timeout, a blocked one at once.
 
 pub mod amqp;
 pub mod memory;
@@ -171,8 +173,16 @@ pub trait Broker: Send + Sync + 'static {
     async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream>;
 
     /// How many jobs wait in the jobs queue, ready for delivery (deliveries
-    /// out and not yet settled are not counted). Sampled by `/metrics`.
+    /// out and not yet settled are not counted). Sampled by `/metrics`, and
+    /// read by the relay before it republishes unclaimed actions.
     async fn jobs_depth(&self) -> Result<u64>;
+
+    /// Why the broker refuses publishes now, if it does (RabbitMQ's
+    /// `connection.blocked` during a memory or disk alarm): publishes fail
+    /// at once instead of hanging, and `/readyz` reports it.
+    fn blocked(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A shared, dynamically dispatched broker.
