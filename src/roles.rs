@@ -110,8 +110,8 @@ pub struct ApikeyCreateArgs {
     data_dir: PathBuf,
 }
 
-async fn open_store(url: &str) -> Result<DynStore> {
-    let store = store::connect(url)
+async fn open_store(url: &str, file: &FileConfig) -> Result<DynStore> {
+    let store = store::connect_with(url, &file.database)
         .await
         .with_context(|| format!("connecting to {}", redact_url(url)))?;
     Ok(store)
@@ -178,7 +178,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         Some(u) => u,
         None => settings::dev_database_url(&a.data_dir)?,
     };
-    let store = open_store(&db_url).await?;
+    let store = open_store(&db_url, &file).await?;
     store.migrate().await.context("migrating the database")?;
     let broker: DynBroker = Arc::new(MemoryBroker::new());
     broker.declare().await?;
@@ -242,7 +242,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
     let ops = Arc::new(settings::operations(&file, false)?);
-    let store = open_store(&require_db(&a.common, &file)?).await?;
+    let store = open_store(&require_db(&a.common, &file)?, &file).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
     let dispatcher = Dispatcher::new(store, broker);
     let shutdown = Shutdown::new();
@@ -292,7 +292,7 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
     if ops.all().is_empty() {
         tracing::warn!("no operations configured: every job will fail; pass --config stevedore.toml");
     }
-    let store = open_store(&require_db(&a.common, &file)?).await?;
+    let store = open_store(&require_db(&a.common, &file)?, &file).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
     let mut settings = file.worker.clone();
     if let Some(c) = a.concurrency {
@@ -330,7 +330,11 @@ pub async fn migrate(a: CommonArgs) -> Result<()> {
     a.init_logging();
     let file = a.file()?;
     let url = require_db(&a, &file)?;
-    open_store(&url).await?.migrate().await.context("migrating")?;
+    open_store(&url, &file)
+        .await?
+        .migrate()
+        .await
+        .context("migrating")?;
     println!("migrations applied to {}", redact_url(&url));
     Ok(())
 }
@@ -341,7 +345,7 @@ async fn admin_store(common: &CommonArgs, data_dir: &std::path::Path) -> Result<
         Some(u) => u,
         None => settings::dev_database_url(data_dir)?,
     };
-    let store = open_store(&url).await?;
+    let store = open_store(&url, &file).await?;
     store.migrate().await.context("migrating")?;
     Ok(store)
 }
@@ -410,7 +414,7 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
     let ops = Arc::new(settings::operations(&file, false)?);
-    let store = open_store(&require_db(&a.common, &file)?).await?;
+    let store = open_store(&require_db(&a.common, &file)?, &file).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
     let shutdown = Shutdown::new();
     shutdown.on_signals();

@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// RabbitMQ client settings.
     #[serde(default)]
     pub broker: BrokerSettings,
+    /// PostgreSQL client settings.
+    #[serde(default)]
+    pub database: DatabaseSettings,
     /// Extra object types beyond the five built-ins.
     #[serde(default, rename = "object_type")]
     pub object_types: Vec<ObjectType>,
@@ -172,6 +175,25 @@ impl WorkerSettings {
             return fail("max_log_bytes must be positive".into());
         }
         Ok(())
+    }
+}
+
+/// PostgreSQL client settings (`[database]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// How long a query waits for a connection before it fails: while the
+    /// database is unreachable, each attempt of a request or a claim takes
+    /// this long to fail.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            acquire_timeout: crate::store::postgres::ACQUIRE_TIMEOUT,
+        }
     }
 }
 
@@ -423,6 +445,11 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let cfg: FileConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         cfg.worker.validate()?;
+        if cfg.database.acquire_timeout.is_zero() {
+            return Err(Error::Config(
+                "[database] acquire_timeout must be positive".into(),
+            ));
+        }
         if cfg.broker.publish_timeout.is_zero() {
             return Err(Error::Config("[broker] publish_timeout must be positive".into()));
         }

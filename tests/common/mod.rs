@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod amqp_proxy;
+
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -147,7 +149,7 @@ impl Deployment {
 
     /// Spawns a long-running role and waits for the stdout line containing
     /// `ready_marker`; returns the lines read until then.
-    async fn spawn_role(&mut self, name: &str, args: &[&str], ready_marker: &str) -> Vec<String> {
+    pub async fn spawn_role(&mut self, name: &str, args: &[&str], ready_marker: &str) -> Vec<String> {
         let mut child = Command::new(bin())
             .args(args)
             .env_remove("STEVEDORE_DATABASE_URL")
@@ -829,6 +831,54 @@ impl Deployment {
         d.url = line.rsplit(' ').next().unwrap().to_string();
         d.start_worker_with_db("worker-1", &role_db).await;
         d
+    }
+
+    /// Starts one more worker with its ops listener on a free port, reaching
+    /// the database at `db_url` and RabbitMQ at `amqp` (through a proxy, say);
+    /// returns the listener's base URL.
+    pub async fn start_worker_with_ops_via(&mut self, name: &str, db_url: &str, amqp: &str) -> String {
+        let prefix = self.prefix.clone().unwrap();
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        let marker = "worker ops listening on";
+        let args = [
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            db_url,
+            "--amqp-url",
+            amqp,
+            "--broker-prefix",
+            &prefix,
+            "--config",
+            &cfg,
+        ];
+        let lines = self.spawn_role(name, &args, marker).await;
+        let line = lines.iter().find(|l| l.contains(marker)).unwrap();
+        line.rsplit(' ').next().unwrap().to_string()
+    }
+
+    /// Starts one more API process (its URL returned) reaching the database
+    /// at `db_url` and RabbitMQ at `amqp`.
+    pub async fn start_api_via(&mut self, name: &str, db_url: &str, amqp: &str) -> String {
+        let prefix = self.prefix.clone().unwrap();
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        let args = [
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            db_url,
+            "--amqp-url",
+            amqp,
+            "--broker-prefix",
+            &prefix,
+            "--config",
+            &cfg,
+        ];
+        let lines = self.spawn_role(name, &args, "listening on").await;
+        let line = lines.iter().find(|l| l.contains("listening on")).unwrap();
+        line.rsplit(' ').next().unwrap().to_string()
     }
 
     /// Starts one more worker that reaches the database at `db_url`.

@@ -578,8 +578,20 @@ pub type DynStore = Arc<dyn Store>;
 /// Opens the store a URL names: `postgres://…` / `postgresql://…` or
 /// `sqlite://path` (created if missing). Does not migrate.
 pub async fn connect(url: &str) -> Result<DynStore> {
+    connect_with(url, &crate::config::DatabaseSettings::default()).await
+}
+
+/// [`connect`] with the config's `[database]` settings (PostgreSQL only).
+pub async fn connect_with(url: &str, settings: &crate::config::DatabaseSettings) -> Result<DynStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect_with_timeout(
+                url,
+                postgres::DEFAULT_MAX_CONNECTIONS,
+                settings.acquire_timeout,
+            )
+            .await?,
+        ))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
     } else {

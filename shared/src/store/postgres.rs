@@ -72,7 +72,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// How long a query waits for a free connection before failing: long enough
 /// to ride out a burst, short enough that an exhausted pool surfaces as an
 /// error instead of a hung request.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A pooled connection idle at least this long is pinged before it is
 /// handed out; one used more recently is handed out as it is.
 ///
@@ -331,9 +331,20 @@ impl PgStore {
 
     /// Connects with a pool of at most `max_connections`. Does not migrate.
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with_timeout(url, max_connections, ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`PgStore::connect_with`], a query failing after `acquire_timeout`
+    /// without a connection (the database unreachable, or the pool
+    /// exhausted). Does not migrate.
+    pub async fn connect_with_timeout(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(acquire_timeout)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {

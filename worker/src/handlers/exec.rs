@@ -155,9 +155,40 @@ impl Handler for ExecHandler {
     }
 }
 
-/// Whether any process is left in `group` (zombies count until reaped).
+/// Whether a live process is left in `group`. Signal 0 answers for any
+/// member, zombies included (an orphan waits for its new parent to reap
+/// it), so on Linux the members found are checked in `/proc`: a group of
+/// zombies only is over.
 fn group_alive(group: Pid) -> bool {
-    killpg(group, None).is_ok()
+    if killpg(group, None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|e| {
+        let is_pid = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid
+            && std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|stat| live_member_of(&stat))
+                == Some(group.as_raw())
+    })
+}
+
+/// The process group of a `/proc/<pid>/stat` line's process, unless it is
+/// a zombie. The command name may hold spaces and parentheses: the fields
+/// after it follow the last `)`.
+fn live_member_of(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    (state != "Z" && state != "X").then_some(pgrp)
 }
 
 /// Waits up to `limit` for `group` to empty; false if it did not. Returns
@@ -325,6 +356,14 @@ pub async fn read_capped_line<R: AsyncBufRead + Unpin>(r: &mut R, cap: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_stat_lines_give_the_group_of_live_processes() {
+        assert_eq!(live_member_of("42 (sleep) S 1 40 40 0 -1"), Some(40));
+        assert_eq!(live_member_of("42 (a) b) (c) R 1 7 7 0"), Some(7));
+        assert_eq!(live_member_of("42 (sleep) Z 1 40 40 0"), None);
+        assert_eq!(live_member_of("garbage"), None);
+    }
 
     #[tokio::test]
     async fn lines_are_split_and_capped() {

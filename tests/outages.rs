@@ -1,0 +1,419 @@
+//! What operators' scripts and real outages do, done for real through the
+//! binary: commands that fork, escape their process group, hang or flood
+//! their output; a database unreachable past the queue's delivery limit; a
+//! broker that stalls or blocks publishers; a worker pool stopped with a
+//! backlog. Nothing stuck, nothing failed that never ran.
+
+mod common;
+
+use common::amqp_proxy::AmqpProxy;
+use common::{check_marks, fault_config, get_text, Backend, Deployment, TcpProxy};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+use stevedore_shared::state::ActionState;
+use stevedore_shared::store::Scope;
+use uuid::Uuid;
+
+/// The outage tests run one at a time: each holds a deployment through a
+/// long fault, and on a 2-core machine several at once starve each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// --- commands that fork, hang and flood --------------------------------------
+
+/// Operations that start a daemon the way deploy scripts do, escape their
+/// process group, hang, and flood their output. The escaped `sleep`s are
+/// short: they outlive their action on purpose, and the test leaves them.
+const COMMANDS_CONFIG: &str = r#"
+[worker]
+concurrency = 8
+lease = "3s"
+heartbeat = "1s"
+kill_grace = "1s"
+output_drain = "1s"
+max_log_bytes = 20000
+
+[[operation]]
+object = "service"
+verb = "daemon"
+exec = ["sh", "-c", "sleep 600 & echo started"]
+timeout = "60s"
+
+[[operation]]
+object = "service"
+verb = "escape"
+exec = ["sh", "-c", "setsid sleep 20 & sleep 0.5; echo started"]
+timeout = "60s"
+
+[[operation]]
+object = "service"
+verb = "hang"
+exec = ["sh", "-c", "setsid sleep 20 & sleep 0.5; sleep 600"]
+timeout = "2s"
+
+[[operation]]
+object = "service"
+verb = "wait"
+exec = ["sh", "-c", "echo waiting; sleep 600 & sleep 600"]
+timeout = "60s"
+
+[[operation]]
+object = "service"
+verb = "flood"
+exec = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo \"line $i of a flood of output\"; i=$((i+1)); done"]
+
+[[operation]]
+object = "service"
+verb = "noop"
+handler = "noop"
+"#;
+
+async fn service(d: &Deployment) -> String {
+    let svc = d.create_object("/api/app/v1/service/", r#"{"name":"svc"}"#).await;
+    svc["uuid"].as_str().unwrap().to_string()
+}
+
+async fn submit(d: &Deployment, service: &str, verb: &str) -> String {
+    let (status, _, json) = d
+        .request(
+            Method::POST,
+            &format!("/api/app/v1/service/{service}/{verb}/"),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{verb}: {json}");
+    json["uuid"].as_str().unwrap().to_string()
+}
+
+async fn log_lines(d: &Deployment, uuid: &str) -> Vec<String> {
+    let store = d.store().await;
+    store
+        .logs(uuid.parse().unwrap(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.log)
+        .collect()
+}
+
+async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Deployment) {
+    let svc = service(d).await;
+    // A command that starts a daemon: its exit status is the outcome, and
+    // the service is free for the next action.
+    let daemon = submit(d, &svc, "daemon").await;
+    let next = submit(d, &svc, "noop").await;
+    d.wait_for_state(&daemon, &["Success"]).await;
+    d.wait_for_state(&next, &["Success"]).await;
+    let lines = log_lines(d, &daemon).await;
+    assert!(lines.iter().any(|l| l == "started"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("SIGTERM")), "{lines:?}");
+
+    // A child that left the process group does not keep the action open.
+    let escape = submit(d, &svc, "escape").await;
+    d.wait_for_state(&escape, &["Success"]).await;
+    let lines = log_lines(d, &escape).await;
+    assert!(
+        lines.iter().any(|l| l.contains("no longer collected")),
+        "{lines:?}"
+    );
+
+    // The timeout holds even with an escaped child holding the pipes.
+    let hang = submit(d, &svc, "hang").await;
+    d.wait_for_state(&hang, &["Failed"]).await;
+    let lines = log_lines(d, &hang).await;
+    assert!(
+        lines.iter().any(|l| l.contains("timed out after 2s")),
+        "{lines:?}"
+    );
+
+    // A cancel of a command with a child in the background ends Canceled.
+    let wait = submit(d, &svc, "wait").await;
+    let deadline = tokio::time::Instant::now() + common::SETTLE;
+    while !log_lines(d, &wait).await.iter().any(|l| l == "waiting") {
+        assert!(tokio::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _, json) = d
+        .request(
+            Method::POST,
+            &format!("/api/audit/v1/action/{wait}/cancel/"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    d.wait_for_state(&wait, &["Canceled"]).await;
+
+    // A flood is stored up to the cap, with a closing line saying how much
+    // was dropped.
+    let flood = submit(d, &svc, "flood").await;
+    d.wait_for_state(&flood, &["Success"]).await;
+    let lines = log_lines(d, &flood).await;
+    let stored: usize = lines
+        .iter()
+        .filter(|l| l.starts_with("line "))
+        .map(|l| l.len())
+        .sum();
+    assert!(stored <= 20_000, "{stored} bytes stored past the 20000-byte cap");
+    assert!(stored > 15_000, "only {stored} bytes stored");
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("were dropped past the log limit of 20000 bytes"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_sqlite_and_the_in_process_broker() {
+    let mut d = Deployment::start_with(Backend::Embedded, COMMANDS_CONFIG).await;
+    commands_that_fork_hang_or_flood_never_hold_an_action_open(&mut d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_postgres_and_rabbitmq() {
+    let mut d = Deployment::start_with(Backend::PostgresRabbit, COMMANDS_CONFIG).await;
+    commands_that_fork_hang_or_flood_never_hold_an_action_open(&mut d).await;
+}
+
+// --- a database unreachable past the delivery limit ----------------------------
+
+/// How long the database stays unreachable: with a 1 s acquire timeout,
+/// handing a job back after each failed claim (as workers did) passes the
+/// queue's delivery limit of 20 in about 40 s.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// The fault config with a 1 s acquire timeout, and `extra` worker keys.
+fn outage_config(marks: &std::path::Path, extra: &str) -> String {
+    fault_config(marks).replace(
+        "[worker]\n",
+        &format!("[database]\nacquire_timeout = \"1s\"\n\n[worker]\n{extra}"),
+    )
+}
+
+/// Submits `n` `mark` actions on `n` services (all accepted) and returns them.
+async fn submit_marks(d: &Deployment, n: usize) -> Vec<String> {
+    let mut accepted = vec![];
+    for i in 0..n {
+        let svc = d
+            .create_object("/api/app/v1/service/", &format!(r#"{{"name":"svc{i}"}}"#))
+            .await;
+        let svc = svc["uuid"].as_str().unwrap();
+        accepted.push(submit(d, svc, "mark").await);
+    }
+    accepted
+}
+
+/// Waits for every action to be final; returns how many ended in each state.
+async fn settle(
+    d: &Deployment,
+    uuids: &[String],
+    limit: Duration,
+) -> std::collections::BTreeMap<String, usize> {
+    let store = d.store().await;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut states = std::collections::BTreeMap::new();
+        for u in uuids {
+            let a = store
+                .get_action(Scope::All, u.parse::<Uuid>().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            *states.entry(a.state.as_str().to_string()).or_insert(0) += 1;
+        }
+        let open = uuids.len()
+            - states
+                .iter()
+                .filter(|(s, _)| s.parse::<ActionState>().map(|s| s.is_final()).unwrap_or(false))
+                .map(|(_, n)| n)
+                .sum::<usize>();
+        if open == 0 || tokio::time::Instant::now() > deadline {
+            return states;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Actions queued while the database is unreachable from the workers for
+/// longer than the old delivery limit allowed: the worker holds their
+/// messages and says so on /readyz (503, `jobs_held`), and once the database
+/// is back every action runs exactly once and ends Success — none Failed
+/// without having run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_past_the_delivery_limit_fails_no_queued_action() {
+    let _serial = SERIAL.lock().await;
+    let marks_dir = tempfile::tempdir().unwrap();
+    let marks = marks_dir.path().join("marks");
+    let mut d = Deployment::start_with(Backend::PostgresRabbit, &outage_config(&marks, "")).await;
+    d.kill(1).await; // the deployment's own worker: the workers below reach the database through the proxy
+    let pg = common::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let proxy = TcpProxy::start(pg).await;
+    let via = proxy.url_for(&d.db_url);
+    let ops = d
+        .start_worker_with_ops_via("worker-2", &via, &stevedore_shared::testing::amqp_url())
+        .await;
+    proxy.cut();
+    let accepted = submit_marks(&d, 40).await;
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, _, body) = get_text(&format!("{ops}/readyz"), &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        ready["conditions"]["jobs_held"]
+            .as_str()
+            .is_some_and(|m| m.contains("holding")),
+        "{body}"
+    );
+    tokio::time::sleep(OUTAGE - Duration::from_secs(5)).await;
+    proxy.resume();
+
+    let states = settle(&d, &accepted, Duration::from_secs(90)).await;
+    assert_eq!(
+        states.get("Success"),
+        Some(&40),
+        "{states:?}\n{}",
+        d.logs("worker-2")
+    );
+    let runs = check_marks(&marks);
+    assert_eq!(runs.len(), 40);
+    assert!(runs.values().all(|n| *n == 1), "an action ran twice: {runs:?}");
+    let (status, _, body) = get_text(&format!("{ops}/readyz"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The same outage with a hold shorter than the outage: every held message
+/// is handed back each second, passes the delivery limit and is
+/// dead-lettered. The dead-letter consumer publishes each waiting action
+/// again (it fails none), and all end Success once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
+    let _serial = SERIAL.lock().await;
+    let marks_dir = tempfile::tempdir().unwrap();
+    let marks = marks_dir.path().join("marks");
+    let config = outage_config(&marks, "outage_hold = \"1s\"\n");
+    let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
+    d.kill(1).await;
+    let pg = common::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let proxy = TcpProxy::start(pg).await;
+    let via = proxy.url_for(&d.db_url);
+    d.start_worker_with_ops_via("worker-2", &via, &stevedore_shared::testing::amqp_url())
+        .await;
+    proxy.cut();
+    let accepted = submit_marks(&d, 10).await;
+    tokio::time::sleep(OUTAGE).await;
+    proxy.resume();
+
+    let states = settle(&d, &accepted, Duration::from_secs(90)).await;
+    assert_eq!(
+        states.get("Success"),
+        Some(&10),
+        "{states:?}\n{}",
+        d.logs("worker-2")
+    );
+    let runs = check_marks(&marks);
+    assert!(runs.values().all(|n| *n == 1), "an action ran twice: {runs:?}");
+    let mut republished = 0;
+    for u in &accepted {
+        if log_lines(&d, u).await.iter().any(|l| l.contains("dead-lettered")) {
+            republished += 1;
+        }
+    }
+    assert!(
+        republished > 0,
+        "no job reached the delivery limit: the outage was too short to test it"
+    );
+}
+
+// --- a broker that stalls or blocks publishers ---------------------------------
+
+/// An API whose RabbitMQ stops taking what it publishes — stalled (no word)
+/// or blocked (`connection.blocked`, as in a memory alarm) — still answers
+/// every submission 202 promptly (the stall costs one publish timeout, the
+/// block nothing); /readyz reports the block and stays 200; once the broker
+/// takes messages again, the relay delivers what was committed and every
+/// action ends Success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let config =
+        common::TEST_CONFIG.replace("[worker]\n", "[broker]\npublish_timeout = \"2s\"\n\n[worker]\n");
+    let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
+    let rabbit = "127.0.0.1:5672".parse().unwrap();
+    let proxy = AmqpProxy::start(rabbit).await;
+    let amqp = proxy.url_for(&stevedore_shared::testing::amqp_url());
+    let db_url = d.db_url.clone();
+    d.url = d.start_api_via("api-2", &db_url, &amqp).await;
+    let svc = service(&d).await;
+    let first = submit(&d, &svc, "noop").await;
+    d.wait_for_state(&first, &["Success"]).await;
+
+    let mut accepted = vec![];
+    for fault in ["stall", "block"] {
+        match fault {
+            "stall" => proxy.stall(),
+            _ => proxy.block(),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..3 {
+            let svc = service(&d).await;
+            let started = std::time::Instant::now();
+            accepted.push(submit(&d, &svc, "noop").await);
+            // Behaviour, not speed: a hung publish would take the client's
+            // 30 s timeout; a bounded one ends after publish_timeout.
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{fault}: a submission waited {:?}",
+                started.elapsed()
+            );
+        }
+        if fault == "block" {
+            let (status, _, body) = get_text(&format!("{}/readyz", d.url), &[]).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert!(body.contains("broker_blocked"), "{body}");
+        }
+        proxy.release();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let states = settle(&d, &accepted, Duration::from_secs(60)).await;
+    assert_eq!(states.get("Success"), Some(&6), "{states:?}\n{}", d.logs("api-2"));
+    let (_, _, body) = get_text(&format!("{}/readyz", d.url), &[]).await;
+    assert!(!body.contains("broker_blocked"), "{body}");
+}
+
+// --- a stopped worker pool with a backlog --------------------------------------
+
+/// With every worker stopped, a backlog stays one copy: the relay does not
+/// publish unclaimed actions again while their messages wait in the queue,
+/// however many redispatch periods pass. A worker started later runs each
+/// action once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_pool_keeps_its_backlog_without_copies() {
+    let _serial = SERIAL.lock().await;
+    let marks_dir = tempfile::tempdir().unwrap();
+    let marks = marks_dir.path().join("marks");
+    let config = fault_config(&marks).replace("redispatch_after = \"15s\"", "redispatch_after = \"1s\"");
+    let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
+    d.kill(1).await;
+    let accepted = submit_marks(&d, 30).await;
+    let broker = stevedore_shared::broker::amqp::AmqpBroker::connect(
+        &stevedore_shared::testing::amqp_url(),
+        stevedore_shared::broker::BrokerNames::new(d.prefix.clone().unwrap()),
+    )
+    .await
+    .unwrap();
+    let before = broker.jobs_depth().await.unwrap();
+    assert!(before >= 1);
+    // Ten redispatch periods (the relay passes every 2 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        broker.jobs_depth().await.unwrap(),
+        before,
+        "the backlog was copied"
+    );
+
+    d.start_worker("worker-2").await;
+    let states = settle(&d, &accepted, Duration::from_secs(60)).await;
+    assert_eq!(states.get("Success"), Some(&30), "{states:?}");
+    let runs = check_marks(&marks);
+    assert!(runs.values().all(|n| *n == 1), "{runs:?}");
+}
