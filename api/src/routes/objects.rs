@@ -412,6 +412,7 @@ async fn list(state: &ApiState, caller: &Caller, p: &ObjectPath, uri: &Uri) -> A
         namespace,
         parent: None,
         include_deleted: params.flag("include_deleted")?.unwrap_or(false),
+        page_bytes: None,
     };
     let found = state
         .dispatcher
