@@ -1,6 +1,6 @@
 //! The subcommands: each wires the crates together for one role.
 
-use crate::settings::{self, CommonArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::settings::{self, CommonArgs, HttpArgs, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -36,6 +36,8 @@ pub struct DevArgs {
     /// MaxMind GeoIP2/GeoLite2 database that fills actions' `location`.
     #[arg(long, env = "STEVEDORE_GEOIP_DATABASE")]
     geoip_database: Option<PathBuf>,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 /// Options of the long-running production roles.
@@ -61,6 +63,8 @@ pub struct ServerArgs {
     /// `api` only: also serve the websocket stream (logs, events) on the same listener.
     #[arg(long, env = "STEVEDORE_WITH_STREAM")]
     with_stream: bool,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 /// `stevedore worker` options.
@@ -205,10 +209,11 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         file.retention.clone(),
         shutdown.clone(),
     ));
+    let limits = a.http.resolve(&file)?;
     let state = ApiState {
         trust_forwarded_for: file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
-        ..ApiState::new(dispatcher, ops)
+        ..ApiState::with_limits(dispatcher, ops, limits.clone())
     };
     let app = with_stream(state, &shutdown);
 
@@ -223,7 +228,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    stevedore_api::serve(listener, app, shutdown.clone()).await?;
+    stevedore_api::serve(listener, app, &limits, shutdown.clone()).await?;
     shutdown.trigger();
     let _ = relay.await;
     let _ = worker.await;
@@ -258,10 +263,11 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         file.retention.clone(),
         shutdown.clone(),
     ));
+    let limits = a.http.resolve(&file)?;
     let state = ApiState {
         trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
         geoip: open_geoip(a.geoip_database, &file)?,
-        ..ApiState::new(dispatcher, ops)
+        ..ApiState::with_limits(dispatcher, ops, limits.clone())
     };
     // The hub also wakes the QNAP long-poll waiters, so it runs with or
     // without the websocket routes.
@@ -277,7 +283,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%url, "api started");
-    stevedore_api::serve(listener, app, shutdown.clone()).await?;
+    stevedore_api::serve(listener, app, &limits, shutdown.clone()).await?;
     shutdown.trigger();
     let _ = relay.await;
     Ok(())
@@ -309,11 +315,11 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
             use std::io::Write;
             let _ = std::io::stdout().flush();
             tracing::info!(%url, "worker ops listener started");
-            Some(tokio::spawn(stevedore_api::serve(
-                listener,
-                app,
-                shutdown.clone(),
-            )))
+            let limits = file.http.clone();
+            let shutdown = shutdown.clone();
+            Some(tokio::spawn(async move {
+                stevedore_api::serve(listener, app, &limits, shutdown).await
+            }))
         }
         None => None,
     };
@@ -423,17 +429,18 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         .or(file.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
+    let limits = a.http.resolve(&file)?;
     let state = ApiState {
         trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
         geoip: None,
-        ..ApiState::new(Dispatcher::new(store, broker), ops)
+        ..ApiState::with_limits(Dispatcher::new(store, broker), ops, limits.clone())
     };
     let app = stevedore_api::stream::standalone_router(state, &shutdown);
     println!("Stevedore stream listening on {url}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%url, "stream started");
-    stevedore_api::serve(listener, app, shutdown.clone()).await?;
+    stevedore_api::serve(listener, app, &limits, shutdown.clone()).await?;
     shutdown.trigger();
     Ok(())
 }

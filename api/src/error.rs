@@ -36,6 +36,10 @@ pub enum ApiError {
     /// 409: not allowed in the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 429: the caller holds as many of something (websockets, long-polls)
+    /// as they may; retry once one ends.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 503: a dependency is down; safe to retry.
     #[error("{0}")]
     Unavailable(String),
@@ -55,6 +59,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,6 +129,10 @@ pub async fn json_errors(resp: Response) -> Response {
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_string(),
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this resource".to_string(),
+        // Only the request timeout answers an empty 503.
+        StatusCode::SERVICE_UNAVAILABLE if text.is_empty() => {
+            "the request took too long and was stopped; retry later".to_string()
+        }
         _ if !text.is_empty() => text,
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };

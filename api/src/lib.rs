@@ -10,6 +10,8 @@
 //! - [`ops`]: metrics, request ids and request spans, the worker's ops listener.
 //! - [`openapi`]: the one list of routes and the `/openapi.json` document.
 //! - [`dashboard`]: the web dashboard at `/` (embedded page and script).
+//! - [`server`]: the connection loop with its timeouts and caps; [`user_slots`],
+//!   the per-user caps on websockets and long-polls.
 //!
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
@@ -23,15 +25,16 @@ pub mod openapi;
 pub mod ops;
 pub mod request;
 pub mod routes;
+pub mod server;
 pub mod stream;
+pub mod user_slots;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use stevedore_shared::config::Operations;
+use stevedore_shared::config::{HttpSettings, Operations};
 use stevedore_shared::dispatch::{Dispatcher, SubmitBatcher};
 use stevedore_shared::shutdown::Shutdown;
 
@@ -57,18 +60,35 @@ pub struct ApiState {
     pub submitter: SubmitBatcher,
     /// Recently verified credentials (see [`credential_cache`]).
     pub credentials: credential_cache::CredentialCache,
+    /// What one request, connection or stream may hold (`[http]`).
+    pub limits: Arc<HttpSettings>,
+    /// Websockets open per user (capped by `limits.max_websockets_per_user`).
+    pub websockets: user_slots::UserSlots,
+    /// Long-polls waiting per user (capped by `limits.max_waits_per_user`).
+    pub waits: user_slots::UserSlots,
+    /// The last readiness check, shared by every `/readyz` for a moment.
+    pub readiness: routes::probes::Readiness,
 }
 
 impl ApiState {
-    /// A state with no proxy trust, no GeoIP and an unfed hub.
+    /// A state with no proxy trust, no GeoIP, an unfed hub and the default limits.
     pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>) -> Self {
+        Self::with_limits(dispatcher, ops, HttpSettings::default())
+    }
+
+    /// [`ApiState::new`] with the given `[http]` limits.
+    pub fn with_limits(dispatcher: Dispatcher, ops: Arc<Operations>, limits: HttpSettings) -> Self {
         ApiState {
             ops,
             trust_forwarded_for: false,
             geoip: None,
-            hub: stream::Hub::new(stream::CLIENT_BUFFER),
+            hub: stream::Hub::new(stream::CLIENT_BUFFER, limits.client_queue_bytes),
             submitter: SubmitBatcher::spawn(dispatcher.clone()),
             credentials: credential_cache::CredentialCache::default(),
+            websockets: user_slots::UserSlots::new("websockets", limits.max_websockets_per_user),
+            waits: user_slots::UserSlots::new("long-polls", limits.max_waits_per_user),
+            readiness: routes::probes::Readiness::default(),
+            limits: Arc::new(limits),
             dispatcher,
         }
     }
@@ -127,9 +147,6 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     for p in openapi::QNAP_EVENT {
         r = r.route(p, get(routes::qnap::events));
     }
-    for p in openapi::QNAP_WAIT {
-        r = r.route(p, get(routes::qnap::wait));
-    }
     for sub in openapi::subsystems(&state.ops) {
         r = r.route(
             &openapi::mount(&format!("/api/{sub}/v1")),
@@ -138,6 +155,13 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
                 .patch(routes::objects::patch)
                 .delete(routes::objects::delete),
         );
+    }
+    // Every route above answers within the request timeout (a streamed
+    // export only has to start its body by then); long-polls, added after
+    // the layer, wait as long as they were asked to (capped in the handler).
+    r = r.layer(request_timeout(state.limits.request_timeout));
+    for p in openapi::QNAP_WAIT {
+        r = r.route(p, get(routes::qnap::wait));
     }
     let ops_routes = ops::ops_router(state.dispatcher.clone(), &state.ops, parts);
     r.fallback(not_found)
@@ -148,21 +172,23 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
         .merge(ops_routes)
 }
 
+/// The request timeout layer: 503 (made JSON by [`error::json_errors`]) when
+/// a handler has not answered within `limit`.
+fn request_timeout(limit: std::time::Duration) -> tower_http::timeout::TimeoutLayer {
+    tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, limit)
+}
+
 async fn not_found(method: Method, uri: Uri) -> error::ApiError {
     error::ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then finishes the
-/// requests in flight.
+/// Serves `router` on `listener` with the connection limits of `limits`
+/// until `shutdown` fires, then finishes the requests in flight (see [`server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: &HttpSettings,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    server::serve(listener, router, limits.into(), shutdown).await
 }

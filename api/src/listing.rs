@@ -4,6 +4,11 @@
 //! Pagination follows what the SDKs do: they ignore `next` and request
 //! `offset = meta.offset + meta.limit`, `limit = meta.limit`, so `meta.limit`
 //! is always a positive integer and `next` is null on the last page.
+//!
+//! A page also has a byte budget (`[http] page_bytes`): the store ends a page
+//! early when its rows would exceed it. Such a page answers `meta.limit` =
+//! the rows it holds, and `next` from there, so a client paging either way
+//! resumes exactly after the last row it got.
 
 use crate::error::ApiError;
 use serde::Serialize;
@@ -145,8 +150,16 @@ pub struct Envelope<T: Serialize> {
 }
 
 impl<T: Serialize> Envelope<T> {
-    /// The envelope of one page of `path`'s list.
+    /// The envelope of one page of `path`'s list. A page with fewer rows
+    /// than asked although more follow was cut by its byte budget: its
+    /// `limit` becomes the rows it holds (see the module docs).
     pub fn new(path: &str, params: &QueryParams, page: PageRequest, total: i64, objects: Vec<T>) -> Self {
+        let held = objects.len() as i64;
+        let page = if held > 0 && held < page.limit && page.offset + held < total {
+            PageRequest { limit: held, ..page }
+        } else {
+            page
+        };
         let link = |offset: i64| {
             let mut q = form_urlencoded::Serializer::new(String::new());
             for (k, v) in params.filters() {
@@ -222,6 +235,21 @@ mod tests {
         );
         let last = Envelope::new("/x/", &params, PageRequest { limit: 2, offset: 4 }, 5, vec![5]);
         assert_eq!(last.meta.next, None);
+    }
+
+    #[test]
+    fn a_page_cut_short_pages_on_from_its_last_row() {
+        let params = QueryParams::parse(Some("limit=0"), &["limit", "offset"]).unwrap();
+        let page = params.page().unwrap();
+        let env = Envelope::new("/x/", &params, page, 10, vec![1, 2, 3]);
+        assert_eq!(env.meta.limit, 3);
+        assert_eq!(env.meta.next.as_deref(), Some("/x/?limit=3&offset=3"));
+        let last = Envelope::new("/x/", &params, PageRequest { limit: 3, offset: 9 }, 10, vec![10]);
+        assert_eq!(
+            (last.meta.limit, last.meta.next),
+            (3, None),
+            "the last page keeps its limit"
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub const JOBS_QUEUE_DEPTH: &str = "stevedore_jobs_queue_depth";
 pub const OUTBOX_BACKLOG: &str = "stevedore_outbox_backlog";
 /// Gauge: websocket clients connected to this process's stream hub.
 pub const WEBSOCKET_CLIENTS: &str = "stevedore_websocket_clients";
+/// Gauge: HTTP connections this listener's process is serving.
+pub const HTTP_CONNECTIONS: &str = "stevedore_http_connections";
 /// Most outbox rows a scrape counts.
 pub const OUTBOX_SAMPLE_CAP: i64 = 10_000;
 /// Longest a scrape waits for the broker or the database.
@@ -121,6 +123,7 @@ fn describe() {
     describe_gauge!(JOBS_QUEUE_DEPTH, "Jobs waiting in the jobs queue");
     describe_gauge!(OUTBOX_BACKLOG, "Outbox rows not yet confirmed by the broker");
     describe_gauge!(WEBSOCKET_CLIENTS, "Websocket clients connected to this process");
+    describe_gauge!(HTTP_CONNECTIONS, "HTTP connections this process is serving");
 }
 
 /// Wraps a role's whole router: request id, request span, latency histogram.
@@ -194,12 +197,15 @@ pub struct OpsState {
     pub dispatcher: Dispatcher,
     /// This role's OpenAPI document.
     pub openapi: Arc<serde_json::Value>,
+    /// The role's last readiness check (see [`crate::routes::probes::Readiness`]).
+    pub readiness: crate::routes::probes::Readiness,
 }
 
 /// `/metrics` and `/openapi.json` for a role serving `parts`.
 pub fn ops_router(dispatcher: Dispatcher, ops: &Operations, parts: &[Part]) -> Router {
     install_metrics();
     let state = OpsState {
+        readiness: Default::default(),
         dispatcher,
         openapi: Arc::new(openapi::document(ops, parts)),
     };
@@ -244,9 +250,11 @@ pub async fn openapi_handler(State(s): State<OpsState>) -> Json<serde_json::Valu
 /// `GET /readyz` of a role without a REST API
 /// ([`crate::routes::probes::readiness`]).
 pub async fn readyz(State(s): State<OpsState>) -> Response {
-    crate::routes::probes::readiness(&s.dispatcher)
-        .await
-        .into_response()
+    let checked = s
+        .readiness
+        .check(s.dispatcher.store(), s.dispatcher.broker())
+        .await;
+    crate::routes::probes::answer(&checked, &s.dispatcher)
 }
 
 /// The worker's ops listener: `/healthz`, `/readyz`, `/metrics`,
@@ -258,6 +266,7 @@ pub fn worker_router(dispatcher: Dispatcher, ops: &Operations) -> Router {
         .with_state(OpsState {
             dispatcher: dispatcher.clone(),
             openapi: Arc::new(serde_json::Value::Null),
+            readiness: Default::default(),
         });
     let app = probes
         .merge(ops_router(dispatcher, ops, &[Part::Probes, Part::Ops]))

@@ -45,6 +45,9 @@ pub struct FileConfig {
     /// PostgreSQL client settings.
     #[serde(default)]
     pub database: DatabaseSettings,
+    /// Limits of the HTTP listeners (connections, requests, pages, streams).
+    #[serde(default)]
+    pub http: HttpSettings,
     /// Extra object types beyond the five built-ins.
     #[serde(default, rename = "object_type")]
     pub object_types: Vec<ObjectType>,
@@ -231,6 +234,60 @@ impl Default for RelaySettings {
     fn default() -> Self {
         RelaySettings {
             redispatch_after: crate::dispatch::REDISPATCH_AFTER,
+        }
+    }
+}
+
+/// What one HTTP listener allows a client (`[http]`): the connection
+/// timeouts and caps of `stevedore dev`, `api` and `stream`, and the memory
+/// one request or websocket may hold. docs/CONFIG.md gives the reasons for
+/// the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// A request's headers must be complete this long after the server
+    /// starts waiting for them (after the connection is accepted, or the
+    /// previous response on it ended): slow or half-open clients are closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request (streams and long-polls excepted) must be answered within
+    /// this long, its body included; otherwise 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Websockets (logs and events) one user may hold open on one process.
+    pub max_websockets_per_user: usize,
+    /// Long-polls (`/api/v1/event/wait/…`) one user may hold on one process.
+    pub max_waits_per_user: usize,
+    /// Bytes of stored rows one page of a list may hold; a page that would
+    /// exceed it ends early (with at least one row) and says so in its `meta`.
+    pub page_bytes: usize,
+    /// Most objects an `include_related` filter may expand to.
+    pub max_related: i64,
+    /// Largest `tail` of a logs websocket.
+    pub max_log_tail: i64,
+    /// Bytes one websocket client may have queued before it counts as too
+    /// slow and is disconnected.
+    pub client_queue_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_websockets_per_user: 32,
+            max_waits_per_user: 32,
+            page_bytes: 4 * 1024 * 1024,
+            max_related: 1000,
+            max_log_tail: 10_000,
+            client_queue_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -37,10 +37,6 @@ const LIST_PARAMS: &[&str] = &[
     "format",
 ];
 
-/// Most objects an `include_related` expansion considers (a stack's services
-/// and their containers); more is a sign of a runaway hierarchy.
-const MAX_RELATED: i64 = 10_000;
-
 /// What an audit path names.
 #[derive(Debug, PartialEq, Eq)]
 enum AuditPath {
@@ -199,24 +195,31 @@ async fn related_objects(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiRe
     let same = |uri: &str| parse_object_uri(uri).filter(|p| Some(&p.subsystem) == subsystem.as_ref());
     let mut ids = vec![obj.uuid];
     ids.extend(obj.parents.iter().filter_map(|p| same(p)).map(|p| p.uuid));
+    // Only uuids and URIs (an object's attributes may be large), and at most
+    // `[http] max_related` of them: more is a runaway hierarchy, refused.
+    let max = state.limits.max_related;
     let children = store
-        .list_objects(
+        .object_refs(
             caller.scope(),
             &ObjectFilter {
                 parent: Some(obj.resource_uri.clone()),
                 include_deleted: true,
                 ..Default::default()
             },
-            MAX_RELATED,
-            0,
+            max + 1,
         )
         .await?;
+    if children.len() as i64 > max {
+        return Err(ApiError::BadRequest(format!(
+            "include_related: {} has more than {max} related objects; filter by one of them instead",
+            obj.resource_uri
+        )));
+    }
     ids.extend(
         children
-            .items
             .iter()
-            .filter(|c| same(&c.resource_uri).is_some())
-            .map(|c| c.uuid),
+            .filter(|(_, uri)| same(uri).is_some())
+            .map(|(uuid, _)| *uuid),
     );
     ids.sort();
     ids.dedup();
@@ -239,13 +242,15 @@ async fn list(
         }
         filter.namespace = Some(ns);
     }
+    filter.page_bytes = Some(state.limits.page_bytes);
     let found = state
         .dispatcher
         .store()
         .list_actions(caller.scope(), &filter, page.limit, page.offset)
         .await?;
-    let objects: Vec<ActionJson> = found.items.iter().map(Action::to_wire).collect();
-    Ok(Json(Envelope::new(path, &params, page, found.total, objects)).into_response())
+    let total = found.total;
+    let objects: Vec<ActionJson> = found.items.into_iter().map(|a| a.to_wire()).collect();
+    Ok(Json(Envelope::new(path, &params, page, total, objects)).into_response())
 }
 
 async fn cancel(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiResult<Response> {

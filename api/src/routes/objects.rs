@@ -412,14 +412,16 @@ async fn list(state: &ApiState, caller: &Caller, p: &ObjectPath, uri: &Uri) -> A
         namespace,
         parent: None,
         include_deleted: params.flag("include_deleted")?.unwrap_or(false),
+        page_bytes: Some(state.limits.page_bytes),
     };
     let found = state
         .dispatcher
         .store()
         .list_objects(caller.scope(), &filter, page.limit, page.offset)
         .await?;
-    let objects: Vec<Value> = found.items.iter().map(object_json).collect();
-    Ok(Json(Envelope::new(uri.path(), &params, page, found.total, objects)).into_response())
+    let total = found.total;
+    let objects: Vec<Value> = found.items.into_iter().map(|o| object_json(&o)).collect();
+    Ok(Json(Envelope::new(uri.path(), &params, page, total, objects)).into_response())
 }
 
 /// `PATCH …/<type>/<uuid>/`: changes the name and attributes (a `null`

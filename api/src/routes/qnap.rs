@@ -23,8 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use std::time::Duration;
-use stevedore_shared::event::Event;
-use stevedore_shared::store::Scope;
+use stevedore_shared::store::{EventPoll, PolledEvent, Scope};
 use stevedore_shared::syslog::{LogLevel, SystemLogEntry, SystemLogFilter};
 use uuid::Uuid;
 
@@ -35,7 +34,7 @@ const MAX_LOG_LIMIT: i64 = 1000;
 /// Rows read from the store per CSV chunk.
 const EXPORT_PAGE: i64 = 1000;
 /// Events `/api/v1/event` returns without an index (the QNAP default).
-const LATEST_EVENTS: usize = 20;
+const LATEST_EVENTS: i64 = 20;
 /// Events returned per poll at most.
 const MAX_EVENTS: i64 = 500;
 /// Default and largest long-poll duration: a waiter holds a connection, so it
@@ -213,22 +212,11 @@ pub fn csv_cell(raw: &str) -> String {
 
 /// `category:user:json` for an event. The user is the action's requester for
 /// action events; object events are for everyone in the namespace (`all`).
-async fn message(state: &ApiState, e: &Event) -> String {
-    let user = if e.object_type == "action" {
-        match Uuid::parse_str(&e.uuid) {
-            Ok(u) => state
-                .dispatcher
-                .store()
-                .get_action(Scope::All, u)
-                .await
-                .ok()
-                .flatten()
-                .map(|a| a.user)
-                .unwrap_or_else(|| "all".into()),
-            Err(_) => "all".into(),
-        }
-    } else {
-        "all".into()
+fn message(p: &PolledEvent) -> String {
+    let e = &p.event;
+    let user = match (&p.user, e.object_type.as_str()) {
+        (Some(user), "action") => user.as_str(),
+        _ => "all",
     };
     format!(
         "{}:{}:{}",
@@ -243,39 +231,29 @@ async fn message(state: &ApiState, e: &Event) -> String {
 /// number to poll from next; `offset` the newest sequence number stored. The
 /// PostgreSQL store numbers events in commit order (ARCHITECTURE.md), so a
 /// poll from the returned index never skips an event that commits late.
+///
+/// A poll costs two statements whatever the numbers: the newest sequence
+/// number, and the events with their actions' requesters
+/// ([`Store::poll_events`](stevedore_shared::store::Store::poll_events)).
 pub async fn events(
     State(state): State<ApiState>,
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let params = QueryParams::parse(q.as_deref(), &["index", "offset"])?;
+    let (poll, limit) = match int_param(&params, "index")? {
+        Some(n) if n < 0 => return Err(ApiError::BadRequest("index must not be negative".into())),
+        Some(n) => (EventPoll::After(n), MAX_EVENTS),
+        None => (EventPoll::Latest, LATEST_EVENTS),
+    };
     let store = state.dispatcher.store();
     let newest = store.last_event_seq().await?;
-    let list = match int_param(&params, "index")? {
-        Some(n) if n < 0 => return Err(ApiError::BadRequest("index must not be negative".into())),
-        Some(n) => store.events_after(caller.scope(), n, MAX_EVENTS).await?,
-        None => {
-            // The latest few of this caller's: read back a window, keep the tail.
-            let mut window = newest.saturating_sub(10 * LATEST_EVENTS as i64);
-            let mut got = store.events_after(caller.scope(), window, MAX_EVENTS).await?;
-            while got.len() < LATEST_EVENTS && window > 0 {
-                window = window.saturating_sub(1000);
-                got = store
-                    .events_after(caller.scope(), window, newest - window)
-                    .await?;
-            }
-            let skip = got.len().saturating_sub(LATEST_EVENTS);
-            got.split_off(skip)
-        }
-    };
-    let index = list
-        .last()
-        .map(|e| e.seq)
-        .unwrap_or_else(|| int_param(&params, "index").ok().flatten().unwrap_or(newest));
-    let mut messages = Vec::with_capacity(list.len());
-    for e in &list {
-        messages.push(message(&state, e).await);
-    }
+    let list = store.poll_events(caller.scope(), poll, limit).await?;
+    let index = list.last().map(|p| p.event.seq).unwrap_or(match poll {
+        EventPoll::After(n) => n,
+        EventPoll::Latest => newest,
+    });
+    let messages: Vec<String> = list.iter().map(message).collect();
     Ok(Json(json!({ "index": index, "messages": messages, "offset": newest })).into_response())
 }
 
@@ -308,6 +286,8 @@ pub async fn wait(
     if kind != "action" && state.ops.types().by_name(&kind).is_none() {
         return Err(ApiError::NotFound(format!("unknown type {kind:?}")));
     }
+    // Held until the answer: a user may hold `[http] max_waits_per_user`.
+    let _slot = state.waits.acquire(&caller.user)?;
     // Subscribe first, then read: a change between the two is not missed.
     let mut sub = state.hub.subscribe_events(&caller.namespaces);
     let deadline = tokio::time::Instant::now() + duration;

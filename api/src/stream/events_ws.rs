@@ -70,14 +70,16 @@ async fn handle(
                 ApiError::BadRequest(format!("since must be a sequence number, not {v:?}"))
             })?),
         };
-        Ok::<_, ApiError>((caller.user, namespaces, since))
+        let slot = s.api.websockets.acquire(&caller.user)?;
+        Ok::<_, ApiError>((caller.user, namespaces, since, slot))
     }
     .await;
     match (prepared, ws) {
         (Err(e), _) => e.into_response(),
         (Ok(_), Err(rejection)) => rejection.into_response(),
-        (Ok((user, namespaces, since)), Ok(ws)) => {
+        (Ok((user, namespaces, since, slot)), Ok(ws)) => {
             super::configure(ws).on_upgrade(move |mut socket| async move {
+                let _slot = slot;
                 let stop = stream_events(&mut socket, &s, user, namespaces, since).await;
                 finish(socket, stop).await;
             })

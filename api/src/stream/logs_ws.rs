@@ -15,19 +15,23 @@ use super::{
 };
 use crate::error::ApiError;
 use crate::routes::parse_uuid;
+use crate::user_slots::UserSlot;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::str::FromStr;
-use stevedore_shared::logline::LogLine;
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{DynStore, Scope};
 use uuid::Uuid;
 
 /// Lines sent before following when the client gives no `tail`.
 pub const DEFAULT_TAIL: i64 = 300;
+
+/// Lines read from the store at a time (the backlog and every catch-up), so
+/// a socket holds at most this many lines of 64 KiB whatever its `tail`.
+const LOG_PAGE: i64 = 64;
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
@@ -63,9 +67,10 @@ async fn handle(
 ) -> Response {
     match prepare(&s, ns, &uuid, &q, &headers).await {
         Err(e) => e.into_response(),
-        Ok((uuid, tail, follow)) => match ws {
+        Ok((uuid, tail, follow, slot)) => match ws {
             Err(rejection) => rejection.into_response(),
             Ok(ws) => super::configure(ws).on_upgrade(move |mut socket| async move {
+                let _slot = slot;
                 let stop = stream_logs(&mut socket, &s, uuid, tail, follow).await;
                 finish(socket, stop).await;
             }),
@@ -73,14 +78,16 @@ async fn handle(
     }
 }
 
-/// Checks credentials, the action's visibility and the query before upgrading.
+/// Checks credentials, the action's visibility and the query before
+/// upgrading, and takes one of the caller's websocket slots. A `tail` above
+/// `[http] max_log_tail` is read as that maximum.
 async fn prepare(
     s: &StreamState,
     ns: Option<String>,
     uuid: &str,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
-) -> Result<(Uuid, i64, bool), ApiError> {
+) -> Result<(Uuid, i64, bool, UserSlot), ApiError> {
     let caller = authenticate_handshake(&s.api, headers, q).await?;
     let uuid = parse_uuid(uuid)?;
     let namespaces = namespaces_for(&caller, ns.as_deref())?;
@@ -110,7 +117,8 @@ async fn prepare(
             }
         },
     };
-    Ok((action.uuid, tail, follow))
+    let slot = s.api.websockets.acquire(&caller.user)?;
+    Ok((action.uuid, tail.min(s.api.limits.max_log_tail), follow, slot))
 }
 
 async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: i64, follow: bool) -> Stop {
@@ -122,19 +130,17 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
         Ok(f) => f,
         Err(stop) => return stop,
     };
-    let backlog = match store.logs(uuid, Some(tail.max(1))).await {
-        Ok(lines) => lines,
+    // Lines are numbered from 1 without gaps: the newest tells where the
+    // last `tail` start, and they are read a page at a time.
+    let newest = match store.logs(uuid, Some(1)).await {
+        Ok(lines) => lines.last().map_or(0, |l| l.seq),
         Err(e) => return read_failed(e),
     };
-    let mut last = 0;
-    for line in backlog {
-        if tail > 0 {
-            if let Err(stop) = send_text(socket, line.to_wire().to_string()).await {
-                return stop;
-            }
-        }
-        last = line.seq;
+    let mut last = (newest - tail).max(0);
+    if let Err(stop) = catch_up(socket, &store, uuid, &mut last, Some(newest)).await {
+        return stop;
     }
+    last = last.max(newest);
     let Some(sub) = sub.as_mut() else {
         return Stop::Done;
     };
@@ -206,8 +212,8 @@ fn read_failed(e: stevedore_shared::Error) -> Stop {
     Stop::Error("cannot read the action's logs; retry later".into())
 }
 
-/// Sends the stored lines after `last` (up to `until` when given) and moves
-/// `last` on.
+/// Sends the stored lines after `last` (up to `until` when given), a page
+/// at a time, and moves `last` on.
 async fn catch_up(
     socket: &mut WebSocket,
     store: &DynStore,
@@ -215,27 +221,21 @@ async fn catch_up(
     last: &mut i64,
     until: Option<i64>,
 ) -> Result<(), Stop> {
-    let lines = lines_after(store, uuid, *last).await.map_err(read_failed)?;
-    for line in lines {
-        if until.is_some_and(|u| line.seq > u) {
-            break;
-        }
-        send_text(socket, line.to_wire().to_string()).await?;
-        *last = line.seq;
-    }
-    Ok(())
-}
-
-/// The stored lines with `seq > after`, in order, reading a growing tail
-/// until it reaches back far enough.
-async fn lines_after(store: &DynStore, uuid: Uuid, after: i64) -> stevedore_shared::Result<Vec<LogLine>> {
-    let mut n = 64;
     loop {
-        let lines = store.logs(uuid, Some(n)).await?;
-        let reached = lines.first().is_none_or(|l| l.seq <= after + 1);
-        if reached || (lines.len() as i64) < n {
-            return Ok(lines.into_iter().filter(|l| l.seq > after).collect());
+        let page = store
+            .logs_after(uuid, *last, LOG_PAGE)
+            .await
+            .map_err(read_failed)?;
+        let full = page.len() as i64 == LOG_PAGE;
+        for line in page {
+            if until.is_some_and(|u| line.seq > u) {
+                return Ok(());
+            }
+            send_text(socket, line.to_wire().to_string()).await?;
+            *last = line.seq;
         }
-        n *= 4;
+        if !full || until.is_some_and(|u| *last >= u) {
+            return Ok(());
+        }
     }
 }

@@ -11,8 +11,9 @@
 //!   caller's namespaces; resumable with `?since=<seq>`).
 //!
 //! **Invariant:** the hub never waits for a client. A client whose queue is
-//! full is dropped from the hub and told so (an `error` frame, then close);
-//! nobody else slows down.
+//! full (in messages, or in bytes: `[http] client_queue_bytes`) is dropped
+//! from the hub and told so (an `error` frame, then close); nobody else
+//! slows down.
 //!
 //! **Invariant:** the database is the source of truth. Whenever the hub may
 //! have missed updates (its subscription ended or fell behind), it tells every
@@ -57,6 +58,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
+/// What a queued delivery counts for besides its text (its place in the
+/// queue and its shared pointer).
+const DELIVERY_OVERHEAD: usize = 64;
+
 /// What the hub hands a client.
 #[derive(Debug, Clone)]
 pub enum Delivery {
@@ -67,6 +72,19 @@ pub enum Delivery {
     /// The hub may have missed updates (it re-subscribed, or fell behind):
     /// catch up from the store.
     Gap,
+}
+
+impl Delivery {
+    /// The bytes a client's queue holds for it: its text, plus a little for
+    /// its slot (what [`ClientSlot::offer`] counts against the byte cap).
+    pub fn queued_bytes(&self) -> usize {
+        DELIVERY_OVERHEAD
+            + match self {
+                Delivery::Event(e) => e.frame.len(),
+                Delivery::Logs(lines) => lines.iter().map(|l| l.log.len() + DELIVERY_OVERHEAD).sum(),
+                Delivery::Gap => 0,
+            }
+    }
 }
 
 /// An event as fanned out.
@@ -81,14 +99,28 @@ pub struct HubEvent {
 struct ClientSlot {
     tx: mpsc::Sender<Delivery>,
     overflow: CancellationToken,
+    /// Bytes queued for the client and not yet taken (shared with its
+    /// [`Subscription`]).
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 impl ClientSlot {
-    /// Queues without waiting; a full queue cancels the client.
+    /// Queues without waiting; a full queue (in messages, or in bytes unless
+    /// it is empty) cancels the client.
     /// Returns whether the client should stay registered.
     fn offer(&self, d: &Delivery) -> bool {
+        let size = d.queued_bytes();
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + size > self.max_bytes {
+            self.overflow.cancel();
+            return false;
+        }
         match self.tx.try_send(d.clone()) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.queued.fetch_add(size, Ordering::AcqRel);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.overflow.cancel();
                 false
@@ -110,6 +142,7 @@ struct HubInner {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
     buffer: usize,
+    max_bytes: usize,
     connected: AtomicBool,
     clients: AtomicUsize,
     /// Whether a subscriber task was started (there is at most one).
@@ -124,9 +157,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub whose clients may queue `buffer` messages; nothing feeds it until
-    /// [`Hub::spawn_subscriber`] (or [`Hub::dispatch`] in tests).
-    pub fn new(buffer: usize) -> Self {
+    /// A hub whose clients may queue `buffer` messages of `max_bytes` in all
+    /// (a single larger message still fits an empty queue); nothing feeds it
+    /// until [`Hub::spawn_subscriber`] (or [`Hub::dispatch`] in tests).
+    pub fn new(buffer: usize, max_bytes: usize) -> Self {
         // Registers the gauge at 0, so a stream listener reports it before its first client.
         metrics::gauge!(crate::ops::WEBSOCKET_CLIENTS).increment(0.0);
         Hub {
@@ -134,6 +168,7 @@ impl Hub {
                 registry: Mutex::new(Registry::default()),
                 next_id: AtomicU64::new(1),
                 buffer: buffer.max(1),
+                max_bytes: max_bytes.max(1),
                 connected: AtomicBool::new(false),
                 clients: AtomicUsize::new(0),
                 started: AtomicBool::new(false),
@@ -245,6 +280,7 @@ impl Hub {
     /// Registers a client for the events of `namespaces`.
     pub fn subscribe_events(&self, namespaces: &[String]) -> Subscription {
         let (id, tx, rx, overflow) = self.new_client();
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
         for ns in namespaces {
             reg.events.entry(ns.clone()).or_default().insert(
@@ -252,6 +288,8 @@ impl Hub {
                 ClientSlot {
                     tx: tx.clone(),
                     overflow: overflow.clone(),
+                    queued: queued.clone(),
+                    max_bytes: self.inner.max_bytes,
                 },
             );
         }
@@ -259,6 +297,7 @@ impl Hub {
             id,
             rx,
             overflow,
+            queued,
             key: Key::Events(namespaces.to_vec()),
             hub: self.clone(),
         }
@@ -267,18 +306,22 @@ impl Hub {
     /// Registers a client for the log lines and events of one action.
     pub fn subscribe_logs(&self, action: Uuid) -> Subscription {
         let (id, tx, rx, overflow) = self.new_client();
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
         reg.logs.entry(action).or_default().insert(
             id,
             ClientSlot {
                 tx,
                 overflow: overflow.clone(),
+                queued: queued.clone(),
+                max_bytes: self.inner.max_bytes,
             },
         );
         Subscription {
             id,
             rx,
             overflow,
+            queued,
             key: Key::Logs(action),
             hub: self.clone(),
         }
@@ -364,6 +407,7 @@ pub struct Subscription {
     id: u64,
     rx: mpsc::Receiver<Delivery>,
     overflow: CancellationToken,
+    queued: Arc<AtomicUsize>,
     key: Key,
     hub: Hub,
 }
@@ -385,7 +429,10 @@ impl Subscription {
             biased;
             _ = self.overflow.cancelled() => Next::Overflowed,
             d = self.rx.recv() => match d {
-                Some(d) => Next::Delivery(d),
+                Some(d) => {
+                    self.queued.fetch_sub(d.queued_bytes(), Ordering::AcqRel);
+                    Next::Delivery(d)
+                }
                 None => Next::Overflowed,
             },
         }
@@ -471,9 +518,15 @@ pub fn standalone_router(api: ApiState, shutdown: &Shutdown) -> Router {
 
 async fn readyz(axum::extract::State(s): axum::extract::State<StreamState>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let db = s.api.dispatcher.store().ping().await;
+    // The database part from the shared, rate-limited check; the
+    // subscription from the hub's own flag (no I/O).
+    let checked = s
+        .api
+        .readiness
+        .check(s.api.dispatcher.store(), s.api.dispatcher.broker())
+        .await;
     let hub = s.hub.is_connected();
-    let status = if db.is_ok() && hub {
+    let status = if checked.database.is_ok() && hub {
         axum::http::StatusCode::OK
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
@@ -481,7 +534,7 @@ async fn readyz(axum::extract::State(s): axum::extract::State<StreamState>) -> a
     (
         status,
         axum::Json(json!({
-            "database": db.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+            "database": checked.database.err().unwrap_or_else(|| "ok".to_string()),
             "updates": if hub { "subscribed" } else { "not subscribed" },
             "clients": s.hub.client_count(),
         })),
@@ -599,7 +652,10 @@ pub(crate) async fn finish(mut socket: WebSocket, stop: Stop) {
 
 /// The message for a client whose queue overflowed.
 pub(crate) fn overflow_message(what: &str) -> String {
-    format!("client too slow: more than {CLIENT_BUFFER} {what} messages queued; disconnected")
+    format!(
+        "client too slow: its queue of {what} messages filled up (at most {CLIENT_BUFFER} messages \
+         or [http] client_queue_bytes); disconnected"
+    )
 }
 
 #[cfg(test)]
@@ -631,7 +687,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_reach_only_their_namespaces_clients() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, 1 << 20);
         let mut a = hub.subscribe_events(&["acme".into(), "labs".into()]);
         let mut b = hub.subscribe_events(&["other".into()]);
         hub.dispatch(Update::Event(event("labs", 1)));
@@ -649,7 +705,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_of_events_reaches_each_namespace_in_order() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, 1 << 20);
         let mut acme = hub.subscribe_events(&["acme".into()]);
         let mut labs = hub.subscribe_events(&["labs".into()]);
         let mine = Uuid::new_v4();
@@ -678,7 +734,7 @@ mod tests {
 
     #[tokio::test]
     async fn logs_clients_get_their_actions_lines_and_events() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, 1 << 20);
         let mine = Uuid::new_v4();
         let mut s = hub.subscribe_logs(mine);
         let line = |u: Uuid| LogLine {
@@ -719,7 +775,7 @@ mod tests {
     /// client that keeps up sees every message, and the hub never waits.
     #[tokio::test]
     async fn a_stalled_client_overflows_and_is_dropped_without_slowing_others() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, 1 << 20);
         let mut stalled = hub.subscribe_events(&["acme".into()]);
         let mut live = hub.subscribe_events(&["acme".into()]);
         let started = std::time::Instant::now();
@@ -735,5 +791,30 @@ mod tests {
         assert!(matches!(next_now(&mut stalled).await, Some(Next::Overflowed)));
         let reg = hub.inner.registry.lock().unwrap();
         assert_eq!(reg.events["acme"].len(), 1, "the stalled client was unregistered");
+    }
+
+    /// A client's queue is bounded in bytes too: a few large messages
+    /// overflow it long before the message count does; a client that takes
+    /// what it was sent makes room again.
+    #[tokio::test]
+    async fn a_queue_overflows_on_bytes_before_messages() {
+        let big = |seq| {
+            let mut e = event("acme", seq);
+            e.resource_uri = "x".repeat(10_000);
+            Update::Event(e)
+        };
+        let hub = Hub::new(1024, 25_000);
+        let mut reader = hub.subscribe_events(&["acme".into()]);
+        let mut stalled = hub.subscribe_events(&["acme".into()]);
+        for seq in 1..=5 {
+            hub.dispatch(big(seq));
+            assert!(matches!(
+                next_now(&mut reader).await,
+                Some(Next::Delivery(Delivery::Event(_)))
+            ));
+        }
+        assert!(matches!(next_now(&mut stalled).await, Some(Next::Overflowed)));
+        let reg = hub.inner.registry.lock().unwrap();
+        assert_eq!(reg.events["acme"].len(), 1, "only the reader stays");
     }
 }

@@ -227,19 +227,26 @@ impl AmqpBroker {
     }
 
     async fn queue_depth(&self, queue: &str) -> Result<u32> {
-        let channel = self.scratch_channel().await?;
-        let declared = channel
-            .queue_declare(
-                queue,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        close_quietly(channel).await;
-        Ok(declared.message_count())
+        if self.is_blocked() {
+            return Err(blocked_error("a queue depth query"));
+        }
+        tokio::time::timeout(self.publish_timeout, async {
+            let channel = self.scratch_channel().await?;
+            let declared = channel
+                .queue_declare(
+                    queue,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            close_quietly(channel).await;
+            Ok(declared.message_count())
+        })
+        .await
+        .unwrap_or_else(|_| Err(self.timeout_error("a queue depth query")))
     }
 
     /// A fresh channel for one-off operations whose failure closes the channel
@@ -389,9 +396,18 @@ impl Broker for AmqpBroker {
     }
 
     async fn ping(&self) -> Result<()> {
-        let channel = self.scratch_channel().await?;
-        close_quietly(channel).await;
-        Ok(())
+        // RabbitMQ told us it blocks publishers: it answers, and no channel
+        // would open on a blocked connection (reported by `blocked`).
+        if self.is_blocked() {
+            return Ok(());
+        }
+        tokio::time::timeout(self.publish_timeout, async {
+            let channel = self.scratch_channel().await?;
+            close_quietly(channel).await;
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(self.timeout_error("a ping")))
     }
 
     async fn publish_jobs(&self, jobs: &[JobMessage]) -> Result<()> {

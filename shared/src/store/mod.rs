@@ -269,6 +269,8 @@ pub struct ActionFilter {
     pub namespace: Option<String>,
     /// Only actions on objects of this type (`service`, …).
     pub object_type: Option<String>,
+    /// Not a filter: the page's byte budget (see [`rows_within_budget`]).
+    pub page_bytes: Option<usize>,
 }
 
 /// The inclusive uuid range a prefix of the hyphenated form covers, as two
@@ -322,6 +324,48 @@ pub struct ObjectFilter {
     pub parent: Option<String>,
     /// Include deleted (terminated) objects.
     pub include_deleted: bool,
+    /// Not a filter: the page's byte budget (see [`rows_within_budget`]).
+    pub page_bytes: Option<usize>,
+}
+
+/// What a listed row counts for besides its one large column (an action's
+/// body, an object's attributes): its other fields and their JSON keys.
+pub const ROW_OVERHEAD: usize = 1024;
+
+/// The one rule for a page's byte budget: how many of a page's rows, given
+/// the sizes of their large column in order, fit in `budget` bytes (each
+/// also counted [`ROW_OVERHEAD`]). Never fewer than one of the rows given,
+/// so paging always moves on; a row larger than the budget is a page alone.
+pub fn rows_within_budget(sizes: impl IntoIterator<Item = i64>, budget: usize) -> i64 {
+    let mut used: usize = 0;
+    let mut n = 0;
+    for size in sizes {
+        used = used.saturating_add(usize::try_from(size.max(0)).unwrap_or(usize::MAX) + ROW_OVERHEAD);
+        if n > 0 && used > budget {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Which events a poll of the QNAP event API reads ([`Store::poll_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventPoll {
+    /// Those with `seq` above this, oldest first.
+    After(i64),
+    /// The newest ones, returned oldest first.
+    Latest,
+}
+
+/// An event with the user who requested its action (`None` for an object's
+/// event, or an action no longer stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolledEvent {
+    /// The event.
+    pub event: Event,
+    /// Its action's requester.
+    pub user: Option<String>,
 }
 
 /// One page of a list, with the number of matches over all pages.
@@ -383,6 +427,16 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         offset: i64,
     ) -> Result<Page<Object>>;
+
+    /// The uuid and resource URI of at most `limit` objects matching
+    /// `filter` in `scope`, oldest first: what a relation needs, without the
+    /// objects' attributes.
+    async fn object_refs(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, String)>>;
 
     /// Replaces an object's name, state, attributes and `deleted_at` (its
     /// `updated_at` becomes now) and records a `kind` event for it, in one
@@ -484,6 +538,10 @@ pub trait Store: Send + Sync + 'static {
     /// The last `tail` lines of an action's log (all with `None`), in order.
     async fn logs(&self, uuid: Uuid, tail: Option<i64>) -> Result<Vec<LogLine>>;
 
+    /// At most `limit` lines of an action's log with `seq > after`, in
+    /// order: a long log read page by page.
+    async fn logs_after(&self, uuid: Uuid, after: i64, limit: i64) -> Result<Vec<LogLine>>;
+
     /// Moves an action to `to`, checking the transition with
     /// [`ActionState::check_transition`] atomically (the guard is in the
     /// `UPDATE`), with its `update` event. With `Some(token)` the write is fenced
@@ -534,6 +592,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events with `seq > after`, in `scope`, oldest first, at most `limit`.
     async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>>;
+
+    /// At most `limit` events in `scope` (after a sequence number, or the
+    /// newest), oldest first, each with its action's requester: one
+    /// statement, however many events and actions it covers.
+    async fn poll_events(&self, scope: Scope<'_>, poll: EventPoll, limit: i64) -> Result<Vec<PolledEvent>>;
 
     /// The highest event sequence number stored (0 when there is none): where
     /// a stream client that gave no resume point starts from.
@@ -619,6 +682,19 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_holds_what_fits_its_budget_and_never_nothing() {
+        let kib = 1024;
+        assert_eq!(rows_within_budget([0, 0, 0], 10 * kib), 3);
+        assert_eq!(rows_within_budget([kib as i64; 10], 4 * kib), 2);
+        assert_eq!(
+            rows_within_budget([100 * kib as i64, 1], kib),
+            1,
+            "a large row is a page alone"
+        );
+        assert_eq!(rows_within_budget([], kib), 0);
+    }
 
     #[test]
     fn uuid_prefixes_become_key_ranges() {

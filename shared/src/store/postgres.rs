@@ -46,8 +46,8 @@
 
 use super::rows::{self, RowExt, StoredAction};
 use super::{
-    lookups_of, ActionFilter, Claim, Finish, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped,
-    ResolvedBatch, Scope, Store, Submission, Submitted, Transitioned, User,
+    lookups_of, ActionFilter, Claim, EventPoll, Finish, LeaseToken, ObjectFilter, OutboxEntry, Page,
+    PolledEvent, Reaped, ResolvedBatch, Scope, Store, Submission, Submitted, Transitioned, User,
 };
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
@@ -1163,6 +1163,21 @@ impl Store for PgStore {
         let mut count = QueryBuilder::new("SELECT count(*) FROM objects");
         push_object_filter(&mut count, scope, filter);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let limit = match filter.page_bytes {
+            None => limit,
+            Some(budget) => {
+                let mut sizes =
+                    QueryBuilder::new("SELECT octet_length(attributes::text)::BIGINT FROM objects");
+                push_object_filter(&mut sizes, scope, filter);
+                sizes
+                    .push(" ORDER BY created_at, uuid LIMIT ")
+                    .push_bind(limit)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
+                super::rows_within_budget(sizes, budget)
+            }
+        };
         let mut q = QueryBuilder::new(format!("SELECT {} FROM objects", rows::PG_OBJECT_COLUMNS));
         push_object_filter(&mut q, scope, filter);
         q.push(" ORDER BY created_at, uuid LIMIT ")
@@ -1175,6 +1190,21 @@ impl Store for PgStore {
             .map(rows::object_from_row)
             .collect::<Result<Vec<_>>>()?;
         Ok(Page { items, total })
+    }
+
+    async fn object_refs(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, String)>> {
+        let mut q = QueryBuilder::new("SELECT uuid, resource_uri FROM objects");
+        push_object_filter(&mut q, scope, filter);
+        q.push(" ORDER BY created_at, uuid LIMIT ").push_bind(limit);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| Ok((row.uuid("uuid")?, row.text("resource_uri")?)))
+            .collect()
     }
 
     async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
@@ -1282,6 +1312,21 @@ impl Store for PgStore {
         limit: i64,
         offset: i64,
     ) -> Result<Page<Action>> {
+        // A byte budget first measures the page's bodies (without reading them).
+        let limit = match filter.page_bytes {
+            None => limit,
+            Some(budget) => {
+                let mut sizes = QueryBuilder::new("SELECT octet_length(body)::BIGINT FROM actions");
+                push_action_filter(&mut sizes, scope, filter);
+                sizes
+                    .push(" ORDER BY id DESC LIMIT ")
+                    .push_bind(limit)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
+                super::rows_within_budget(sizes, budget)
+            }
+        };
         // One row more than asked shows whether another page follows.
         let mut q = QueryBuilder::new(format!("SELECT {} FROM actions", rows::PG_ACTION_COLUMNS));
         push_action_filter(&mut q, scope, filter);
@@ -1501,6 +1546,19 @@ impl Store for PgStore {
         rows.iter().map(rows::log_line_from_row).collect()
     }
 
+    async fn logs_after(&self, uuid: Uuid, after: i64, limit: i64) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT action_uuid, seq, log, ts, stream FROM action_logs \
+             WHERE action_uuid = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(uuid)
+        .bind(after)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::log_line_from_row).collect()
+    }
+
     async fn transition(
         &self,
         scope: Scope<'_>,
@@ -1604,6 +1662,37 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::event_from_row).collect()
+    }
+
+    async fn poll_events(&self, scope: Scope<'_>, poll: EventPoll, limit: i64) -> Result<Vec<PolledEvent>> {
+        // The window of events first (by the primary key, or by namespace
+        // and seq), then one probe of the actions' key per action event.
+        let (after, order) = match poll {
+            EventPoll::After(seq) => (seq, "seq"),
+            EventPoll::Latest => (0, "seq DESC"),
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT e.seq, e.namespace, e.object_type, e.kind, e.uuid, e.resource_uri, e.state, \
+                 e.parents::text AS parents, e.datetime, a.user_name AS requester FROM ( \
+                 SELECT * FROM events \
+                 WHERE seq > $1 AND ($2::text[] IS NULL OR namespace = ANY($2)) \
+                 ORDER BY {order} LIMIT $3 \
+             ) e LEFT JOIN actions a ON e.object_type = 'action' AND a.uuid = e.uuid::uuid \
+             ORDER BY e.seq"
+        ))
+        .bind(after)
+        .bind(rows::scope_namespaces(scope))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PolledEvent {
+                    event: rows::event_from_row(row)?,
+                    user: row.opt_text("requester")?,
+                })
+            })
+            .collect()
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

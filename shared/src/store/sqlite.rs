@@ -27,8 +27,8 @@
 
 use super::rows::{self, RowExt, StoredAction};
 use super::{
-    ActionFilter, Claim, LeaseToken, ObjectFilter, OutboxEntry, Page, Reaped, Scope, Store, Submitted,
-    Transitioned, User,
+    ActionFilter, Claim, EventPoll, LeaseToken, ObjectFilter, OutboxEntry, Page, PolledEvent, Reaped, Scope,
+    Store, Submitted, Transitioned, User,
 };
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
@@ -613,6 +613,20 @@ impl Store for SqliteStore {
         let mut count = QueryBuilder::new("SELECT count(*) FROM objects");
         push_object_filter(&mut count, scope, filter)?;
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let limit = match filter.page_bytes {
+            None => limit,
+            Some(budget) => {
+                let mut sizes = QueryBuilder::new("SELECT length(CAST(attributes AS BLOB)) FROM objects");
+                push_object_filter(&mut sizes, scope, filter)?;
+                sizes
+                    .push(" ORDER BY created_at, uuid LIMIT ")
+                    .push_bind(limit)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
+                super::rows_within_budget(sizes, budget)
+            }
+        };
         let mut q = QueryBuilder::new(format!("SELECT {} FROM objects", rows::OBJECT_COLUMNS));
         push_object_filter(&mut q, scope, filter)?;
         q.push(" ORDER BY created_at, uuid LIMIT ")
@@ -625,6 +639,21 @@ impl Store for SqliteStore {
             .map(rows::object_from_row)
             .collect::<Result<Vec<_>>>()?;
         Ok(Page { items, total })
+    }
+
+    async fn object_refs(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, String)>> {
+        let mut q = QueryBuilder::new("SELECT uuid, resource_uri FROM objects");
+        push_object_filter(&mut q, scope, filter)?;
+        q.push(" ORDER BY created_at, uuid LIMIT ").push_bind(limit);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| Ok((row.uuid("uuid")?, row.text("resource_uri")?)))
+            .collect()
     }
 
     async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
@@ -715,6 +744,20 @@ impl Store for SqliteStore {
         let mut count = QueryBuilder::new("SELECT count(*) FROM actions");
         push_action_filter(&mut count, scope, filter)?;
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let limit = match filter.page_bytes {
+            None => limit,
+            Some(budget) => {
+                let mut sizes = QueryBuilder::new("SELECT length(CAST(body AS BLOB)) FROM actions");
+                push_action_filter(&mut sizes, scope, filter)?;
+                sizes
+                    .push(" ORDER BY id DESC LIMIT ")
+                    .push_bind(limit)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
+                super::rows_within_budget(sizes, budget)
+            }
+        };
         let mut q = QueryBuilder::new(format!("SELECT {} FROM actions", rows::ACTION_COLUMNS));
         push_action_filter(&mut q, scope, filter)?;
         q.push(" ORDER BY id DESC LIMIT ")
@@ -881,6 +924,19 @@ impl Store for SqliteStore {
         rows.iter().map(rows::log_line_from_row).collect()
     }
 
+    async fn logs_after(&self, uuid: Uuid, after: i64, limit: i64) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT action_uuid, seq, log, ts, stream FROM action_logs \
+             WHERE action_uuid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(uuid.to_string())
+        .bind(after)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::log_line_from_row).collect()
+    }
+
     async fn transition(
         &self,
         scope: Scope<'_>,
@@ -990,6 +1046,38 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::event_from_row).collect()
+    }
+
+    async fn poll_events(&self, scope: Scope<'_>, poll: EventPoll, limit: i64) -> Result<Vec<PolledEvent>> {
+        let namespaces = rows::scope_namespaces(scope)
+            .map(|ns| json_list(&ns))
+            .transpose()?;
+        let (after, order) = match poll {
+            EventPoll::After(seq) => (seq, "seq"),
+            EventPoll::Latest => (0, "seq DESC"),
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT e.seq, e.namespace, e.object_type, e.kind, e.uuid, e.resource_uri, e.state, \
+                 e.parents, e.datetime, a.user_name AS requester FROM ( \
+                 SELECT * FROM events \
+                 WHERE seq > ?1 AND (?2 IS NULL OR namespace IN (SELECT value FROM json_each(?2))) \
+                 ORDER BY {order} LIMIT ?3 \
+             ) e LEFT JOIN actions a ON e.object_type = 'action' AND a.uuid = e.uuid \
+             ORDER BY e.seq"
+        ))
+        .bind(after)
+        .bind(namespaces)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PolledEvent {
+                    event: rows::event_from_row(row)?,
+                    user: row.opt_text("requester")?,
+                })
+            })
+            .collect()
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

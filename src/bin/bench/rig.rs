@@ -102,7 +102,11 @@ impl Rig {
         } else {
             stevedore_api::router(state)
         };
-        tokio::spawn(stevedore_api::serve(listener, app, shutdown.clone()));
+        let serving = shutdown.clone();
+        tokio::spawn(async move {
+            let limits = stevedore_shared::config::HttpSettings::default();
+            stevedore_api::serve(listener, app, &limits, serving).await
+        });
         tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
         let rig = Rig {
             url,

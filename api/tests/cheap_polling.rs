@@ -1,0 +1,413 @@
+//! Polling costs a bounded number of store calls, whatever the data: the
+//! QNAP event poll makes the same two calls for the latest events of a
+//! tenant whose events are few among thousands of others' (it used to read
+//! back in windows of 1,000 and look every action up on its own), and
+//! `/readyz` pings the database and the broker at most once per period
+//! however many probes arrive.
+//!
+//! The router runs in process on an in-memory SQLite store wrapped in a
+//! store that counts each call.
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stevedore_api::{router, ApiState};
+use stevedore_shared::action::{Action, NewAction};
+use stevedore_shared::auth::{generate_api_key, hash_api_key};
+use stevedore_shared::broker::memory::MemoryBroker;
+use stevedore_shared::config::{FileConfig, EXAMPLE_CONFIG};
+use stevedore_shared::dispatch::Dispatcher;
+use stevedore_shared::event::{Event, EventKind};
+use stevedore_shared::logline::{LogLine, NewLogLine};
+use stevedore_shared::object::Object;
+use stevedore_shared::state::ActionState;
+use stevedore_shared::store::*;
+use stevedore_shared::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
+use stevedore_shared::Result;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// A store that counts the calls made to it, by method.
+struct CountingStore {
+    inner: DynStore,
+    calls: Mutex<HashMap<&'static str, usize>>,
+}
+
+impl CountingStore {
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+
+    fn take(&self) -> HashMap<&'static str, usize> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+#[allow(unused_variables)]
+#[async_trait]
+impl Store for CountingStore {
+    async fn migrate(&self) -> Result<()> {
+        self.count("migrate");
+        self.inner.migrate().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.count("ping");
+        self.inner.ping().await
+    }
+
+    async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User> {
+        self.count("create_user");
+        self.inner.create_user(name, namespaces).await
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        self.count("get_user");
+        self.inner.get_user(name).await
+    }
+
+    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()> {
+        self.count("add_api_key");
+        self.inner.add_api_key(user, key_digest).await
+    }
+
+    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>> {
+        self.count("credentials");
+        self.inner.credentials(user).await
+    }
+
+    async fn insert_object(&self, object: &Object) -> Result<Event> {
+        self.count("insert_object");
+        self.inner.insert_object(object).await
+    }
+
+    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
+        self.count("get_object");
+        self.inner.get_object(scope, uuid).await
+    }
+
+    async fn list_objects(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Object>> {
+        self.count("list_objects");
+        self.inner.list_objects(scope, filter, limit, offset).await
+    }
+
+    async fn object_refs(
+        &self,
+        scope: Scope<'_>,
+        filter: &ObjectFilter,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, String)>> {
+        self.count("object_refs");
+        self.inner.object_refs(scope, filter, limit).await
+    }
+
+    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
+        self.count("update_object");
+        self.inner.update_object(scope, object, kind).await
+    }
+
+    async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
+        self.count("submit_action");
+        self.inner.submit_action(new).await
+    }
+
+    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
+        self.count("submit_actions");
+        self.inner.submit_actions(batch).await
+    }
+
+    async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
+        self.count("submit_batch");
+        self.inner.submit_batch(batch).await
+    }
+
+    async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
+        self.count("get_action");
+        self.inner.get_action(scope, uuid).await
+    }
+
+    async fn list_actions(
+        &self,
+        scope: Scope<'_>,
+        filter: &ActionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Action>> {
+        self.count("list_actions");
+        self.inner.list_actions(scope, filter, limit, offset).await
+    }
+
+    async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {
+        self.count("unsent_outbox");
+        self.inner.unsent_outbox(min_age, limit).await
+    }
+
+    async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
+        self.count("mark_outbox_sent");
+        self.inner.mark_outbox_sent(ids).await
+    }
+
+    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>> {
+        self.count("claim_action");
+        self.inner.claim_action(uuid, owner, lease).await
+    }
+
+    async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>> {
+        self.count("claim_actions");
+        self.inner.claim_actions(uuids, owner, lease).await
+    }
+
+    async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<Option<ActionState>> {
+        self.count("heartbeat");
+        self.inner.heartbeat(uuid, token, lease).await
+    }
+
+    async fn append_logs(
+        &self,
+        uuid: Uuid,
+        token: Option<LeaseToken>,
+        lines: &[NewLogLine],
+    ) -> Result<Vec<LogLine>> {
+        self.count("append_logs");
+        self.inner.append_logs(uuid, token, lines).await
+    }
+
+    async fn logs(&self, uuid: Uuid, tail: Option<i64>) -> Result<Vec<LogLine>> {
+        self.count("logs");
+        self.inner.logs(uuid, tail).await
+    }
+
+    async fn logs_after(&self, uuid: Uuid, after: i64, limit: i64) -> Result<Vec<LogLine>> {
+        self.count("logs_after");
+        self.inner.logs_after(uuid, after, limit).await
+    }
+
+    async fn transition(
+        &self,
+        scope: Scope<'_>,
+        uuid: Uuid,
+        to: ActionState,
+        token: Option<LeaseToken>,
+    ) -> Result<Transitioned> {
+        self.count("transition");
+        self.inner.transition(scope, uuid, to, token).await
+    }
+
+    async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
+        self.count("transition_many");
+        self.inner.transition_many(batch).await
+    }
+
+    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
+        self.count("reap_expired_leases");
+        self.inner.reap_expired_leases(max_claims, limit).await
+    }
+
+    async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
+        self.count("redispatch_unclaimed");
+        self.inner.redispatch_unclaimed(older_than, limit).await
+    }
+
+    async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>> {
+        self.count("events_after");
+        self.inner.events_after(scope, after, limit).await
+    }
+
+    async fn poll_events(&self, scope: Scope<'_>, poll: EventPoll, limit: i64) -> Result<Vec<PolledEvent>> {
+        self.count("poll_events");
+        self.inner.poll_events(scope, poll, limit).await
+    }
+
+    async fn last_event_seq(&self) -> Result<i64> {
+        self.count("last_event_seq");
+        self.inner.last_event_seq().await
+    }
+
+    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()> {
+        self.count("append_system_log");
+        self.inner.append_system_log(entries).await
+    }
+
+    async fn system_log(
+        &self,
+        scope: Scope<'_>,
+        filter: &SystemLogFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<SystemLogEntry>> {
+        self.count("system_log");
+        self.inner.system_log(scope, filter, limit, offset).await
+    }
+
+    async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned> {
+        self.count("prune");
+        self.inner.prune(older_than, max_system_log).await
+    }
+
+    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
+        self.count("release_lease");
+        self.inner.release_lease(uuid, token).await
+    }
+}
+
+struct App {
+    router: axum::Router,
+    store: Arc<CountingStore>,
+    keys: HashMap<&'static str, String>,
+}
+
+impl App {
+    async fn new() -> App {
+        let inner = connect("sqlite::memory:").await.unwrap();
+        inner.migrate().await.unwrap();
+        let mut keys = HashMap::new();
+        for user in ["poller", "crowd"] {
+            inner.create_user(user, &[]).await.unwrap();
+            let key = generate_api_key();
+            inner.add_api_key(user, &hash_api_key(&key)).await.unwrap();
+            keys.insert(user, key);
+        }
+        let store = Arc::new(CountingStore {
+            inner,
+            calls: Mutex::default(),
+        });
+        let ops = FileConfig::parse(EXAMPLE_CONFIG).unwrap().operations().unwrap();
+        let state = ApiState::new(
+            Dispatcher::new(store.clone(), Arc::new(MemoryBroker::new())),
+            Arc::new(ops),
+        );
+        App {
+            router: router(state),
+            store,
+            keys,
+        }
+    }
+
+    async fn send(&self, user: &str, method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let auth = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{}", self.keys[user])
+            )
+        );
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Authorization", auth)
+            .header("Content-Type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    /// The store calls a request made, credential lookups aside.
+    async fn calls_of(&self, user: &str, uri: &str) -> (serde_json::Value, HashMap<&'static str, usize>) {
+        self.store.take();
+        let (status, json) = self.send(user, "GET", uri, "").await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+        let mut calls = self.store.take();
+        calls.remove("credentials");
+        (json, calls)
+    }
+}
+
+#[tokio::test]
+async fn an_event_poll_costs_two_store_calls_whatever_the_history() {
+    let app = App::new().await;
+    // The poller's few events come first: a service and an action on it.
+    let (_, svc) = app
+        .send("poller", "POST", "/api/app/v1/service/", r#"{"name":"web"}"#)
+        .await;
+    let svc = svc["uuid"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .send("poller", "POST", &format!("/api/app/v1/service/{svc}/start/"), "")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Then thousands of someone else's.
+    for i in 0..1200 {
+        let (status, _) = app
+            .send(
+                "crowd",
+                "POST",
+                "/api/app/v1/service/",
+                &format!(r#"{{"name":"s{i}"}}"#),
+            )
+            .await;
+        assert!(status.is_success());
+    }
+
+    let (latest, calls) = app.calls_of("poller", "/api/v1/event").await;
+    assert_eq!(
+        calls,
+        HashMap::from([("last_event_seq", 1), ("poll_events", 1)]),
+        "the latest events cost two calls"
+    );
+    let messages: Vec<&str> = latest["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(messages.len() >= 3, "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m.starts_with("action:poller:")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("service:all:")),
+        "{messages:?}"
+    );
+    assert!(latest["offset"].as_i64().unwrap() > 2400, "{latest}");
+
+    let (crowd, calls) = app.calls_of("crowd", "/api/v1/event?index=0").await;
+    assert_eq!(calls, HashMap::from([("last_event_seq", 1), ("poll_events", 1)]));
+    let messages = crowd["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 500, "a poll returns at most 500 events");
+    assert!(messages
+        .iter()
+        .all(|m| m.as_str().unwrap().contains(":crowd:") || m.as_str().unwrap().contains(":all:")));
+}
+
+#[tokio::test]
+async fn probes_share_one_readiness_check() {
+    let app = App::new().await;
+    app.store.take();
+    let probes = (0..50).map(|_| {
+        let router = app.router.clone();
+        async move {
+            let req = Request::builder().uri("/readyz").body(Body::empty()).unwrap();
+            router.oneshot(req).await.unwrap().status()
+        }
+    });
+    let statuses = futures::future::join_all(probes).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    let pings = app.store.take().get("ping").copied().unwrap_or(0);
+    assert!(
+        (1..=2).contains(&pings),
+        "50 probes pinged the database {pings} times"
+    );
+    tokio::time::sleep(stevedore_api::routes::probes::READINESS_TTL + Duration::from_millis(50)).await;
+    let req = Request::builder().uri("/readyz").body(Body::empty()).unwrap();
+    assert_eq!(
+        app.router.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.store.take().get("ping"),
+        Some(&1),
+        "a stale check is made again"
+    );
+}
