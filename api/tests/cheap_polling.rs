@@ -217,6 +217,11 @@ impl Store for CountingStore {
         self.inner.redispatch_unclaimed(older_than, limit).await
     }
 
+    async fn redispatch_actions(&self, uuids: &[Uuid]) -> Result<Vec<Uuid>> {
+        self.count("redispatch_actions");
+        self.inner.redispatch_actions(uuids).await
+    }
+
     async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>> {
         self.count("events_after");
         self.inner.events_after(scope, after, limit).await
