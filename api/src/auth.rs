@@ -53,6 +53,9 @@ impl Caller {
 /// which user names exist. Credentials verified in the last few seconds are
 /// taken from the process's [`CredentialCache`](crate::credential_cache::CredentialCache).
 pub async fn authenticate(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
+    // No user name or key holds a NUL byte, and PostgreSQL cannot even be asked.
+    crate::input::no_nul("user", &creds.user)?;
+    crate::input::no_nul("apikey", &creds.key)?;
     if let Some(caller) = state.credentials.get(creds) {
         return Ok(caller);
     }

@@ -4,7 +4,8 @@
 //!   `objects` (create/get objects, run operations), `probes` (health, auth).
 //! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials), and
 //!   [`credential_cache`], the recently verified ones.
-//! - [`request`]: what an action records about its request.
+//! - [`request`]: what an action records about its request; [`input`], the
+//!   rules every client value passes (ranges, dates, no NUL bytes).
 //! - [`error`]: the one error type and the JSON error middleware.
 //! - [`stream`]: the websocket stream service (action logs, events).
 //! - [`ops`]: metrics, request ids and request spans, the worker's ops listener.
@@ -18,6 +19,7 @@ pub mod credential_cache;
 pub mod dashboard;
 pub mod error;
 pub mod geoip;
+pub mod input;
 pub mod listing;
 pub mod openapi;
 pub mod ops;

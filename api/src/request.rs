@@ -79,8 +79,9 @@ impl FromRequestParts<ApiState> for RequestInfo {
     }
 }
 
-/// Parses a request body that must be empty or a JSON object. Returns the raw
-/// text (stored on the action as sent) and the parsed object.
+/// Parses a request body that must be empty or a JSON object without NUL
+/// bytes in its strings ([`crate::input::json_without_nul`]). Returns the
+/// raw text (stored on the action as sent) and the parsed object.
 pub fn json_object_body(
     bytes: &[u8],
 ) -> Result<(String, serde_json::Map<String, serde_json::Value>), ApiError> {
@@ -89,9 +90,11 @@ pub fn json_object_body(
     if text.trim().is_empty() {
         return Ok((String::new(), serde_json::Map::new()));
     }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(map)) => Ok((text.to_string(), map)),
-        Ok(_) => Err(ApiError::BadRequest("request body must be a JSON object".into())),
-        Err(e) => Err(ApiError::BadRequest(format!("invalid JSON in request body: {e}"))),
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON in request body: {e}")))?;
+    crate::input::json_without_nul(&value)?;
+    match value {
+        serde_json::Value::Object(map) => Ok((text.to_string(), map)),
+        _ => Err(ApiError::BadRequest("request body must be a JSON object".into())),
     }
 }

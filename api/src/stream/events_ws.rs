@@ -17,6 +17,7 @@ use super::{
     StreamState,
 };
 use crate::error::ApiError;
+use crate::input::integer;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -66,9 +67,7 @@ async fn handle(
         let namespaces = namespaces_for(&caller, ns.as_deref())?;
         let since = match q.get("since").map(|v| v.trim()) {
             None | Some("") => None,
-            Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::BadRequest(format!("since must be a sequence number, not {v:?}"))
-            })?),
+            Some(v) => Some(integer("since", v, 0..=i64::MAX)?),
         };
         Ok::<_, ApiError>((caller.user, namespaces, since))
     }

@@ -14,6 +14,7 @@ use super::{
     StreamState,
 };
 use crate::error::ApiError;
+use crate::input::integer;
 use crate::routes::parse_uuid;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -91,13 +92,10 @@ async fn prepare(
         .get_action(Scope::Namespaces(&namespaces), uuid)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("action {uuid} not found")))?;
-    let tail =
-        match q.get("tail").map(|t| t.trim()) {
-            None | Some("") => DEFAULT_TAIL,
-            Some(t) => t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::BadRequest(format!("tail must be a non-negative integer, not {t:?}"))
-            })?,
-        };
+    let tail = match q.get("tail").map(|t| t.trim()) {
+        None | Some("") => DEFAULT_TAIL,
+        Some(t) => integer("tail", t, 0..=i64::MAX)?,
+    };
     let follow = match q.get("follow").map(|f| f.to_ascii_lowercase()) {
         None => true,
         Some(f) => match f.as_str() {
