@@ -10,16 +10,15 @@
 //! header would, so it is checked against the stored digests on every
 //! request and a revoked key ends every session that used it; it is
 //! `HttpOnly` (page scripts cannot read it), `SameSite=Strict` and has no
-//! expiry (it ends with the browser session). A browser request that carries
-//! it to change something, or to open a websocket, must also come from the
-//! API's own origin: an `Origin` header naming another host is refused
-//! with 403, which stops cross-site request forgery and cross-site websocket
-//! hijacking even where `SameSite` is not honoured.
+//! expiry (it ends with the browser session). Browsers cannot use it, or
+//! cached Basic credentials, from another site to change something or open
+//! a websocket: [`crate::origin`] refuses those requests before they get
+//! here.
 
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -119,13 +118,8 @@ pub const SESSION_COOKIE: &str = "stevedore_session";
 const COOKIE_PATH: &str = "/api/";
 
 /// The credentials a request presents: its `Authorization` header, else its
-/// session cookie. `changes_state` is true for unsafe methods and websocket
-/// handshakes: cookie-borne credentials on those must come from the API's
-/// own origin (see the module docs). `Ok(None)`: no credentials at all.
-pub fn request_credentials(
-    headers: &HeaderMap,
-    changes_state: bool,
-) -> Result<Option<Credentials>, ApiError> {
+/// session cookie. `Ok(None)`: no credentials at all.
+pub fn request_credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
     if let Some(h) = headers.get(AUTHORIZATION) {
         let value = h
             .to_str()
@@ -136,11 +130,6 @@ pub fn request_credentials(
     let Some(value) = session_cookie(headers) else {
         return Ok(None);
     };
-    if changes_state && !same_origin(headers) {
-        return Err(ApiError::Forbidden(
-            "cross-origin request with the session cookie refused".into(),
-        ));
-    }
     parse_authorization(&format!("Basic {value}"))
         .map(Some)
         .map_err(|_| ApiError::Unauthorized("malformed session cookie; log in again".into()))
@@ -156,23 +145,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(Result::ok)
         .find(|c| c.name() == SESSION_COOKIE)
         .map(|c| c.value().to_string())
-}
-
-/// Whether the request's `Origin`, if it sends one, names the host it was
-/// sent to. Browsers send `Origin` on every cross-origin unsafe request and
-/// websocket handshake; other clients (curl) send none and are no
-/// cross-site threat.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// A 401 challenges `Basic`, except to page scripts, which mark their
@@ -220,14 +192,7 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let unsafe_method = !parts.method.is_safe();
-        // A browser that cached Basic credentials sends them cross-site by
-        // itself: a change from another origin is refused whatever the
-        // credentials (API clients send no Origin).
-        if unsafe_method && !same_origin(&parts.headers) {
-            return Err(ApiError::Forbidden("cross-origin request refused".into()));
-        }
-        let creds = request_credentials(&parts.headers, unsafe_method)?.ok_or_else(|| {
+        let creds = request_credentials(&parts.headers)?.ok_or_else(|| {
             ApiError::Unauthorized(
                 "authentication required: send Authorization: Basic base64(user:apikey), or log in at POST /api/v1/login"
                     .into(),
@@ -251,48 +216,19 @@ mod tests {
     }
 
     #[test]
-    fn the_session_cookie_is_read_and_origin_checked() {
+    fn the_session_cookie_is_read_and_authorization_wins() {
         // "u:k"
         let c = ("cookie", "theme=dark; stevedore_session=dTpr");
-        let got = request_credentials(&headers(&[c]), true).unwrap().unwrap();
+        let got = request_credentials(&headers(&[c])).unwrap().unwrap();
         assert_eq!((got.user.as_str(), got.key.as_str()), ("u", "k"));
-        let same = headers(&[
-            c,
-            ("host", "ops.example:8080"),
-            ("origin", "https://ops.example:8080"),
-        ]);
-        assert!(request_credentials(&same, true).unwrap().is_some());
-        let evil = headers(&[
-            c,
-            ("host", "ops.example:8080"),
-            ("origin", "https://evil.example"),
-        ]);
-        assert!(matches!(
-            request_credentials(&evil, true),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(
-            request_credentials(&evil, false).unwrap().is_some(),
-            "reads are not origin-checked"
-        );
-        let null = headers(&[c, ("host", "ops.example"), ("origin", "null")]);
-        assert!(matches!(
-            request_credentials(&null, true),
-            Err(ApiError::Forbidden(_))
-        ));
-        // An Authorization header wins, and needs no origin check.
-        let both = headers(&[
-            c,
-            ("authorization", "ApiKey a:b"),
-            ("origin", "https://evil.example"),
-        ]);
-        assert_eq!(request_credentials(&both, true).unwrap().unwrap().user, "a");
-        assert!(request_credentials(&headers(&[("cookie", "other=1")]), true)
+        let both = headers(&[c, ("authorization", "ApiKey a:b")]);
+        assert_eq!(request_credentials(&both).unwrap().unwrap().user, "a");
+        assert!(request_credentials(&headers(&[("cookie", "other=1")]))
             .unwrap()
             .is_none());
         let bad = headers(&[("cookie", "stevedore_session=!!!")]);
         assert!(matches!(
-            request_credentials(&bad, false),
+            request_credentials(&bad),
             Err(ApiError::Unauthorized(_))
         ));
     }

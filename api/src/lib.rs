@@ -4,6 +4,8 @@
 //!   `objects` (create/get objects, run operations), `probes` (health, auth).
 //! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials), and
 //!   [`credential_cache`], the recently verified ones.
+//! - [`client_addr`]: the client's address behind trusted proxies;
+//!   [`origin`], the one rule against cross-site requests.
 //! - [`request`]: what an action records about its request; [`input`], the
 //!   rules every client value passes (ranges, dates, no NUL bytes).
 //! - [`error`]: the one error type and the JSON error middleware.
@@ -15,6 +17,7 @@
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
 pub mod auth;
+pub mod client_addr;
 pub mod credential_cache;
 pub mod dashboard;
 pub mod error;
@@ -23,6 +26,7 @@ pub mod input;
 pub mod listing;
 pub mod openapi;
 pub mod ops;
+pub mod origin;
 pub mod request;
 pub mod routes;
 pub mod stream;
@@ -47,8 +51,12 @@ pub struct ApiState {
     pub dispatcher: Dispatcher,
     /// Operations and object types.
     pub ops: Arc<Operations>,
-    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// The proxies whose `X-Forwarded-For` / `-Proto` are believed
+    /// (see [`client_addr`]).
+    pub proxies: Arc<client_addr::TrustedProxies>,
+    /// The origins besides the API's own that browsers may act from
+    /// (see [`origin`]).
+    pub origins: Arc<origin::OriginPolicy>,
     /// Locates client IPs, when a GeoIP database is configured.
     pub geoip: Option<Arc<geoip::GeoIp>>,
     /// The process's one fan-out of broker updates: websocket clients and
@@ -66,7 +74,8 @@ impl ApiState {
     pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>) -> Self {
         ApiState {
             ops,
-            trust_forwarded_for: false,
+            proxies: Arc::default(),
+            origins: Arc::default(),
             geoip: None,
             hub: stream::Hub::new(stream::CLIENT_BUFFER),
             submitter: SubmitBatcher::spawn(dispatcher.clone()),
@@ -144,6 +153,10 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     let ops_routes = ops::ops_router(state.dispatcher.clone(), &state.ops, parts);
     r.fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::refuse_cross_site,
+        ))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn(auth::page_challenge))
         .with_state(state)

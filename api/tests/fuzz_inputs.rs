@@ -63,7 +63,6 @@ impl App {
             store.add_api_key("fuzz", &hash_api_key(&key)).await.unwrap();
             let ops = FileConfig::parse(EXAMPLE_CONFIG).unwrap().operations().unwrap();
             let state = ApiState {
-                trust_forwarded_for: false,
                 geoip: None,
                 ..ApiState::new(
                     Dispatcher::new(store.clone(), Arc::new(MemoryBroker::new())),

@@ -439,8 +439,12 @@ pub fn routes(state: StreamState) -> Router {
     for p in EVENTS_WS_NS {
         r = r.route(p, get(events_ws::handler_ns));
     }
-    r.layer(axum::middleware::map_response(crate::error::json_errors))
-        .with_state(state)
+    r.layer(axum::middleware::from_fn_with_state(
+        state.api.clone(),
+        crate::origin::refuse_cross_site,
+    ))
+    .layer(axum::middleware::map_response(crate::error::json_errors))
+    .with_state(state)
 }
 
 /// A stream-only server (`stevedore stream`): the websocket routes, the
@@ -494,15 +498,16 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 /// Authenticates a websocket handshake: `Authorization` (Basic or ApiKey) or
-/// the session cookie (same-origin only, see [`crate::auth`]), else
-/// `?user=&token=`. 401 when none is given or they are wrong.
+/// the session cookie, else `?user=&token=`. 401 when none is given or they
+/// are wrong. (Handshakes from another origin never get here: see
+/// [`crate::origin`].)
 pub async fn authenticate_handshake(
     state: &ApiState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<Caller, ApiError> {
     let creds =
-        match request_credentials(headers, true)? {
+        match request_credentials(headers)? {
             Some(creds) => creds,
             None => match (query.get("user"), query.get("token")) {
                 (Some(user), Some(token)) => Credentials {

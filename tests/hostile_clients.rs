@@ -1,0 +1,114 @@
+//! Hostile and careless clients, end to end through the real binary on both
+//! backends: browsers on other sites cannot ride a user's credentials, and
+//! a flood of wrong keys is throttled without flooding the system log.
+
+mod common;
+
+use common::{Backend, Deployment, TEST_CONFIG};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// A POST creating a service, with Basic credentials and `origin` if given.
+async fn create_from(d: &Deployment, origin: Option<&str>, auth: &str) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/app/v1/service/", d.url))
+        .header("Content-Type", "application/json")
+        .header("Authorization", auth)
+        .body(r#"{"name":"web"}"#);
+    if let Some(o) = origin {
+        req = req.header("Origin", o);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The status of a websocket handshake to the events stream at `base`,
+/// with Basic credentials and `origin` if given (101 when it upgraded).
+async fn events_handshake(base: &str, user: &str, key: &str, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/api/audit/v1/events", base.replacen("http://", "ws://", 1));
+    let mut req = url.into_client_request().unwrap();
+    let basic = stevedore_shared::auth::basic_authorization(user, key);
+    req.headers_mut().insert("Authorization", basic.parse().unwrap());
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("websocket handshake failed: {e}"),
+    }
+}
+
+async fn other_origins_cannot_change_things_or_open_websockets(d: &mut Deployment) {
+    let basic = stevedore_shared::auth::basic_authorization(&d.user, &d.key);
+    let api_key = format!("ApiKey {}:{}", d.user, d.key);
+    let own = d.url.clone();
+    for auth in [&basic, &api_key] {
+        let (status, json) = create_from(d, Some("https://evil.example"), auth).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+        assert!(json["error"].as_str().unwrap().contains("cross-origin"), "{json}");
+        let (status, json) = create_from(d, Some("null"), auth).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    }
+    // Nothing was created by the refused requests.
+    let (_, _, list) = d.request(Method::GET, "/api/app/v1/service/", None).await;
+    assert_eq!(list["meta"]["total_count"], 0, "{list}");
+    // SDKs and CLIs send no Origin; the dashboard sends the API's own.
+    let (status, json) = create_from(d, None, &basic).await;
+    assert!(status.is_success(), "{json}");
+    let (status, json) = create_from(d, Some(&own), &basic).await;
+    assert!(status.is_success(), "{json}");
+    // A refused change is refused before credentials are even looked at.
+    let (status, _) = create_from(d, Some("https://evil.example"), "Basic bm8=").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let stream = d.stream_url().await;
+    let (user, key) = (d.user.clone(), d.key.clone());
+    assert_eq!(
+        events_handshake(&stream, &user, &key, Some("https://evil.example")).await,
+        403
+    );
+    assert_eq!(events_handshake(&stream, &user, &key, None).await, 101);
+    assert_eq!(events_handshake(&stream, &user, &key, Some(&stream)).await, 101);
+    // The same port on another host name is another origin.
+    let other_host = stream.replace("127.0.0.1", "localhost");
+    assert_eq!(
+        events_handshake(&stream, &user, &key, Some(&other_host)).await,
+        403
+    );
+}
+
+on_both_backends!(other_origins_cannot_change_things_or_open_websockets);
+
+/// `allowed_origins` in the config file lets a named origin act too.
+mod allowed_origins {
+    use super::*;
+
+    async fn a_listed_origin_may_act(backend: Backend) {
+        let config = format!("allowed_origins = [\"https://dash.example.com\"]\n{TEST_CONFIG}");
+        let mut d = Deployment::start_with(backend, &config).await;
+        let basic = stevedore_shared::auth::basic_authorization(&d.user, &d.key);
+        let (status, json) = create_from(&d, Some("https://dash.example.com"), &basic).await;
+        assert!(status.is_success(), "{json}");
+        let (status, _) = create_from(&d, Some("http://dash.example.com"), &basic).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "another scheme is another origin");
+        let stream = d.stream_url().await;
+        let (user, key) = (d.user.clone(), d.key.clone());
+        assert_eq!(
+            events_handshake(&stream, &user, &key, Some("https://dash.example.com")).await,
+            101
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() {
+        a_listed_origin_may_act(Backend::Embedded).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_rabbitmq() {
+        a_listed_origin_may_act(Backend::PostgresRabbit).await;
+    }
+}
