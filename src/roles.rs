@@ -274,7 +274,8 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         origins: Arc::new(origins),
         geoip: open_geoip(a.geoip_database, &file)?,
         ..ApiState::new(dispatcher, ops)
-    };
+    }
+    .with_auth_settings(&file.auth);
     let app = with_stream(state, &shutdown);
 
     println!("Stevedore dev server listening on {url}");
@@ -330,7 +331,8 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         origins: Arc::new(origins),
         geoip: open_geoip(a.geoip_database, &file)?,
         ..ApiState::new(dispatcher, ops)
-    };
+    }
+    .with_auth_settings(&file.auth);
     // The hub also wakes the QNAP long-poll waiters, so it runs with or
     // without the websocket routes.
     state
@@ -494,7 +496,8 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         origins: Arc::new(origins),
         geoip: None,
         ..ApiState::new(Dispatcher::new(store, broker), ops)
-    };
+    }
+    .with_auth_settings(&file.auth);
     let app = stevedore_api::stream::standalone_router(state, &shutdown);
     println!("Stevedore stream listening on {url}");
     use std::io::Write;

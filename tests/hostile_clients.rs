@@ -80,8 +80,6 @@ async fn other_origins_cannot_change_things_or_open_websockets(d: &mut Deploymen
     );
 }
 
-on_both_backends!(other_origins_cannot_change_things_or_open_websockets);
-
 /// `allowed_origins` in the config file lets a named origin act too.
 mod allowed_origins {
     use super::*;
@@ -112,3 +110,74 @@ mod allowed_origins {
         a_listed_origin_may_act(Backend::PostgresRabbit).await;
     }
 }
+
+async fn a_flood_of_wrong_keys_is_throttled_and_logged_once_per_window(d: &mut Deployment) {
+    use stevedore_shared::store::Scope;
+    use stevedore_shared::syslog::SystemLogFilter;
+    let (victim, key) = d.create_user("victim").await;
+    let store = d.store().await;
+    let auth_entries = || async {
+        let filter = SystemLogFilter {
+            category: Some("auth".into()),
+            ..Default::default()
+        };
+        store.system_log(Scope::All, &filter, 1000, 0).await.unwrap()
+    };
+    let before = auth_entries().await.len();
+    let http = reqwest::Client::new();
+    let (mut unauthorized, mut throttled) = (0, 0);
+    for i in 0..400 {
+        let resp = http
+            .get(format!("{}/api/audit/v1/action/", d.url))
+            .basic_auth(&victim, Some(format!("wrong-{i}")))
+            .send()
+            .await
+            .unwrap();
+        match resp.status() {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                throttled += 1;
+                let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+                let json: Value = resp.json().await.unwrap();
+                assert!(json["error"].as_str().unwrap().contains("too many"), "{json}");
+            }
+            other => panic!("wrong key {i}: {other}"),
+        }
+    }
+    // The default limit is 10 failures a minute per user name (one more
+    // refills every 6 s, should the run be slow).
+    assert!(
+        (10..=20).contains(&unauthorized),
+        "{unauthorized} 401s, {throttled} 429s"
+    );
+    assert_eq!(unauthorized + throttled, 400);
+    // While blocked, even the right key is not checked: a correct guess
+    // looks like every other attempt.
+    let (status, _, _) = d
+        .request_as(Some((&victim, &key)), Method::GET, "/api/audit/v1/action/", None)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let entries = auth_entries().await;
+    let written = entries.len() - before;
+    assert!(
+        written <= 4,
+        "{written} system log entries for 401 attempts: {entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.message == "authentication failed: invalid credentials" && e.user == "victim"),
+        "{entries:?}"
+    );
+    // Requests without credentials are not failures and are not limited.
+    let (status, _, _) = d
+        .request_as(None, Method::GET, "/api/audit/v1/action/", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+on_both_backends!(
+    other_origins_cannot_change_things_or_open_websockets,
+    a_flood_of_wrong_keys_is_throttled_and_logged_once_per_window,
+);

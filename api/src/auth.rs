@@ -15,6 +15,8 @@
 //! a websocket: [`crate::origin`] refuses those requests before they get
 //! here.
 
+use crate::auth_failures::{Attempt, Outcome};
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::FromRequestParts;
@@ -22,9 +24,9 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use base64::Engine;
-use stevedore_shared::auth::{parse_authorization, verify_api_key, Credentials};
+use std::net::IpAddr;
+use stevedore_shared::auth::{check_api_key, parse_authorization, Credentials};
 use stevedore_shared::store::Scope;
-use stevedore_shared::syslog::{LogLevel, NewSystemLog};
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
@@ -47,51 +49,75 @@ impl Caller {
     }
 }
 
-/// Checks credentials against the stored key digests. An unknown user costs
-/// the same digest comparison as a wrong key, so timing does not reveal
-/// which user names exist. Credentials verified in the last few seconds are
-/// taken from the process's [`CredentialCache`](crate::credential_cache::CredentialCache).
-pub async fn authenticate(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
+/// Checks credentials presented from `client` (its address, when known).
+///
+/// In order: credentials verified in the last few seconds are taken from
+/// the process's [`CredentialCache`](crate::credential_cache::CredentialCache);
+/// an address or user name over its failure limit gets a 429 without its
+/// credentials being checked ([`crate::auth_limit`]); otherwise the key is
+/// checked against the user's stored digests, with the same work for an
+/// unknown user as for a wrong key ([`check_api_key`]), so that timing does
+/// not tell which user names exist. Failures and refusals are counted in
+/// the system log per window ([`crate::auth_failures`]).
+pub async fn authenticate(
+    state: &ApiState,
+    creds: &Credentials,
+    client: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
     // No user name or key holds a NUL byte, and PostgreSQL cannot even be asked.
     crate::input::no_nul("user", &creds.user)?;
     crate::input::no_nul("apikey", &creds.key)?;
     if let Some(caller) = state.credentials.get(creds) {
         return Ok(caller);
     }
-    let caller = authenticate_with_store(state, creds).await?;
-    state.credentials.insert(creds, &caller);
-    Ok(caller)
-}
-
-async fn authenticate_with_store(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
+    if let Err(retry_after) = state.auth_limit.admit(client, &creds.user) {
+        let shown = shown_user(&creds.user, false);
+        tracing::info!(user = %shown, client = ?client, "authentication throttled");
+        let attempt = Attempt {
+            namespace: None,
+            user: shown,
+            outcome: Outcome::Throttled,
+        };
+        state.auth_failures.record(attempt).await;
+        return Err(too_many_failures(retry_after));
+    }
     let found = state.dispatcher.store().credentials(&creds.user).await?;
-    let (user, digests) = match found {
-        Some((user, digests)) => (Some(user), digests),
-        None => (None, vec![UNKNOWN_USER_DIGEST.to_string()]),
-    };
-    let key_ok = verify_api_key(&creds.key, &digests);
-    match user {
-        Some(user) if key_ok && !user.namespaces.is_empty() => Ok(Caller {
-            user: user.name,
-            namespaces: user.namespaces,
-        }),
+    let check = check_api_key(&creds.key, found.as_ref().map(|(_, digests)| digests.as_slice()));
+    match found {
+        Some((user, _)) if check.matched && !user.namespaces.is_empty() => {
+            let caller = Caller {
+                user: user.name,
+                namespaces: user.namespaces,
+            };
+            state.credentials.insert(creds, &caller);
+            Ok(caller)
+        }
         other => {
             let shown = shown_user(&creds.user, other.is_some());
-            tracing::info!(user = %shown, "authentication failed");
+            tracing::info!(user = %shown, client = ?client, "authentication failed");
             // Visible to the named user's own namespace when the user exists;
             // otherwise to operators only.
-            let entry = NewSystemLog {
-                namespace: other.map(|u| u.name),
-                category: "auth".into(),
-                level: LogLevel::Warn,
+            let attempt = Attempt {
+                namespace: other.map(|(u, _)| u.name),
                 user: shown,
-                message: "authentication failed: invalid credentials".into(),
+                outcome: Outcome::Failed,
             };
-            if let Err(e) = state.dispatcher.store().append_system_log(&[entry]).await {
-                tracing::warn!(error = %e, "system log entry not written");
+            state.auth_failures.record(attempt).await;
+            match state.auth_limit.charge_failure(client, &creds.user) {
+                Ok(()) => Err(ApiError::Unauthorized("invalid credentials".into())),
+                Err(retry_after) => Err(too_many_failures(retry_after)),
             }
-            Err(ApiError::Unauthorized("invalid credentials".into()))
         }
+    }
+}
+
+fn too_many_failures(retry_after: std::time::Duration) -> ApiError {
+    ApiError::TooManyRequests {
+        message: format!(
+            "too many failed authentication attempts; retry in {} s",
+            retry_after.as_secs().max(1)
+        ),
+        retry_after,
     }
 }
 
@@ -106,9 +132,6 @@ fn shown_user(name: &str, exists: bool) -> String {
         name.chars().take(64).collect()
     }
 }
-
-/// A digest no key hashes to in practice, compared against when the user is unknown.
-const UNKNOWN_USER_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "stevedore_session";
@@ -192,13 +215,14 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let client = ClientAddr::of(&state.proxies, &parts.headers, &parts.extensions).client;
         let creds = request_credentials(&parts.headers)?.ok_or_else(|| {
             ApiError::Unauthorized(
                 "authentication required: send Authorization: Basic base64(user:apikey), or log in at POST /api/v1/login"
                     .into(),
             )
         })?;
-        authenticate(state, &creds).await
+        authenticate(state, &creds, client).await
     }
 }
 

@@ -10,7 +10,7 @@
 //! from a trusted peer, for the same reason.
 
 use crate::ApiState;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 use ipnet::IpNet;
@@ -133,11 +133,16 @@ impl ClientAddr {
     }
 }
 
-impl FromRequestParts<ApiState> for ClientAddr {
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    ApiState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr::of(&state.proxies, &parts.headers, &parts.extensions))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let api = ApiState::from_ref(state);
+        Ok(ClientAddr::of(&api.proxies, &parts.headers, &parts.extensions))
     }
 }
 

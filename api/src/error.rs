@@ -36,6 +36,14 @@ pub enum ApiError {
     /// 409: not allowed in the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 429: too many failed attempts; retry after the given time.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What to tell the client.
+        message: String,
+        /// When an attempt may be made again.
+        retry_after: std::time::Duration,
+    },
     /// 503: a dependency is down; safe to retry.
     #[error("{0}")]
     Unavailable(String),
@@ -55,6 +63,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,7 +93,18 @@ impl From<stevedore_shared::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            // Whole seconds, rounded up: a client that waits that long is admitted.
+            ApiError::TooManyRequests { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
         let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

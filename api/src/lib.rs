@@ -2,8 +2,9 @@
 //!
 //! - [`routes`]: handlers — `actions` (audit API and its Tutum alias),
 //!   `objects` (create/get objects, run operations), `probes` (health, auth).
-//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials), and
-//!   [`credential_cache`], the recently verified ones.
+//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials),
+//!   [`credential_cache`], the recently verified ones, [`auth_limit`], the
+//!   limits on failures, and [`auth_failures`], their system log entries.
 //! - [`client_addr`]: the client's address behind trusted proxies;
 //!   [`origin`], the one rule against cross-site requests.
 //! - [`request`]: what an action records about its request; [`input`], the
@@ -17,6 +18,8 @@
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
 pub mod auth;
+pub mod auth_failures;
+pub mod auth_limit;
 pub mod client_addr;
 pub mod credential_cache;
 pub mod dashboard;
@@ -37,7 +40,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use stevedore_shared::config::Operations;
+use stevedore_shared::config::{AuthSettings, Operations};
 use stevedore_shared::dispatch::{Dispatcher, SubmitBatcher};
 use stevedore_shared::shutdown::Shutdown;
 
@@ -67,10 +70,15 @@ pub struct ApiState {
     pub submitter: SubmitBatcher,
     /// Recently verified credentials (see [`credential_cache`]).
     pub credentials: credential_cache::CredentialCache,
+    /// Limits on failed authentication (see [`auth_limit`]).
+    pub auth_limit: Arc<auth_limit::AuthLimiter>,
+    /// Failed authentications in the system log (see [`auth_failures`]).
+    pub auth_failures: auth_failures::FailureLog,
 }
 
 impl ApiState {
-    /// A state with no proxy trust, no GeoIP and an unfed hub.
+    /// A state with no proxy trust, no GeoIP, an unfed hub and the default
+    /// `[auth]` limits. Must be called within a Tokio runtime.
     pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>) -> Self {
         ApiState {
             ops,
@@ -80,7 +88,24 @@ impl ApiState {
             hub: stream::Hub::new(stream::CLIENT_BUFFER),
             submitter: SubmitBatcher::spawn(dispatcher.clone()),
             credentials: credential_cache::CredentialCache::default(),
+            auth_limit: Arc::default(),
+            auth_failures: auth_failures::FailureLog::spawn(
+                dispatcher.store().clone(),
+                AuthSettings::default().failure_log_window,
+            ),
             dispatcher,
+        }
+    }
+
+    /// This state with the failure limits and log window of `settings`.
+    pub fn with_auth_settings(self, settings: &AuthSettings) -> Self {
+        ApiState {
+            auth_limit: Arc::new(auth_limit::AuthLimiter::new(settings)),
+            auth_failures: auth_failures::FailureLog::spawn(
+                self.dispatcher.store().clone(),
+                settings.failure_log_window,
+            ),
+            ..self
         }
     }
 }

@@ -159,7 +159,8 @@ pub struct RetentionSettings {
     /// Keep finished actions, events and system log entries this long.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
-    /// Keep at most this many system log entries (the newest).
+    /// Keep at most this many system log entries (the newest) per tenant:
+    /// per namespace, and as many operators-only entries.
     pub max_system_log: i64,
     /// How often the pruner runs (0 turns it off).
     #[serde(with = "humantime_serde")]

@@ -73,7 +73,7 @@ pub async fn login(
         user: login.user,
         key: login.apikey,
     };
-    let caller = authenticate(&state, &creds).await?;
+    let caller = authenticate(&state, &creds, addr.client).await?;
     // Secure whenever the page was loaded over https: as the browser says
     // (Origin), or as a trusted proxy says (X-Forwarded-Proto).
     let secure = addr.https

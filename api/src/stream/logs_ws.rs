@@ -13,6 +13,7 @@ use super::{
     authenticate_handshake, finish, namespaces_for, overflow_message, send_text, Delivery, Next, Stop,
     StreamState,
 };
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::input::integer;
 use crate::routes::parse_uuid;
@@ -37,10 +38,11 @@ pub async fn handler(
     State(s): State<StreamState>,
     Path(uuid): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    handle(s, None, uuid, q, headers, ws).await
+    handle(s, None, uuid, q, addr, headers, ws).await
 }
 
 /// The handler with a namespace segment.
@@ -48,10 +50,11 @@ pub async fn handler_ns(
     State(s): State<StreamState>,
     Path((ns, uuid)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    handle(s, Some(ns), uuid, q, headers, ws).await
+    handle(s, Some(ns), uuid, q, addr, headers, ws).await
 }
 
 async fn handle(
@@ -59,10 +62,11 @@ async fn handle(
     ns: Option<String>,
     uuid: String,
     q: HashMap<String, String>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    match prepare(&s, ns, &uuid, &q, &headers).await {
+    match prepare(&s, ns, &uuid, &q, addr, &headers).await {
         Err(e) => e.into_response(),
         Ok((uuid, tail, follow)) => match ws {
             Err(rejection) => rejection.into_response(),
@@ -80,9 +84,10 @@ async fn prepare(
     ns: Option<String>,
     uuid: &str,
     q: &HashMap<String, String>,
+    addr: ClientAddr,
     headers: &HeaderMap,
 ) -> Result<(Uuid, i64, bool), ApiError> {
-    let caller = authenticate_handshake(&s.api, headers, q).await?;
+    let caller = authenticate_handshake(&s.api, headers, q, addr).await?;
     let uuid = parse_uuid(uuid)?;
     let namespaces = namespaces_for(&caller, ns.as_deref())?;
     let action = s

@@ -22,6 +22,7 @@ pub mod events_ws;
 pub mod logs_ws;
 
 use crate::auth::{authenticate, request_credentials, Caller};
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -400,6 +401,12 @@ impl Drop for Subscription {
 
 // --- the websocket side --------------------------------------------------
 
+impl axum::extract::FromRef<StreamState> for ApiState {
+    fn from_ref(s: &StreamState) -> ApiState {
+        s.api.clone()
+    }
+}
+
 /// What every stream handler needs.
 #[derive(Clone)]
 pub struct StreamState {
@@ -505,6 +512,7 @@ pub async fn authenticate_handshake(
     state: &ApiState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
+    addr: ClientAddr,
 ) -> Result<Caller, ApiError> {
     let creds =
         match request_credentials(headers)? {
@@ -520,7 +528,7 @@ pub async fn authenticate_handshake(
                 )),
             },
         };
-    authenticate(state, &creds).await
+    authenticate(state, &creds, addr.client).await
 }
 
 /// The namespaces a stream path may show: the caller's, or the one named in
