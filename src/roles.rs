@@ -236,6 +236,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     a.common.init_logging();
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
+    let (proxies, origins) = edge_settings(false, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, true)?);
     let db_url = match a.common.database_url(&file) {
         Some(u) => u,
@@ -268,7 +269,6 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         file.retention.clone(),
         shutdown.clone(),
     ));
-    let (proxies, origins) = edge_settings(false, a.trusted_proxies, a.allowed_origins, &file)?;
     let state = ApiState {
         proxies: Arc::new(proxies),
         origins: Arc::new(origins),
@@ -307,6 +307,8 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     a.common.init_logging();
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
+    let (proxies, origins) =
+        edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
@@ -324,8 +326,6 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         file.retention.clone(),
         shutdown.clone(),
     ));
-    let (proxies, origins) =
-        edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let state = ApiState {
         proxies: Arc::new(proxies),
         origins: Arc::new(origins),
@@ -479,6 +479,8 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
     a.common.init_logging();
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
+    let (proxies, origins) =
+        edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
@@ -489,8 +491,6 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         .or(file.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
-    let (proxies, origins) =
-        edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let state = ApiState {
         proxies: Arc::new(proxies),
         origins: Arc::new(origins),

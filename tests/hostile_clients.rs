@@ -181,3 +181,35 @@ on_both_backends!(
     other_origins_cannot_change_things_or_open_websockets,
     a_flood_of_wrong_keys_is_throttled_and_logged_once_per_window,
 );
+
+/// Edge settings that cannot be right stop the process at start-up, naming
+/// the entry, whether they come from the environment or the file.
+#[tokio::test]
+async fn bad_proxy_and_origin_settings_are_start_up_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("stevedore.toml");
+    let run = |envs: Vec<(&'static str, &'static str)>, file: &'static str| {
+        std::fs::write(&config, file).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stevedore"))
+            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("STEVEDORE_DATABASE_URL")
+            .envs(envs)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{file} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(vec![("STEVEDORE_TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0/33")], "");
+    assert!(err.contains("10.0.0.0/33"), "{err}");
+    let err = run(vec![("STEVEDORE_ALLOWED_ORIGINS", "dash.example.com")], "");
+    assert!(err.contains("dash.example.com"), "{err}");
+    let err = run(
+        vec![],
+        "trust_forwarded_for = true\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    assert!(err.contains("trusted_proxies"), "{err}");
+}
