@@ -7,6 +7,8 @@
 //! ones in that window are only counted, and when the window closes one
 //! entry says how many more there were. Attempts refused by the rate limit
 //! ([`crate::auth_limit`]) are counted the same way under their own entry.
+//! Counts are kept in the process: those of windows still open when it
+//! stops are not written.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};

@@ -418,6 +418,24 @@ mod tests {
     }
 
     #[test]
+    fn edge_and_auth_settings_parse_with_defaults() {
+        let cfg = FileConfig::parse(
+            "trusted_proxies = [\"10.0.0.0/8\"]\nallowed_origins = [\"https://ops.example.com\"]\n\
+             [auth]\nfailures_per_user = 3\nfailure_window = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.trusted_proxies, ["10.0.0.0/8"]);
+        assert_eq!(cfg.allowed_origins, ["https://ops.example.com"]);
+        assert_eq!(cfg.auth.failures_per_user, 3);
+        assert_eq!(cfg.auth.failure_window, Duration::from_secs(300));
+        assert_eq!(
+            cfg.auth.failures_per_address,
+            AuthSettings::default().failures_per_address
+        );
+        assert!(FileConfig::parse("[auth]\nfailures = 3").is_err());
+    }
+
+    #[test]
     fn verbs_become_title_case_action_names() {
         assert_eq!(title_case("redeploy"), "Redeploy");
         assert_eq!(title_case("scale_up"), "Scale Up");
