@@ -115,7 +115,7 @@ fn too_many_failures(retry_after: std::time::Duration) -> ApiError {
     ApiError::TooManyRequests {
         message: format!(
             "too many failed authentication attempts; retry in {} s",
-            retry_after.as_secs().max(1)
+            crate::error::retry_after_secs(retry_after)
         ),
         retry_after,
     }

@@ -70,6 +70,12 @@ impl ApiError {
     }
 }
 
+/// A `Retry-After` in whole seconds: rounded up (a client that waits that
+/// long is admitted), and at least 1.
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
 impl From<stevedore_shared::Error> for ApiError {
     fn from(e: stevedore_shared::Error) -> Self {
         use stevedore_shared::Error as E;
@@ -94,10 +100,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = match &self {
-            // Whole seconds, rounded up: a client that waits that long is admitted.
-            ApiError::TooManyRequests { retry_after, .. } => {
-                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
-            }
+            ApiError::TooManyRequests { retry_after, .. } => Some(retry_after_secs(*retry_after)),
             _ => None,
         };
         let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
