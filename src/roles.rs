@@ -5,7 +5,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
+use stevedore_api::client_addr::TrustedProxies;
 use stevedore_api::geoip::GeoIp;
+use stevedore_api::origin::OriginPolicy;
 use stevedore_api::ApiState;
 use stevedore_shared::auth::{generate_api_key, hash_api_key, valid_name};
 use stevedore_shared::broker::amqp::AmqpBroker;
@@ -33,6 +35,14 @@ pub struct DevArgs {
     /// Name of the bootstrap user.
     #[arg(long, default_value = "admin")]
     admin_user: String,
+    /// Networks of the proxies in front of the API, comma-separated
+    /// (10.0.0.0/8,127.0.0.1/32): client addresses come from their X-Forwarded-For.
+    #[arg(long, env = "STEVEDORE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// Origins besides the API's own that browsers may act from, comma-separated
+    /// (https://ops.example.com).
+    #[arg(long, env = "STEVEDORE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
     /// MaxMind GeoIP2/GeoLite2 database that fills actions' `location`.
     #[arg(long, env = "STEVEDORE_GEOIP_DATABASE")]
     geoip_database: Option<PathBuf>,
@@ -54,9 +64,18 @@ pub struct ServerArgs {
     /// Prefix of queue and exchange names.
     #[arg(long, env = "STEVEDORE_BROKER_PREFIX")]
     broker_prefix: Option<String>,
-    /// Take client IPs from X-Forwarded-For (only behind a proxy you trust).
+    /// Deprecated (use --trusted-proxies): trust every X-Forwarded-For hop,
+    /// so the client is the leftmost, which clients can forge.
     #[arg(long, env = "STEVEDORE_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// Networks of the proxies in front of the API, comma-separated
+    /// (10.0.0.0/8,127.0.0.1/32): client addresses come from their X-Forwarded-For.
+    #[arg(long, env = "STEVEDORE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// Origins besides the API's own that browsers may act from, comma-separated
+    /// (https://ops.example.com).
+    #[arg(long, env = "STEVEDORE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
     /// MaxMind GeoIP2/GeoLite2 database that fills actions' `location`.
     #[arg(long, env = "STEVEDORE_GEOIP_DATABASE")]
     geoip_database: Option<PathBuf>,
@@ -166,6 +185,51 @@ fn open_geoip(flag: Option<PathBuf>, file: &FileConfig) -> Result<Option<Arc<Geo
     }
 }
 
+/// The settings that face the network's edge: which proxies are trusted
+/// and which origins besides the API's own browsers may act from. Flags and
+/// environment win over the file; the deprecated `trust_forwarded_for`
+/// means "trust every proxy" and cannot be combined with a list.
+fn edge_settings(
+    trust_all: bool,
+    proxies: Vec<String>,
+    origins: Vec<String>,
+    file: &FileConfig,
+) -> Result<(TrustedProxies, OriginPolicy)> {
+    let non_empty = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let (proxies, origins) = (non_empty(proxies), non_empty(origins));
+    let proxies = if proxies.is_empty() {
+        file.trusted_proxies.clone()
+    } else {
+        proxies
+    };
+    let origins = if origins.is_empty() {
+        file.allowed_origins.clone()
+    } else {
+        origins
+    };
+    let trust_all = trust_all || file.trust_forwarded_for;
+    let proxies = match (trust_all, proxies.is_empty()) {
+        (true, false) => bail!(
+            "trust_forwarded_for (deprecated) and trusted_proxies are both set: keep only trusted_proxies"
+        ),
+        (true, true) => {
+            tracing::warn!(
+                "trust_forwarded_for is deprecated: it trusts every address as a proxy, so clients can \
+                 forge their address; list your proxies in trusted_proxies instead"
+            );
+            TrustedProxies::all()
+        }
+        (false, _) => TrustedProxies::parse(&proxies).map_err(anyhow::Error::msg)?,
+    };
+    let origins = OriginPolicy::new(&origins).map_err(anyhow::Error::msg)?;
+    Ok((proxies, origins))
+}
+
 fn print_exports(url: &str, user: &str, key: &str) {
     println!("export STEVEDORE_URL={url}");
     println!("export STEVEDORE_USER={user}");
@@ -177,6 +241,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     a.common.init_logging();
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
+    let (proxies, origins) = edge_settings(false, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, true)?);
     let db_url = match a.common.database_url(&file) {
         Some(u) => u,
@@ -211,10 +276,12 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     ));
     let limits = a.http.resolve(&file)?;
     let state = ApiState {
-        trust_forwarded_for: file.trust_forwarded_for,
+        proxies: Arc::new(proxies),
+        origins: Arc::new(origins),
         geoip: open_geoip(a.geoip_database, &file)?,
         ..ApiState::with_limits(dispatcher, ops, limits.clone())
-    };
+    }
+    .with_auth_settings(&file.auth);
     let app = with_stream(state, &shutdown);
 
     println!("Stevedore dev server listening on {url}");
@@ -246,6 +313,8 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     a.common.init_logging();
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
+    let (proxies, origins) =
+        edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
@@ -265,10 +334,12 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     ));
     let limits = a.http.resolve(&file)?;
     let state = ApiState {
-        trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
+        proxies: Arc::new(proxies),
+        origins: Arc::new(origins),
         geoip: open_geoip(a.geoip_database, &file)?,
         ..ApiState::with_limits(dispatcher, ops, limits.clone())
-    };
+    }
+    .with_auth_settings(&file.auth);
     // The hub also wakes the QNAP long-poll waiters, so it runs with or
     // without the websocket routes.
     state
@@ -419,6 +490,8 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
     a.common.init_logging();
     stevedore_api::ops::install_metrics();
     let file = a.common.file()?;
+    let (proxies, origins) =
+        edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
@@ -431,10 +504,12 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
     let (listener, url) = bind(&listen).await?;
     let limits = a.http.resolve(&file)?;
     let state = ApiState {
-        trust_forwarded_for: a.trust_forwarded_for || file.trust_forwarded_for,
+        proxies: Arc::new(proxies),
+        origins: Arc::new(origins),
         geoip: None,
         ..ApiState::with_limits(Dispatcher::new(store, broker), ops, limits.clone())
-    };
+    }
+    .with_auth_settings(&file.auth);
     let app = stevedore_api::stream::standalone_router(state, &shutdown);
     println!("Stevedore stream listening on {url}");
     use std::io::Write;

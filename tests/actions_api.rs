@@ -670,29 +670,34 @@ on_both_backends!(
     the_python_clients_wire_details_hold,
 );
 
-/// `ip` from a trusted proxy's X-Forwarded-For and `location` from a GeoIP
-/// database, both switched on in the config; an untrusted header is ignored.
+/// `ip` from trusted proxies' X-Forwarded-For and `location` from a GeoIP
+/// database, both switched on in the config: the client is the rightmost hop
+/// that is not a trusted proxy, so what a client writes to the left of it
+/// is ignored, as is the whole header from an untrusted peer.
 mod client_location {
     use super::common::{Backend, Deployment, TEST_CONFIG};
     use reqwest::Method;
 
     async fn located(backend: Backend) {
         let db = concat!(env!("CARGO_MANIFEST_DIR"), "/api/tests/fixtures/geoip-test.mmdb");
-        let config = format!("geoip_database = \"{db}\"\ntrust_forwarded_for = true\n{TEST_CONFIG}");
+        let config = format!(
+            "geoip_database = \"{db}\"\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n{TEST_CONFIG}"
+        );
         let d = Deployment::start_with(backend, &config).await;
         let svc = d.create_object("/api/app/v1/service/", "{}").await;
         let path = format!("/api/app/v1/service/{}/noop/", svc["uuid"].as_str().unwrap());
         let resp = reqwest::Client::new()
             .post(format!("{}{}", d.url, path))
             .basic_auth(&d.user, Some(&d.key))
-            .header("X-Forwarded-For", "56.78.90.12, 10.0.0.1")
+            .header("X-Forwarded-For", "6.6.6.6, 56.78.90.12, 10.0.0.1")
             .send()
             .await
             .unwrap();
         let a: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(
             (a["ip"].as_str(), a["location"].as_str()),
-            (Some("56.78.90.12"), Some("New York, USA"))
+            (Some("56.78.90.12"), Some("New York, USA")),
+            "the rightmost untrusted hop, not the forged leftmost"
         );
         let (_, _, local) = d.request(Method::POST, &path, None).await;
         assert_eq!(

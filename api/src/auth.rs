@@ -10,22 +10,23 @@
 //! header would, so it is checked against the stored digests on every
 //! request and a revoked key ends every session that used it; it is
 //! `HttpOnly` (page scripts cannot read it), `SameSite=Strict` and has no
-//! expiry (it ends with the browser session). A browser request that carries
-//! it to change something, or to open a websocket, must also come from the
-//! API's own origin: an `Origin` header naming another host is refused
-//! with 403, which stops cross-site request forgery and cross-site websocket
-//! hijacking even where `SameSite` is not honoured.
+//! expiry (it ends with the browser session). Browsers cannot use it, or
+//! cached Basic credentials, from another site to change something or open
+//! a websocket: [`crate::origin`] refuses those requests before they get
+//! here.
 
+use crate::auth_failures::{Attempt, Outcome};
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use base64::Engine;
-use stevedore_shared::auth::{parse_authorization, verify_api_key, Credentials};
+use std::net::IpAddr;
+use stevedore_shared::auth::{check_api_key, parse_authorization, Credentials};
 use stevedore_shared::store::Scope;
-use stevedore_shared::syslog::{LogLevel, NewSystemLog};
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
@@ -48,48 +49,75 @@ impl Caller {
     }
 }
 
-/// Checks credentials against the stored key digests. An unknown user costs
-/// the same digest comparison as a wrong key, so timing does not reveal
-/// which user names exist. Credentials verified in the last few seconds are
-/// taken from the process's [`CredentialCache`](crate::credential_cache::CredentialCache).
-pub async fn authenticate(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
+/// Checks credentials presented from `client` (its address, when known).
+///
+/// In order: credentials verified in the last few seconds are taken from
+/// the process's [`CredentialCache`](crate::credential_cache::CredentialCache);
+/// an address or user name over its failure limit gets a 429 without its
+/// credentials being checked ([`crate::auth_limit`]); otherwise the key is
+/// checked against the user's stored digests, with the same work for an
+/// unknown user as for a wrong key ([`check_api_key`]), so that timing does
+/// not tell which user names exist. Failures and refusals are counted in
+/// the system log per window ([`crate::auth_failures`]).
+pub async fn authenticate(
+    state: &ApiState,
+    creds: &Credentials,
+    client: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    // No user name or key holds a NUL byte, and PostgreSQL cannot even be asked.
+    crate::input::no_nul("user", &creds.user)?;
+    crate::input::no_nul("apikey", &creds.key)?;
     if let Some(caller) = state.credentials.get(creds) {
         return Ok(caller);
     }
-    let caller = authenticate_with_store(state, creds).await?;
-    state.credentials.insert(creds, &caller);
-    Ok(caller)
-}
-
-async fn authenticate_with_store(state: &ApiState, creds: &Credentials) -> Result<Caller, ApiError> {
+    if let Err(retry_after) = state.auth_limit.admit(client, &creds.user) {
+        let shown = shown_user(&creds.user, false);
+        tracing::info!(user = %shown, client = ?client, "authentication throttled");
+        let attempt = Attempt {
+            namespace: None,
+            user: shown,
+            outcome: Outcome::Throttled,
+        };
+        state.auth_failures.record(attempt).await;
+        return Err(too_many_failures(retry_after));
+    }
     let found = state.dispatcher.store().credentials(&creds.user).await?;
-    let (user, digests) = match found {
-        Some((user, digests)) => (Some(user), digests),
-        None => (None, vec![UNKNOWN_USER_DIGEST.to_string()]),
-    };
-    let key_ok = verify_api_key(&creds.key, &digests);
-    match user {
-        Some(user) if key_ok && !user.namespaces.is_empty() => Ok(Caller {
-            user: user.name,
-            namespaces: user.namespaces,
-        }),
+    let check = check_api_key(&creds.key, found.as_ref().map(|(_, digests)| digests.as_slice()));
+    match found {
+        Some((user, _)) if check.matched && !user.namespaces.is_empty() => {
+            let caller = Caller {
+                user: user.name,
+                namespaces: user.namespaces,
+            };
+            state.credentials.insert(creds, &caller);
+            Ok(caller)
+        }
         other => {
             let shown = shown_user(&creds.user, other.is_some());
-            tracing::info!(user = %shown, "authentication failed");
+            tracing::info!(user = %shown, client = ?client, "authentication failed");
             // Visible to the named user's own namespace when the user exists;
             // otherwise to operators only.
-            let entry = NewSystemLog {
-                namespace: other.map(|u| u.name),
-                category: "auth".into(),
-                level: LogLevel::Warn,
+            let attempt = Attempt {
+                namespace: other.map(|(u, _)| u.name),
                 user: shown,
-                message: "authentication failed: invalid credentials".into(),
+                outcome: Outcome::Failed,
             };
-            if let Err(e) = state.dispatcher.store().append_system_log(&[entry]).await {
-                tracing::warn!(error = %e, "system log entry not written");
+            state.auth_failures.record(attempt).await;
+            match state.auth_limit.charge_failure(client, &creds.user) {
+                Ok(()) => Err(ApiError::Unauthorized("invalid credentials".into())),
+                Err(retry_after) => Err(too_many_failures(retry_after)),
             }
-            Err(ApiError::Unauthorized("invalid credentials".into()))
         }
+    }
+}
+
+fn too_many_failures(retry_after: std::time::Duration) -> ApiError {
+    ApiError::TooManyRequests {
+        message: format!(
+            "too many failed authentication attempts; retry in {} s",
+            crate::error::retry_after_secs(retry_after)
+        ),
+        retry_after,
     }
 }
 
@@ -105,9 +133,6 @@ fn shown_user(name: &str, exists: bool) -> String {
     }
 }
 
-/// A digest no key hashes to in practice, compared against when the user is unknown.
-const UNKNOWN_USER_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "stevedore_session";
 
@@ -116,13 +141,8 @@ pub const SESSION_COOKIE: &str = "stevedore_session";
 const COOKIE_PATH: &str = "/api/";
 
 /// The credentials a request presents: its `Authorization` header, else its
-/// session cookie. `changes_state` is true for unsafe methods and websocket
-/// handshakes: cookie-borne credentials on those must come from the API's
-/// own origin (see the module docs). `Ok(None)`: no credentials at all.
-pub fn request_credentials(
-    headers: &HeaderMap,
-    changes_state: bool,
-) -> Result<Option<Credentials>, ApiError> {
+/// session cookie. `Ok(None)`: no credentials at all.
+pub fn request_credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
     if let Some(h) = headers.get(AUTHORIZATION) {
         let value = h
             .to_str()
@@ -133,11 +153,6 @@ pub fn request_credentials(
     let Some(value) = session_cookie(headers) else {
         return Ok(None);
     };
-    if changes_state && !same_origin(headers) {
-        return Err(ApiError::Forbidden(
-            "cross-origin request with the session cookie refused".into(),
-        ));
-    }
     parse_authorization(&format!("Basic {value}"))
         .map(Some)
         .map_err(|_| ApiError::Unauthorized("malformed session cookie; log in again".into()))
@@ -153,23 +168,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(Result::ok)
         .find(|c| c.name() == SESSION_COOKIE)
         .map(|c| c.value().to_string())
-}
-
-/// Whether the request's `Origin`, if it sends one, names the host it was
-/// sent to. Browsers send `Origin` on every cross-origin unsafe request and
-/// websocket handshake; other clients (curl) send none and are no
-/// cross-site threat.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// A 401 challenges `Basic`, except to page scripts, which mark their
@@ -217,20 +215,14 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let unsafe_method = !parts.method.is_safe();
-        // A browser that cached Basic credentials sends them cross-site by
-        // itself: a change from another origin is refused whatever the
-        // credentials (API clients send no Origin).
-        if unsafe_method && !same_origin(&parts.headers) {
-            return Err(ApiError::Forbidden("cross-origin request refused".into()));
-        }
-        let creds = request_credentials(&parts.headers, unsafe_method)?.ok_or_else(|| {
+        let client = ClientAddr::of(&state.proxies, &parts.headers, &parts.extensions).client;
+        let creds = request_credentials(&parts.headers)?.ok_or_else(|| {
             ApiError::Unauthorized(
                 "authentication required: send Authorization: Basic base64(user:apikey), or log in at POST /api/v1/login"
                     .into(),
             )
         })?;
-        authenticate(state, &creds).await
+        authenticate(state, &creds, client).await
     }
 }
 
@@ -248,48 +240,19 @@ mod tests {
     }
 
     #[test]
-    fn the_session_cookie_is_read_and_origin_checked() {
+    fn the_session_cookie_is_read_and_authorization_wins() {
         // "u:k"
         let c = ("cookie", "theme=dark; stevedore_session=dTpr");
-        let got = request_credentials(&headers(&[c]), true).unwrap().unwrap();
+        let got = request_credentials(&headers(&[c])).unwrap().unwrap();
         assert_eq!((got.user.as_str(), got.key.as_str()), ("u", "k"));
-        let same = headers(&[
-            c,
-            ("host", "ops.example:8080"),
-            ("origin", "https://ops.example:8080"),
-        ]);
-        assert!(request_credentials(&same, true).unwrap().is_some());
-        let evil = headers(&[
-            c,
-            ("host", "ops.example:8080"),
-            ("origin", "https://evil.example"),
-        ]);
-        assert!(matches!(
-            request_credentials(&evil, true),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(
-            request_credentials(&evil, false).unwrap().is_some(),
-            "reads are not origin-checked"
-        );
-        let null = headers(&[c, ("host", "ops.example"), ("origin", "null")]);
-        assert!(matches!(
-            request_credentials(&null, true),
-            Err(ApiError::Forbidden(_))
-        ));
-        // An Authorization header wins, and needs no origin check.
-        let both = headers(&[
-            c,
-            ("authorization", "ApiKey a:b"),
-            ("origin", "https://evil.example"),
-        ]);
-        assert_eq!(request_credentials(&both, true).unwrap().unwrap().user, "a");
-        assert!(request_credentials(&headers(&[("cookie", "other=1")]), true)
+        let both = headers(&[c, ("authorization", "ApiKey a:b")]);
+        assert_eq!(request_credentials(&both).unwrap().unwrap().user, "a");
+        assert!(request_credentials(&headers(&[("cookie", "other=1")]))
             .unwrap()
             .is_none());
         let bad = headers(&[("cookie", "stevedore_session=!!!")]);
         assert!(matches!(
-            request_credentials(&bad, false),
+            request_credentials(&bad),
             Err(ApiError::Unauthorized(_))
         ));
     }

@@ -39,7 +39,15 @@ pub enum ApiError {
     /// 429: the caller holds as many of something (websockets, long-polls)
     /// as they may; retry once one ends.
     #[error("{0}")]
-    TooManyRequests(String),
+    AtCapacity(String),
+    /// 429: too many failed attempts; retry after the given time.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What to tell the client.
+        message: String,
+        /// When an attempt may be made again.
+        retry_after: std::time::Duration,
+    },
     /// 503: a dependency is down; safe to retry.
     #[error("{0}")]
     Unavailable(String),
@@ -59,11 +67,18 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::AtCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+}
+
+/// A `Retry-After` in whole seconds: rounded up (a client that waits that
+/// long is admitted), and at least 1.
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 impl From<stevedore_shared::Error> for ApiError {
@@ -89,7 +104,15 @@ impl From<stevedore_shared::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            _ => None,
+        };
         let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -2,9 +2,13 @@
 //!
 //! - [`routes`]: handlers — `actions` (audit API and its Tutum alias),
 //!   `objects` (create/get objects, run operations), `probes` (health, auth).
-//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials), and
-//!   [`credential_cache`], the recently verified ones.
-//! - [`request`]: what an action records about its request.
+//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials),
+//!   [`credential_cache`], the recently verified ones, [`auth_limit`], the
+//!   limits on failures, and [`auth_failures`], their system log entries.
+//! - [`client_addr`]: the client's address behind trusted proxies;
+//!   [`origin`], the one rule against cross-site requests.
+//! - [`request`]: what an action records about its request; [`input`], the
+//!   rules every client value passes (ranges, dates, no NUL bytes).
 //! - [`error`]: the one error type and the JSON error middleware.
 //! - [`stream`]: the websocket stream service (action logs, events).
 //! - [`ops`]: metrics, request ids and request spans, the worker's ops listener.
@@ -16,13 +20,18 @@
 //! [`router`] assembles everything; [`serve`] runs it until shutdown.
 
 pub mod auth;
+pub mod auth_failures;
+pub mod auth_limit;
+pub mod client_addr;
 pub mod credential_cache;
 pub mod dashboard;
 pub mod error;
 pub mod geoip;
+pub mod input;
 pub mod listing;
 pub mod openapi;
 pub mod ops;
+pub mod origin;
 pub mod request;
 pub mod routes;
 pub mod server;
@@ -34,7 +43,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-use stevedore_shared::config::{HttpSettings, Operations};
+use stevedore_shared::config::{AuthSettings, HttpSettings, Operations};
 use stevedore_shared::dispatch::{Dispatcher, SubmitBatcher};
 use stevedore_shared::shutdown::Shutdown;
 
@@ -48,8 +57,12 @@ pub struct ApiState {
     pub dispatcher: Dispatcher,
     /// Operations and object types.
     pub ops: Arc<Operations>,
-    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// The proxies whose `X-Forwarded-For` / `-Proto` are believed
+    /// (see [`client_addr`]).
+    pub proxies: Arc<client_addr::TrustedProxies>,
+    /// The origins besides the API's own that browsers may act from
+    /// (see [`origin`]).
+    pub origins: Arc<origin::OriginPolicy>,
     /// Locates client IPs, when a GeoIP database is configured.
     pub geoip: Option<Arc<geoip::GeoIp>>,
     /// The process's one fan-out of broker updates: websocket clients and
@@ -68,10 +81,16 @@ pub struct ApiState {
     pub waits: user_slots::UserSlots,
     /// The last readiness check, shared by every `/readyz` for a moment.
     pub readiness: routes::probes::Readiness,
+    /// Limits on failed authentication (see [`auth_limit`]).
+    pub auth_limit: Arc<auth_limit::AuthLimiter>,
+    /// Failed authentications in the system log (see [`auth_failures`]).
+    pub auth_failures: auth_failures::FailureLog,
 }
 
 impl ApiState {
-    /// A state with no proxy trust, no GeoIP, an unfed hub and the default limits.
+    /// A state with no proxy trust, no GeoIP, an unfed hub, the default
+    /// `[http]` limits and the default `[auth]` limits. Must be called
+    /// within a Tokio runtime.
     pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>) -> Self {
         Self::with_limits(dispatcher, ops, HttpSettings::default())
     }
@@ -80,7 +99,8 @@ impl ApiState {
     pub fn with_limits(dispatcher: Dispatcher, ops: Arc<Operations>, limits: HttpSettings) -> Self {
         ApiState {
             ops,
-            trust_forwarded_for: false,
+            proxies: Arc::default(),
+            origins: Arc::default(),
             geoip: None,
             hub: stream::Hub::new(stream::CLIENT_BUFFER, limits.client_queue_bytes),
             submitter: SubmitBatcher::spawn(dispatcher.clone()),
@@ -89,7 +109,24 @@ impl ApiState {
             waits: user_slots::UserSlots::new("long-polls", limits.max_waits_per_user),
             readiness: routes::probes::Readiness::default(),
             limits: Arc::new(limits),
+            auth_limit: Arc::default(),
+            auth_failures: auth_failures::FailureLog::spawn(
+                dispatcher.store().clone(),
+                AuthSettings::default().failure_log_window,
+            ),
             dispatcher,
+        }
+    }
+
+    /// This state with the failure limits and log window of `settings`.
+    pub fn with_auth_settings(self, settings: &AuthSettings) -> Self {
+        ApiState {
+            auth_limit: Arc::new(auth_limit::AuthLimiter::new(settings)),
+            auth_failures: auth_failures::FailureLog::spawn(
+                self.dispatcher.store().clone(),
+                settings.failure_log_window,
+            ),
+            ..self
         }
     }
 }
@@ -166,6 +203,10 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     let ops_routes = ops::ops_router(state.dispatcher.clone(), &state.ops, parts);
     r.fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::refuse_cross_site,
+        ))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn(auth::page_challenge))
         .with_state(state)

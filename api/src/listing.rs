@@ -11,6 +11,7 @@
 //! resumes exactly after the last row it got.
 
 use crate::error::ApiError;
+use crate::input::{integer, no_nul, MAX_OFFSET};
 use serde::Serialize;
 
 /// Page size when the client names none (the Docker Cloud default).
@@ -25,18 +26,20 @@ pub struct QueryParams {
 }
 
 impl QueryParams {
-    /// Parses a raw query string, refusing any key not in `allowed`.
+    /// Parses a raw query string, refusing any key not in `allowed` and any
+    /// value with a NUL byte.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        for (k, _) in &pairs {
+        for (k, v) in &pairs {
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::BadRequest(format!(
                     "unknown query parameter {k:?}; supported: {}",
                     allowed.join(", ")
                 )));
             }
+            no_nul(k, v)?;
         }
         Ok(QueryParams { pairs })
     }
@@ -82,31 +85,20 @@ impl QueryParams {
         }
     }
 
-    /// `limit` and `offset`, validated.
+    /// The integer value of `key` within `range`, if given.
+    pub fn integer(&self, key: &str, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, ApiError> {
+        self.one(key)?.map(|v| integer(key, v, range)).transpose()
+    }
+
+    /// `limit` (any non-negative integer; 0 and anything above
+    /// [`MAX_LIMIT`] mean the maximum) and `offset` (0..=[`MAX_OFFSET`]).
     pub fn page(&self) -> Result<PageRequest, ApiError> {
-        let int = |key: &str| -> Result<Option<i64>, ApiError> {
-            match self.one(key)? {
-                None => Ok(None),
-                Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
-                    ApiError::BadRequest(format!("{key} must be a non-negative integer, not {v:?}"))
-                }),
-            }
-        };
-        let limit = match int("limit")? {
+        let limit = match self.integer("limit", 0..=i64::MAX)? {
             None => DEFAULT_LIMIT,
             Some(0) => MAX_LIMIT,
-            Some(n) if n < 0 => {
-                return Err(ApiError::BadRequest(format!("limit must not be negative ({n})")))
-            }
             Some(n) => n.min(MAX_LIMIT),
         };
-        let offset = match int("offset")? {
-            None => 0,
-            Some(n) if n < 0 => {
-                return Err(ApiError::BadRequest(format!("offset must not be negative ({n})")))
-            }
-            Some(n) => n,
-        };
+        let offset = self.integer("offset", 0..=MAX_OFFSET)?.unwrap_or(0);
         Ok(PageRequest { limit, offset })
     }
 
@@ -169,8 +161,14 @@ impl<T: Serialize> Envelope<T> {
             q.append_pair("offset", &offset.to_string());
             format!("{path}?{}", q.finish())
         };
-        let next = (page.offset + page.limit < total).then(|| link(page.offset + page.limit));
-        let previous = (page.offset > 0).then(|| link((page.offset - page.limit).max(0)));
+        // Checked: a page request is bounded, but the envelope must never
+        // answer a wrapped-around (negative) offset whatever it is given.
+        let next = page
+            .offset
+            .checked_add(page.limit)
+            .filter(|&n| n < total)
+            .map(link);
+        let previous = (page.offset > 0).then(|| link(page.offset.saturating_sub(page.limit).max(0)));
         Envelope {
             meta: Meta {
                 limit: page.limit,
@@ -204,9 +202,14 @@ mod tests {
             p("limit=3&offset=6").unwrap(),
             PageRequest { limit: 3, offset: 6 }
         );
+        assert_eq!(p(&format!("offset={MAX_OFFSET}")).unwrap().offset, MAX_OFFSET);
         for bad in [
             "limit=-1",
             "offset=-1",
+            "offset=9223372036854775807",
+            "offset=1000000001",
+            "limit=99999999999999999999",
+            "offset=%00",
             "limit=x",
             "offset=1.5",
             "limit=1&limit=2",
@@ -235,6 +238,13 @@ mod tests {
         );
         let last = Envelope::new("/x/", &params, PageRequest { limit: 2, offset: 4 }, 5, vec![5]);
         assert_eq!(last.meta.next, None);
+        let huge = PageRequest {
+            limit: MAX_LIMIT,
+            offset: i64::MAX,
+        };
+        let env = Envelope::new("/x/", &params, huge, i64::MAX, Vec::<i32>::new());
+        assert_eq!(env.meta.next, None, "no wrapped-around next page");
+        assert!(!env.meta.previous.unwrap().contains("offset=-"));
     }
 
     #[test]

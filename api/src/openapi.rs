@@ -135,8 +135,25 @@ impl Route {
         self
     }
 
+    /// Adds responses; the two every route may give for its kind follow
+    /// from one rule each: 429 wherever credentials are checked
+    /// ([`crate::auth_limit`]), and 403 for changes and websocket
+    /// handshakes from another origin ([`crate::origin`]).
     fn answers(mut self, r: &[(u16, &'static str)]) -> Self {
         self.responses.extend_from_slice(r);
+        let mut implied = vec![];
+        if r.contains(&UNAUTH) {
+            implied.push(THROTTLED);
+        }
+        if self.method != "GET" || r.contains(&SWITCHING) {
+            implied.push(CROSS_ORIGIN);
+        }
+        for i in implied {
+            if !self.responses.iter().any(|(code, _)| *code == i.0) {
+                self.responses.push(i);
+            }
+        }
+        self.responses.sort_by_key(|(code, _)| *code);
         self
     }
 }
@@ -151,6 +168,11 @@ const UNAUTH: (u16, &str) = (401, "Missing or wrong credentials");
 const NOT_FOUND: (u16, &str) = (404, "Not found (or another tenant's)");
 const CONFLICT: (u16, &str) = (409, "Not allowed in the current state");
 const UNAVAILABLE: (u16, &str) = (503, "The database or the broker is unreachable");
+const THROTTLED: (u16, &str) = (
+    429,
+    "Too many failed authentication attempts from this address or for this user; see Retry-After",
+);
+const CROSS_ORIGIN: (u16, &str) = (403, "Forbidden: a browser request from another origin");
 const SWITCHING: (u16, &str) = (101, "Switching Protocols: a websocket of JSON text frames");
 
 /// Every route a listener serving `parts` answers, in a stable order.
@@ -197,12 +219,12 @@ pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
                 "Log in with {\"user\", \"apikey\"} (JSON or form): sets the HttpOnly session cookie",
             )
             .public()
-            .answers(&[OK_JSON, BAD, UNAUTH, (403, "Forbidden: another origin")]),
+            .answers(&[OK_JSON, BAD, UNAUTH]),
         );
         out.push(
             route("POST", LOGOUT, "auth", "End the session (clears the cookie)")
                 .public()
-                .answers(&[(204, "Logged out"), (403, "Forbidden: another origin")]),
+                .answers(&[(204, "Logged out")]),
         );
         for p in [
             crate::dashboard::INDEX,
@@ -575,5 +597,22 @@ mod tests {
         }
         let ws = &doc["paths"]["/v1/events"]["get"]["responses"];
         assert!(ws.get("101").is_some(), "{ws}");
+    }
+
+    #[test]
+    fn throttling_and_cross_origin_refusals_are_documented_where_they_happen() {
+        for r in routes(&ops(), ALL) {
+            let codes: Vec<u16> = r.responses.iter().map(|(c, _)| *c).collect();
+            let checks_credentials = codes.contains(&401);
+            assert_eq!(
+                codes.contains(&429),
+                checks_credentials,
+                "{} {}",
+                r.method,
+                r.path
+            );
+            let guarded = r.method != "GET" || codes.contains(&101);
+            assert_eq!(codes.contains(&403), guarded, "{} {}", r.method, r.path);
+        }
     }
 }

@@ -1,18 +1,18 @@
 //! Facts about a request that an action records: client IP, User-Agent,
 //! method and path; and reading an optional JSON-object body.
 
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::ApiState;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
-use std::net::SocketAddr;
 
 /// Where a request came from and what it asked.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    /// Client IP: the peer address, or the first `X-Forwarded-For` hop when the
-    /// API is configured to trust its proxy.
+    /// Client IP: the peer address, or behind trusted proxies the address
+    /// they forwarded for ([`crate::client_addr`]).
     pub ip: String,
     /// Geographic location of `ip` (empty when no GeoIP database is
     /// configured or the address is not in it).
@@ -32,22 +32,7 @@ impl FromRequestParts<ApiState> for RequestInfo {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
-        let forwarded = if state.trust_forwarded_for {
-            parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|s| s.trim().to_string())
-                .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
-        } else {
-            None
-        };
+        let client = ClientAddr::of(&state.proxies, &parts.headers, &parts.extensions).client;
         let mut user_agent = parts
             .headers
             .get(USER_AGENT)
@@ -60,11 +45,11 @@ impl FromRequestParts<ApiState> for RequestInfo {
             }
             user_agent.truncate(cut);
         }
-        let ip = forwarded.unwrap_or(peer);
-        let location = match (&state.geoip, ip.parse::<std::net::IpAddr>()) {
-            (Some(g), Ok(addr)) => g.locate(addr),
+        let location = match (&state.geoip, client) {
+            (Some(g), Some(addr)) => g.locate(addr),
             _ => String::new(),
         };
+        let ip = client.map(|a| a.to_string()).unwrap_or_default();
         Ok(RequestInfo {
             ip,
             location,
@@ -79,8 +64,9 @@ impl FromRequestParts<ApiState> for RequestInfo {
     }
 }
 
-/// Parses a request body that must be empty or a JSON object. Returns the raw
-/// text (stored on the action as sent) and the parsed object.
+/// Parses a request body that must be empty or a JSON object without NUL
+/// bytes in its strings ([`crate::input::json_without_nul`]). Returns the
+/// raw text (stored on the action as sent) and the parsed object.
 pub fn json_object_body(
     bytes: &[u8],
 ) -> Result<(String, serde_json::Map<String, serde_json::Value>), ApiError> {
@@ -89,9 +75,11 @@ pub fn json_object_body(
     if text.trim().is_empty() {
         return Ok((String::new(), serde_json::Map::new()));
     }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(map)) => Ok((text.to_string(), map)),
-        Ok(_) => Err(ApiError::BadRequest("request body must be a JSON object".into())),
-        Err(e) => Err(ApiError::BadRequest(format!("invalid JSON in request body: {e}"))),
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON in request body: {e}")))?;
+    crate::input::json_without_nul(&value)?;
+    match value {
+        serde_json::Value::Object(map) => Ok((text.to_string(), map)),
+        _ => Err(ApiError::BadRequest("request body must be a JSON object".into())),
     }
 }

@@ -31,7 +31,7 @@ impl UserSlots {
         let n = held.entry(user.to_string()).or_default();
         if *n >= self.max {
             tracing::info!(user, what = self.what, max = self.max, "per-user cap reached");
-            return Err(ApiError::TooManyRequests(format!(
+            return Err(ApiError::AtCapacity(format!(
                 "too many {}: at most {} open per user; close one and retry",
                 self.what, self.max
             )));

@@ -2,8 +2,10 @@
 //! operation bodies and the paths, the API answers 2xx or a 4xx with a JSON
 //! error — never a 5xx, never a panic — and a refused request records nothing.
 //!
-//! The router runs in process on an in-memory SQLite store and the
-//! in-process broker, so thousands of cases take seconds.
+//! The router runs in process on the in-process broker and an in-memory
+//! SQLite store, so thousands of cases take seconds; the properties about
+//! numbers, dates, NUL bytes and uuid spelling (`mod hostile`) also run on
+//! PostgreSQL, where the database itself refuses what SQLite stores.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -14,7 +16,9 @@ use stevedore_shared::auth::{generate_api_key, hash_api_key};
 use stevedore_shared::broker::memory::MemoryBroker;
 use stevedore_shared::config::{FileConfig, EXAMPLE_CONFIG};
 use stevedore_shared::dispatch::Dispatcher;
+use stevedore_shared::shutdown::Shutdown;
 use stevedore_shared::store::{self, Scope};
+use stevedore_shared::testing::TestDatabase;
 use tower::ServiceExt;
 
 struct App {
@@ -24,30 +28,51 @@ struct App {
     service: String,
     action: String,
     store: store::DynStore,
+    /// The PostgreSQL database, dropped after the store's pool.
+    _db: Option<TestDatabase>,
+}
+
+/// The store an [`App`] runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 impl App {
     fn new() -> App {
+        App::on(Backend::Sqlite)
+    }
+
+    fn on(backend: Backend) -> App {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(rt.block_on(TestDatabase::create())),
+        };
+        let url = db.as_ref().map_or("sqlite::memory:", |d| d.url()).to_string();
         let (router, auth, store) = rt.block_on(async {
-            let store = store::connect("sqlite::memory:").await.unwrap();
+            let store = store::connect(&url).await.unwrap();
             store.migrate().await.unwrap();
             store.create_user("fuzz", &[]).await.unwrap();
             let key = generate_api_key();
             store.add_api_key("fuzz", &hash_api_key(&key)).await.unwrap();
             let ops = FileConfig::parse(EXAMPLE_CONFIG).unwrap().operations().unwrap();
             let state = ApiState {
-                trust_forwarded_for: false,
                 geoip: None,
                 ..ApiState::new(
                     Dispatcher::new(store.clone(), Arc::new(MemoryBroker::new())),
                     Arc::new(ops),
                 )
             };
+            // Long-polls are woken by the hub, as in the real roles.
+            state
+                .hub
+                .spawn_subscriber(state.dispatcher.broker().clone(), Shutdown::new());
             let auth = format!(
                 "Basic {}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("fuzz:{key}"))
@@ -61,6 +86,7 @@ impl App {
             service: String::new(),
             action: String::new(),
             store,
+            _db: db,
         };
         let (_, svc) = app.send(
             "POST",
@@ -92,6 +118,23 @@ impl App {
             let json = serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("{method} {uri}: {status} body is not JSON ({e}): {bytes:?}"));
             (status, json)
+        })
+    }
+
+    /// Starts a GET on the app's runtime; the handle answers status and JSON.
+    fn spawn_get(&self, uri: &str) -> tokio::task::JoinHandle<(StatusCode, serde_json::Value)> {
+        let req = Request::builder()
+            .method("GET")
+            .uri(uri)
+            .header("Authorization", &self.auth)
+            .body(Body::empty())
+            .unwrap();
+        let router = self.router.clone();
+        self.rt.spawn(async move {
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+            (status, serde_json::from_slice(&bytes).unwrap())
         })
     }
 
@@ -288,5 +331,308 @@ proptest! {
             let (status, json) = a.send(method, &uri, vec![]);
             assert_clean_refusal(status, &json, &format!("{method} {uri}"));
         }
+    }
+}
+
+/// Hostile numbers, dates, strings and uuid spellings: each property and
+/// case runs on SQLite and on PostgreSQL (one database per test).
+mod hostile {
+    use super::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    /// One `#[test]` per store for each `fn name(app: &App)`.
+    macro_rules! on_both_stores {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[test] fn $name() { super::$name(&super::App::on(super::Backend::Sqlite)); })*
+            }
+            mod postgres {
+                $(#[test] fn $name() { super::$name(&super::App::on(super::Backend::Postgres)); })*
+            }
+        };
+    }
+
+    on_both_stores!(
+        hostile_query_values_get_an_answer_or_a_json_400,
+        hostile_bodies_are_refused_before_the_store,
+        the_reported_inputs_are_400s_naming_their_parameter,
+        uppercase_uuids_address_the_same_things_as_lowercase,
+    );
+
+    /// Numbers at and past every boundary, in every spelling.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| n.to_string()),
+            prop::sample::select(
+                &[
+                    "9223372036854775807",
+                    "9223372036854775808",
+                    "-9223372036854775808",
+                    "1e20",
+                    "1e308",
+                    "1e400",
+                    "NaN",
+                    "inf",
+                    "-0",
+                    "0x10",
+                    "10000000000000",
+                    "253402300799",
+                    "253402300800",
+                    "",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[0-9]{1,30}",
+        ]
+    }
+
+    /// Dates inside and outside what the stores hold.
+    fn date() -> impl Strategy<Value = String> {
+        prop_oneof![
+            number(),
+            (-300_000i64..300_000).prop_map(|y| format!("{y:+05}-01-01T00:00:00Z")),
+            (0i64..99_999).prop_map(|y| format!("{y:04}-12-31")),
+            Just("Fri, 31 Dec 9999 23:59:59 +0000".to_string()),
+        ]
+    }
+
+    /// Strings with NUL bytes and other control characters among ordinary text.
+    fn nul_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z]{0,4}\u{0}[a-z]{0,4}",
+            any::<String>(),
+            "[\u{0}-\u{1f}]{1,4}",
+        ]
+    }
+
+    /// A request path and query with one hostile value in it.
+    fn hostile_request(app: &App) -> impl Strategy<Value = String> {
+        let action = app.action.clone();
+        let upper = app.action.to_ascii_uppercase();
+        let list = (prop::sample::select(&["limit", "offset"][..]), number())
+            .prop_map(|(k, v)| format!("/api/audit/v1/action/?{}", pair(k, &v)));
+        let dates = (
+            prop::sample::select(
+                &[
+                    "start_date__gte",
+                    "start_date__lte",
+                    "end_date__gte",
+                    "end_date__lte",
+                ][..],
+            ),
+            date(),
+        )
+            .prop_map(|(k, v)| format!("/api/audit/v1/action/?{}", pair(k, &v)));
+        let log = (
+            prop::sample::select(&["time_start", "time_end", "limit", "offset"][..]),
+            number(),
+        )
+            .prop_map(|(k, v)| format!("/api/v1/log?{}", pair(k, &v)));
+        let texts = (
+            prop::sample::select(&["user", "category", "text", "level"][..]),
+            nul_string(),
+        )
+            .prop_map(|(k, v)| format!("/api/v1/log?{}", pair(k, &v)));
+        let filters = (
+            prop::sample::select(&["uuid", "uuid__startswith", "object", "state", "object_type"][..]),
+            prop_oneof![
+                nul_string(),
+                Just(upper.clone()),
+                Just(upper.clone()[..9].to_string())
+            ],
+        )
+            .prop_map(|(k, v)| format!("/api/audit/v1/action/?{}", pair(k, &v)));
+        let events = number().prop_map(|v| format!("/api/v1/event?{}", pair("index", &v)));
+        // The wait names the action's current state, so it answers at once
+        // whatever the duration.
+        let (_, current) = app.send("GET", &format!("/api/audit/v1/action/{action}/"), vec![]);
+        let current = current["state"].as_str().unwrap().replace(' ', "%20");
+        let wait = (number(), any::<bool>()).prop_map(move |(v, up)| {
+            let id = if up {
+                action.to_ascii_uppercase()
+            } else {
+                action.clone()
+            };
+            format!(
+                "/api/v1/event/wait/action/{id}/{current}?{}",
+                pair("duration", &v)
+            )
+        });
+        prop_oneof![list, dates, log, texts, filters, events, wait]
+    }
+
+    fn pair(k: &str, v: &str) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair(k, v)
+            .finish()
+    }
+
+    fn hostile_query_values_get_an_answer_or_a_json_400(app: &App) {
+        let mut runner = TestRunner::new(Config {
+            cases: 150,
+            ..Config::default()
+        });
+        runner
+            .run(&hostile_request(app), |uri| {
+                let (status, json) = app.send("GET", &uri, vec![]);
+                if status != StatusCode::OK {
+                    assert_clean_refusal(status, &json, &uri);
+                }
+                prop_assert!(
+                    status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+                    "{} {} {}",
+                    uri,
+                    status,
+                    json
+                );
+                if status == StatusCode::OK {
+                    if let Some(next) = json["meta"]["next"].as_str() {
+                        prop_assert!(!next.contains("offset=-"), "{}: {}", uri, next);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn hostile_bodies_are_refused_before_the_store(app: &App) {
+        let mut runner = TestRunner::new(Config {
+            cases: 60,
+            ..Config::default()
+        });
+        let field = prop::sample::select(&["name", "image", "env"][..]);
+        runner
+            .run(&(field, nul_string()), |(field, value)| {
+                let body = serde_json::json!({ field: value, "tags": [value] });
+                let before = app.action_events();
+                let (status, json) = app.send("POST", "/api/app/v1/service/", body.to_string().into_bytes());
+                assert_clean_refusal(status, &json, &format!("{body}"));
+                if value.contains('\0') {
+                    prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{}", json);
+                    let error = json["error"].as_str().unwrap_or_default();
+                    prop_assert!(error.contains("NUL"), "{}", error);
+                    prop_assert_eq!(app.action_events(), before, "a refused body recorded an action");
+                }
+                let (status, json) = app.send(
+                    "PATCH",
+                    &format!("/api/app/v1/service/{}/", app.service),
+                    body.to_string().into_bytes(),
+                );
+                assert_clean_refusal(status, &json, &format!("patch {body}"));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn the_reported_inputs_are_400s_naming_their_parameter(app: &App) {
+        let (status, json) = app.send(
+            "GET",
+            &format!(
+                "/api/v1/event/wait/action/{}/In%20progress?duration=1e20",
+                app.action
+            ),
+            vec![],
+        );
+        assert_eq!(status, StatusCode::OK, "duration=1e20: {json}");
+        for (uri, param) in [
+            ("/api/audit/v1/action/?offset=9223372036854775807", "offset"),
+            ("/api/audit/v1/action/?limit=9223372036854775808", "limit"),
+            ("/api/v1/log?time_start=10000000000000", "time_start"),
+            ("/api/v1/log?time_end=-1", "time_end"),
+            ("/api/v1/log?offset=9223372036854775807", "offset"),
+            ("/api/v1/log?text=a%00b", "text"),
+            ("/api/v1/log?user=%00", "user"),
+            ("/api/v1/event?index=-1", "index"),
+            (
+                "/api/audit/v1/action/?start_date__gte=10000000000000",
+                "start_date__gte",
+            ),
+            (
+                "/api/audit/v1/action/?end_date__lte=-0001-01-01T00:00:00Z",
+                "end_date__lte",
+            ),
+            ("/api/audit/v1/action/?object=%00", "object"),
+            (
+                "/api/v1/event/wait/action/00000000-0000-0000-0000-000000000000/Success?duration=-1",
+                "duration",
+            ),
+        ] {
+            let (status, json) = app.send("GET", uri, vec![]);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {json}");
+            let error = json["error"].as_str().unwrap();
+            assert!(error.starts_with(param), "{uri}: {error}");
+        }
+        let (status, json) = app.send(
+            "POST",
+            "/api/app/v1/service/",
+            br#"{"name":"web\u0000"}"#.to_vec(),
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+        assert_eq!(json["error"], "name must not contain a NUL byte");
+        // The largest offset accepted answers an empty page without overflow.
+        let (status, json) = app.send(
+            "GET",
+            "/api/audit/v1/action/?offset=1000000000&limit=1000",
+            vec![],
+        );
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert!(json["meta"]["next"].is_null(), "{json}");
+    }
+
+    fn uppercase_uuids_address_the_same_things_as_lowercase(app: &App) {
+        let (lower, upper) = (app.action.clone(), app.action.to_ascii_uppercase());
+        assert_ne!(lower, upper);
+        let (status, by_lower) = app.send("GET", &format!("/api/audit/v1/action/{lower}/"), vec![]);
+        assert_eq!(status, StatusCode::OK);
+        let (status, by_upper) = app.send("GET", &format!("/api/audit/v1/action/{upper}/"), vec![]);
+        assert_eq!(status, StatusCode::OK, "{by_upper}");
+        assert_eq!(
+            by_upper["uuid"],
+            lower.as_str(),
+            "answers carry the canonical spelling"
+        );
+        assert_eq!(by_upper["resource_uri"], by_lower["resource_uri"]);
+        for filter in [
+            format!("uuid={upper}"),
+            format!("uuid__startswith={}", &upper[..8]),
+            format!("object={}", app.service.to_ascii_uppercase()),
+            format!("object=/api/app/v1/service/{}/", app.service.to_ascii_uppercase()),
+        ] {
+            let (status, json) = app.send("GET", &format!("/api/audit/v1/action/?{filter}"), vec![]);
+            assert_eq!(status, StatusCode::OK, "{filter}: {json}");
+            let uuids: Vec<&str> = json["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a["uuid"].as_str())
+                .collect();
+            assert!(uuids.contains(&lower.as_str()), "{filter}: {uuids:?}");
+        }
+        let svc = app.service.to_ascii_uppercase();
+        let (status, json) = app.send("GET", &format!("/api/app/v1/service/{svc}/"), vec![]);
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["uuid"], app.service.as_str());
+        let (status, json) = app.send(
+            "GET",
+            &format!("/api/v1/event/wait/action/{upper}/in%20progress?duration=0"),
+            vec![],
+        );
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["uuid"], lower.as_str());
+        // A waiter that spelled the uuid in capitals is woken by the
+        // action's event like any other (not by its deadline).
+        let waiter = app.spawn_get(&format!(
+            "/api/v1/event/wait/action/{upper}/Canceling?duration=300"
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (status, json) = app.send("POST", &format!("/api/audit/v1/action/{upper}/cancel/"), vec![]);
+        assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+        let woken = app
+            .rt
+            .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(60), waiter).await });
+        let (status, json) = woken.expect("the waiter was not woken").unwrap();
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["state"], "Canceling");
     }
 }

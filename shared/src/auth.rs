@@ -22,15 +22,43 @@ pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// Whether `key` matches one of the stored digests (constant time per digest;
-/// every digest is compared, whatever matches).
-pub fn verify_api_key(key: &str, digests: &[String]) -> bool {
+/// A digest no key hashes to in practice: what a key presented for an
+/// unknown user (or a user without keys) is compared with.
+const NO_KEY_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What checking a presented key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCheck {
+    /// Whether the key matched one of the user's digests.
+    pub matched: bool,
+    /// How many digests the key's hash was compared with.
+    pub compared: usize,
+}
+
+/// Checks `key` against a user's stored digests (`None`: no such user).
+/// The key is hashed and compared in constant time with every digest, and
+/// with one digest no key has when there are none, so an unknown user, a
+/// user without keys and a user with one key cost the same work.
+pub fn check_api_key(key: &str, digests: Option<&[String]>) -> KeyCheck {
     let candidate = hash_api_key(key);
+    let no_key = [NO_KEY_DIGEST.to_string()];
+    let compared_with = match digests {
+        Some(d) if !d.is_empty() => d,
+        _ => &no_key[..],
+    };
     let mut ok = subtle::Choice::from(0);
-    for d in digests {
+    for d in compared_with {
         ok |= candidate.as_bytes().ct_eq(d.as_bytes());
     }
-    ok.into()
+    KeyCheck {
+        matched: bool::from(ok) && digests.is_some_and(|d| !d.is_empty()),
+        compared: compared_with.len(),
+    }
+}
+
+/// Whether `key` matches one of the stored digests ([`check_api_key`]).
+pub fn verify_api_key(key: &str, digests: &[String]) -> bool {
+    check_api_key(key, Some(digests)).matched
 }
 
 /// A SHA-256 digest of a user name and a key together: what an in-process
@@ -132,6 +160,33 @@ mod tests {
         assert!(verify_api_key(&k, &d));
         assert!(!verify_api_key("nope", &d));
         assert!(!verify_api_key(&k, &[]));
+    }
+
+    #[test]
+    fn unknown_users_and_wrong_keys_take_the_same_comparison_path() {
+        let k = generate_api_key();
+        let one = vec![hash_api_key(&k)];
+        let unknown = check_api_key(&k, None);
+        let no_keys = check_api_key(&k, Some(&[]));
+        let wrong = check_api_key("wrong", Some(&one));
+        assert_eq!(
+            unknown,
+            KeyCheck {
+                matched: false,
+                compared: 1
+            }
+        );
+        assert_eq!(no_keys, unknown);
+        assert_eq!(wrong, unknown);
+        assert_eq!(
+            check_api_key(&k, Some(&one)),
+            KeyCheck {
+                matched: true,
+                compared: 1
+            }
+        );
+        // The placeholder digest is never a match, whatever is presented.
+        assert!(!check_api_key(NO_KEY_DIGEST, None).matched);
     }
 
     #[test]

@@ -26,10 +26,25 @@ pub struct FileConfig {
     /// A MaxMind GeoIP2/GeoLite2 City or Country database, to fill actions'
     /// `location` (`STEVEDORE_GEOIP_DATABASE`; default: none, location "").
     pub geoip_database: Option<std::path::PathBuf>,
-    /// Take client IPs from the first `X-Forwarded-For` hop; only behind a
-    /// proxy that sets it (`STEVEDORE_TRUST_FORWARDED_FOR`; default false).
+    /// Deprecated: trust every address as a proxy, so the client is the
+    /// leftmost `X-Forwarded-For` hop, which clients can forge
+    /// (`STEVEDORE_TRUST_FORWARDED_FOR`; default false). Use `trusted_proxies`.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Networks of the proxies in front of the API (`["10.0.0.0/8",
+    /// "127.0.0.1/32"]`): the client is the rightmost `X-Forwarded-For` hop
+    /// that is not one of them (`STEVEDORE_TRUSTED_PROXIES`, comma-separated;
+    /// default none: the client is the TCP peer).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Origins besides the API's own whose browsers may change things and
+    /// open websockets (`["https://ops.example.com"]`;
+    /// `STEVEDORE_ALLOWED_ORIGINS`, comma-separated; default none).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Limits on failed authentication.
+    #[serde(default)]
+    pub auth: AuthSettings,
     /// Worker settings.
     #[serde(default)]
     pub worker: WorkerSettings,
@@ -219,6 +234,38 @@ impl Default for BrokerSettings {
     }
 }
 
+/// Limits on failed authentication (`[auth]`). Each failure takes one unit
+/// from the client address's allowance and one from the user name's; an
+/// allowance refills evenly over `failure_window`. While either is empty,
+/// every attempt from that address or for that user is answered 429
+/// without checking its credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Failed authentications one client address may make per window (0: no limit).
+    pub failures_per_address: u32,
+    /// Failed authentications against one user name per window (0: no limit).
+    pub failures_per_user: u32,
+    /// The time over which an allowance refills.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Repeated failures for one user are written to the system log as one
+    /// entry per this window, with their count.
+    #[serde(with = "humantime_serde")]
+    pub failure_log_window: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            failures_per_address: 30,
+            failures_per_user: 10,
+            failure_window: Duration::from_secs(60),
+            failure_log_window: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The outbox relay's sweep of actions nobody claimed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -299,7 +346,8 @@ pub struct RetentionSettings {
     /// Keep finished actions, events and system log entries this long.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
-    /// Keep at most this many system log entries (the newest).
+    /// Keep at most this many system log entries (the newest) per tenant:
+    /// per namespace, and as many operators-only entries.
     pub max_system_log: i64,
     /// How often the pruner runs (0 turns it off).
     #[serde(with = "humantime_serde")]
@@ -589,6 +637,24 @@ mod tests {
             assert!(err.contains(want), "{text}: {err}");
         }
         assert!(FileConfig::parse("[worker]\nshutdown_deadline='50s'\nstop_timeout='65s'").is_ok());
+    }
+
+    #[test]
+    fn edge_and_auth_settings_parse_with_defaults() {
+        let cfg = FileConfig::parse(
+            "trusted_proxies = [\"10.0.0.0/8\"]\nallowed_origins = [\"https://ops.example.com\"]\n\
+             [auth]\nfailures_per_user = 3\nfailure_window = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.trusted_proxies, ["10.0.0.0/8"]);
+        assert_eq!(cfg.allowed_origins, ["https://ops.example.com"]);
+        assert_eq!(cfg.auth.failures_per_user, 3);
+        assert_eq!(cfg.auth.failure_window, Duration::from_secs(300));
+        assert_eq!(
+            cfg.auth.failures_per_address,
+            AuthSettings::default().failures_per_address
+        );
+        assert!(FileConfig::parse("[auth]\nfailures = 3").is_err());
     }
 
     #[test]

@@ -12,10 +12,29 @@ pub fn format(dt: &DateTime<Utc>) -> String {
     dt.format(WIRE_FORMAT).to_string()
 }
 
+/// The earliest instant a client may name: 0001-01-01T00:00:00Z. Both
+/// stores hold every instant from here to [`MAX_EPOCH_SECONDS`]
+/// (PostgreSQL's `timestamptz` stops at 4713 BC and 294276 AD, SQLite's
+/// microseconds at ±292,000 years), so a date in range never fails in the
+/// database and one outside is the client's mistake (a 400).
+pub const MIN_EPOCH_SECONDS: i64 = -62_135_596_800;
+/// The last instant a client may name: 9999-12-31T23:59:59Z.
+pub const MAX_EPOCH_SECONDS: i64 = 253_402_300_799;
+
+/// Whether both stores can hold `dt` (see [`MIN_EPOCH_SECONDS`]).
+pub fn storable(dt: &DateTime<Utc>) -> bool {
+    (MIN_EPOCH_SECONDS..=MAX_EPOCH_SECONDS).contains(&dt.timestamp())
+}
+
 /// Parses a date a client may send in a filter: RFC 2822 (any offset),
 /// RFC 3339 / ISO 8601 with an offset, a naive ISO 8601 date-time or date
-/// (taken as UTC), or integer epoch seconds.
+/// (taken as UTC), or integer epoch seconds. Dates outside the years
+/// 1–9999 are refused ([`storable`]).
 pub fn parse_filter(s: &str) -> Option<DateTime<Utc>> {
+    parse_any(s).filter(storable)
+}
+
+fn parse_any(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -116,6 +135,21 @@ mod tests {
             Some(Utc.with_ymd_and_hms(2014, 9, 17, 0, 0, 0).unwrap())
         );
         for bad in ["", "yesterday", "2014-13-45", "17/09/2014"] {
+            assert_eq!(parse_filter(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn filter_dates_stay_within_what_both_stores_hold() {
+        assert!(parse_filter("9999-12-31T23:59:59Z").is_some());
+        assert!(parse_filter("0001-01-01").is_some());
+        assert!(parse_filter(&MAX_EPOCH_SECONDS.to_string()).is_some());
+        for bad in [
+            "10000000000000",
+            "+10000-01-01T00:00:00Z",
+            "-0001-01-01T00:00:00Z",
+            "9223372036854775807",
+        ] {
             assert_eq!(parse_filter(bad), None, "{bad}");
         }
     }

@@ -1417,6 +1417,64 @@ mod cases {
         );
     }
 
+    pub async fn system_log_retention_is_per_tenant(store: &dyn Store) {
+        use stevedore_shared::syslog::{LogLevel, NewSystemLog, SystemLogFilter};
+        let entry = |ns: Option<&str>, i: usize| NewSystemLog {
+            namespace: ns.map(str::to_string),
+            category: "auth".into(),
+            level: LogLevel::Warn,
+            user: ns.unwrap_or("mallory").into(),
+            message: format!("entry {i}"),
+        };
+        // A quiet tenant's history first, then a flood from another tenant
+        // and from unknown users (operators only).
+        let quiet: Vec<_> = (0..3).map(|i| entry(Some("quiet"), i)).collect();
+        store.append_system_log(&quiet).await.unwrap();
+        let loud: Vec<_> = (0..50).map(|i| entry(Some("loud"), i)).collect();
+        store.append_system_log(&loud).await.unwrap();
+        let nobody: Vec<_> = (0..20).map(|i| entry(None, i)).collect();
+        store.append_system_log(&nobody).await.unwrap();
+
+        let pruned = store.prune(Duration::from_secs(3600), 5).await.unwrap();
+        assert_eq!(pruned.system_log, 45 + 15, "{pruned:?}");
+        let read = |ns: &'static str| async move {
+            let ns = [ns.to_string()];
+            store
+                .system_log(Scope::Namespaces(&ns), &SystemLogFilter::default(), 100, 0)
+                .await
+                .unwrap()
+        };
+        let quiet = read("quiet").await;
+        assert_eq!(quiet.len(), 3, "another tenant's flood evicted nothing");
+        let loud = read("loud").await;
+        let kept: Vec<&str> = loud.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(kept, ["entry 49", "entry 48", "entry 47", "entry 46", "entry 45"]);
+        let all = store
+            .system_log(Scope::All, &SystemLogFilter::default(), 100, 0)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 3 + 5 + 5, "{all:?}");
+        assert_eq!(
+            store
+                .prune(Duration::from_secs(3600), 5)
+                .await
+                .unwrap()
+                .system_log,
+            0
+        );
+    }
+
+    pub async fn unknown_users_have_no_credentials(store: &dyn Store) {
+        store.create_user("ann", &[]).await.unwrap();
+        let (user, digests) = store.credentials("ann").await.unwrap().unwrap();
+        assert_eq!((user.name.as_str(), digests.len()), ("ann", 0));
+        assert!(store.credentials("nobody").await.unwrap().is_none());
+        assert!(
+            store.credentials("ANN").await.unwrap().is_none(),
+            "names are exact"
+        );
+    }
+
     pub async fn pruning_never_touches_an_unfinished_action(store: &dyn Store) {
         use stevedore_shared::syslog::SystemLogFilter;
         let obj = Uuid::new_v4();
@@ -1693,6 +1751,8 @@ macro_rules! conformance {
                 a_canceling_action_can_still_be_claimed_to_be_stopped,
                 state_changes_write_the_system_log_and_filters_narrow_it,
                 pruning_never_touches_an_unfinished_action,
+                system_log_retention_is_per_tenant,
+                unknown_users_have_no_credentials,
                 a_batch_commits_together_with_the_per_object_rules,
                 a_batch_looks_up_its_objects_and_answers_each_request,
                 a_batch_of_final_writes_is_fenced_per_action,

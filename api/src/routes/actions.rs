@@ -113,7 +113,7 @@ fn date_param(params: &QueryParams, key: &str) -> ApiResult<Option<chrono::DateT
         None => Ok(None),
         Some(v) => dates::parse_filter(v).map(Some).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "{key}: cannot read {v:?} as a date; use RFC 2822 (Wed, 17 Sep 2014 08:26:22 +0000) or ISO 8601"
+                "{key}: cannot read {v:?} as a date of the years 1 to 9999; use RFC 2822 (Wed, 17 Sep 2014 08:26:22 +0000) or ISO 8601"
             ))
         }),
     }

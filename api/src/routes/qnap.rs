@@ -11,6 +11,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::input::{integer, MAX_OFFSET};
 use crate::listing::QueryParams;
 use crate::routes::objects::object_json;
 use crate::routes::parse_uuid;
@@ -22,7 +23,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use std::ops::RangeInclusive;
 use std::time::Duration;
+use stevedore_shared::dates;
 use stevedore_shared::store::{EventPoll, PolledEvent, Scope};
 use stevedore_shared::syslog::{LogLevel, SystemLogEntry, SystemLogFilter};
 use uuid::Uuid;
@@ -53,25 +56,19 @@ const LOG_PARAMS: &[&str] = &[
     "text",
 ];
 
-fn int_param(params: &QueryParams, key: &str) -> ApiResult<Option<i64>> {
+/// An integer parameter within `range`; empty means absent (QNAP clients send `key=`).
+fn int_param(params: &QueryParams, key: &str, range: RangeInclusive<i64>) -> ApiResult<Option<i64>> {
     match params.one(key)? {
         None | Some("") => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| ApiError::BadRequest(format!("{key} must be an integer, not {v:?}"))),
+        Some(v) => integer(key, v, range).map(Some),
     }
 }
 
 fn log_filter(params: &QueryParams) -> ApiResult<SystemLogFilter> {
-    let nonneg = |key: &str| -> ApiResult<Option<i64>> {
-        match int_param(params, key)? {
-            Some(n) if n < 0 => Err(ApiError::BadRequest(format!("{key} must not be negative"))),
-            // The QNAP API documents 0 as the default: no bound.
-            Some(0) => Ok(None),
-            other => Ok(other),
-        }
+    // Epoch seconds up to the last instant both stores hold; the QNAP API
+    // documents 0 as the default: no bound.
+    let epoch = |key: &str| -> ApiResult<Option<i64>> {
+        Ok(int_param(params, key, 0..=dates::MAX_EPOCH_SECONDS)?.filter(|&n| n != 0))
     };
     let text = |key: &str| -> ApiResult<Option<String>> {
         Ok(params.one(key)?.filter(|v| !v.is_empty()).map(str::to_string))
@@ -83,7 +80,7 @@ fn log_filter(params: &QueryParams) -> ApiResult<SystemLogFilter> {
                 ApiError::BadRequest(format!("level must be INFO, WARN or ERROR, not {l:?}"))
             })?),
         };
-    let (time_start, time_end) = (nonneg("time_start")?, nonneg("time_end")?);
+    let (time_start, time_end) = (epoch("time_start")?, epoch("time_end")?);
     if let (Some(a), Some(b)) = (time_start, time_end) {
         if a > b {
             return Err(ApiError::BadRequest("time_start is after time_end".into()));
@@ -108,16 +105,9 @@ pub async fn log(
 ) -> ApiResult<Response> {
     let params = QueryParams::parse(q.as_deref(), LOG_PARAMS)?;
     let filter = log_filter(&params)?;
-    let limit = match int_param(&params, "limit")? {
-        None => DEFAULT_LOG_LIMIT,
-        Some(n) if n <= 0 => return Err(ApiError::BadRequest("limit must be positive".into())),
-        Some(n) => n.min(MAX_LOG_LIMIT),
-    };
-    let offset = match int_param(&params, "offset")? {
-        None => 0,
-        Some(n) if n < 0 => return Err(ApiError::BadRequest("offset must not be negative".into())),
-        Some(n) => n,
-    };
+    let limit =
+        int_param(&params, "limit", 1..=i64::MAX)?.map_or(DEFAULT_LOG_LIMIT, |n| n.min(MAX_LOG_LIMIT));
+    let offset = int_param(&params, "offset", 0..=MAX_OFFSET)?.unwrap_or(0);
     let entries = state
         .dispatcher
         .store()
@@ -241,8 +231,7 @@ pub async fn events(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let params = QueryParams::parse(q.as_deref(), &["index", "offset"])?;
-    let (poll, limit) = match int_param(&params, "index")? {
-        Some(n) if n < 0 => return Err(ApiError::BadRequest("index must not be negative".into())),
+    let (poll, limit) = match int_param(&params, "index", 0..=i64::MAX)? {
         Some(n) => (EventPoll::After(n), MAX_EVENTS),
         None => (EventPoll::Latest, LATEST_EVENTS),
     };
@@ -270,19 +259,11 @@ pub async fn wait(
     let params = QueryParams::parse(q.as_deref(), &["duration"])?;
     let duration = match params.one("duration")? {
         None | Some("") => DEFAULT_WAIT,
-        Some(d) => {
-            let secs: f64 = d
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!("duration must be a number of seconds, not {d:?}"))
-                })?;
-            Duration::from_secs_f64(secs).min(MAX_WAIT)
-        }
+        Some(d) => wait_duration(d)?,
     };
     let uuid = parse_uuid(&id)?;
+    // Events carry the canonical (lowercase) spelling, whatever the path's was.
+    let id = uuid.to_string();
     if kind != "action" && state.ops.types().by_name(&kind).is_none() {
         return Err(ApiError::NotFound(format!("unknown type {kind:?}")));
     }
@@ -313,6 +294,22 @@ pub async fn wait(
             }
         }
     }
+}
+
+/// A `duration` in seconds (fractions allowed), capped at [`MAX_WAIT`]
+/// before it becomes a `Duration` (which cannot hold every `f64`).
+fn wait_duration(raw: &str) -> ApiResult<Duration> {
+    let secs: f64 = raw
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "duration must be a non-negative number of seconds, not {raw:?}"
+            ))
+        })?;
+    Ok(Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())))
 }
 
 /// The object's JSON and whether it is in `want`.
@@ -358,6 +355,18 @@ mod tests {
         assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_cell("\tx"), "'\tx");
         assert_eq!(csv_cell(" padded "), "\" padded \"");
+    }
+
+    #[test]
+    fn wait_durations_are_capped_before_conversion() {
+        assert_eq!(wait_duration("1.5").unwrap(), Duration::from_millis(1500));
+        for huge in ["1e20", "1e308", "18446744073709551616"] {
+            assert_eq!(wait_duration(huge).unwrap(), MAX_WAIT, "{huge}");
+        }
+        for bad in ["-1", "NaN", "inf", "-inf", "x", "1e400"] {
+            let e = wait_duration(bad).unwrap_err().to_string();
+            assert!(e.starts_with("duration"), "{bad}: {e}");
+        }
     }
 
     #[test]

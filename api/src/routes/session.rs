@@ -2,12 +2,13 @@
 //! dashboard (and cookie-jar scripts) authenticate with. The cookie rules
 //! live in [`crate::auth`].
 
-use crate::auth::{authenticate, same_origin, session_clear_cookie, session_set_cookie};
+use crate::auth::{authenticate, session_clear_cookie, session_set_cookie};
+use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, ApiResult};
 use crate::ApiState;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
+use axum::http::header::{CONTENT_TYPE, ORIGIN, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,12 +26,14 @@ struct Login {
 
 /// `POST /api/v1/login` with `{"user": …, "apikey": …}` (JSON or form
 /// encoded): 200 with who you are and the session cookie, 401 for wrong
-/// credentials (and no cookie), 400 for a malformed body, 403 from another
-/// origin.
-pub async fn login(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    if !same_origin(&headers) {
-        return Err(ApiError::Forbidden("cross-origin login refused".into()));
-    }
+/// credentials (and no cookie), 400 for a malformed body (403 from another
+/// origin, see [`crate::origin`]).
+pub async fn login(
+    State(state): State<ApiState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -70,13 +73,14 @@ pub async fn login(State(state): State<ApiState>, headers: HeaderMap, body: Byte
         user: login.user,
         key: login.apikey,
     };
-    let caller = authenticate(&state, &creds).await?;
+    let caller = authenticate(&state, &creds, addr.client).await?;
     // Secure whenever the page was loaded over https: as the browser says
     // (Origin), or as a trusted proxy says (X-Forwarded-Proto).
-    let header_is =
-        |name: &str, f: fn(&str) -> bool| headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(f);
-    let secure = header_is("origin", |o| o.to_ascii_lowercase().starts_with("https://"))
-        || (state.trust_forwarded_for && header_is("x-forwarded-proto", |v| v.eq_ignore_ascii_case("https")));
+    let secure = addr.https
+        || headers
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|o| o.to_ascii_lowercase().starts_with("https://"));
     Ok((
         StatusCode::OK,
         [(SET_COOKIE, session_set_cookie(&creds, secure))],
@@ -86,9 +90,6 @@ pub async fn login(State(state): State<ApiState>, headers: HeaderMap, body: Byte
 }
 
 /// `POST /api/v1/logout`: ends the session (whether or not there was one).
-pub async fn logout(headers: HeaderMap) -> ApiResult<Response> {
-    if !same_origin(&headers) {
-        return Err(ApiError::Forbidden("cross-origin logout refused".into()));
-    }
+pub async fn logout() -> ApiResult<Response> {
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, session_clear_cookie())]).into_response())
 }

@@ -16,7 +16,9 @@ use super::{
     authenticate_handshake, finish, namespaces_for, overflow_message, send_text, Delivery, Next, Stop,
     StreamState,
 };
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
+use crate::input::integer;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -37,10 +39,11 @@ type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketU
 pub async fn handler(
     State(s): State<StreamState>,
     Query(q): Query<HashMap<String, String>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    handle(s, None, q, headers, ws).await
+    handle(s, None, q, addr, headers, ws).await
 }
 
 /// The handler with a namespace segment.
@@ -48,27 +51,27 @@ pub async fn handler_ns(
     State(s): State<StreamState>,
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    handle(s, Some(ns), q, headers, ws).await
+    handle(s, Some(ns), q, addr, headers, ws).await
 }
 
 async fn handle(
     s: StreamState,
     ns: Option<String>,
     q: HashMap<String, String>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
     let prepared = async {
-        let caller = authenticate_handshake(&s.api, &headers, &q).await?;
+        let caller = authenticate_handshake(&s.api, &headers, &q, addr).await?;
         let namespaces = namespaces_for(&caller, ns.as_deref())?;
         let since = match q.get("since").map(|v| v.trim()) {
             None | Some("") => None,
-            Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::BadRequest(format!("since must be a sequence number, not {v:?}"))
-            })?),
+            Some(v) => Some(integer("since", v, 0..=i64::MAX)?),
         };
         let slot = s.api.websockets.acquire(&caller.user)?;
         Ok::<_, ApiError>((caller.user, namespaces, since, slot))

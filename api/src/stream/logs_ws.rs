@@ -13,7 +13,9 @@ use super::{
     authenticate_handshake, finish, namespaces_for, overflow_message, send_text, Delivery, Next, Stop,
     StreamState,
 };
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
+use crate::input::integer;
 use crate::routes::parse_uuid;
 use crate::user_slots::UserSlot;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -40,10 +42,11 @@ pub async fn handler(
     State(s): State<StreamState>,
     Path(uuid): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    handle(s, None, uuid, q, headers, ws).await
+    handle(s, None, uuid, q, addr, headers, ws).await
 }
 
 /// The handler with a namespace segment.
@@ -51,10 +54,11 @@ pub async fn handler_ns(
     State(s): State<StreamState>,
     Path((ns, uuid)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    handle(s, Some(ns), uuid, q, headers, ws).await
+    handle(s, Some(ns), uuid, q, addr, headers, ws).await
 }
 
 async fn handle(
@@ -62,10 +66,11 @@ async fn handle(
     ns: Option<String>,
     uuid: String,
     q: HashMap<String, String>,
+    addr: ClientAddr,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    match prepare(&s, ns, &uuid, &q, &headers).await {
+    match prepare(&s, ns, &uuid, &q, addr, &headers).await {
         Err(e) => e.into_response(),
         Ok((uuid, tail, follow, slot)) => match ws {
             Err(rejection) => rejection.into_response(),
@@ -86,9 +91,10 @@ async fn prepare(
     ns: Option<String>,
     uuid: &str,
     q: &HashMap<String, String>,
+    addr: ClientAddr,
     headers: &HeaderMap,
 ) -> Result<(Uuid, i64, bool, UserSlot), ApiError> {
-    let caller = authenticate_handshake(&s.api, headers, q).await?;
+    let caller = authenticate_handshake(&s.api, headers, q, addr).await?;
     let uuid = parse_uuid(uuid)?;
     let namespaces = namespaces_for(&caller, ns.as_deref())?;
     let action = s
@@ -98,13 +104,10 @@ async fn prepare(
         .get_action(Scope::Namespaces(&namespaces), uuid)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("action {uuid} not found")))?;
-    let tail =
-        match q.get("tail").map(|t| t.trim()) {
-            None | Some("") => DEFAULT_TAIL,
-            Some(t) => t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::BadRequest(format!("tail must be a non-negative integer, not {t:?}"))
-            })?,
-        };
+    let tail = match q.get("tail").map(|t| t.trim()) {
+        None | Some("") => DEFAULT_TAIL,
+        Some(t) => integer("tail", t, 0..=i64::MAX)?,
+    };
     let follow = match q.get("follow").map(|f| f.to_ascii_lowercase()) {
         None => true,
         Some(f) => match f.as_str() {

@@ -23,6 +23,7 @@ pub mod events_ws;
 pub mod logs_ws;
 
 use crate::auth::{authenticate, request_credentials, Caller};
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -447,6 +448,12 @@ impl Drop for Subscription {
 
 // --- the websocket side --------------------------------------------------
 
+impl axum::extract::FromRef<StreamState> for ApiState {
+    fn from_ref(s: &StreamState) -> ApiState {
+        s.api.clone()
+    }
+}
+
 /// What every stream handler needs.
 #[derive(Clone)]
 pub struct StreamState {
@@ -486,8 +493,12 @@ pub fn routes(state: StreamState) -> Router {
     for p in EVENTS_WS_NS {
         r = r.route(p, get(events_ws::handler_ns));
     }
-    r.layer(axum::middleware::map_response(crate::error::json_errors))
-        .with_state(state)
+    r.layer(axum::middleware::from_fn_with_state(
+        state.api.clone(),
+        crate::origin::refuse_cross_site,
+    ))
+    .layer(axum::middleware::map_response(crate::error::json_errors))
+    .with_state(state)
 }
 
 /// A stream-only server (`stevedore stream`): the websocket routes, the
@@ -547,15 +558,17 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 /// Authenticates a websocket handshake: `Authorization` (Basic or ApiKey) or
-/// the session cookie (same-origin only, see [`crate::auth`]), else
-/// `?user=&token=`. 401 when none is given or they are wrong.
+/// the session cookie, else `?user=&token=`. 401 when none is given or they
+/// are wrong. (Handshakes from another origin never get here: see
+/// [`crate::origin`].)
 pub async fn authenticate_handshake(
     state: &ApiState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
+    addr: ClientAddr,
 ) -> Result<Caller, ApiError> {
     let creds =
-        match request_credentials(headers, true)? {
+        match request_credentials(headers)? {
             Some(creds) => creds,
             None => match (query.get("user"), query.get("token")) {
                 (Some(user), Some(token)) => Credentials {
@@ -568,7 +581,7 @@ pub async fn authenticate_handshake(
                 )),
             },
         };
-    authenticate(state, &creds).await
+    authenticate(state, &creds, addr.client).await
 }
 
 /// The namespaces a stream path may show: the caller's, or the one named in

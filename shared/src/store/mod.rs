@@ -408,7 +408,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an API key digest for an existing user (`Error::NotFound` otherwise).
     async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()>;
 
-    /// The user and their key digests, for authentication.
+    /// The user and their key digests, for authentication. Does the same
+    /// work for an unknown user as for a known one, so that the time of an
+    /// answer does not tell whether a user name exists.
     async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>>;
 
     // --- objects ---------------------------------------------------------
@@ -619,7 +621,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SystemLogEntry>>;
 
     /// Retention: deletes system log entries and events older than
-    /// `older_than`, system log entries beyond the newest `max_system_log`,
+    /// `older_than`, system log entries beyond the newest `max_system_log` of
+    /// their tenant (each namespace, and the operators-only entries, keep
+    /// their own newest `max_system_log`, so one tenant's volume never
+    /// evicts another's history),
     /// and finished actions (with their log lines and outbox rows) that ended
     /// before `older_than`. **Invariant:** nothing of an unfinished action is
     /// ever deleted.

@@ -1111,14 +1111,14 @@ impl Store for PgStore {
     }
 
     async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>> {
-        let Some(found) = self.get_user(user).await? else {
-            return Ok(None);
-        };
+        // Both statements whether or not the user exists: an unknown name
+        // costs the same as a known one (see the trait's docs).
+        let found = self.get_user(user).await?;
         let digests = sqlx::query_scalar("SELECT key_digest FROM api_keys WHERE user_name = $1 ORDER BY id")
             .bind(user)
             .fetch_all(&self.pool)
             .await?;
-        Ok(Some((found, digests)))
+        Ok(found.map(|u| (u, digests)))
     }
 
     // --- objects ---------------------------------------------------------
@@ -1767,11 +1767,29 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        system_log += sqlx::query("DELETE FROM system_log WHERE id <= (SELECT max(id) FROM system_log) - $1")
-            .bind(max_system_log)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        // Per tenant: each namespace (and the operators' entries, without
+        // one) keeps its newest `max_system_log`, each found through the
+        // (namespace, id) index.
+        let tenants: Vec<Option<String>> = sqlx::query_scalar("SELECT DISTINCT namespace FROM system_log")
+            .fetch_all(&mut *tx)
+            .await?;
+        let keep = max_system_log.max(0);
+        for tenant in tenants {
+            let q = match &tenant {
+                Some(ns) => sqlx::query(
+                    "DELETE FROM system_log WHERE namespace = $1 AND id <= \
+                     (SELECT id FROM system_log WHERE namespace = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+                )
+                .bind(ns)
+                .bind(keep),
+                None => sqlx::query(
+                    "DELETE FROM system_log WHERE namespace IS NULL AND id <= \
+                     (SELECT id FROM system_log WHERE namespace IS NULL ORDER BY id DESC OFFSET $1 LIMIT 1)",
+                )
+                .bind(keep),
+            };
+            system_log += q.execute(&mut *tx).await?.rows_affected();
+        }
         let events = sqlx::query("DELETE FROM events WHERE datetime < now() - $1 * interval '1 microsecond'")
             .bind(age)
             .execute(&mut *tx)

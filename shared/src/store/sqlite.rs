@@ -565,14 +565,14 @@ impl Store for SqliteStore {
     }
 
     async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>> {
-        let Some(found) = self.get_user(user).await? else {
-            return Ok(None);
-        };
+        // Both statements whether or not the user exists: an unknown name
+        // costs the same as a known one (see the trait's docs).
+        let found = self.get_user(user).await?;
         let digests = sqlx::query_scalar("SELECT key_digest FROM api_keys WHERE user_name = ?1 ORDER BY id")
             .bind(user)
             .fetch_all(&self.pool)
             .await?;
-        Ok(Some((found, digests)))
+        Ok(found.map(|u| (u, digests)))
     }
 
     // --- objects ---------------------------------------------------------
@@ -1153,11 +1153,23 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        system_log += sqlx::query("DELETE FROM system_log WHERE id <= (SELECT max(id) FROM system_log) - ?1")
-            .bind(max_system_log)
+        // Per tenant: each namespace (and the operators' entries, without
+        // one) keeps its newest `max_system_log`. `IS` matches NULL too and
+        // is served by the (namespace, id) index.
+        let tenants: Vec<Option<String>> = sqlx::query_scalar("SELECT DISTINCT namespace FROM system_log")
+            .fetch_all(&mut *tx)
+            .await?;
+        for tenant in tenants {
+            system_log += sqlx::query(
+                "DELETE FROM system_log WHERE namespace IS ?1 AND id <= \
+                 (SELECT id FROM system_log WHERE namespace IS ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .bind(&tenant)
+            .bind(max_system_log.max(0))
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        }
         let events = sqlx::query("DELETE FROM events WHERE datetime < ?1")
             .bind(cutoff)
             .execute(&mut *tx)

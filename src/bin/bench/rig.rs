@@ -92,11 +92,7 @@ impl Rig {
         let shutdown = Shutdown::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let state = ApiState {
-            trust_forwarded_for: false,
-            geoip: None,
-            ..ApiState::new(dispatcher.clone(), ops.clone())
-        };
+        let state = ApiState::new(dispatcher.clone(), ops.clone());
         let app = if o.stream {
             stevedore_api::router_with_stream(state, &shutdown)
         } else {
