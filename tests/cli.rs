@@ -644,14 +644,14 @@ async fn an_unreachable_server_is_named_in_the_error() {
         assert!(stderr.contains("refused"), "{args:?}: {stderr}");
     }
     let out = Command::new(bin())
-        .args(["action", "ls", "--url", "https://example.invalid"])
+        .args(["action", "ls", "--url", "ftp://example.invalid"])
         .env("STEVEDORE_USER", "u")
         .env("STEVEDORE_APIKEY", "k")
         .output()
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("https is not supported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an http:// or https:// URL"));
 }
 
 #[tokio::test]

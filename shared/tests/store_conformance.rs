@@ -810,34 +810,73 @@ mod cases {
         assert_eq!(state_of(store, uuid).await, Canceled);
     }
 
-    pub async fn unclaimed_dispatches_are_redispatched(store: &dyn Store) {
-        let unclaimed = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        let claimed = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        store
-            .claim_action(claimed.action.uuid, "w1", LONG_LEASE)
-            .await
-            .unwrap()
-            .unwrap();
-        let object = Uuid::new_v4();
-        let busy = store.submit_action(new_action("acme", object)).await.unwrap();
-        let pending = store.submit_action(new_action("acme", object)).await.unwrap();
-        assert_eq!(pending.action.state, Pending);
-        // Cancelled before any worker claimed it: its message may be lost too.
-        let canceling = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        store
-            .transition(Scope::All, canceling.action.uuid, Canceling, None)
-            .await
-            .unwrap();
+    /// One action in each situation the redispatch sweeps tell apart.
+    struct Situations {
+        /// In progress, never claimed: waits for a worker.
+        unclaimed: Uuid,
+        /// In progress, leased by a live worker.
+        leased: Uuid,
+        /// In progress, never claimed, with a Pending action behind it.
+        busy: Uuid,
+        /// Pending behind `busy`.
+        pending: Uuid,
+        /// Cancelled before any worker claimed it: waits for a worker too.
+        canceling: Uuid,
+        /// Finished.
+        done: Uuid,
+    }
 
+    impl Situations {
+        async fn submit(store: &dyn Store) -> Situations {
+            let submit = |object: Uuid| async move {
+                store
+                    .submit_action(new_action("acme", object))
+                    .await
+                    .unwrap()
+                    .action
+            };
+            let unclaimed = submit(Uuid::new_v4()).await.uuid;
+            let leased = submit(Uuid::new_v4()).await.uuid;
+            store
+                .claim_action(leased, "w1", LONG_LEASE)
+                .await
+                .unwrap()
+                .unwrap();
+            let object = Uuid::new_v4();
+            let busy = submit(object).await.uuid;
+            let pending = submit(object).await;
+            assert_eq!(pending.state, Pending);
+            let canceling = submit(Uuid::new_v4()).await.uuid;
+            store
+                .transition(Scope::All, canceling, Canceling, None)
+                .await
+                .unwrap();
+            let done = submit(Uuid::new_v4()).await.uuid;
+            let c = store.claim_action(done, "w1", LONG_LEASE).await.unwrap().unwrap();
+            store
+                .transition(Scope::All, done, Success, Some(c.token))
+                .await
+                .unwrap();
+            Situations {
+                unclaimed,
+                leased,
+                busy,
+                pending: pending.uuid,
+                canceling,
+                done,
+            }
+        }
+
+        /// The ones that wait for a worker, sorted.
+        fn waiting(&self) -> Vec<Uuid> {
+            let mut w = vec![self.unclaimed, self.busy, self.canceling];
+            w.sort();
+            w
+        }
+    }
+
+    pub async fn unclaimed_dispatches_are_redispatched(store: &dyn Store) {
+        let s = Situations::submit(store).await;
         // Nothing is old enough yet.
         let none = store
             .redispatch_unclaimed(Duration::from_secs(60), 100)
@@ -850,9 +889,7 @@ mod cases {
             .await
             .unwrap();
         again.sort();
-        let mut expected = vec![unclaimed.action.uuid, busy.action.uuid, canceling.action.uuid];
-        expected.sort();
-        assert_eq!(again, expected);
+        assert_eq!(again, s.waiting());
         // Their dispatch time was reset, so they are not due again at once.
         assert!(store
             .redispatch_unclaimed(Duration::from_millis(200), 100)
@@ -864,57 +901,19 @@ mod cases {
     /// `redispatch_actions` picks, of the uuids named, only the actions that
     /// wait for a worker: In progress or Canceling with no lease.
     pub async fn named_actions_are_redispatched_only_while_they_wait_for_a_worker(store: &dyn Store) {
-        let waiting = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        let leased = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        store
-            .claim_action(leased.action.uuid, "w1", LONG_LEASE)
-            .await
-            .unwrap()
-            .unwrap();
-        let object = Uuid::new_v4();
-        let busy = store.submit_action(new_action("acme", object)).await.unwrap();
-        let pending = store.submit_action(new_action("acme", object)).await.unwrap();
-        let canceling = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        store
-            .transition(Scope::All, canceling.action.uuid, Canceling, None)
-            .await
-            .unwrap();
-        let done = store
-            .submit_action(new_action("acme", Uuid::new_v4()))
-            .await
-            .unwrap();
-        let c = store
-            .claim_action(done.action.uuid, "w1", LONG_LEASE)
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .transition(Scope::All, done.action.uuid, Success, Some(c.token))
-            .await
-            .unwrap();
+        let s = Situations::submit(store).await;
         let named = [
-            waiting.action.uuid,
-            leased.action.uuid,
-            busy.action.uuid,
-            pending.action.uuid,
-            canceling.action.uuid,
-            done.action.uuid,
+            s.unclaimed,
+            s.leased,
+            s.busy,
+            s.pending,
+            s.canceling,
+            s.done,
             Uuid::new_v4(),
         ];
         let mut got = store.redispatch_actions(&named).await.unwrap();
         got.sort();
-        let mut want = vec![waiting.action.uuid, busy.action.uuid, canceling.action.uuid];
-        want.sort();
-        assert_eq!(got, want);
+        assert_eq!(got, s.waiting());
         assert!(store.redispatch_actions(&[]).await.unwrap().is_empty());
     }
 

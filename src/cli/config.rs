@@ -170,15 +170,26 @@ pub fn merge(args: &ConnArgs, file: &Credentials) -> Resolved {
     }
 }
 
-/// Checks that a URL is one this client can reach.
+/// Checks that a URL is one this client can reach: `http://` or `https://`
+/// (certificates are checked against the system's roots; `SSL_CERT_FILE`
+/// names a PEM file of others, for a private CA).
 pub fn check_url(url: &str, what: &str) -> Result<()> {
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("http://") {
+    if lower.starts_with("http://") || lower.starts_with("https://") {
         Ok(())
-    } else if lower.starts_with("https://") {
-        bail!("{what} {url}: https is not supported by this client yet; put it behind a local http proxy or use http://")
     } else {
-        bail!("{what} {url:?} is not an http:// URL")
+        bail!("{what} {url:?} is not an http:// or https:// URL")
+    }
+}
+
+/// The websocket URL for an API URL: `http://` → `ws://`, `https://` → `wss://`.
+pub fn websocket_url(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        url.to_string()
     }
 }
 
@@ -254,10 +265,13 @@ mod tests {
     #[test]
     fn only_http_urls_are_accepted() {
         assert!(check_url("http://127.0.0.1:8080", "API URL").is_ok());
-        let e = check_url("https://example.invalid", "API URL")
+        assert!(check_url("https://stevedore.example.com", "API URL").is_ok());
+        assert_eq!(websocket_url("https://h:1/x"), "wss://h:1/x");
+        assert_eq!(websocket_url("http://h:1"), "ws://h:1");
+        let e = check_url("ftp://example.invalid", "API URL")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("https is not supported"), "{e}");
+        assert!(e.contains("not an http:// or https:// URL"), "{e}");
         assert!(check_url("example.invalid", "API URL").is_err());
     }
 }

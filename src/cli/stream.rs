@@ -18,7 +18,7 @@ async fn connect(api: &Api, path: &str) -> Result<Ws, ApiError> {
         url: api.stream_url.clone(),
         cause,
     };
-    let base = api.stream_url.replacen("http://", "ws://", 1);
+    let base = super::config::websocket_url(&api.stream_url);
     let mut req = format!("{base}{path}")
         .into_client_request()
         .map_err(|e| unreachable(e.to_string()))?;

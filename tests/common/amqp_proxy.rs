@@ -51,12 +51,7 @@ impl AmqpProxy {
 
     /// `amqp://user:pass@host:port/vhost` pointed at this proxy.
     pub fn url_for(&self, url: &str) -> String {
-        let start = url
-            .rfind('@')
-            .map(|i| i + 1)
-            .unwrap_or(url.find("://").unwrap() + 3);
-        let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
-        format!("{}{}{}", &url[..start], self.addr, &url[end..])
+        super::with_address(url, self.addr)
     }
 
     /// Stops forwarding what clients send, silently.

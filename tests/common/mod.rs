@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod amqp_proxy;
+pub mod tls_proxy;
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::Value;
@@ -704,12 +705,7 @@ impl TcpProxy {
 
     /// `url` (`scheme://user@host:port/db…`) pointed at this proxy.
     pub fn url_for(&self, url: &str) -> String {
-        let start = url
-            .rfind('@')
-            .map(|i| i + 1)
-            .unwrap_or(url.find("://").unwrap() + 3);
-        let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
-        format!("{}{}{}", &url[..start], self.addr, &url[end..])
+        with_address(url, self.addr)
     }
 }
 
@@ -718,6 +714,16 @@ impl Drop for TcpProxy {
         self.cut();
         self.task.abort();
     }
+}
+
+/// `url` (`scheme://[user@]host:port/…`) with `host:port` replaced by `addr`.
+pub fn with_address(url: &str, addr: std::net::SocketAddr) -> String {
+    let start = url
+        .rfind('@')
+        .map(|i| i + 1)
+        .unwrap_or(url.find("://").unwrap() + 3);
+    let end = url[start..].find('/').map(|i| start + i).unwrap_or(url.len());
+    format!("{}{}{}", &url[..start], addr, &url[end..])
 }
 
 /// The host:port a database URL points at.
@@ -833,15 +839,22 @@ impl Deployment {
         d
     }
 
-    /// Starts one more worker with its ops listener on a free port, reaching
-    /// the database at `db_url` and RabbitMQ at `amqp` (through a proxy, say);
-    /// returns the listener's base URL.
-    pub async fn start_worker_with_ops_via(&mut self, name: &str, db_url: &str, amqp: &str) -> String {
+    /// Spawns `stevedore <role> --listen 127.0.0.1:0` on this deployment's
+    /// broker prefix and config, reaching the database at `db_url` and
+    /// RabbitMQ at `amqp` (through a proxy, say); returns the URL its
+    /// "… `marker` http://ADDR" line names.
+    pub async fn spawn_via(
+        &mut self,
+        name: &str,
+        role: &str,
+        db_url: &str,
+        amqp: &str,
+        marker: &str,
+    ) -> String {
         let prefix = self.prefix.clone().unwrap();
         let cfg = self.config_path.to_str().unwrap().to_string();
-        let marker = "worker ops listening on";
         let args = [
-            "worker",
+            role,
             "--listen",
             "127.0.0.1:0",
             "--database-url",
@@ -858,27 +871,16 @@ impl Deployment {
         line.rsplit(' ').next().unwrap().to_string()
     }
 
-    /// Starts one more API process (its URL returned) reaching the database
-    /// at `db_url` and RabbitMQ at `amqp`.
+    /// One more worker with its ops listener ([`Self::spawn_via`]); returns
+    /// the listener's base URL.
+    pub async fn start_worker_with_ops_via(&mut self, name: &str, db_url: &str, amqp: &str) -> String {
+        self.spawn_via(name, "worker", db_url, amqp, "worker ops listening on")
+            .await
+    }
+
+    /// One more API process ([`Self::spawn_via`]); returns its URL.
     pub async fn start_api_via(&mut self, name: &str, db_url: &str, amqp: &str) -> String {
-        let prefix = self.prefix.clone().unwrap();
-        let cfg = self.config_path.to_str().unwrap().to_string();
-        let args = [
-            "api",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            db_url,
-            "--amqp-url",
-            amqp,
-            "--broker-prefix",
-            &prefix,
-            "--config",
-            &cfg,
-        ];
-        let lines = self.spawn_role(name, &args, "listening on").await;
-        let line = lines.iter().find(|l| l.contains("listening on")).unwrap();
-        line.rsplit(' ').next().unwrap().to_string()
+        self.spawn_via(name, "api", db_url, amqp, "listening on").await
     }
 
     /// Starts one more worker that reaches the database at `db_url`.
