@@ -15,10 +15,6 @@ use stevedore_shared::state::ActionState;
 use stevedore_shared::store::Scope;
 use uuid::Uuid;
 
-/// The outage tests run one at a time: each holds a deployment through a
-/// long fault, and on a 2-core machine several at once starve each other.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 // --- commands that fork, hang and flood --------------------------------------
 
 /// Operations that start a daemon the way deploy scripts do, escape their
@@ -240,7 +236,6 @@ async fn settle(
 /// without having run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_past_the_delivery_limit_fails_no_queued_action() {
-    let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &outage_config(&marks, "")).await;
@@ -299,7 +294,6 @@ async fn a_database_outage_past_the_delivery_limit_fails_no_queued_action() {
 /// again (it fails none), and all end Success once the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
-    let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
     let config = outage_config(&marks, "outage_hold = \"1s\"\n");
@@ -346,7 +340,6 @@ async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
 /// action ends Success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
-    let _serial = SERIAL.lock().await;
     let config =
         common::TEST_CONFIG.replace("[worker]\n", "[broker]\npublish_timeout = \"2s\"\n\n[worker]\n");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
@@ -400,7 +393,6 @@ async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
 /// action once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_pool_keeps_its_backlog_without_copies() {
-    let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
     let config = fault_config(&marks).replace("redispatch_after = \"15s\"", "redispatch_after = \"1s\"");

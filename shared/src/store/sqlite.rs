@@ -121,8 +121,8 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         redispatch: format!(
             "UPDATE actions SET dispatched_at = ?1 \
              WHERE uuid IN (SELECT uuid FROM actions \
-                            WHERE state IN ({active}) AND state IN ({claimable}) \
-                              AND lease_token IS NULL AND dispatched_at < ?2 \
+                            WHERE state IN ({claimable}) AND lease_token IS NULL \
+                              AND dispatched_at < ?2 \
                             ORDER BY dispatched_at LIMIT ?3) \
              RETURNING uuid"
         ),
@@ -1249,6 +1249,7 @@ mod tests {
                 &["sqlite_autoindex_actions_1", "actions_active_by_object"][..],
             ),
             (SQL.redispatch.as_str(), &["actions_unclaimed_by_dispatch"][..]),
+            (SQL.redispatch_these.as_str(), &["sqlite_autoindex_actions_1"][..]),
         ];
         for (sql, indexes) in cases {
             let rows = sqlx::raw_sql(&format!("EXPLAIN QUERY PLAN {sql}"))
