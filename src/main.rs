@@ -7,6 +7,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
+mod keys;
 mod roles;
 mod settings;
 
@@ -58,6 +59,11 @@ enum UserCommand {
 enum ApikeyCommand {
     /// Creates a new API key for an existing user.
     Create(roles::ApikeyCreateArgs),
+    /// Lists a user's API keys: id, fingerprint, creation and last use (never the keys).
+    Ls(keys::ApikeyLsArgs),
+    /// Revokes one of a user's API keys and ends the sessions made from it,
+    /// at once on every running API and stream process.
+    Revoke(keys::ApikeyRevokeArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +88,8 @@ fn main() -> ExitCode {
             Command::Migrate(a) => roles::migrate(a).await,
             Command::User(UserCommand::Create(a)) => roles::user_create(a).await,
             Command::Apikey(ApikeyCommand::Create(a)) => roles::apikey_create(a).await,
+            Command::Apikey(ApikeyCommand::Ls(a)) => keys::apikey_ls(a).await,
+            Command::Apikey(ApikeyCommand::Revoke(a)) => keys::apikey_revoke(a).await,
             Command::Client(_) => unreachable!("client commands return above"),
         }
     });

@@ -282,6 +282,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         ..ApiState::with_limits(dispatcher, ops, limits.clone())
     }
     .with_auth_settings(&file.auth);
+    stevedore_api::revocation::spawn_listener(&state, shutdown.clone());
     let app = with_stream(state, &shutdown);
 
     println!("Stevedore dev server listening on {url}");
@@ -345,6 +346,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     state
         .hub
         .spawn_subscriber(state.dispatcher.broker().clone(), shutdown.clone());
+    stevedore_api::revocation::spawn_listener(&state, shutdown.clone());
     let app = if a.with_stream {
         with_stream(state, &shutdown)
     } else {
@@ -416,7 +418,9 @@ pub async fn migrate(a: CommonArgs) -> Result<()> {
     Ok(())
 }
 
-async fn admin_store(common: &CommonArgs, data_dir: &std::path::Path) -> Result<DynStore> {
+/// The store an administrative command works on: the configured database,
+/// else the dev data directory's SQLite file (migrated either way).
+pub(crate) async fn admin_store(common: &CommonArgs, data_dir: &std::path::Path) -> Result<DynStore> {
     let file = common.file()?;
     let url = match common.database_url(&file) {
         Some(u) => u,
@@ -429,7 +433,7 @@ async fn admin_store(common: &CommonArgs, data_dir: &std::path::Path) -> Result<
 
 /// Writes an administrative command's system log entry (category `admin`,
 /// visible in the user's own namespace).
-async fn admin_log(store: &DynStore, user: &str, message: String) {
+pub(crate) async fn admin_log(store: &DynStore, user: &str, message: String) {
     let entry = NewSystemLog {
         namespace: Some(user.to_string()),
         category: "admin".into(),
@@ -452,9 +456,9 @@ pub async fn user_create(a: UserCreateArgs) -> Result<()> {
     let store = admin_store(&a.common, &a.data_dir).await?;
     let user = store.create_user(&a.name, &a.namespaces).await?;
     let key = generate_api_key();
-    store.add_api_key(&user.name, &hash_api_key(&key)).await?;
+    let id = store.add_api_key(&user.name, &hash_api_key(&key)).await?;
     eprintln!(
-        "created user {} in namespaces {}",
+        "created user {} in namespaces {} with API key {id}",
         user.name,
         user.namespaces.join(", ")
     );
@@ -473,8 +477,9 @@ pub async fn apikey_create(a: ApikeyCreateArgs) -> Result<()> {
         );
     }
     let key = generate_api_key();
-    store.add_api_key(&a.name, &hash_api_key(&key)).await?;
-    admin_log(&store, &a.name, format!("API key created for {}", a.name)).await;
+    let id = store.add_api_key(&a.name, &hash_api_key(&key)).await?;
+    admin_log(&store, &a.name, format!("API key {id} created for {}", a.name)).await;
+    eprintln!("created API key {id} for {}", a.name);
     let url = std::env::var("STEVEDORE_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
     print_exports(&url, &a.name, &key);
     Ok(())
@@ -510,6 +515,7 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         ..ApiState::with_limits(Dispatcher::new(store, broker), ops, limits.clone())
     }
     .with_auth_settings(&file.auth);
+    stevedore_api::revocation::spawn_listener(&state, shutdown.clone());
     let app = stevedore_api::stream::standalone_router(state, &shutdown);
     println!("Stevedore stream listening on {url}");
     use std::io::Write;

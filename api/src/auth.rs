@@ -6,26 +6,28 @@
 //!
 //! Credentials come from `Authorization` (Basic or ApiKey), else from the
 //! session cookie that `POST /api/v1/login` sets (the dashboard, and scripts
-//! that keep a cookie jar). The cookie holds the same `user:key` pair a Basic
-//! header would, so it is checked against the stored digests on every
-//! request and a revoked key ends every session that used it; it is
-//! `HttpOnly` (page scripts cannot read it), `SameSite=Strict` and has no
-//! expiry (it ends with the browser session). Browsers cannot use it, or
-//! cached Basic credentials, from another site to change something or open
-//! a websocket: [`crate::origin`] refuses those requests before they get
-//! here.
+//! that keep a cookie jar). The cookie carries a session id only, never the
+//! key: the store keeps the id's digest with the user, the key the session
+//! was made from and its expiry ([`stevedore_shared::session`]), so logging
+//! out, revoking the key or the expiry ends it, whoever copied the cookie.
+//! The cookie is `HttpOnly` (page scripts cannot read it), `SameSite=Strict`
+//! and has no expiry of its own (it ends with the browser session, or
+//! earlier on the server). Browsers cannot use it, or cached Basic
+//! credentials, from another site to change something or open a websocket:
+//! [`crate::origin`] refuses those requests before they get here.
 
 use crate::auth_failures::{Attempt, Outcome};
 use crate::client_addr::ClientAddr;
+use crate::credential_cache::Presented;
 use crate::error::ApiError;
 use crate::ApiState;
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use base64::Engine;
 use std::net::IpAddr;
 use stevedore_shared::auth::{check_api_key, parse_authorization, Credentials};
+use stevedore_shared::session::SessionId;
 use stevedore_shared::store::Scope;
 
 /// The authenticated user of a request.
@@ -35,6 +37,18 @@ pub struct Caller {
     pub user: String,
     /// Namespaces they may see; the first is their own.
     pub namespaces: Vec<String>,
+    /// The API key the request's credentials come from: the key presented,
+    /// or the one its session was made from.
+    pub key_id: i64,
+}
+
+/// What a request presents to authenticate.
+#[derive(Debug, Clone)]
+pub enum Presentation {
+    /// A user name and API key (`Authorization`, or a websocket's query).
+    Key(Credentials),
+    /// A session id (the session cookie).
+    Session(SessionId),
 }
 
 impl Caller {
@@ -67,10 +81,12 @@ pub async fn authenticate(
     // No user name or key holds a NUL byte, and PostgreSQL cannot even be asked.
     crate::input::no_nul("user", &creds.user)?;
     crate::input::no_nul("apikey", &creds.key)?;
-    if let Some(caller) = state.credentials.get(creds) {
+    crate::revocation::confirm_cache(state).await?;
+    let presented = Presented::key(creds);
+    if let Some(caller) = state.credentials.get(&presented) {
         return Ok(caller);
     }
-    if let Err(retry_after) = state.auth_limit.admit(client, &creds.user) {
+    if let Err(retry_after) = state.auth_limit.admit(client, Some(&creds.user)) {
         let shown = shown_user(&creds.user, false);
         tracing::info!(user = %shown, client = ?client, "authentication throttled");
         let attempt = Attempt {
@@ -81,18 +97,25 @@ pub async fn authenticate(
         state.auth_failures.record(attempt).await;
         return Err(too_many_failures(retry_after));
     }
+    let ticket = state.credentials.ticket();
     let found = state.dispatcher.store().credentials(&creds.user).await?;
-    let check = check_api_key(&creds.key, found.as_ref().map(|(_, digests)| digests.as_slice()));
-    match found {
-        Some((user, _)) if check.matched && !user.namespaces.is_empty() => {
+    let check = check_api_key(&creds.key, found.as_ref().map(|(_, keys)| keys.as_slice()));
+    let matched = found
+        .as_ref()
+        .and_then(|(_, keys)| check.position.and_then(|p| keys.get(p)))
+        .map(|k| k.id);
+    match (found, matched) {
+        (Some((user, _)), Some(key_id)) if !user.namespaces.is_empty() => {
             let caller = Caller {
                 user: user.name,
                 namespaces: user.namespaces,
+                key_id,
             };
-            state.credentials.insert(creds, &caller);
+            state.credentials.insert(ticket, &presented, &caller, None);
+            record_key_use(state, key_id);
             Ok(caller)
         }
-        other => {
+        (other, _) => {
             let shown = shown_user(&creds.user, other.is_some());
             tracing::info!(user = %shown, client = ?client, "authentication failed");
             // Visible to the named user's own namespace when the user exists;
@@ -103,12 +126,80 @@ pub async fn authenticate(
                 outcome: Outcome::Failed,
             };
             state.auth_failures.record(attempt).await;
-            match state.auth_limit.charge_failure(client, &creds.user) {
+            match state.auth_limit.charge_failure(client, Some(&creds.user)) {
                 Ok(()) => Err(ApiError::Unauthorized("invalid credentials".into())),
                 Err(retry_after) => Err(too_many_failures(retry_after)),
             }
         }
     }
+}
+
+/// Writes a key's last use in the background (the store writes it at most
+/// once a minute), so no request waits for it.
+fn record_key_use(state: &ApiState, key_id: i64) {
+    let store = state.dispatcher.store().clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.record_key_use(key_id).await {
+            tracing::debug!(error = %e, key_id, "key use not recorded");
+        }
+    });
+}
+
+/// Resolves a session cookie's id to its user, like [`authenticate`] does
+/// a key: recently resolved sessions come from the cache (never past their
+/// expiry); a blocked address gets a 429; an unknown, ended or expired
+/// session is a 401 and is charged to the client's address (there is no
+/// user name to charge). No system log entry: an expired cookie is routine.
+pub async fn authenticate_session(
+    state: &ApiState,
+    id: &SessionId,
+    client: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    crate::revocation::confirm_cache(state).await?;
+    let presented = Presented::session(id);
+    if let Some(caller) = state.credentials.get(&presented) {
+        return Ok(caller);
+    }
+    if let Err(retry_after) = state.auth_limit.admit(client, None) {
+        return Err(too_many_failures(retry_after));
+    }
+    let ticket = state.credentials.ticket();
+    match state.dispatcher.store().session(&id.digest_hex()).await? {
+        Some(session) if !session.user.namespaces.is_empty() => {
+            let caller = Caller {
+                user: session.user.name,
+                namespaces: session.user.namespaces,
+                key_id: session.key_id,
+            };
+            let left = (session.expires_at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            let until = std::time::Instant::now() + left;
+            state.credentials.insert(ticket, &presented, &caller, Some(until));
+            Ok(caller)
+        }
+        _ => match state.auth_limit.charge_failure(client, None) {
+            Ok(()) => Err(session_ended()),
+            Err(retry_after) => Err(too_many_failures(retry_after)),
+        },
+    }
+}
+
+/// Authenticates what a request presented ([`authenticate`] or
+/// [`authenticate_session`]).
+pub async fn authenticate_presented(
+    state: &ApiState,
+    presented: &Presentation,
+    client: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    match presented {
+        Presentation::Key(creds) => authenticate(state, creds, client).await,
+        Presentation::Session(id) => authenticate_session(state, id, client).await,
+    }
+}
+
+fn session_ended() -> ApiError {
+    ApiError::Unauthorized("session ended or expired; log in again".into())
 }
 
 fn too_many_failures(retry_after: std::time::Duration) -> ApiError {
@@ -140,22 +231,28 @@ pub const SESSION_COOKIE: &str = "stevedore_session";
 /// under it), not to whatever else the host serves.
 const COOKIE_PATH: &str = "/api/";
 
-/// The credentials a request presents: its `Authorization` header, else its
-/// session cookie. `Ok(None)`: no credentials at all.
-pub fn request_credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ApiError> {
+/// What a request presents: its `Authorization` header, else its session
+/// cookie. `Ok(None)`: no credentials at all. A cookie that is not a
+/// session id (one from before sessions were stored, say) is a 401 at once.
+pub fn request_credentials(headers: &HeaderMap) -> Result<Option<Presentation>, ApiError> {
     if let Some(h) = headers.get(AUTHORIZATION) {
         let value = h
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
         let creds = parse_authorization(value).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-        return Ok(Some(creds));
+        return Ok(Some(Presentation::Key(creds)));
     }
     let Some(value) = session_cookie(headers) else {
         return Ok(None);
     };
-    parse_authorization(&format!("Basic {value}"))
-        .map(Some)
-        .map_err(|_| ApiError::Unauthorized("malformed session cookie; log in again".into()))
+    SessionId::parse(&value)
+        .map(|id| Some(Presentation::Session(id)))
+        .ok_or_else(session_ended)
+}
+
+/// The session id of the request's cookie, if it carries a well-formed one.
+pub fn session_id(headers: &HeaderMap) -> Option<SessionId> {
+    session_cookie(headers).and_then(|v| SessionId::parse(&v))
 }
 
 /// The session cookie's value, if the request carries one.
@@ -188,10 +285,9 @@ pub async fn page_challenge(
     resp
 }
 
-/// The `Set-Cookie` value that starts a session for `creds`.
-pub fn session_set_cookie(creds: &Credentials, secure: bool) -> String {
-    let value = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.user, creds.key));
-    cookie::Cookie::build((SESSION_COOKIE, value))
+/// The `Set-Cookie` value that starts session `id`.
+pub fn session_set_cookie(id: &SessionId, secure: bool) -> String {
+    cookie::Cookie::build((SESSION_COOKIE, id.as_str()))
         .path(COOKIE_PATH)
         .http_only(true)
         .secure(secure)
@@ -222,7 +318,7 @@ impl FromRequestParts<ApiState> for Caller {
                     .into(),
             )
         })?;
-        authenticate(state, &creds, client).await
+        authenticate_presented(state, &creds, client).await
     }
 }
 
@@ -239,22 +335,33 @@ mod tests {
         h
     }
 
+    const ID: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
     #[test]
     fn the_session_cookie_is_read_and_authorization_wins() {
-        // "u:k"
-        let c = ("cookie", "theme=dark; stevedore_session=dTpr");
-        let got = request_credentials(&headers(&[c])).unwrap().unwrap();
-        assert_eq!((got.user.as_str(), got.key.as_str()), ("u", "k"));
-        let both = headers(&[c, ("authorization", "ApiKey a:b")]);
-        assert_eq!(request_credentials(&both).unwrap().unwrap().user, "a");
+        let cookie = format!("theme=dark; stevedore_session={ID}");
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_str(&cookie).unwrap());
+        match request_credentials(&h).unwrap().unwrap() {
+            Presentation::Session(id) => assert_eq!(id.as_str(), ID),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(session_id(&h).map(|id| id.as_str().to_string()), Some(ID.into()));
+        h.append("authorization", HeaderValue::from_static("ApiKey a:b"));
+        match request_credentials(&h).unwrap().unwrap() {
+            Presentation::Key(c) => assert_eq!(c.user, "a"),
+            other => panic!("{other:?}"),
+        }
         assert!(request_credentials(&headers(&[("cookie", "other=1")]))
             .unwrap()
             .is_none());
-        let bad = headers(&[("cookie", "stevedore_session=!!!")]);
-        assert!(matches!(
-            request_credentials(&bad),
-            Err(ApiError::Unauthorized(_))
-        ));
+        // Not a session id: the old user:key cookie, or garbage.
+        for bad in ["stevedore_session=dTpr", "stevedore_session=!!!"] {
+            assert!(matches!(
+                request_credentials(&headers(&[("cookie", bad)])),
+                Err(ApiError::Unauthorized(_))
+            ));
+        }
     }
 
     #[test]
@@ -267,12 +374,9 @@ mod tests {
 
     #[test]
     fn the_cookie_is_http_only_strict_and_session_scoped() {
-        let creds = Credentials {
-            user: "u".into(),
-            key: "k".into(),
-        };
-        let c = session_set_cookie(&creds, false);
-        assert!(c.starts_with("stevedore_session=dTpr"), "{c}");
+        let id = SessionId::parse(ID).unwrap();
+        let c = session_set_cookie(&id, false);
+        assert!(c.starts_with(&format!("stevedore_session={ID};")), "{c}");
         for part in ["HttpOnly", "SameSite=Strict", "Path=/api/"] {
             assert!(c.contains(part), "{c}");
         }
@@ -280,7 +384,7 @@ mod tests {
             !c.contains("Max-Age") && !c.contains("Expires") && !c.contains("Secure"),
             "{c}"
         );
-        assert!(session_set_cookie(&creds, true).contains("Secure"));
+        assert!(session_set_cookie(&id, true).contains("Secure"));
         assert!(session_clear_cookie().contains("Max-Age=0"));
     }
 }

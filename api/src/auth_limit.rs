@@ -86,8 +86,9 @@ where
         }
     }
 
-    /// `Err(retry_after)` while the address or the user name is blocked.
-    pub fn admit(&self, address: Option<IpAddr>, user: &str) -> Result<(), Duration> {
+    /// `Err(retry_after)` while the address or the user name (when one was
+    /// given: a session cookie names none) is blocked.
+    pub fn admit(&self, address: Option<IpAddr>, user: Option<&str>) -> Result<(), Duration> {
         let now = self.clock.now();
         let Ok(mut blocked) = self.blocked.lock() else {
             return Ok(());
@@ -109,10 +110,10 @@ where
         }
     }
 
-    /// Charges one failure to the address and the user name.
+    /// Charges one failure to the address and the user name (when one was given).
     /// `Err(retry_after)` when that emptied an allowance: the subject is
     /// blocked from now on.
-    pub fn charge_failure(&self, address: Option<IpAddr>, user: &str) -> Result<(), Duration> {
+    pub fn charge_failure(&self, address: Option<IpAddr>, user: Option<&str>) -> Result<(), Duration> {
         let mut wait = Duration::ZERO;
         for subject in subjects(address, user) {
             let limiter = match subject {
@@ -143,12 +144,9 @@ where
     }
 }
 
-fn subjects(address: Option<IpAddr>, user: &str) -> impl Iterator<Item = Subject> {
-    let user: String = user.chars().take(MAX_USER_KEY).collect();
-    address
-        .map(Subject::Address)
-        .into_iter()
-        .chain(std::iter::once(Subject::User(user)))
+fn subjects(address: Option<IpAddr>, user: Option<&str>) -> impl Iterator<Item = Subject> {
+    let user = user.map(|u| Subject::User(u.chars().take(MAX_USER_KEY).collect()));
+    address.map(Subject::Address).into_iter().chain(user)
 }
 
 #[cfg(test)]
@@ -175,35 +173,38 @@ mod tests {
         let l = AuthLimiter::with_clock(&settings(3, 0), clock.clone());
         let a = ip("192.0.2.1");
         for user in ["u1", "u2", "u3"] {
-            assert!(l.admit(a, user).is_ok());
-            assert!(l.charge_failure(a, user).is_ok());
+            assert!(l.admit(a, Some(user)).is_ok());
+            assert!(l.charge_failure(a, Some(user)).is_ok());
         }
-        let retry = l.charge_failure(a, "u4").unwrap_err();
+        let retry = l.charge_failure(a, Some("u4")).unwrap_err();
         assert!(
             retry >= Duration::from_secs(1) && retry <= Duration::from_secs(20),
             "{retry:?}"
         );
         // Blocked for every user name, right keys included; others go on.
-        assert!(l.admit(a, "someone-else").is_err());
-        assert!(l.admit(ip("192.0.2.2"), "u1").is_ok());
+        assert!(l.admit(a, Some("someone-else")).is_err());
+        assert!(l.admit(ip("192.0.2.2"), Some("u1")).is_ok());
         // One unit refills every 20 s (3 per minute).
         clock.advance(Duration::from_secs(21));
-        assert!(l.admit(a, "u1").is_ok());
-        assert!(l.charge_failure(a, "u1").is_ok());
-        assert!(l.charge_failure(a, "u1").is_err());
+        assert!(l.admit(a, Some("u1")).is_ok());
+        assert!(l.charge_failure(a, Some("u1")).is_ok());
+        assert!(l.charge_failure(a, Some("u1")).is_err());
+        // Without a user name (a session cookie), the address alone is charged.
+        assert!(l.admit(a, None).is_err());
+        assert!(l.admit(ip("192.0.2.2"), None).is_ok());
     }
 
     #[test]
     fn a_user_name_is_blocked_from_every_address() {
         let clock = FakeRelativeClock::default();
         let l = AuthLimiter::with_clock(&settings(0, 2), clock);
-        assert!(l.charge_failure(ip("192.0.2.1"), "alice").is_ok());
-        assert!(l.charge_failure(ip("192.0.2.2"), "alice").is_ok());
-        assert!(l.charge_failure(ip("192.0.2.3"), "alice").is_err());
-        assert!(l.admit(ip("198.51.100.9"), "alice").is_err());
-        assert!(l.admit(None, "alice").is_err());
+        assert!(l.charge_failure(ip("192.0.2.1"), Some("alice")).is_ok());
+        assert!(l.charge_failure(ip("192.0.2.2"), Some("alice")).is_ok());
+        assert!(l.charge_failure(ip("192.0.2.3"), Some("alice")).is_err());
+        assert!(l.admit(ip("198.51.100.9"), Some("alice")).is_err());
+        assert!(l.admit(None, Some("alice")).is_err());
         assert!(
-            l.admit(ip("192.0.2.1"), "bob").is_ok(),
+            l.admit(ip("192.0.2.1"), Some("bob")).is_ok(),
             "addresses are not limited here"
         );
     }
@@ -212,8 +213,8 @@ mod tests {
     fn zero_turns_a_limit_off() {
         let l = AuthLimiter::with_clock(&settings(0, 0), FakeRelativeClock::default());
         for _ in 0..1000 {
-            assert!(l.charge_failure(ip("192.0.2.1"), "alice").is_ok());
+            assert!(l.charge_failure(ip("192.0.2.1"), Some("alice")).is_ok());
         }
-        assert!(l.admit(ip("192.0.2.1"), "alice").is_ok());
+        assert!(l.admit(ip("192.0.2.1"), Some("alice")).is_ok());
     }
 }

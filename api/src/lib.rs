@@ -2,9 +2,11 @@
 //!
 //! - [`routes`]: handlers — `actions` (audit API and its Tutum alias),
 //!   `objects` (create/get objects, run operations), `probes` (health, auth).
-//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials),
-//!   [`credential_cache`], the recently verified ones, [`auth_limit`], the
-//!   limits on failures, and [`auth_failures`], their system log entries.
+//! - [`auth`]: the `Caller` extractor (Basic / ApiKey credentials, or the
+//!   session cookie), [`credential_cache`], the recently verified ones,
+//!   [`revocation`], how an ended key or session leaves every process's
+//!   cache, [`auth_limit`], the limits on failures, and [`auth_failures`],
+//!   their system log entries.
 //! - [`client_addr`]: the client's address behind trusted proxies;
 //!   [`origin`], the one rule against cross-site requests.
 //! - [`request`]: what an action records about its request; [`input`], the
@@ -33,6 +35,7 @@ pub mod openapi;
 pub mod ops;
 pub mod origin;
 pub mod request;
+pub mod revocation;
 pub mod routes;
 pub mod server;
 pub mod stream;
@@ -73,6 +76,10 @@ pub struct ApiState {
     pub submitter: SubmitBatcher,
     /// Recently verified credentials (see [`credential_cache`]).
     pub credentials: credential_cache::CredentialCache,
+    /// How revocations made elsewhere reach this process (see [`revocation`]).
+    pub revocations: revocation::Reach,
+    /// How long a dashboard session lasts (`[auth] session_ttl`).
+    pub session_ttl: std::time::Duration,
     /// What one request, connection or stream may hold (`[http]`).
     pub limits: Arc<HttpSettings>,
     /// Websockets open per user (capped by `limits.max_websockets_per_user`).
@@ -105,6 +112,8 @@ impl ApiState {
             hub: stream::Hub::new(stream::CLIENT_BUFFER, limits.client_queue_bytes),
             submitter: SubmitBatcher::spawn(dispatcher.clone()),
             credentials: credential_cache::CredentialCache::default(),
+            revocations: revocation::Reach::of(dispatcher.broker().as_ref()),
+            session_ttl: AuthSettings::default().session_ttl,
             websockets: user_slots::UserSlots::new("websockets", limits.max_websockets_per_user),
             waits: user_slots::UserSlots::new("long-polls", limits.max_waits_per_user),
             readiness: routes::probes::Readiness::default(),
@@ -118,9 +127,13 @@ impl ApiState {
         }
     }
 
-    /// This state with the failure limits and log window of `settings`.
+    /// This state with the failure limits, log window, session length and
+    /// credential cache of `settings` (call it before anything holds the
+    /// cache, such as [`revocation::spawn_listener`]).
     pub fn with_auth_settings(self, settings: &AuthSettings) -> Self {
         ApiState {
+            session_ttl: settings.session_ttl,
+            credentials: credential_cache::CredentialCache::new(settings.credential_cache_ttl),
             auth_limit: Arc::new(auth_limit::AuthLimiter::new(settings)),
             auth_failures: auth_failures::FailureLog::spawn(
                 self.dispatcher.store().clone(),

@@ -216,15 +216,20 @@ pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
                 "POST",
                 LOGIN,
                 "auth",
-                "Log in with {\"user\", \"apikey\"} (JSON or form): sets the HttpOnly session cookie",
+                "Log in with {\"user\", \"apikey\"} (JSON or form): starts a session and sets its HttpOnly cookie",
             )
             .public()
             .answers(&[OK_JSON, BAD, UNAUTH]),
         );
         out.push(
-            route("POST", LOGOUT, "auth", "End the session (clears the cookie)")
-                .public()
-                .answers(&[(204, "Logged out")]),
+            route(
+                "POST",
+                LOGOUT,
+                "auth",
+                "End the session on the server and clear the cookie",
+            )
+            .public()
+            .answers(&[(204, "Logged out")]),
         );
         for p in [
             crate::dashboard::INDEX,

@@ -23,6 +23,7 @@ use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::event::{Event, EventKind};
 use stevedore_shared::logline::{LogLine, NewLogLine};
 use stevedore_shared::object::Object;
+use stevedore_shared::session::{NewSession, Session};
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::*;
 use stevedore_shared::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
@@ -69,14 +70,49 @@ impl Store for CountingStore {
         self.inner.get_user(name).await
     }
 
-    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()> {
+    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<i64> {
         self.count("add_api_key");
         self.inner.add_api_key(user, key_digest).await
     }
 
-    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>> {
+    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<StoredKey>)>> {
         self.count("credentials");
         self.inner.credentials(user).await
+    }
+
+    async fn api_keys(&self, user: &str) -> Result<Vec<ApiKeyInfo>> {
+        self.count("api_keys");
+        self.inner.api_keys(user).await
+    }
+
+    async fn record_key_use(&self, id: i64) -> Result<()> {
+        self.count("record_key_use");
+        self.inner.record_key_use(id).await
+    }
+
+    async fn revoke_api_key(&self, user: &str, id: i64) -> Result<RevokedKey> {
+        self.count("revoke_api_key");
+        self.inner.revoke_api_key(user, id).await
+    }
+
+    async fn credential_revision(&self) -> Result<i64> {
+        self.count("credential_revision");
+        self.inner.credential_revision().await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<()> {
+        self.count("create_session");
+        self.inner.create_session(session).await
+    }
+
+    async fn session(&self, digest: &str) -> Result<Option<Session>> {
+        self.count("session");
+        self.inner.session(digest).await
+    }
+
+    async fn delete_session(&self, digest: &str) -> Result<Option<String>> {
+        self.count("delete_session");
+        self.inner.delete_session(digest).await
     }
 
     async fn insert_object(&self, object: &Object) -> Result<Event> {
@@ -318,13 +354,16 @@ impl App {
         (status, serde_json::from_slice(&bytes).unwrap_or_default())
     }
 
-    /// The store calls a request made, credential lookups aside.
+    /// The store calls a request made, credential lookups (and the
+    /// revision check and use record that go with them) aside.
     async fn calls_of(&self, user: &str, uri: &str) -> (serde_json::Value, HashMap<&'static str, usize>) {
         self.store.take();
         let (status, json) = self.send(user, "GET", uri, "").await;
         assert_eq!(status, StatusCode::OK, "{uri}: {json}");
         let mut calls = self.store.take();
-        calls.remove("credentials");
+        for credential_call in ["credentials", "credential_revision", "record_key_use"] {
+            calls.remove(credential_call);
+        }
         (json, calls)
     }
 }

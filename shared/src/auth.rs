@@ -26,11 +26,23 @@ pub fn hash_api_key(key: &str) -> String {
 /// unknown user (or a user without keys) is compared with.
 const NO_KEY_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// How many hex characters of a key's digest name it in listings and logs
+/// (32 bits: enough to tell a user's keys apart, nothing to guess a key with).
+pub const FINGERPRINT_LEN: usize = 8;
+
+/// The short, non-secret name of a stored key: the first
+/// [`FINGERPRINT_LEN`] hex characters of its digest.
+pub fn key_fingerprint(digest: &str) -> String {
+    digest.chars().take(FINGERPRINT_LEN).collect()
+}
+
 /// What checking a presented key did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyCheck {
     /// Whether the key matched one of the user's digests.
     pub matched: bool,
+    /// Which digest it matched (its position in the list), when it did.
+    pub position: Option<usize>,
     /// How many digests the key's hash was compared with.
     pub compared: usize,
 }
@@ -38,26 +50,38 @@ pub struct KeyCheck {
 /// Checks `key` against a user's stored digests (`None`: no such user).
 /// The key is hashed and compared in constant time with every digest, and
 /// with one digest no key has when there are none, so an unknown user, a
-/// user without keys and a user with one key cost the same work.
-pub fn check_api_key(key: &str, digests: Option<&[String]>) -> KeyCheck {
+/// user without keys and a user with one key cost the same work; which
+/// digest matched is picked without a branch on the comparisons.
+pub fn check_api_key<D: AsRef<str>>(key: &str, digests: Option<&[D]>) -> KeyCheck {
+    use subtle::ConditionallySelectable;
     let candidate = hash_api_key(key);
-    let no_key = [NO_KEY_DIGEST.to_string()];
-    let compared_with = match digests {
-        Some(d) if !d.is_empty() => d,
-        _ => &no_key[..],
-    };
     let mut ok = subtle::Choice::from(0);
-    for d in compared_with {
-        ok |= candidate.as_bytes().ct_eq(d.as_bytes());
-    }
+    let mut position = 0u64;
+    let compared = match digests {
+        Some(d) if !d.is_empty() => {
+            for (i, digest) in d.iter().enumerate() {
+                let same = candidate.as_bytes().ct_eq(digest.as_ref().as_bytes());
+                position.conditional_assign(&(i as u64), same);
+                ok |= same;
+            }
+            d.len()
+        }
+        _ => {
+            // The same comparison, whose answer is never a match.
+            std::hint::black_box(candidate.as_bytes().ct_eq(NO_KEY_DIGEST.as_bytes()));
+            1
+        }
+    };
+    let matched = bool::from(ok);
     KeyCheck {
-        matched: bool::from(ok) && digests.is_some_and(|d| !d.is_empty()),
-        compared: compared_with.len(),
+        matched,
+        position: matched.then_some(position as usize),
+        compared,
     }
 }
 
 /// Whether `key` matches one of the stored digests ([`check_api_key`]).
-pub fn verify_api_key(key: &str, digests: &[String]) -> bool {
+pub fn verify_api_key<D: AsRef<str>>(key: &str, digests: &[D]) -> bool {
     check_api_key(key, Some(digests)).matched
 }
 
@@ -159,20 +183,21 @@ mod tests {
         let d = vec![hash_api_key("other"), hash_api_key(&k)];
         assert!(verify_api_key(&k, &d));
         assert!(!verify_api_key("nope", &d));
-        assert!(!verify_api_key(&k, &[]));
+        assert!(!verify_api_key::<String>(&k, &[]));
     }
 
     #[test]
     fn unknown_users_and_wrong_keys_take_the_same_comparison_path() {
         let k = generate_api_key();
         let one = vec![hash_api_key(&k)];
-        let unknown = check_api_key(&k, None);
-        let no_keys = check_api_key(&k, Some(&[]));
+        let unknown = check_api_key::<String>(&k, None);
+        let no_keys = check_api_key::<String>(&k, Some(&[]));
         let wrong = check_api_key("wrong", Some(&one));
         assert_eq!(
             unknown,
             KeyCheck {
                 matched: false,
+                position: None,
                 compared: 1
             }
         );
@@ -182,11 +207,16 @@ mod tests {
             check_api_key(&k, Some(&one)),
             KeyCheck {
                 matched: true,
+                position: Some(0),
                 compared: 1
             }
         );
         // The placeholder digest is never a match, whatever is presented.
-        assert!(!check_api_key(NO_KEY_DIGEST, None).matched);
+        assert!(!check_api_key::<String>(NO_KEY_DIGEST, None).matched);
+        // The position names the digest that matched.
+        let two = vec![hash_api_key("other"), hash_api_key(&k)];
+        assert_eq!(check_api_key(&k, Some(&two)).position, Some(1));
+        assert_eq!(key_fingerprint(&two[1]), two[1][..8]);
     }
 
     #[test]

@@ -253,6 +253,16 @@ pub struct AuthSettings {
     /// entry per this window, with their count.
     #[serde(with = "humantime_serde")]
     pub failure_log_window: Duration,
+    /// How long a dashboard session (`POST /api/v1/login`) lasts; logging
+    /// out or revoking its key ends it sooner.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// How long an API or stream process trusts credentials and sessions it
+    /// verified without asking the store again ("0s": every request asks).
+    /// A revocation empties the cache at once where it is announced; this
+    /// bounds how long one whose announcement was lost goes unnoticed.
+    #[serde(with = "humantime_serde")]
+    pub credential_cache_ttl: Duration,
 }
 
 impl Default for AuthSettings {
@@ -262,6 +272,8 @@ impl Default for AuthSettings {
             failures_per_user: 10,
             failure_window: Duration::from_secs(60),
             failure_log_window: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(12 * 3600),
+            credential_cache_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -558,6 +570,12 @@ impl FileConfig {
         if cfg.broker.publish_timeout.is_zero() {
             return Err(Error::Config("[broker] publish_timeout must be positive".into()));
         }
+        // chrono holds about 292,000 years; ten years is plenty for a session.
+        if cfg.auth.session_ttl.is_zero() || cfg.auth.session_ttl > Duration::from_secs(10 * 365 * 86_400) {
+            return Err(Error::Config(
+                "[auth] session_ttl must be positive and at most 10 years".into(),
+            ));
+        }
         Ok(cfg)
     }
 
@@ -643,7 +661,7 @@ mod tests {
     fn edge_and_auth_settings_parse_with_defaults() {
         let cfg = FileConfig::parse(
             "trusted_proxies = [\"10.0.0.0/8\"]\nallowed_origins = [\"https://ops.example.com\"]\n\
-             [auth]\nfailures_per_user = 3\nfailure_window = \"5m\"\n",
+             [auth]\nfailures_per_user = 3\nfailure_window = \"5m\"\nsession_ttl = \"30m\"\n",
         )
         .unwrap();
         assert_eq!(cfg.trusted_proxies, ["10.0.0.0/8"]);
@@ -654,7 +672,17 @@ mod tests {
             cfg.auth.failures_per_address,
             AuthSettings::default().failures_per_address
         );
+        assert_eq!(cfg.auth.session_ttl, Duration::from_secs(1800));
+        assert_eq!(cfg.auth.credential_cache_ttl, Duration::from_secs(5));
+        assert_eq!(
+            AuthSettings::default().session_ttl,
+            Duration::from_secs(12 * 3600)
+        );
         assert!(FileConfig::parse("[auth]\nfailures = 3").is_err());
+        let err = FileConfig::parse("[auth]\nsession_ttl = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session_ttl"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   republishes whatever was committed but not confirmed.
 //! - [`group_commit`]: the batching loop (in lanes) of submissions and final writes.
 //! - [`config`]: `stevedore.toml`, operations and object types.
-//! - [`auth`]: API keys (hashed at rest) and `Authorization` headers.
+//! - [`auth`]: API keys (hashed at rest) and `Authorization` headers;
+//!   [`session`], the dashboard's sessions (their ids hashed at rest).
 //! - [`syslog`], [`retention`]: the QNAP-style system log, and the pruner of old history.
 //! - [`shutdown`]: the one shutdown signal every role listens to.
 //! - [`health`]: conditions a process reports on `/readyz` (jobs held in an outage, a blocked broker).
@@ -31,6 +32,7 @@ pub mod logline;
 pub mod messages;
 pub mod object;
 pub mod retention;
+pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod store;

@@ -113,14 +113,21 @@ impl Update {
     }
 }
 
-/// A control message on the fanout exchange, seen by every worker.
+/// A control message on the fanout exchange, seen by every worker and
+/// every API and stream process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Control {
-    /// Cancel this action if you are running it.
+    /// Cancel this action if you are running it (workers).
     Cancel {
         /// The action.
         action: Uuid,
+    },
+    /// A key or session of this user ended: forget every credential and
+    /// session of theirs you verified (API and stream processes).
+    Revoke {
+        /// The user name.
+        user: String,
     },
 }
 
@@ -138,6 +145,16 @@ mod tests {
         let old: JobMessage = serde_json::from_str(&format!(r#"{{"action":"{a}"}}"#)).unwrap();
         assert_eq!(old, JobMessage::one(a));
         assert!(serde_json::from_str::<JobMessage>(r#"{"action":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn control_messages_are_tagged_by_kind() {
+        let wire = serde_json::to_string(&Control::Revoke { user: "ann".into() }).unwrap();
+        assert_eq!(wire, r#"{"kind":"revoke","user":"ann"}"#);
+        let a = Uuid::new_v4();
+        let cancel: Control =
+            serde_json::from_str(&format!(r#"{{"kind":"cancel","action":"{a}"}}"#)).unwrap();
+        assert_eq!(cancel, Control::Cancel { action: a });
     }
 
     #[test]

@@ -21,10 +21,11 @@ pub async fn run_pruner(store: DynStore, settings: RetentionSettings, shutdown: 
             _ = tokio::time::sleep(settings.interval) => {}
         }
         match store.prune(settings.max_age, settings.max_system_log).await {
-            Ok(p) if p.actions + p.events + p.system_log > 0 => tracing::info!(
+            Ok(p) if p.actions + p.events + p.system_log + p.sessions > 0 => tracing::info!(
                 actions = p.actions,
                 events = p.events,
                 system_log = p.system_log,
+                sessions = p.sessions,
                 "retention pruned old history"
             ),
             Ok(_) => {}

@@ -126,4 +126,6 @@ pub struct Pruned {
     pub actions: u64,
     /// Events.
     pub events: u64,
+    /// Expired sessions.
+    pub sessions: u64,
 }

@@ -152,11 +152,14 @@ mod cases {
         assert_eq!(store.get_user("ann").await.unwrap(), Some(user.clone()));
         assert_eq!(store.get_user("bob").await.unwrap(), None);
 
-        store.add_api_key("ann", "digest-1").await.unwrap();
-        store.add_api_key("ann", "digest-2").await.unwrap();
-        let (found, digests) = store.credentials("ann").await.unwrap().unwrap();
+        let first = store.add_api_key("ann", "digest-1").await.unwrap();
+        let second = store.add_api_key("ann", "digest-2").await.unwrap();
+        assert!(second > first, "ids grow: {first} {second}");
+        let (found, keys) = store.credentials("ann").await.unwrap().unwrap();
         assert_eq!(found, user);
+        let digests: Vec<&str> = keys.iter().map(|k| k.digest.as_str()).collect();
         assert_eq!(digests, vec!["digest-1", "digest-2"]);
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), vec![first, second]);
         assert!(store.credentials("bob").await.unwrap().is_none());
     }
 
@@ -1463,6 +1466,160 @@ mod cases {
         );
     }
 
+    /// A key digest as the binary stores it (64 hex characters).
+    fn digest_of(key: &str) -> String {
+        stevedore_shared::auth::hash_api_key(key)
+    }
+
+    pub async fn keys_are_listed_by_id_with_a_fingerprint_and_their_last_use(store: &dyn Store) {
+        store.create_user("ann", &[]).await.unwrap();
+        store.create_user("bob", &[]).await.unwrap();
+        assert!(store.api_keys("ann").await.unwrap().is_empty());
+        let before = Utc::now().trunc_subsecs(0) - chrono::Duration::seconds(1);
+        let k1 = store.add_api_key("ann", &digest_of("k1")).await.unwrap();
+        let k2 = store.add_api_key("ann", &digest_of("k2")).await.unwrap();
+        store.add_api_key("bob", &digest_of("k3")).await.unwrap();
+        let keys = store.api_keys("ann").await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), vec![k1, k2]);
+        assert_eq!(keys[0].fingerprint, digest_of("k1")[..8]);
+        assert!(keys
+            .iter()
+            .all(|k| k.created_at >= before && k.last_used_at.is_none()));
+        // A use is recorded, and a second one within the precision is not
+        // written again.
+        store.record_key_use(k2).await.unwrap();
+        let used = store.api_keys("ann").await.unwrap()[1]
+            .last_used_at
+            .expect("a use");
+        assert!(used >= before);
+        store.record_key_use(k2).await.unwrap();
+        assert_eq!(store.api_keys("ann").await.unwrap()[1].last_used_at, Some(used));
+        assert!(store.api_keys("ann").await.unwrap()[0].last_used_at.is_none());
+        let err = store.api_keys("nobody").await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    pub async fn revoking_a_key_ends_it_and_its_sessions_only(store: &dyn Store) {
+        store.create_user("ann", &[]).await.unwrap();
+        store.create_user("bob", &[]).await.unwrap();
+        let k1 = store.add_api_key("ann", &digest_of("k1")).await.unwrap();
+        let k2 = store.add_api_key("ann", &digest_of("k2")).await.unwrap();
+        let bobs = store.add_api_key("bob", &digest_of("k3")).await.unwrap();
+        let later = Utc::now() + chrono::Duration::hours(1);
+        for (digest, user, key_id) in [("s1", "ann", k1), ("s2", "ann", k1), ("s3", "ann", k2)] {
+            store
+                .create_session(&session(digest, user, key_id, later))
+                .await
+                .unwrap();
+        }
+        let revision = store.credential_revision().await.unwrap();
+
+        // Another user's key, or an unknown id, is not found and changes nothing.
+        for (user, id) in [("ann", bobs), ("ann", k2 + 1000), ("nobody", k1)] {
+            let err = store.revoke_api_key(user, id).await.unwrap_err();
+            assert!(matches!(err, Error::NotFound(_)), "{user} {id}: {err:?}");
+        }
+        assert_eq!(store.credential_revision().await.unwrap(), revision);
+
+        let revoked = store.revoke_api_key("ann", k1).await.unwrap();
+        assert_eq!(revoked.fingerprint, digest_of("k1")[..8]);
+        assert_eq!(revoked.sessions, 2);
+        assert!(store.credential_revision().await.unwrap() > revision);
+        let (_, keys) = store.credentials("ann").await.unwrap().unwrap();
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), vec![k2]);
+        assert!(store.session("s1").await.unwrap().is_none());
+        assert!(store.session("s2").await.unwrap().is_none());
+        assert_eq!(store.session("s3").await.unwrap().unwrap().key_id, k2);
+        // Revoked is revoked: again is not found, and no session can be
+        // made from it.
+        let err = store.revoke_api_key("ann", k1).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        let err = store
+            .create_session(&session("s4", "ann", k1, later))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        // Ids are not reused.
+        let k4 = store.add_api_key("ann", &digest_of("k4")).await.unwrap();
+        assert!(k4 > k2 && k4 != k1);
+        assert_eq!(store.credentials("bob").await.unwrap().unwrap().1.len(), 1);
+    }
+
+    fn session(
+        digest: &str,
+        user: &str,
+        key_id: i64,
+        expires_at: chrono::DateTime<Utc>,
+    ) -> stevedore_shared::session::NewSession {
+        stevedore_shared::session::NewSession {
+            digest: digest.to_string(),
+            user: user.to_string(),
+            key_id,
+            expires_at,
+        }
+    }
+
+    pub async fn sessions_resolve_until_they_expire_or_are_deleted(store: &dyn Store) {
+        store.create_user("ann", &["acme".into()]).await.unwrap();
+        let key = store.add_api_key("ann", &digest_of("k1")).await.unwrap();
+        let later = (Utc::now() + chrono::Duration::hours(1)).trunc_subsecs(6);
+        store
+            .create_session(&session("live", "ann", key, later))
+            .await
+            .unwrap();
+        let found = store.session("live").await.unwrap().expect("a live session");
+        assert_eq!(found.user.name, "ann");
+        assert_eq!(found.user.namespaces, vec!["ann", "acme"]);
+        assert_eq!((found.key_id, found.expires_at), (key, later));
+        assert!(store.session("unknown").await.unwrap().is_none());
+        // A digest is stored once.
+        let err = store
+            .create_session(&session("live", "ann", key, later))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        // Another user's key cannot make a session for ann.
+        store.create_user("bob", &[]).await.unwrap();
+        let bobs = store.add_api_key("bob", &digest_of("k2")).await.unwrap();
+        let err = store
+            .create_session(&session("mixed", "ann", bobs, later))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+        // Deleting: whose it was, once; the revision moves.
+        let revision = store.credential_revision().await.unwrap();
+        assert_eq!(
+            store.delete_session("live").await.unwrap().as_deref(),
+            Some("ann")
+        );
+        assert!(store.session("live").await.unwrap().is_none());
+        assert_eq!(store.delete_session("live").await.unwrap(), None);
+        assert!(store.credential_revision().await.unwrap() > revision);
+
+        // Expired sessions are refused on use, and pruned.
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        store
+            .create_session(&session("old", "ann", key, past))
+            .await
+            .unwrap();
+        assert!(store.session("old").await.unwrap().is_none());
+        store
+            .create_session(&session("old-2", "ann", key, past))
+            .await
+            .unwrap();
+        store
+            .create_session(&session("new", "ann", key, later))
+            .await
+            .unwrap();
+        let pruned = store.prune(Duration::from_secs(3600), 1000).await.unwrap();
+        assert_eq!(pruned.sessions, 1, "{pruned:?}");
+        assert!(store.session("new").await.unwrap().is_some());
+        // What refused and pruned them was the expiry, not the prune: the
+        // expired one was deleted when it was refused.
+        assert!(store.delete_session("old").await.unwrap().is_none());
+    }
+
     pub async fn unknown_users_have_no_credentials(store: &dyn Store) {
         store.create_user("ann", &[]).await.unwrap();
         let (user, digests) = store.credentials("ann").await.unwrap().unwrap();
@@ -1721,6 +1878,9 @@ macro_rules! conformance {
             use super::*;
             conformance!(@cases $make;
                 users_and_api_keys_round_trip,
+                keys_are_listed_by_id_with_a_fingerprint_and_their_last_use,
+                revoking_a_key_ends_it_and_its_sessions_only,
+                sessions_resolve_until_they_expire_or_are_deleted,
                 creating_an_existing_user_is_a_conflict,
                 api_keys_need_an_existing_user_and_a_unique_digest,
                 objects_are_visible_only_in_their_namespaces,

@@ -293,6 +293,32 @@ impl Deployment {
         (ex["STEVEDORE_USER"].clone(), ex["STEVEDORE_APIKEY"].clone())
     }
 
+    /// Runs an administrative command (`apikey ls alice`, …) against this
+    /// deployment's database, and (PostgreSQL + RabbitMQ) its broker, as an
+    /// operator would: returns whether it succeeded, its stdout and stderr.
+    pub async fn admin(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env_remove("STEVEDORE_DATABASE_URL")
+            .env("STEVEDORE_DATABASE_URL", &self.db_url);
+        if let Some(prefix) = &self.prefix {
+            cmd.env("STEVEDORE_AMQP_URL", amqp_url())
+                .env("STEVEDORE_BROKER_PREFIX", prefix);
+        }
+        let out = cmd.output().await.expect("run stevedore");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts one more API process on this deployment's database and broker
+    /// (PostgreSQL + RabbitMQ only) and returns its URL.
+    pub async fn start_api(&mut self, name: &str) -> String {
+        self.spawn_listening(name, "api", "listening on").await
+    }
+
     /// What a process wrote to stderr (for failure messages).
     pub fn logs(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()

@@ -215,6 +215,8 @@ async fn control_loop(dispatcher: Dispatcher, exec: Arc<Executor>, shutdown: Shu
                         tracing::info!(%action, "cancel requested");
                     }
                 }
+                // For API and stream processes: a worker caches no credentials.
+                Ok(Control::Revoke { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "control message error"),
             }
         }

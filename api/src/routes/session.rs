@@ -1,8 +1,8 @@
-//! `POST /api/v1/login` and `POST /api/v1/logout`: the session cookie the
+//! `POST /api/v1/login` and `POST /api/v1/logout`: the sessions the
 //! dashboard (and cookie-jar scripts) authenticate with. The cookie rules
-//! live in [`crate::auth`].
+//! live in [`crate::auth`], the session's in [`stevedore_shared::session`].
 
-use crate::auth::{authenticate, session_clear_cookie, session_set_cookie};
+use crate::auth::{authenticate, session_clear_cookie, session_id, session_set_cookie};
 use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, ApiResult};
 use crate::ApiState;
@@ -15,6 +15,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use stevedore_shared::auth::Credentials;
+use stevedore_shared::session::{NewSession, SessionId};
+use stevedore_shared::Error;
 
 /// The login body, as JSON or as an HTML form (no `Debug`: it holds the key).
 #[derive(Deserialize)]
@@ -25,9 +27,10 @@ struct Login {
 }
 
 /// `POST /api/v1/login` with `{"user": …, "apikey": …}` (JSON or form
-/// encoded): 200 with who you are and the session cookie, 401 for wrong
-/// credentials (and no cookie), 400 for a malformed body (403 from another
-/// origin, see [`crate::origin`]).
+/// encoded): 200 with who you are and the cookie of a new session (made
+/// from that key, for `[auth] session_ttl`), 401 for wrong credentials (and
+/// no cookie), 400 for a malformed body (403 from another origin, see
+/// [`crate::origin`]).
 pub async fn login(
     State(state): State<ApiState>,
     addr: ClientAddr,
@@ -74,6 +77,20 @@ pub async fn login(
         key: login.apikey,
     };
     let caller = authenticate(&state, &creds, addr.client).await?;
+    let id = SessionId::generate();
+    let ttl = chrono::Duration::from_std(state.session_ttl).unwrap_or(chrono::Duration::MAX);
+    let session = NewSession {
+        digest: id.digest_hex(),
+        user: caller.user.clone(),
+        key_id: caller.key_id,
+        expires_at: chrono::Utc::now() + ttl,
+    };
+    match state.dispatcher.store().create_session(&session).await {
+        Ok(()) => {}
+        // The key was revoked since it was verified.
+        Err(Error::NotFound(_)) => return Err(ApiError::Unauthorized("invalid credentials".into())),
+        Err(e) => return Err(e.into()),
+    }
     // Secure whenever the page was loaded over https: as the browser says
     // (Origin), or as a trusted proxy says (X-Forwarded-Proto).
     let secure = addr.https
@@ -83,13 +100,20 @@ pub async fn login(
             .is_some_and(|o| o.to_ascii_lowercase().starts_with("https://"));
     Ok((
         StatusCode::OK,
-        [(SET_COOKIE, session_set_cookie(&creds, secure))],
+        [(SET_COOKIE, session_set_cookie(&id, secure))],
         Json(json!({ "user": caller.user, "namespaces": caller.namespaces })),
     )
         .into_response())
 }
 
-/// `POST /api/v1/logout`: ends the session (whether or not there was one).
-pub async fn logout() -> ApiResult<Response> {
+/// `POST /api/v1/logout`: ends the request's session in the store, on
+/// every process ([`crate::revocation::announce`]), and clears the cookie
+/// (204 whether or not there was a session).
+pub async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(id) = session_id(&headers) {
+        if let Some(user) = state.dispatcher.store().delete_session(&id.digest_hex()).await? {
+            crate::revocation::announce(&state, &user).await;
+        }
+    }
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, session_clear_cookie())]).into_response())
 }

@@ -22,7 +22,7 @@
 pub mod events_ws;
 pub mod logs_ws;
 
-use crate::auth::{authenticate, request_credentials, Caller};
+use crate::auth::{authenticate_presented, request_credentials, Caller, Presentation};
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::ApiState;
@@ -571,17 +571,17 @@ pub async fn authenticate_handshake(
         match request_credentials(headers)? {
             Some(creds) => creds,
             None => match (query.get("user"), query.get("token")) {
-                (Some(user), Some(token)) => Credentials {
+                (Some(user), Some(token)) => Presentation::Key(Credentials {
                     user: user.clone(),
                     key: token.clone(),
-                },
+                }),
                 _ => return Err(ApiError::Unauthorized(
                     "authentication required: send Authorization: Basic base64(user:apikey) or ?user=&token="
                         .into(),
                 )),
             },
         };
-    authenticate(state, &creds, addr.client).await
+    authenticate_presented(state, &creds, addr.client).await
 }
 
 /// The namespaces a stream path may show: the caller's, or the one named in

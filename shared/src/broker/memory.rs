@@ -367,6 +367,10 @@ impl Broker for MemoryBroker {
         Ok(broadcast_stream(self.inner.updates.subscribe(), "update"))
     }
 
+    fn spans_processes(&self) -> bool {
+        false
+    }
+
     async fn publish_control(&self, msg: &Control) -> Result<()> {
         let _ = self.inner.control.send(msg.clone());
         Ok(())

@@ -145,6 +145,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Declares the topology (idempotent).
     async fn declare(&self) -> Result<()>;
 
+    /// Whether other processes (the admin commands among them) can reach
+    /// this process's subscribers: true for RabbitMQ, false for the
+    /// in-process broker.
+    fn spans_processes(&self) -> bool {
+        true
+    }
+
     /// Checks that the broker answers.
     async fn ping(&self) -> Result<()>;
 

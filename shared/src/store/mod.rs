@@ -20,6 +20,7 @@ use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
+use crate::session::{NewSession, Session};
 use crate::state::ActionState;
 use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use crate::Result;
@@ -215,6 +216,48 @@ pub struct User {
     pub namespaces: Vec<String>,
 }
 
+/// A stored API key as authentication compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The key's id (what `stevedore apikey revoke` names).
+    pub id: i64,
+    /// The SHA-256 digest of the key, in hex.
+    pub digest: String,
+}
+
+impl AsRef<str> for StoredKey {
+    fn as_ref(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// An API key as listings show it: never the key, nor its whole digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    /// The key's id.
+    pub id: i64,
+    /// The first characters of its digest ([`crate::auth::key_fingerprint`]).
+    pub fingerprint: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last verified by an API or stream process (to within
+    /// [`KEY_USE_PRECISION`]), if ever.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// What revoking a key ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedKey {
+    /// The revoked key's fingerprint.
+    pub fingerprint: String,
+    /// How many sessions made from it ended with it.
+    pub sessions: u64,
+}
+
+/// A key's last use is written at most once per this time: recording it
+/// costs one write per key and minute, not one per request.
+pub const KEY_USE_PRECISION: Duration = Duration::from_secs(60);
+
 /// Which namespaces a read may see: all (administration, workers) or a
 /// caller's set (API requests).
 #[derive(Debug, Clone, Copy)]
@@ -405,13 +448,46 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a user up.
     async fn get_user(&self, name: &str) -> Result<Option<User>>;
 
-    /// Stores an API key digest for an existing user (`Error::NotFound` otherwise).
-    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()>;
+    /// Stores an API key digest for an existing user (`Error::NotFound`
+    /// otherwise) and returns the key's id. Ids are never reused.
+    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<i64>;
 
-    /// The user and their key digests, for authentication. Does the same
-    /// work for an unknown user as for a known one, so that the time of an
-    /// answer does not tell whether a user name exists.
-    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>>;
+    /// The user and their keys (oldest first), for authentication. Does the
+    /// same work for an unknown user as for a known one, so that the time of
+    /// an answer does not tell whether a user name exists.
+    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<StoredKey>)>>;
+
+    /// A user's keys, oldest first, as listings show them. `Error::NotFound`
+    /// when there is no such user.
+    async fn api_keys(&self, user: &str) -> Result<Vec<ApiKeyInfo>>;
+
+    /// Records that key `id` was just verified; written only when the
+    /// recorded use is older than [`KEY_USE_PRECISION`].
+    async fn record_key_use(&self, id: i64) -> Result<()>;
+
+    /// Revokes key `id` of `user`: deletes it and every session made from
+    /// it, and advances the [credential revision](Store::credential_revision),
+    /// in one transaction. `Error::NotFound` when the user has no such key.
+    async fn revoke_api_key(&self, user: &str, id: i64) -> Result<RevokedKey>;
+
+    /// A number that grows whenever a key is revoked or a session deleted,
+    /// so that a process which cannot be told (see the API's
+    /// `revocation` module) notices by reading it.
+    async fn credential_revision(&self) -> Result<i64>;
+
+    // --- sessions --------------------------------------------------------
+
+    /// Stores a session. `Error::NotFound` when its user or key is gone
+    /// (a key revoked meanwhile).
+    async fn create_session(&self, session: &NewSession) -> Result<()>;
+
+    /// The live session with this digest: `None` when there is none or it
+    /// has expired (an expired one is deleted).
+    async fn session(&self, digest: &str) -> Result<Option<Session>>;
+
+    /// Deletes a session (logout) and advances the credential revision.
+    /// Returns whose it was, `None` when there was none.
+    async fn delete_session(&self, digest: &str) -> Result<Option<String>>;
 
     // --- objects ---------------------------------------------------------
 
@@ -626,8 +702,8 @@ pub trait Store: Send + Sync + 'static {
     /// their own newest `max_system_log`, so one tenant's volume never
     /// evicts another's history),
     /// and finished actions (with their log lines and outbox rows) that ended
-    /// before `older_than`. **Invariant:** nothing of an unfinished action is
-    /// ever deleted.
+    /// before `older_than`; and every expired session. **Invariant:** nothing
+    /// of an unfinished action is ever deleted.
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned>;
     // --- hand-back -------------------------------------------------------
 

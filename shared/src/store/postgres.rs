@@ -49,10 +49,12 @@ use super::{
     lookups_of, ActionFilter, Claim, EventPoll, Finish, LeaseToken, ObjectFilter, OutboxEntry, Page,
     PolledEvent, Reaped, ResolvedBatch, Scope, Store, Submission, Submitted, Transitioned, User,
 };
+use super::{ApiKeyInfo, RevokedKey, StoredKey, KEY_USE_PRECISION};
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
+use crate::session::{NewSession, Session};
 use crate::state::{ActionState, IllegalTransition};
 use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use crate::{Error, Result};
@@ -1094,31 +1096,177 @@ impl Store for PgStore {
         }))
     }
 
-    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<()> {
-        sqlx::query("INSERT INTO api_keys (user_name, key_digest) VALUES ($1, $2)")
-            .bind(user)
-            .bind(key_digest)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                rows::not_found_if_dangling(
-                    e,
-                    || format!("user {user}"),
-                    || "API key already exists".to_string(),
-                )
-            })?;
-        Ok(())
+    async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<i64> {
+        let id =
+            sqlx::query_scalar("INSERT INTO api_keys (user_name, key_digest) VALUES ($1, $2) RETURNING id")
+                .bind(user)
+                .bind(key_digest)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    rows::not_found_if_dangling(
+                        e,
+                        || format!("user {user}"),
+                        || "API key already exists".to_string(),
+                    )
+                })?;
+        Ok(id)
     }
 
-    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<String>)>> {
+    async fn credentials(&self, user: &str) -> Result<Option<(User, Vec<StoredKey>)>> {
         // Both statements whether or not the user exists: an unknown name
         // costs the same as a known one (see the trait's docs).
         let found = self.get_user(user).await?;
-        let digests = sqlx::query_scalar("SELECT key_digest FROM api_keys WHERE user_name = $1 ORDER BY id")
+        let keys = sqlx::query("SELECT id, key_digest FROM api_keys WHERE user_name = $1 ORDER BY id")
             .bind(user)
             .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::stored_key_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(found.map(|u| (u, keys)))
+    }
+
+    async fn api_keys(&self, user: &str) -> Result<Vec<ApiKeyInfo>> {
+        if self.get_user(user).await?.is_none() {
+            return Err(Error::NotFound(format!("user {user}")));
+        }
+        sqlx::query(
+            "SELECT id, key_digest, created_at, last_used_at FROM api_keys \
+             WHERE user_name = $1 ORDER BY id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::api_key_from_row)
+        .collect()
+    }
+
+    async fn record_key_use(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = $1 \
+               AND (last_used_at IS NULL OR last_used_at < now() - $2 * interval '1 microsecond')",
+        )
+        .bind(id)
+        .bind(rows::duration_micros(KEY_USE_PRECISION))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, user: &str, id: i64) -> Result<RevokedKey> {
+        let mut tx = self.pool.begin().await?;
+        // The key row first: it locks the key, so no session made from it
+        // can be inserted between the two deletes.
+        let digest: Option<String> =
+            sqlx::query_scalar("SELECT key_digest FROM api_keys WHERE id = $1 AND user_name = $2 FOR UPDATE")
+                .bind(id)
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(digest) = digest else {
+            return Err(Error::NotFound(format!("API key {id} of user {user}")));
+        };
+        let sessions = sqlx::query("DELETE FROM sessions WHERE key_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
             .await?;
-        Ok(found.map(|u| (u, digests)))
+        sqlx::query("UPDATE credential_revision SET revision = revision + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RevokedKey {
+            fingerprint: crate::auth::key_fingerprint(&digest),
+            sessions,
+        })
+    }
+
+    async fn credential_revision(&self) -> Result<i64> {
+        let revision = sqlx::query_scalar("SELECT revision FROM credential_revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(revision)
+    }
+
+    // --- sessions --------------------------------------------------------
+
+    async fn create_session(&self, session: &NewSession) -> Result<()> {
+        // FOR KEY SHARE: a revocation under way (which holds the key row
+        // FOR UPDATE) finishes first, and then there is no key to select.
+        let done = sqlx::query(
+            "INSERT INTO sessions (digest, user_name, key_id, expires_at) \
+             SELECT $1, $2, id, $4 FROM api_keys WHERE id = $3 AND user_name = $2 FOR KEY SHARE",
+        )
+        .bind(&session.digest)
+        .bind(&session.user)
+        .bind(session.key_id)
+        .bind(session.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            rows::not_found_if_dangling(
+                e,
+                || format!("API key {} of user {}", session.key_id, session.user),
+                || "session already exists".to_string(),
+            )
+        })?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "API key {} of user {}",
+                session.key_id, session.user
+            )));
+        }
+        Ok(())
+    }
+
+    async fn session(&self, digest: &str) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT user_name, key_id, expires_at, expires_at <= now() AS expired \
+             FROM sessions WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if row.flag("expired")? {
+            sqlx::query("DELETE FROM sessions WHERE digest = $1")
+                .bind(digest)
+                .execute(&self.pool)
+                .await?;
+            return Ok(None);
+        }
+        let key_id = row.int("key_id")?;
+        let expires_at = row.time("expires_at")?;
+        let user = self.get_user(&row.text("user_name")?).await?;
+        Ok(user.map(|user| Session {
+            user,
+            key_id,
+            expires_at,
+        }))
+    }
+
+    async fn delete_session(&self, digest: &str) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let user: Option<String> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE digest = $1 RETURNING user_name")
+                .bind(digest)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if user.is_some() {
+            sqlx::query("UPDATE credential_revision SET revision = revision + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(user)
     }
 
     // --- objects ---------------------------------------------------------
@@ -1817,11 +1965,16 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= now()")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(Pruned {
             system_log,
             actions,
             events,
+            sessions,
         })
     }
 

@@ -415,6 +415,25 @@ pub(crate) fn system_log_from_row(row: &impl RowExt) -> Result<crate::syslog::Sy
     })
 }
 
+/// A key as authentication compares it (`id`, `key_digest`).
+pub(crate) fn stored_key_from_row(row: &impl RowExt) -> Result<super::StoredKey> {
+    Ok(super::StoredKey {
+        id: row.int("id")?,
+        digest: row.text("key_digest")?,
+    })
+}
+
+/// A key as listings show it (`id`, `key_digest`, `created_at`,
+/// `last_used_at`): its digest is cut to a fingerprint here.
+pub(crate) fn api_key_from_row(row: &impl RowExt) -> Result<super::ApiKeyInfo> {
+    Ok(super::ApiKeyInfo {
+        id: row.int("id")?,
+        fingerprint: crate::auth::key_fingerprint(&row.text("key_digest")?),
+        created_at: row.time("created_at")?,
+        last_used_at: row.opt_time("last_used_at")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
