@@ -8,7 +8,7 @@ use std::sync::Arc;
 use stevedore_api::client_addr::TrustedProxies;
 use stevedore_api::geoip::GeoIp;
 use stevedore_api::origin::OriginPolicy;
-use stevedore_api::ApiState;
+use stevedore_api::{ApiParts, ApiState};
 use stevedore_shared::auth::{generate_api_key, hash_api_key, valid_name};
 use stevedore_shared::broker::amqp::AmqpBroker;
 use stevedore_shared::broker::memory::MemoryBroker;
@@ -275,13 +275,14 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let limits = a.http.resolve(&file)?;
-    let state = ApiState {
+    let state: ApiState = ApiParts {
         proxies: Arc::new(proxies),
         origins: Arc::new(origins),
         geoip: open_geoip(a.geoip_database, &file)?,
-        ..ApiState::with_limits(dispatcher, ops, limits.clone())
+        ..ApiParts::with_limits(dispatcher, ops, limits.clone())
     }
-    .with_auth_settings(&file.auth);
+    .with_auth_settings(&file.auth)
+    .into();
     stevedore_api::revocation::spawn_listener(&state, shutdown.clone());
     let app = with_stream(state, &shutdown);
 
@@ -334,13 +335,14 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let limits = a.http.resolve(&file)?;
-    let state = ApiState {
+    let state: ApiState = ApiParts {
         proxies: Arc::new(proxies),
         origins: Arc::new(origins),
         geoip: open_geoip(a.geoip_database, &file)?,
-        ..ApiState::with_limits(dispatcher, ops, limits.clone())
+        ..ApiParts::with_limits(dispatcher, ops, limits.clone())
     }
-    .with_auth_settings(&file.auth);
+    .with_auth_settings(&file.auth)
+    .into();
     // The hub also wakes the QNAP long-poll waiters, so it runs with or
     // without the websocket routes.
     state
@@ -508,13 +510,14 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let (listener, url) = bind(&listen).await?;
     let limits = a.http.resolve(&file)?;
-    let state = ApiState {
+    let state: ApiState = ApiParts {
         proxies: Arc::new(proxies),
         origins: Arc::new(origins),
         geoip: None,
-        ..ApiState::with_limits(Dispatcher::new(store, broker), ops, limits.clone())
+        ..ApiParts::with_limits(Dispatcher::new(store, broker), ops, limits.clone())
     }
-    .with_auth_settings(&file.auth);
+    .with_auth_settings(&file.auth)
+    .into();
     stevedore_api::revocation::spawn_listener(&state, shutdown.clone());
     let app = stevedore_api::stream::standalone_router(state, &shutdown);
     println!("Stevedore stream listening on {url}");

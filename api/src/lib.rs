@@ -53,9 +53,36 @@ use stevedore_shared::shutdown::Shutdown;
 /// Largest request body accepted (bodies are operation parameters, not uploads).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Shared state of every handler.
+/// Shared state of every handler: [`ApiParts`] behind one `Arc`, so that
+/// the clone every extractor and middleware makes of it is one reference
+/// count, not one per part. Read the parts through `Deref`
+/// (`state.dispatcher`).
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiParts>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiParts;
+    fn deref(&self) -> &ApiParts {
+        &self.0
+    }
+}
+
+impl From<ApiParts> for ApiState {
+    fn from(parts: ApiParts) -> Self {
+        ApiState(Arc::new(parts))
+    }
+}
+
+impl ApiState {
+    /// [`ApiParts::new`], shared.
+    pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>) -> Self {
+        ApiParts::new(dispatcher, ops).into()
+    }
+}
+
+/// What every handler shares; built once per process, then frozen in an
+/// [`ApiState`].
+pub struct ApiParts {
     /// Store + broker.
     pub dispatcher: Dispatcher,
     /// Operations and object types.
@@ -94,7 +121,7 @@ pub struct ApiState {
     pub auth_failures: auth_failures::FailureLog,
 }
 
-impl ApiState {
+impl ApiParts {
     /// A state with no proxy trust, no GeoIP, an unfed hub, the default
     /// `[http]` limits and the default `[auth]` limits. Must be called
     /// within a Tokio runtime.
@@ -104,7 +131,7 @@ impl ApiState {
 
     /// [`ApiState::new`] with the given `[http]` limits.
     pub fn with_limits(dispatcher: Dispatcher, ops: Arc<Operations>, limits: HttpSettings) -> Self {
-        ApiState {
+        ApiParts {
             ops,
             proxies: Arc::default(),
             origins: Arc::default(),
@@ -131,7 +158,7 @@ impl ApiState {
     /// credential cache of `settings` (call it before anything holds the
     /// cache, such as [`revocation::spawn_listener`]).
     pub fn with_auth_settings(self, settings: &AuthSettings) -> Self {
-        ApiState {
+        ApiParts {
             session_ttl: settings.session_ttl,
             credentials: credential_cache::CredentialCache::new(settings.credential_cache_ttl),
             auth_limit: Arc::new(auth_limit::AuthLimiter::new(settings)),

@@ -62,13 +62,10 @@ impl App {
             let key = generate_api_key();
             store.add_api_key("fuzz", &hash_api_key(&key)).await.unwrap();
             let ops = FileConfig::parse(EXAMPLE_CONFIG).unwrap().operations().unwrap();
-            let state = ApiState {
-                geoip: None,
-                ..ApiState::new(
-                    Dispatcher::new(store.clone(), Arc::new(MemoryBroker::new())),
-                    Arc::new(ops),
-                )
-            };
+            let state = ApiState::new(
+                Dispatcher::new(store.clone(), Arc::new(MemoryBroker::new())),
+                Arc::new(ops),
+            );
             // Long-polls are woken by the hub, as in the real roles.
             state
                 .hub
