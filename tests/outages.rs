@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 use stevedore_shared::state::ActionState;
-use stevedore_shared::store::Scope;
+use stevedore_shared::store::{DynStore, Scope};
 use uuid::Uuid;
 
 // --- commands that fork, hang and flood --------------------------------------
@@ -81,8 +81,7 @@ async fn submit(d: &Deployment, service: &str, verb: &str) -> String {
     json["uuid"].as_str().unwrap().to_string()
 }
 
-async fn log_lines(d: &Deployment, uuid: &str) -> Vec<String> {
-    let store = d.store().await;
+async fn log_lines(store: &DynStore, uuid: &str) -> Vec<String> {
     store
         .logs(uuid.parse().unwrap(), None)
         .await
@@ -93,6 +92,7 @@ async fn log_lines(d: &Deployment, uuid: &str) -> Vec<String> {
 }
 
 async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Deployment) {
+    let store = d.store().await;
     let svc = service(d).await;
     // A command that starts a daemon: its exit status is the outcome, and
     // the service is free for the next action.
@@ -100,14 +100,14 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     let next = submit(d, &svc, "noop").await;
     d.wait_for_state(&daemon, &["Success"]).await;
     d.wait_for_state(&next, &["Success"]).await;
-    let lines = log_lines(d, &daemon).await;
+    let lines = log_lines(&store, &daemon).await;
     assert!(lines.iter().any(|l| l == "started"), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("SIGTERM")), "{lines:?}");
 
     // A child that left the process group does not keep the action open.
     let escape = submit(d, &svc, "escape").await;
     d.wait_for_state(&escape, &["Success"]).await;
-    let lines = log_lines(d, &escape).await;
+    let lines = log_lines(&store, &escape).await;
     assert!(
         lines.iter().any(|l| l.contains("no longer collected")),
         "{lines:?}"
@@ -116,7 +116,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     // The timeout holds even with an escaped child holding the pipes.
     let hang = submit(d, &svc, "hang").await;
     d.wait_for_state(&hang, &["Failed"]).await;
-    let lines = log_lines(d, &hang).await;
+    let lines = log_lines(&store, &hang).await;
     assert!(
         lines.iter().any(|l| l.contains("timed out after 2s")),
         "{lines:?}"
@@ -125,7 +125,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     // A cancel of a command with a child in the background ends Canceled.
     let wait = submit(d, &svc, "wait").await;
     let deadline = tokio::time::Instant::now() + common::SETTLE;
-    while !log_lines(d, &wait).await.iter().any(|l| l == "waiting") {
+    while !log_lines(&store, &wait).await.iter().any(|l| l == "waiting") {
         assert!(tokio::time::Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -143,7 +143,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     // was dropped.
     let flood = submit(d, &svc, "flood").await;
     d.wait_for_state(&flood, &["Success"]).await;
-    let lines = log_lines(d, &flood).await;
+    let lines = log_lines(&store, &flood).await;
     let stored: usize = lines
         .iter()
         .filter(|l| l.starts_with("line "))
@@ -318,9 +318,14 @@ async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
     );
     let runs = check_marks(&marks);
     assert!(runs.values().all(|n| *n == 1), "an action ran twice: {runs:?}");
+    let store = d.store().await;
     let mut republished = 0;
     for u in &accepted {
-        if log_lines(&d, u).await.iter().any(|l| l.contains("dead-lettered")) {
+        if log_lines(&store, u)
+            .await
+            .iter()
+            .any(|l| l.contains("dead-lettered"))
+        {
             republished += 1;
         }
     }

@@ -166,6 +166,14 @@ impl AmqpBroker {
         }
     }
 
+    /// Runs `op` (a one-off on a scratch channel) within the publish
+    /// timeout.
+    async fn within<T>(&self, what: &str, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.publish_timeout, op)
+            .await
+            .unwrap_or_else(|_| Err(self.timeout_error(what)))
+    }
+
     fn timeout_error(&self, what: &str) -> Error {
         Error::Broker(format!(
             "RabbitMQ did not take {what} within {} (publish_timeout)",
@@ -230,7 +238,7 @@ impl AmqpBroker {
         if self.is_blocked() {
             return Err(blocked_error("a queue depth query"));
         }
-        tokio::time::timeout(self.publish_timeout, async {
+        self.within("a queue depth query", async {
             let channel = self.scratch_channel().await?;
             let declared = channel
                 .queue_declare(
@@ -246,7 +254,6 @@ impl AmqpBroker {
             Ok(declared.message_count())
         })
         .await
-        .unwrap_or_else(|_| Err(self.timeout_error("a queue depth query")))
     }
 
     /// A fresh channel for one-off operations whose failure closes the channel
@@ -401,13 +408,12 @@ impl Broker for AmqpBroker {
         if self.is_blocked() {
             return Ok(());
         }
-        tokio::time::timeout(self.publish_timeout, async {
+        self.within("a ping", async {
             let channel = self.scratch_channel().await?;
             close_quietly(channel).await;
             Ok(())
         })
         .await
-        .unwrap_or_else(|_| Err(self.timeout_error("a ping")))
     }
 
     async fn publish_jobs(&self, jobs: &[JobMessage]) -> Result<()> {
