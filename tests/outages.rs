@@ -18,8 +18,9 @@ use uuid::Uuid;
 // --- commands that fork, hang and flood --------------------------------------
 
 /// Operations that start a daemon the way deploy scripts do, escape their
-/// process group, hang, and flood their output. The escaped `sleep`s are
-/// short: they outlive their action on purpose, and the test leaves them.
+/// process group, hang, and flood their output. The escaped `sleep`s outlive
+/// their action on purpose; they print `escaped <pid>`, and the test ends
+/// them ([`end_escaped`]).
 const COMMANDS_CONFIG: &str = r#"
 [worker]
 concurrency = 8
@@ -38,13 +39,13 @@ timeout = "60s"
 [[operation]]
 object = "service"
 verb = "escape"
-exec = ["sh", "-c", "setsid sleep 20 & sleep 0.5; echo started"]
+exec = ["sh", "-c", "setsid sh -c 'echo \"escaped $$\"; exec sleep 20' & sleep 0.5; echo started"]
 timeout = "60s"
 
 [[operation]]
 object = "service"
 verb = "hang"
-exec = ["sh", "-c", "setsid sleep 20 & sleep 0.5; sleep 600"]
+exec = ["sh", "-c", "setsid sh -c 'echo \"escaped $$\"; exec sleep 20' & sleep 0.5; sleep 600"]
 timeout = "2s"
 
 [[operation]]
@@ -91,6 +92,20 @@ async fn log_lines(store: &DynStore, uuid: &str) -> Vec<String> {
         .collect()
 }
 
+/// Kills the processes an action's command left outside its process group
+/// (its `escaped <pid>` lines), so the test leaves nothing running.
+fn end_escaped(lines: &[String]) -> usize {
+    let pids: Vec<i32> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("escaped ")?.trim().parse().ok())
+        .collect();
+    for &pid in &pids {
+        // SAFETY: kill(2) with a pid the command printed; no memory involved.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    pids.len()
+}
+
 async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Deployment) {
     let store = d.store().await;
     let svc = service(d).await;
@@ -108,6 +123,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     let escape = submit(d, &svc, "escape").await;
     d.wait_for_state(&escape, &["Success"]).await;
     let lines = log_lines(&store, &escape).await;
+    assert_eq!(end_escaped(&lines), 1, "{lines:?}");
     assert!(
         lines.iter().any(|l| l.contains("no longer collected")),
         "{lines:?}"
@@ -117,6 +133,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     let hang = submit(d, &svc, "hang").await;
     d.wait_for_state(&hang, &["Failed"]).await;
     let lines = log_lines(&store, &hang).await;
+    assert_eq!(end_escaped(&lines), 1, "{lines:?}");
     assert!(
         lines.iter().any(|l| l.contains("timed out after 2s")),
         "{lines:?}"
