@@ -555,7 +555,11 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        Self::parse(&text).map_err(|e| match e {
+            // Already a configuration error: name the file, not the kind twice.
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => Error::Config(format!("{}: {other}", path.display())),
+        })
     }
 
     /// Parses config text.
