@@ -93,7 +93,7 @@ impl From<stevedore_shared::Error> for ApiError {
                 tracing::error!(error = %e, "dependency failure");
                 ApiError::Unavailable("a backing service is unavailable; retry later".into())
             }
-            E::Migrate(_) | E::Config(_) => {
+            E::Migrate(_) | E::Config(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::Internal("internal error".into())
             }

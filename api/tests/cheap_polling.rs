@@ -15,16 +15,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stevedore_api::{router, ApiState};
-use stevedore_shared::action::{Action, NewAction};
+use stevedore_shared::action::Action;
 use stevedore_shared::auth::{generate_api_key, hash_api_key};
 use stevedore_shared::broker::memory::MemoryBroker;
 use stevedore_shared::config::{FileConfig, EXAMPLE_CONFIG};
 use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::event::{Event, EventKind};
+use stevedore_shared::event::Event;
 use stevedore_shared::logline::{LogLine, NewLogLine};
 use stevedore_shared::object::Object;
 use stevedore_shared::session::{NewSession, Session};
 use stevedore_shared::state::ActionState;
+use stevedore_shared::store::prelude::*;
 use stevedore_shared::store::*;
 use stevedore_shared::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use stevedore_shared::Result;
@@ -49,7 +50,7 @@ impl CountingStore {
 
 #[allow(unused_variables)]
 #[async_trait]
-impl Store for CountingStore {
+impl Database for CountingStore {
     async fn migrate(&self) -> Result<()> {
         self.count("migrate");
         self.inner.migrate().await
@@ -60,6 +61,14 @@ impl Store for CountingStore {
         self.inner.ping().await
     }
 
+    async fn begin_changes(&self) -> Result<Box<dyn stevedore_shared::lifecycle::Driver>> {
+        self.count("begin_changes");
+        self.inner.begin_changes().await
+    }
+}
+
+#[async_trait]
+impl Tenancy for CountingStore {
     async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User> {
         self.count("create_user");
         self.inner.create_user(name, namespaces).await
@@ -114,12 +123,10 @@ impl Store for CountingStore {
         self.count("delete_session");
         self.inner.delete_session(digest).await
     }
+}
 
-    async fn insert_object(&self, object: &Object) -> Result<Event> {
-        self.count("insert_object");
-        self.inner.insert_object(object).await
-    }
-
+#[async_trait]
+impl ObjectStore for CountingStore {
     async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
         self.count("get_object");
         self.inner.get_object(scope, uuid).await
@@ -145,27 +152,10 @@ impl Store for CountingStore {
         self.count("object_refs");
         self.inner.object_refs(scope, filter, limit).await
     }
+}
 
-    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
-        self.count("update_object");
-        self.inner.update_object(scope, object, kind).await
-    }
-
-    async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
-        self.count("submit_action");
-        self.inner.submit_action(new).await
-    }
-
-    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
-        self.count("submit_actions");
-        self.inner.submit_actions(batch).await
-    }
-
-    async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
-        self.count("submit_batch");
-        self.inner.submit_batch(batch).await
-    }
-
+#[async_trait]
+impl ActionStore for CountingStore {
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
         self.count("get_action");
         self.inner.get_action(scope, uuid).await
@@ -190,11 +180,6 @@ impl Store for CountingStore {
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()> {
         self.count("mark_outbox_sent");
         self.inner.mark_outbox_sent(ids).await
-    }
-
-    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>> {
-        self.count("claim_action");
-        self.inner.claim_action(uuid, owner, lease).await
     }
 
     async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>> {
@@ -227,25 +212,9 @@ impl Store for CountingStore {
         self.inner.logs_after(uuid, after, limit).await
     }
 
-    async fn transition(
-        &self,
-        scope: Scope<'_>,
-        uuid: Uuid,
-        to: ActionState,
-        token: Option<LeaseToken>,
-    ) -> Result<Transitioned> {
-        self.count("transition");
-        self.inner.transition(scope, uuid, to, token).await
-    }
-
-    async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
-        self.count("transition_many");
-        self.inner.transition_many(batch).await
-    }
-
-    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
-        self.count("reap_expired_leases");
-        self.inner.reap_expired_leases(max_claims, limit).await
+    async fn expired_leases(&self, limit: i64) -> Result<Vec<Uuid>> {
+        self.count("expired_leases");
+        self.inner.expired_leases(limit).await
     }
 
     async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
@@ -257,7 +226,10 @@ impl Store for CountingStore {
         self.count("redispatch_actions");
         self.inner.redispatch_actions(uuids).await
     }
+}
 
+#[async_trait]
+impl EventStore for CountingStore {
     async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>> {
         self.count("events_after");
         self.inner.events_after(scope, after, limit).await
@@ -272,7 +244,10 @@ impl Store for CountingStore {
         self.count("last_event_seq");
         self.inner.last_event_seq().await
     }
+}
 
+#[async_trait]
+impl SystemLogStore for CountingStore {
     async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()> {
         self.count("append_system_log");
         self.inner.append_system_log(entries).await
@@ -288,15 +263,13 @@ impl Store for CountingStore {
         self.count("system_log");
         self.inner.system_log(scope, filter, limit, offset).await
     }
+}
 
+#[async_trait]
+impl Retention for CountingStore {
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned> {
         self.count("prune");
         self.inner.prune(older_than, max_system_log).await
-    }
-
-    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
-        self.count("release_lease");
-        self.inner.release_lease(uuid, token).await
     }
 }
 

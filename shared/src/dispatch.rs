@@ -11,13 +11,15 @@
 //! **Invariant:** a job is published only after its action is committed, and an
 //! outbox row is marked sent only after the broker confirmed its job.
 
-use crate::action::NewAction;
+use crate::action::{Action, NewAction};
 use crate::broker::DynBroker;
 use crate::event::Event;
 use crate::group_commit::{GroupCommit, Lanes};
 use crate::health::Health;
-use crate::messages::{JobMessage, Update};
+use crate::lifecycle::engine::ObjectChanged;
+use crate::messages::{Control, JobMessage, Update};
 use crate::shutdown::Shutdown;
+use crate::state::ActionState;
 use crate::store::{DynStore, ObjectLookup, Submission, Submitted, Transitioned};
 use crate::Result;
 use std::sync::{Arc, Mutex};
@@ -79,45 +81,44 @@ impl Dispatcher {
         self.store.mark_outbox_sent(&ids).await
     }
 
-    /// Publishes a submission's events and, if it was dispatched, its job. A
-    /// failed publish is logged and left to the relay: the action is committed.
-    pub async fn after_submit(&self, s: &Submitted) {
-        self.after_submits(&[s]).await;
-    }
-
-    /// [`Dispatcher::after_submit`] for several submissions: their events,
-    /// then all their jobs in one publish with pipelined confirms.
-    pub async fn after_submits(&self, done: &[&Submitted]) {
-        let confirmed = self.publish_submits(done).await;
+    /// Publishes what committed changes recorded — their events, then their
+    /// jobs (with confirms), then the cancel messages of actions that became
+    /// Canceling — and marks the confirmed outbox rows sent. The one method
+    /// every caller publishes a change through; best effort: a failed
+    /// publish is logged and left to the relay (the change is committed).
+    pub async fn publish<C: Committed>(&self, done: &[&C]) {
+        self.publish_events_of(done).await;
+        let confirmed = self.publish_jobs_of(done).await;
         self.mark_sent(&confirmed).await;
-    }
-
-    /// The publishing half of [`Dispatcher::after_submits`]: events, then
-    /// the jobs with confirms. Returns the outbox rows whose jobs the broker
-    /// confirmed, for [`Dispatcher::mark_sent`]; a failed publish is logged
-    /// and left to the relay.
-    pub async fn publish_submits(&self, done: &[&Submitted]) -> Vec<i64> {
-        self.publish_submit_events(done).await;
-        self.publish_jobs_of(done).await
-    }
-
-    /// Counts submissions and publishes their events as one update.
-    pub async fn publish_submit_events(&self, done: &[&Submitted]) {
-        for s in done {
-            count_action(&s.action);
+        for action in done.iter().flat_map(|c| c.cancels()) {
+            if let Err(e) = self.broker.publish_control(&Control::Cancel { action }).await {
+                tracing::warn!(action = %action, error = %e, "cancel message not published");
+            }
         }
-        let events: Vec<Event> = done.iter().map(|s| s.event.clone()).collect();
+    }
+
+    /// The first phase of [`Dispatcher::publish`], for the group commits
+    /// that publish a batch's events while it holds its slot (so with one
+    /// lane they go out in commit order): counts the changed actions and
+    /// publishes all the events in `seq` order, as one update.
+    pub async fn publish_events_of<C: Committed>(&self, done: &[&C]) {
+        let mut events: Vec<Event> = Vec::new();
+        for c in done {
+            for action in c.actions() {
+                count_action(action);
+            }
+            events.extend(c.events().into_iter().cloned());
+        }
+        events.sort_by_key(|e| e.seq);
         self.publish_events(&events).await;
     }
 
-    /// Publishes the jobs of the dispatched submissions in `done` with
-    /// confirms; returns the outbox rows the broker confirmed (none when the
-    /// publish failed: that is logged and left to the relay).
-    pub async fn publish_jobs_of(&self, done: &[&Submitted]) -> Vec<i64> {
-        let rows: Vec<(i64, Uuid)> = done
-            .iter()
-            .filter_map(|s| s.outbox_id.map(|id| (id, s.action.uuid)))
-            .collect();
+    /// The second phase of [`Dispatcher::publish`]: the jobs of the actions
+    /// `done` dispatched, with confirms. Returns the outbox rows the broker
+    /// confirmed, for [`Dispatcher::mark_sent`] (none when the publish
+    /// failed: that is logged and left to the relay).
+    pub async fn publish_jobs_of<C: Committed>(&self, done: &[&C]) -> Vec<i64> {
+        let rows: Vec<(i64, Uuid)> = done.iter().flat_map(|c| c.jobs()).collect();
         if rows.is_empty() {
             return Vec::new();
         }
@@ -176,43 +177,6 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes a transition's events, and the job of any action it promoted.
-    pub async fn after_transition(&self, t: &Transitioned) {
-        self.after_transitions(&[t]).await;
-    }
-
-    /// [`Dispatcher::after_transition`] for transitions committed together:
-    /// [`Dispatcher::publish_transition_events`], then
-    /// [`Dispatcher::publish_promoted`].
-    pub async fn after_transitions(&self, done: &[&Transitioned]) {
-        self.publish_transition_events(done).await;
-        self.publish_promoted(done).await;
-    }
-
-    /// Publishes all the events of transitions committed together (the
-    /// promotions' included) in `seq` order, as one update.
-    pub async fn publish_transition_events(&self, done: &[&Transitioned]) {
-        let changes = done.iter().flat_map(|t| {
-            std::iter::once((&t.action, &t.event)).chain(t.promoted.as_ref().map(|p| (&p.action, &p.event)))
-        });
-        let mut events: Vec<Event> = changes
-            .map(|(action, event)| {
-                count_action(action);
-                event.clone()
-            })
-            .collect();
-        events.sort_by_key(|e| e.seq);
-        self.publish_events(&events).await;
-    }
-
-    /// Publishes the jobs of the actions that transitions promoted, with
-    /// confirms, and marks their outbox rows sent.
-    pub async fn publish_promoted(&self, done: &[&Transitioned]) {
-        let promoted: Vec<&Submitted> = done.iter().filter_map(|t| t.promoted.as_ref()).collect();
-        let confirmed = self.publish_jobs_of(&promoted).await;
-        self.mark_sent(&confirmed).await;
-    }
-
     /// Publishes events as updates (best effort: the events are stored, and
     /// stream clients can resume from the store): one event alone, several
     /// as [`Update::Events`] of at most [`MAX_EVENTS_PER_UPDATE`].
@@ -231,9 +195,72 @@ impl Dispatcher {
     }
 }
 
+/// A committed change, as the dispatcher publishes it ([`Dispatcher::publish`]).
+pub trait Committed: Sync {
+    /// The events it recorded.
+    fn events(&self) -> Vec<&Event>;
+    /// The actions whose state it recorded (counted in the metrics).
+    fn actions(&self) -> Vec<&Action>;
+    /// The outbox rows `(id, action)` of the jobs it dispatched.
+    fn jobs(&self) -> Vec<(i64, Uuid)>;
+    /// The actions whose worker must be told to stop (they became Canceling).
+    fn cancels(&self) -> Vec<Uuid> {
+        Vec::new()
+    }
+}
+
+impl Committed for Submitted {
+    fn events(&self) -> Vec<&Event> {
+        vec![&self.event]
+    }
+    fn actions(&self) -> Vec<&Action> {
+        vec![&self.action]
+    }
+    fn jobs(&self) -> Vec<(i64, Uuid)> {
+        self.outbox_id
+            .map(|id| (id, self.action.uuid))
+            .into_iter()
+            .collect()
+    }
+}
+
+impl Committed for Transitioned {
+    fn events(&self) -> Vec<&Event> {
+        std::iter::once(&self.event)
+            .chain(self.promoted.as_ref().map(|p| &p.event))
+            .collect()
+    }
+    fn actions(&self) -> Vec<&Action> {
+        std::iter::once(&self.action)
+            .chain(self.promoted.as_ref().map(|p| &p.action))
+            .collect()
+    }
+    fn jobs(&self) -> Vec<(i64, Uuid)> {
+        self.promoted.as_ref().map(|p| p.jobs()).unwrap_or_default()
+    }
+    fn cancels(&self) -> Vec<Uuid> {
+        (self.action.state == ActionState::Canceling)
+            .then_some(self.action.uuid)
+            .into_iter()
+            .collect()
+    }
+}
+
+impl Committed for ObjectChanged {
+    fn events(&self) -> Vec<&Event> {
+        vec![&self.event, &self.action.event]
+    }
+    fn actions(&self) -> Vec<&Action> {
+        vec![&self.action.action]
+    }
+    fn jobs(&self) -> Vec<(i64, Uuid)> {
+        self.action.jobs()
+    }
+}
+
 /// Counts a recorded state change in `stevedore_actions_total{state,action}`
 /// (`action` is the operation's name, e.g. "Service Start": bounded by the config).
-fn count_action(action: &crate::action::Action) {
+fn count_action(action: &Action) {
     metrics::counter!(
         ACTIONS_TOTAL,
         "state" => action.state.as_str(),
@@ -393,7 +420,7 @@ impl SubmitBatcher {
 
     /// Records an action (in some batch), publishes its job and events, and
     /// returns it. A failed publish is left to the outbox relay, as with
-    /// [`Dispatcher::after_submit`].
+    /// [`Dispatcher::publish`].
     pub async fn submit(&self, new: NewAction) -> Result<Submitted> {
         self.send(Submission {
             action: new,
@@ -461,7 +488,7 @@ async fn commit_submissions(dispatcher: Dispatcher, batch: Vec<SubmitRequest>) {
     // they go out in commit order; the jobs (which wait for confirms) and
     // the answers on their own task, while the next batch commits.
     let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    dispatcher.publish_submit_events(&done).await;
+    dispatcher.publish_events_of(&done).await;
     tokio::spawn(async move {
         let done: Vec<&Submitted> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         let publishing = Instant::now();

@@ -14,9 +14,12 @@ pub enum Error {
     /// A uniqueness or other conflict.
     #[error("{0}")]
     Conflict(String),
-    /// Invalid input.
+    /// Invalid input: the client's mistake.
     #[error("{0}")]
     Invalid(String),
+    /// An internal fault (a bug, or corrupt data): never the client's.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -28,6 +28,7 @@ pub mod error;
 pub mod event;
 pub mod group_commit;
 pub mod health;
+pub mod lifecycle;
 pub mod logline;
 pub mod messages;
 pub mod object;

@@ -51,7 +51,7 @@ async fn an_action_nobody_claimed_is_published_again(store: DynStore, broker: Dy
     broker.declare().await.unwrap();
     let dispatcher = Dispatcher::new(store.clone(), broker.clone());
     let submitted = store.submit_action(new_action(Uuid::new_v4())).await.unwrap();
-    dispatcher.after_submit(&submitted).await;
+    dispatcher.publish(&[&submitted]).await;
     let mut jobs = broker.consume_jobs(10).await.unwrap();
     // The broker "loses" the confirmed message: consumed and acked, never claimed.
     let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
@@ -86,7 +86,7 @@ async fn a_backlog_is_not_multiplied_by_the_relay(store: DynStore, broker: DynBr
     let mut uuids = Vec::new();
     for _ in 0..5 {
         let s = store.submit_action(new_action(Uuid::new_v4())).await.unwrap();
-        dispatcher.after_submit(&s).await;
+        dispatcher.publish(&[&s]).await;
         uuids.push(s.action.uuid);
     }
     wait_until_all_sent(&store).await;

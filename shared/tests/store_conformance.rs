@@ -8,10 +8,11 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use stevedore_shared::store::prelude::*;
 
 use stevedore_shared::store::postgres::PgStore;
 use stevedore_shared::store::sqlite::SqliteStore;
-use stevedore_shared::store::{DynStore, Store};
+use stevedore_shared::store::DynStore;
 use stevedore_shared::testing::TestDatabase;
 
 /// A migrated store and whatever must outlive it (its database or directory).
@@ -47,6 +48,8 @@ mod cases {
     use std::time::Duration;
     use stevedore_shared::action::{action_uri, NewAction};
     use stevedore_shared::event::EventKind;
+    use stevedore_shared::lifecycle::engine::{ObjectChanged, ObjectRequest};
+    use stevedore_shared::lifecycle::{ObjectChange, ObjectPatch};
     use stevedore_shared::logline::{NewLogLine, StreamType};
     use stevedore_shared::object::Object;
     use stevedore_shared::state::{ActionState, IllegalTransition};
@@ -1136,7 +1139,7 @@ mod cases {
             ("stack", EventKind::Create)
         );
         assert!(created.seq > 0);
-        let mut svc = Object {
+        let svc = Object {
             parents: vec![stack.resource_uri.clone()],
             ..object("acme")
         };
@@ -1166,9 +1169,11 @@ mod cases {
             svc.uuid
         );
 
-        svc.name = "api".into();
-        svc.attributes = serde_json::json!({"image": "caddy"});
-        let ev = store.update_object(scope, &svc, EventKind::Update).await.unwrap();
+        let patch = ObjectChange::Update(ObjectPatch {
+            name: Some("api".into()),
+            attributes: vec![("image".into(), Some("caddy".into()))],
+        });
+        let ev = change(store, &acme, &svc, patch).await.unwrap().event;
         assert_eq!(
             (ev.action, ev.uuid.clone()),
             (EventKind::Update, svc.uuid.to_string())
@@ -1179,9 +1184,7 @@ mod cases {
             ("api", Some("caddy"))
         );
 
-        svc.deleted_at = Some(Utc::now().trunc_subsecs(6));
-        svc.state = "Terminated".into();
-        store.update_object(scope, &svc, EventKind::Delete).await.unwrap();
+        change(store, &acme, &svc, ObjectChange::Terminate).await.unwrap();
         let f = ObjectFilter {
             object_type: Some("service".into()),
             ..Default::default()
@@ -1194,8 +1197,138 @@ mod cases {
         assert_eq!(store.list_objects(scope, &f, 10, 0).await.unwrap().total, 1);
 
         let evil = ["evil".to_string()];
+        let live = object("acme");
+        store.insert_object(&live).await.unwrap();
+        let err = change(store, &evil, &live, ObjectChange::Terminate)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    /// An object change with the action that records it, as the API makes
+    /// it: visible in `namespaces`, the action recorded as Success.
+    async fn change(
+        store: &dyn Store,
+        namespaces: &[String],
+        object: &Object,
+        change: ObjectChange,
+    ) -> Result<ObjectChanged, Error> {
+        let mut action = new_action(&object.namespace, object.uuid);
+        action.verb = change.verb().to_string();
+        action.completed = Some(Success);
+        store
+            .change_object(ObjectRequest {
+                uuid: object.uuid,
+                object_type: object.object_type.clone(),
+                lookup: ObjectLookup {
+                    visible: Some(namespaces.to_vec()),
+                    namespace: None,
+                },
+                change,
+                action,
+            })
+            .await
+    }
+
+    pub async fn an_object_change_records_its_event_log_entry_and_action_together(store: &dyn Store) {
+        let acme = ["acme".to_string()];
+        let svc = object("acme");
+        let created = change(store, &acme, &svc, ObjectChange::Create(svc.clone()))
+            .await
+            .unwrap();
+        assert_eq!(created.object.uuid, svc.uuid);
+        assert_eq!(
+            (created.event.action, created.event.uuid.clone()),
+            (EventKind::Create, svc.uuid.to_string())
+        );
+        assert_eq!(created.action.action.object_uuid, svc.uuid);
+        assert_eq!(created.action.action.state, Success);
+        assert!(
+            created.action.event.seq > created.event.seq,
+            "the object's event comes first"
+        );
+        let events = store.events_after(Scope::All, 0, 10).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [created.event.seq, created.action.event.seq]
+        );
+        let log = store
+            .system_log(Scope::All, &Default::default(), 10, 0)
+            .await
+            .unwrap();
+        assert!(
+            log.iter()
+                .any(|e| e.message.contains(&format!("(service {}) created", svc.uuid))),
+            "{log:?}"
+        );
+        // A uuid that exists: nothing is written, not even the action.
+        let again = change(store, &acme, &svc, ObjectChange::Create(svc.clone())).await;
+        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+        assert_eq!(store.events_after(Scope::All, 0, 10).await.unwrap().len(), 2);
+    }
+
+    pub async fn a_terminated_object_is_never_changed_again(store: &dyn Store) {
+        let acme = ["acme".to_string()];
+        let svc = object("acme");
+        store.insert_object(&svc).await.unwrap();
+        let patch = || {
+            ObjectChange::Update(ObjectPatch {
+                name: Some("revived".into()),
+                attributes: vec![],
+            })
+        };
+        // A PATCH racing a DELETE, many times over: whichever commits
+        // first, the object ends terminated, and a PATCH after the DELETE
+        // is refused without writing anything.
+        for _ in 0..10 {
+            let o = object("acme");
+            store.insert_object(&o).await.unwrap();
+            let (patched, deleted) = futures::join!(
+                change(store, &acme, &o, patch()),
+                change(store, &acme, &o, ObjectChange::Terminate)
+            );
+            deleted.unwrap();
+            let got = store.get_object(Scope::All, o.uuid).await.unwrap().unwrap();
+            assert_eq!(got.state, "Terminated", "patched: {patched:?}");
+            assert!(got.deleted_at.is_some());
+        }
+        change(store, &acme, &svc, ObjectChange::Terminate).await.unwrap();
+        let before = store.events_after(Scope::All, 0, 1000).await.unwrap().len();
+        let err = change(store, &acme, &svc, patch()).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("terminated")),
+            "{err:?}"
+        );
+        let err = change(store, &acme, &svc, ObjectChange::Terminate)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("already terminated")),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.events_after(Scope::All, 0, 1000).await.unwrap().len(),
+            before
+        );
+        let got = store.get_object(Scope::All, svc.uuid).await.unwrap().unwrap();
+        assert_eq!(got.name, svc.name);
+    }
+
+    pub async fn cancel_moves_by_the_lifecycle_rule(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let running = store.submit_action(new_action("acme", object)).await.unwrap();
+        let waiting = store.submit_action(new_action("acme", object)).await.unwrap();
+        assert_eq!(waiting.action.state, Pending);
+        let t = store.cancel(Scope::All, waiting.action.uuid).await.unwrap();
+        assert_eq!(t.action.state, Canceled);
+        assert!(t.promoted.is_none(), "the object is still busy");
+        let t = store.cancel(Scope::All, running.action.uuid).await.unwrap();
+        assert_eq!(t.action.state, Canceling);
+        let err = store.cancel(Scope::All, running.action.uuid).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        let evil = ["evil".to_string()];
         let err = store
-            .update_object(Scope::Namespaces(&evil), &svc, EventKind::Update)
+            .cancel(Scope::Namespaces(&evil), running.action.uuid)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::NotFound(_)), "{err:?}");
@@ -1732,11 +1865,11 @@ mod cases {
         for o in [&mine, &theirs, &gone] {
             store.insert_object(o).await.unwrap();
         }
-        gone.deleted_at = Some(Utc::now().trunc_subsecs(6));
-        store
-            .update_object(Scope::All, &gone, EventKind::Delete)
+        let all = ["acme".to_string(), "globex".to_string()];
+        gone = change(store, &all, &gone, ObjectChange::Terminate)
             .await
-            .unwrap();
+            .unwrap()
+            .object;
         let acme = ObjectLookup {
             visible: Some(vec!["acme".to_string()]),
             namespace: None,
@@ -1917,6 +2050,9 @@ macro_rules! conformance {
                 a_batch_of_final_writes_is_fenced_per_action,
                 heartbeat_reports_a_cancel_under_way,
                 releasing_a_lease_hands_the_action_back_at_once,
+                an_object_change_records_its_event_log_entry_and_action_together,
+                a_terminated_object_is_never_changed_again,
+                cancel_moves_by_the_lifecycle_rule,
             );
         }
     };

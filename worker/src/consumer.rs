@@ -240,11 +240,11 @@ async fn reaper_loop(dispatcher: Dispatcher, settings: WorkerSettings, shutdown:
                 crate::count_lease_expiries(reaped.requeued.len(), reaped.failed.len());
                 for s in &reaped.requeued {
                     tracing::warn!(action = %s.action.uuid, "lease expired; re-queued");
-                    dispatcher.after_submit(s).await;
+                    dispatcher.publish(&[s]).await;
                 }
                 for t in &reaped.failed {
                     tracing::warn!(action = %t.action.uuid, "lease expired too often; failed");
-                    dispatcher.after_transition(t).await;
+                    dispatcher.publish(&[t]).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),

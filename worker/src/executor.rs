@@ -359,7 +359,7 @@ impl Executor {
             match self.dispatcher.store().release_lease(uuid, token).await {
                 Ok(Some(s)) => {
                     tracing::info!("handed back to the other workers");
-                    self.dispatcher.after_submit(&s).await;
+                    self.dispatcher.publish(&[&s]).await;
                     return;
                 }
                 Ok(None) => {

@@ -79,10 +79,11 @@ async fn commit_finishes(dispatcher: Dispatcher, batch: Vec<FinishRequest>) {
     // Events while this batch still holds its slot (commit order with one
     // lane); the promoted jobs and the answers while the next batch commits.
     let written: Vec<&Transitioned> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    dispatcher.publish_transition_events(&written).await;
+    dispatcher.publish_events_of(&written).await;
     tokio::spawn(async move {
         let written: Vec<&Transitioned> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        dispatcher.publish_promoted(&written).await;
+        let confirmed = dispatcher.publish_jobs_of(&written).await;
+        dispatcher.mark_sent(&confirmed).await;
         for (r, reply) in results.into_iter().zip(replies) {
             let _ = reply.send(r);
         }

@@ -12,9 +12,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use stevedore_shared::action::{Action, ActionJson, NewAction};
+use stevedore_shared::action::{Action, ActionJson};
 use stevedore_shared::dates;
-use stevedore_shared::messages::Control;
+use stevedore_shared::lifecycle;
 use stevedore_shared::object::{parse_object_uri, Object};
 use stevedore_shared::state::ActionState;
 use stevedore_shared::store::{uuid_prefix_range, ActionFilter, ObjectFilter};
@@ -253,35 +253,11 @@ async fn list(
     Ok(Json(Envelope::new(path, &params, page, total, objects)).into_response())
 }
 
+/// Cancels an action: what it moves to is the lifecycle's rule
+/// ([`lifecycle::cancel_target`]), decided under the action's locks.
 async fn cancel(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiResult<Response> {
-    let action = load(state, caller, uuid).await?;
-    let to = match action.state {
-        ActionState::Pending => ActionState::Canceled,
-        ActionState::InProgress => ActionState::Canceling,
-        other => {
-            return Err(ApiError::Conflict(format!(
-                "action {uuid} is {other}: only Pending or In progress actions can be canceled"
-            )))
-        }
-    };
-    // The guard in the store re-checks the state: a race with the worker
-    // finishing ends in a 409, never in two final states.
-    let t = state
-        .dispatcher
-        .store()
-        .transition(caller.scope(), uuid, to, None)
-        .await?;
-    if to == ActionState::Canceling {
-        if let Err(e) = state
-            .dispatcher
-            .broker()
-            .publish_control(&Control::Cancel { action: uuid })
-            .await
-        {
-            tracing::warn!(action = %uuid, error = %e, "cancel message not published");
-        }
-    }
-    state.dispatcher.after_transition(&t).await;
+    let t = state.dispatcher.store().cancel(caller.scope(), uuid).await?;
+    state.dispatcher.publish(&[&t]).await;
     Ok(with_action(
         StatusCode::ACCEPTED,
         &t.action,
@@ -289,29 +265,20 @@ async fn cancel(state: &ApiState, caller: &Caller, uuid: Uuid) -> ApiResult<Resp
     ))
 }
 
-/// The one rule for retrying `old`: it has ended, its object still exists,
-/// and its operation is still configured. `Ok` carries the object the retry
-/// runs on; `Err` is the 409 that says why not.
+/// Whether `old` can be retried ([`lifecycle::check_retry`]): `Ok` carries
+/// the object the retry runs on; `Err` is the 409 that says why not.
 async fn retry_target(state: &ApiState, caller: &Caller, old: &Action) -> ApiResult<Object> {
-    if !old.state.can_be_retried() {
-        return Err(ApiError::Conflict(format!(
-            "action {} is {}: only Success, Failed or Canceled actions can be retried",
-            old.uuid, old.state
-        )));
-    }
-    if state.ops.get(&old.object_type, &old.verb).is_none() {
-        return Err(ApiError::Conflict(format!(
-            "cannot retry: no operation is configured for {} {}",
-            old.object_type, old.verb
-        )));
-    }
-    state
-        .dispatcher
-        .store()
-        .get_object(caller.scope(), old.object_uuid)
-        .await?
-        .filter(|o| o.deleted_at.is_none())
-        .ok_or_else(|| ApiError::Conflict(format!("cannot retry: {} no longer exists", old.object)))
+    let configured = state.ops.get(&old.object_type, &old.verb).is_some();
+    let object = if old.state.can_be_retried() && configured {
+        state
+            .dispatcher
+            .store()
+            .get_object(caller.scope(), old.object_uuid)
+            .await?
+    } else {
+        None
+    };
+    Ok(lifecycle::check_retry(old, configured, object.as_ref())?.clone())
 }
 
 /// One action's JSON, with `can_be_retried` answered by [`retry_target`]
@@ -332,29 +299,16 @@ async fn detail(state: &ApiState, caller: &Caller, action: &Action) -> ApiResult
 async fn retry(state: &ApiState, caller: &Caller, info: &RequestInfo, uuid: Uuid) -> ApiResult<Response> {
     let old = load(state, caller, uuid).await?;
     let object = retry_target(state, caller, &old).await?;
-    // The same operation (method, path, body) on the same object; who asked,
-    // and from where, is the retry request's.
-    let new = NewAction {
-        uuid: Uuid::new_v4(),
-        namespace: object.namespace.clone(),
-        action: old.action.clone(),
-        object: object.resource_uri.clone(),
-        object_uuid: object.uuid,
-        object_type: object.object_type.clone(),
-        object_parents: object.parents.clone(),
-        verb: old.verb.clone(),
-        method: old.method.clone(),
-        path: old.path.clone(),
-        body: old.body.clone(),
+    let by = lifecycle::Requester {
+        user: caller.user.clone(),
         ip: info.ip.clone(),
         location: info.location.clone(),
-        user: caller.user.clone(),
         user_agent: info.user_agent.clone(),
-        is_user_action: true,
-        retry_of: Some(old.uuid),
-        completed: None,
     };
-    let submitted = state.submitter.submit(new).await?;
+    let submitted = state
+        .submitter
+        .submit(lifecycle::retry_of(&old, &object, &by))
+        .await?;
     Ok(with_action(
         StatusCode::ACCEPTED,
         &submitted.action,

@@ -24,11 +24,11 @@ use axum::Json;
 use serde_json::{Map, Value};
 use stevedore_shared::action::NewAction;
 use stevedore_shared::config::title_case;
-use stevedore_shared::event::{Event, EventKind};
+use stevedore_shared::lifecycle::engine::ObjectRequest;
+use stevedore_shared::lifecycle::{ObjectChange, ObjectPatch};
 use stevedore_shared::object::{parse_object_uri, Object, ObjectType};
 use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{ObjectFilter, ObjectLookup, Submitted};
-use stevedore_shared::syslog::{LogLevel, NewSystemLog};
+use stevedore_shared::store::{ObjectFilter, ObjectLookup};
 use uuid::Uuid;
 
 /// Keys the server sets; a client may not.
@@ -151,19 +151,6 @@ pub fn object_json(o: &Object) -> Value {
             .unwrap_or(Value::Null),
     );
     Value::Object(m)
-}
-
-fn new_action(
-    info: &RequestInfo,
-    caller: &Caller,
-    obj: &Object,
-    action: String,
-    verb: &str,
-    body: String,
-) -> NewAction {
-    let mut new = new_action_on(info, caller, obj.uuid, &obj.object_type, action, verb, body);
-    new.set_object(obj);
-    new
 }
 
 /// A user's action on the object `object_uuid` of type `object_type`, its
@@ -310,90 +297,62 @@ async fn create(
         updated_at: now,
         deleted_at: None,
     };
-    let event = store.insert_object(&obj).await?;
-    after_object_change(
+    let lookup = lookup(&caller, &p)?;
+    change(
         &state,
         &caller,
         &info,
-        &obj,
-        event,
-        "create",
+        &p,
+        uuid,
+        lookup,
+        ObjectChange::Create(obj),
         raw,
         StatusCode::CREATED,
     )
     .await
 }
 
-/// What every object change does after it is stored: publish its event,
-/// write its system log entry, record its action, and answer with the object
-/// and the action's URI (`202` when the action was dispatched, `done`
-/// otherwise).
+/// Makes an object change with the action that records it, in one
+/// transaction ([`ObjectStore::change_object`]), publishes it, and answers
+/// with the object and the action's URI: `202` when the action was
+/// dispatched (an operation is configured for the change's verb),
+/// otherwise `done`, the action recorded as Success at once.
 #[allow(clippy::too_many_arguments)]
-async fn after_object_change(
+async fn change(
     state: &ApiState,
     caller: &Caller,
     info: &RequestInfo,
-    obj: &Object,
-    event: Event,
-    verb: &str,
+    p: &ObjectPath,
+    uuid: Uuid,
+    lookup: ObjectLookup,
+    change: ObjectChange,
     body: String,
     done: StatusCode,
 ) -> ApiResult<Response> {
-    state.dispatcher.publish_events(&[event]).await;
-    let what = match verb {
-        "create" => "created",
-        "update" => "updated",
-        _ => "terminated",
-    };
-    log_object_change(state, caller, obj, what).await;
-    let (submitted, dispatched) = record_crud_action(state, caller, info, obj, verb, body).await?;
-    let status = if dispatched { StatusCode::ACCEPTED } else { done };
-    Ok(with_action(status, &submitted.action, object_json(obj)))
-}
-
-/// Writes the system log entry of an object change: `<name> (<type>
-/// <uuid>) <what>`. The name leads, as in the QNAP log, so the log export's
-/// formula neutralisation matters for it. A failure to write is logged, not
-/// returned: the change itself is committed.
-async fn log_object_change(state: &ApiState, caller: &Caller, obj: &Object, what: &str) {
-    let entry = NewSystemLog {
-        namespace: Some(obj.namespace.clone()),
-        category: obj.object_type.clone(),
-        level: LogLevel::Info,
-        user: caller.user.clone(),
-        message: format!("{} ({} {}) {what}", obj.name, obj.object_type, obj.uuid),
-    };
-    if let Err(e) = state.dispatcher.store().append_system_log(&[entry]).await {
-        tracing::warn!(error = %e, "system log entry not written");
-    }
-}
-
-/// Records the action of an object create/update/terminate: dispatched to
-/// the workers when an operation with that verb is configured for the type
-/// (returns `true`), otherwise recorded as Success at once.
-async fn record_crud_action(
-    state: &ApiState,
-    caller: &Caller,
-    info: &RequestInfo,
-    obj: &Object,
-    verb: &str,
-    body: String,
-) -> ApiResult<(Submitted, bool)> {
-    let ty = state
-        .ops
-        .types()
-        .by_name(&obj.object_type)
-        .ok_or_else(|| ApiError::Internal(format!("unknown type {}", obj.object_type)))?;
-    let op = state.ops.get(&obj.object_type, verb);
+    let verb = change.verb();
+    let op = state.ops.get(&p.ty.name, verb);
     let name = op
         .and_then(|o| o.action.clone())
-        .unwrap_or_else(|| format!("{} {}", ty.label, title_case(verb)));
-    let mut new = new_action(info, caller, obj, name, verb, body);
+        .unwrap_or_else(|| format!("{} {}", p.ty.label, title_case(verb)));
+    let mut action = new_action_on(info, caller, uuid, &p.ty.name, name, verb, body);
     if op.is_none() {
-        new.completed = Some(ActionState::Success);
+        action.completed = Some(ActionState::Success);
     }
-    let submitted = state.submitter.submit(new).await?;
-    Ok((submitted, op.is_some()))
+    let request = ObjectRequest {
+        uuid,
+        object_type: p.ty.name.clone(),
+        lookup,
+        change,
+        action,
+    };
+    let changed = state.dispatcher.store().change_object(request).await?;
+    state.dispatcher.publish(&[&changed]).await;
+    let status = if op.is_some() { StatusCode::ACCEPTED } else { done };
+    Ok(with_action(
+        status,
+        &changed.action.action,
+        object_json(&changed.object),
+    ))
 }
 
 /// Query parameters of an object list.
@@ -445,40 +404,36 @@ pub async fn patch(
             "nothing to change: send a JSON object of attributes".into(),
         ));
     }
-    let mut obj = load_object(&state, &caller, &p, uuid).await?;
-    if obj.deleted_at.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "{} {uuid} has been terminated",
-            p.ty.name
-        )));
-    }
-    let mut attrs = obj.attributes.as_object().cloned().unwrap_or_default();
+    let mut patch = ObjectPatch::default();
     for (k, v) in changes {
         if RESERVED.contains(&k.as_str()) || p.ty.parents.contains(&k) {
             return Err(ApiError::BadRequest(format!("{k} cannot be changed")));
         }
         match (k.as_str(), v) {
-            ("name", Value::String(s)) if s.len() <= MAX_NAME_LEN => obj.name = s,
+            ("name", Value::String(s)) if s.len() <= MAX_NAME_LEN => patch.name = Some(s),
             ("name", _) => {
                 return Err(ApiError::BadRequest(format!(
                     "name must be a string of at most {MAX_NAME_LEN} bytes"
                 )))
             }
-            (_, Value::Null) => {
-                attrs.remove(&k);
-            }
-            (_, v) => {
-                attrs.insert(k, v);
-            }
+            (_, Value::Null) => patch.attributes.push((k, None)),
+            (_, v) => patch.attributes.push((k, Some(v))),
         }
     }
-    obj.attributes = Value::Object(attrs);
-    let event = state
-        .dispatcher
-        .store()
-        .update_object(caller.scope(), &obj, EventKind::Update)
-        .await?;
-    after_object_change(&state, &caller, &info, &obj, event, "update", raw, StatusCode::OK).await
+    let lookup = lookup(&caller, &p)?;
+    let update = ObjectChange::Update(patch);
+    change(
+        &state,
+        &caller,
+        &info,
+        &p,
+        uuid,
+        lookup,
+        update,
+        raw,
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// `DELETE …/<type>/<uuid>/`: terminates the object (it stays readable with
@@ -495,27 +450,16 @@ pub async fn delete(
             "DELETE takes an object: …/<type>/<uuid>/".into(),
         ));
     };
-    let mut obj = load_object(&state, &caller, &p, uuid).await?;
-    if obj.deleted_at.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "{} {uuid} is already terminated",
-            p.ty.name
-        )));
-    }
-    obj.deleted_at = Some(chrono::Utc::now());
-    obj.state = "Terminated".into();
-    let event = state
-        .dispatcher
-        .store()
-        .update_object(caller.scope(), &obj, EventKind::Delete)
-        .await?;
-    after_object_change(
+    let lookup = lookup(&caller, &p)?;
+    let terminate = ObjectChange::Terminate;
+    change(
         &state,
         &caller,
         &info,
-        &obj,
-        event,
-        "terminate",
+        &p,
+        uuid,
+        lookup,
+        terminate,
         String::new(),
         StatusCode::ACCEPTED,
     )

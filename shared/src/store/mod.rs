@@ -13,11 +13,14 @@
 //! nothing.
 
 pub mod postgres;
-mod rows;
+pub(crate) mod rows;
 pub mod sqlite;
+pub(crate) mod unnest;
 
 use crate::action::{Action, NewAction};
-use crate::event::{Event, EventKind};
+use crate::event::Event;
+use crate::lifecycle::engine::{self, ObjectChanged, ObjectRequest, Target, TransitionRequest};
+use crate::lifecycle::Driver;
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
 use crate::session::{NewSession, Session};
@@ -98,7 +101,7 @@ impl ObjectLookup {
     }
 }
 
-/// One request of a submission batch ([`Store::submit_batch`]).
+/// One request of a submission batch ([`ActionStore::submit_batch`]).
 #[derive(Debug, Clone)]
 pub struct Submission {
     /// The action to record. With a `lookup`, its `object_uuid` and
@@ -278,7 +281,7 @@ impl Scope<'_> {
     }
 }
 
-/// What expired leases were turned into by [`Store::reap_expired_leases`].
+/// What expired leases were turned into by [`ActionStore::reap_expired_leases`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reaped {
     /// Actions handed back for another attempt (lease cleared, outbox row added).
@@ -392,7 +395,7 @@ pub fn rows_within_budget(sizes: impl IntoIterator<Item = i64>, budget: usize) -
     n
 }
 
-/// Which events a poll of the QNAP event API reads ([`Store::poll_events`]).
+/// Which events a poll of the QNAP event API reads ([`EventStore::poll_events`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventPoll {
     /// Those with `seq` above this, oldest first.
@@ -422,10 +425,22 @@ pub struct Page<T> {
     pub total: i64,
 }
 
-/// The persistence interface. See the module docs for the invariants every
-/// implementation keeps.
+/// The persistence interface, the sum of one trait per area. See the
+/// module docs for the invariants every implementation keeps.
+pub trait Store:
+    Database + Tenancy + ObjectStore + ActionStore + EventStore + SystemLogStore + Retention + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Database + Tenancy + ObjectStore + ActionStore + EventStore + SystemLogStore + Retention + 'static
+{
+}
+
+/// The database itself: migrations, liveness, and the transactions of the
+/// lifecycle engine.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Database: Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
 
@@ -439,8 +454,29 @@ pub trait Store: Send + Sync + 'static {
         1
     }
 
-    // --- tenancy ---------------------------------------------------------
+    /// Opens a transaction for the lifecycle engine: the primitives it
+    /// needs ([`Driver`]), committed by [`Driver::commit`] and rolled back
+    /// when dropped.
+    async fn begin_changes(&self) -> Result<Box<dyn Driver>>;
+}
 
+/// Runs `f` in one engine transaction of `db`, and commits it when `f`
+/// succeeds.
+async fn in_transaction<D, T, F>(db: &D, f: F) -> Result<T>
+where
+    D: Database + ?Sized,
+    F: for<'t> FnOnce(&'t mut dyn Driver) -> futures::future::BoxFuture<'t, Result<T>> + Send,
+    T: Send,
+{
+    let mut tx = db.begin_changes().await?;
+    let out = f(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Users, their API keys and the dashboard's sessions.
+#[async_trait]
+pub trait Tenancy: Send + Sync {
     /// Creates a user who belongs to `namespaces` (their own namespace, named
     /// like the user, is always added first). `Error::Conflict` if the user exists.
     async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User>;
@@ -466,7 +502,7 @@ pub trait Store: Send + Sync + 'static {
     async fn record_key_use(&self, id: i64) -> Result<()>;
 
     /// Revokes key `id` of `user`: deletes it and every session made from
-    /// it, and advances the [credential revision](Store::credential_revision),
+    /// it, and advances the [credential revision](Tenancy::credential_revision),
     /// in one transaction. `Error::NotFound` when the user has no such key.
     async fn revoke_api_key(&self, user: &str, id: i64) -> Result<RevokedKey>;
 
@@ -474,8 +510,6 @@ pub trait Store: Send + Sync + 'static {
     /// so that a process which cannot be told (see the API's
     /// `revocation` module) notices by reading it.
     async fn credential_revision(&self) -> Result<i64>;
-
-    // --- sessions --------------------------------------------------------
 
     /// Stores a session. `Error::NotFound` when its user or key is gone
     /// (a key revoked meanwhile).
@@ -488,12 +522,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a session (logout) and advances the credential revision.
     /// Returns whose it was, `None` when there was none.
     async fn delete_session(&self, digest: &str) -> Result<Option<String>>;
+}
 
-    // --- objects ---------------------------------------------------------
-
-    /// Stores a new object and records its `create` event, in one transaction.
-    async fn insert_object(&self, object: &Object) -> Result<Event>;
-
+/// Objects (services, nodes, …): their reads here; every change goes
+/// through the lifecycle engine with the action that records it.
+#[async_trait]
+pub trait ObjectStore: Database {
     /// An object by uuid, if visible in `scope` (deleted objects included).
     async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>>;
 
@@ -516,48 +550,65 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<(Uuid, String)>>;
 
-    /// Replaces an object's name, state, attributes and `deleted_at` (its
-    /// `updated_at` becomes now) and records a `kind` event for it, in one
-    /// transaction. `Error::NotFound` when it is not visible in `scope`.
-    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event>;
+    /// Makes an object change — the object, its event, its system log
+    /// entry and its action, in one transaction
+    /// ([`engine::change_object`]).
+    async fn change_object(&self, request: ObjectRequest) -> Result<ObjectChanged> {
+        in_transaction(self, |tx| Box::pin(engine::change_object(tx, request))).await
+    }
 
-    // --- actions ---------------------------------------------------------
+    /// Stores a new object with its `create` event and no action (imports
+    /// and fixtures; requests use [`ObjectStore::change_object`]).
+    async fn insert_object(&self, object: &Object) -> Result<Event> {
+        let object = object.clone();
+        in_transaction(self, |tx| {
+            Box::pin(async move { engine::insert_object(tx, &object).await })
+        })
+        .await
+    }
+}
 
-    /// Records a new action with its `create` event, in one transaction. Unless
-    /// `new.completed` is set, its state is In progress with an outbox row when
-    /// no other action on the same object is Pending, In progress or Canceling,
-    /// and Pending (no outbox row) otherwise. Concurrent submissions on one
-    /// object must still produce at most one In progress action.
-    async fn submit_action(&self, new: NewAction) -> Result<Submitted>;
-
-    /// Records several new actions in ONE transaction (group commit: one
-    /// commit, one hold of the events lock, for the whole batch), with the
-    /// same rules as [`Store::submit_action`] applied in order — a later
-    /// action on an object an earlier one occupies is Pending. All or
-    /// nothing: on an error none is recorded.
-    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>>;
-
-    /// [`Store::submit_actions`] for submissions some of which name their
-    /// object only by uuid ([`Submission::lookup`]): those objects are looked
-    /// up as part of the batch, a submission whose object is not found or
-    /// terminated gets its own error ([`ObjectLookup::resolve`]), and the
-    /// rest are recorded together. `Err` only when the batch as a whole
-    /// failed (nothing recorded). The default looks each object up on its
-    /// own; a networked store does it in the batch's transaction.
+/// Actions: their lifecycle (through the engine), their leases, their logs
+/// and their outbox.
+#[async_trait]
+pub trait ActionStore: Database {
+    /// Records submissions in ONE transaction (group commit: one commit,
+    /// one hold of the events lock, for the whole batch), in order: an
+    /// action whose object is free starts In progress with an outbox row,
+    /// a later one on an object an earlier one (or one already stored)
+    /// occupies is Pending, one given as `completed` is recorded in that
+    /// final state ([`crate::lifecycle::initial_states`]). Objects named
+    /// only by uuid ([`Submission::lookup`]) are looked up in the same
+    /// transaction; one not found or terminated is that submission's own
+    /// error ([`ObjectLookup::resolve`]). `Err` only when the batch as a
+    /// whole failed (nothing recorded).
     async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
-        let mut objects = std::collections::HashMap::new();
-        for id in lookups_of(batch) {
-            if let Some(o) = self.get_object(Scope::All, id).await? {
-                objects.insert(id, o);
-            }
-        }
-        let resolved = ResolvedBatch::new(batch, &objects);
-        let recorded = if resolved.actions.is_empty() {
-            Vec::new()
-        } else {
-            self.submit_actions(&resolved.actions).await?
-        };
-        Ok(resolved.answer(recorded))
+        let batch = batch.to_vec();
+        in_transaction(self, |tx| {
+            Box::pin(async move { engine::submit(tx, &batch).await })
+        })
+        .await
+    }
+
+    /// [`ActionStore::submit_batch`] of actions whose objects the caller
+    /// resolved: all or nothing.
+    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
+        let batch: Vec<Submission> = batch
+            .iter()
+            .map(|a| Submission {
+                action: a.clone(),
+                lookup: None,
+            })
+            .collect();
+        self.submit_batch(&batch).await?.into_iter().collect()
+    }
+
+    /// [`ActionStore::submit_actions`] of one action.
+    async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
+        self.submit_actions(std::slice::from_ref(&new))
+            .await?
+            .pop()
+            .ok_or_else(|| crate::Error::Internal("the submission was not recorded".into()))
     }
 
     /// An action by uuid, if visible in `scope`.
@@ -579,23 +630,17 @@ pub trait Store: Send + Sync + 'static {
     /// Marks outbox rows as sent (published and confirmed). Idempotent.
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()>;
 
-    /// Claims an In progress (or Canceling: the worker then stops it at once)
-    /// action for `owner` with a lease of `lease`, when it
-    /// has no lease or its lease has expired. Increments `claims`. `None` when
-    /// the action is missing, not In progress, or leased by someone else.
-    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>>;
+    /// Claims In progress (or Canceling: the worker then stops them at once)
+    /// actions — one job message's — for `owner` with a lease of `lease`,
+    /// each with its own lease token, where the action has no lease or its
+    /// lease has expired. Increments `claims`. Returns the claims made, in
+    /// the order of `uuids`; the others were missing, in another state, or
+    /// leased by someone else.
+    async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>>;
 
-    /// [`Store::claim_action`] of several actions (one job message's), in one
-    /// statement where the backend can; each with its own lease token. Returns
-    /// the claims made, in the order of `uuids`; the others were not claimable.
-    async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>> {
-        let mut out = Vec::with_capacity(uuids.len());
-        for u in uuids {
-            if let Some(c) = self.claim_action(*u, owner, lease).await? {
-                out.push(c);
-            }
-        }
-        Ok(out)
+    /// [`ActionStore::claim_actions`] of one action.
+    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>> {
+        Ok(self.claim_actions(&[uuid], owner, lease).await?.pop())
     }
 
     /// Extends a lease and returns the action's current state, so that a
@@ -620,39 +665,106 @@ pub trait Store: Send + Sync + 'static {
     /// order: a long log read page by page.
     async fn logs_after(&self, uuid: Uuid, after: i64, limit: i64) -> Result<Vec<LogLine>>;
 
-    /// Moves an action to `to`, checking the transition with
-    /// [`ActionState::check_transition`] atomically (the guard is in the
-    /// `UPDATE`), with its `update` event. With `Some(token)` the write is fenced
-    /// by the lease. A final state sets `end_date`, clears the lease, and
-    /// promotes the oldest Pending action on the same object (when no other
-    /// action there is In progress or Canceling). Errors: `NotFound`, or
-    /// `Transition` when the current state does not allow it (or the token does
-    /// not hold the lease).
+    /// Moves an action to `to` under the rules of [`crate::state`], with its
+    /// `update` event ([`engine::transition`]). With `Some(token)` the write
+    /// is fenced by the lease. A final state sets `end_date`, clears the
+    /// lease, and promotes the oldest Pending action on the same object
+    /// (when no other action there is In progress or Canceling). Errors:
+    /// `NotFound`, or `Transition` when the current state does not allow it
+    /// (or the token does not hold the lease).
     async fn transition(
         &self,
         scope: Scope<'_>,
         uuid: Uuid,
         to: ActionState,
         token: Option<LeaseToken>,
-    ) -> Result<Transitioned>;
+    ) -> Result<Transitioned> {
+        let request = TransitionRequest {
+            uuid,
+            target: Target::State(to),
+            token,
+        };
+        self.transitions(scope, &[request])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(not_recorded()))
+    }
 
-    /// [`Store::transition`] of several leased actions (scope: all), each
-    /// with its own outcome, in one commit where the backend can (group
-    /// commit of workers' final writes). An `Err` of the whole call means
-    /// nothing was written.
+    /// Cancels an action: a Pending one is Canceled at once, an In progress
+    /// one becomes Canceling ([`crate::lifecycle::cancel_target`]), decided
+    /// under the locks, so a race with a finishing worker ends in a
+    /// conflict, never in two final states.
+    async fn cancel(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Transitioned> {
+        let request = TransitionRequest {
+            uuid,
+            target: Target::Cancel,
+            token: None,
+        };
+        self.transitions(scope, &[request])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(not_recorded()))
+    }
+
+    /// Workers' final writes ([`ActionStore::transition`] under their leases,
+    /// scope: all), each with its own outcome, in one commit (group commit).
+    /// An `Err` of the whole call means nothing was written.
     async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
-        let mut out = Vec::with_capacity(batch.len());
-        for f in batch {
-            out.push(self.transition(Scope::All, f.uuid, f.to, Some(f.token)).await);
-        }
+        let requests: Vec<TransitionRequest> = batch
+            .iter()
+            .map(|f| TransitionRequest {
+                uuid: f.uuid,
+                target: Target::State(f.to),
+                token: Some(f.token),
+            })
+            .collect();
+        self.transitions(Scope::All, &requests).await
+    }
+
+    /// The one path of every state change ([`engine::transition`]).
+    async fn transitions(
+        &self,
+        scope: Scope<'_>,
+        requests: &[TransitionRequest],
+    ) -> Result<Vec<Result<Transitioned>>> {
+        let mut tx = self.begin_changes().await?;
+        let out = engine::transition(&mut *tx, scope, requests).await?;
+        tx.commit().await?;
         Ok(out)
     }
 
-    /// Clears expired leases: an action whose `claims` is below `max_claims`
-    /// gets a new outbox row (its state stays In progress, or Canceling → it is
-    /// set Canceled); one that reached `max_claims` is set Failed. Both record
-    /// events.
-    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped>;
+    /// Up to `limit` running actions whose lease has expired, oldest expiry first.
+    async fn expired_leases(&self, limit: i64) -> Result<Vec<Uuid>>;
+
+    /// Deals with expired leases ([`crate::lifecycle::on_expired_lease`]): an
+    /// action whose `claims` is below `max_claims` gets a new outbox row (its
+    /// state stays In progress, or Canceling → it is set Canceled); one that
+    /// reached `max_claims` is set Failed. One transaction per action, so a
+    /// failure costs one action.
+    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
+        let mut reaped = Reaped::default();
+        for uuid in self.expired_leases(limit).await? {
+            let mut tx = self.begin_changes().await?;
+            let outcome = engine::reap(&mut *tx, uuid, max_claims).await?;
+            tx.commit().await?;
+            match outcome {
+                Some(engine::Expired::Requeued(s)) => reaped.requeued.push(s),
+                Some(engine::Expired::Ended(t)) => reaped.failed.push(t),
+                None => {}
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Gives a leased In progress (or Canceling) action back at once, as a
+    /// worker that shuts down does with what it could not finish: the lease
+    /// is cleared (only if `token` still holds it) and an outbox row and an
+    /// `update` event are recorded in the same transaction, so another worker
+    /// can claim it without waiting for the lease to expire. `None` when the
+    /// token no longer holds the action (it finished, or was reaped).
+    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
+        in_transaction(self, |tx| Box::pin(engine::hand_back(tx, uuid, token))).await
+    }
 
     /// In progress or Canceling actions with no lease whose last dispatch is older than
     /// `older_than`: their dispatch time is reset and their uuids returned, to
@@ -665,9 +777,11 @@ pub trait Store: Send + Sync + 'static {
     /// Pending, or leased (a live worker has it, or the reaper will) — are
     /// left out.
     async fn redispatch_actions(&self, uuids: &[Uuid]) -> Result<Vec<Uuid>>;
+}
 
-    // --- events ----------------------------------------------------------
-
+/// The events the streams serve.
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Events with `seq > after`, in `scope`, oldest first, at most `limit`.
     async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>>;
 
@@ -679,12 +793,22 @@ pub trait Store: Send + Sync + 'static {
     /// The highest event sequence number stored (0 when there is none): where
     /// a stream client that gave no resume point starts from.
     async fn last_event_seq(&self) -> Result<i64>;
+}
 
-    // --- system log and retention -----------------------------------------
-
-    /// Writes system log entries (action state changes write theirs inside
-    /// the store, in the transaction of the change).
-    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()>;
+/// The QNAP-style system log.
+#[async_trait]
+pub trait SystemLogStore: Database {
+    /// Writes system log entries (the lifecycle engine writes those of the
+    /// changes it makes in their own transactions).
+    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()> {
+        let changes = crate::lifecycle::Changeset {
+            system_log: entries.to_vec(),
+            ..Default::default()
+        };
+        let mut tx = self.begin_changes().await?;
+        tx.write(&changes).await?;
+        tx.commit().await
+    }
 
     /// System log entries matching `filter` in `scope`, newest first. An
     /// entry without a namespace is visible only in `Scope::All`.
@@ -695,7 +819,11 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<SystemLogEntry>>;
+}
 
+/// Retention of old history.
+#[async_trait]
+pub trait Retention: Send + Sync {
     /// Retention: deletes system log entries and events older than
     /// `older_than`, system log entries beyond the newest `max_system_log` of
     /// their tenant (each namespace, and the operators-only entries, keep
@@ -705,15 +833,18 @@ pub trait Store: Send + Sync + 'static {
     /// before `older_than`; and every expired session. **Invariant:** nothing
     /// of an unfinished action is ever deleted.
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned>;
-    // --- hand-back -------------------------------------------------------
+}
 
-    /// Gives a leased In progress (or Canceling) action back at once, as a
-    /// worker that shuts down does with what it could not finish: the lease
-    /// is cleared (only if `token` still holds it) and an outbox row and an
-    /// `update` event are recorded in the same transaction, so another worker
-    /// can claim it without waiting for the lease to expire. `None` when the
-    /// token no longer holds the action (it finished, or was reaped).
-    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>>;
+fn not_recorded() -> crate::Error {
+    crate::Error::Internal("the change was not recorded".into())
+}
+
+/// The store's traits, to call their methods on a concrete store
+/// (`use stevedore_shared::store::prelude::*`).
+pub mod prelude {
+    pub use super::{
+        ActionStore, Database, EventStore, ObjectStore, Retention, Store, SystemLogStore, Tenancy,
+    };
 }
 
 /// A shared, dynamically dispatched store.

@@ -44,23 +44,26 @@
 //! heartbeats can be HOT updates (migration `0004`). The plan test at the
 //! end of this file checks each of these statements.
 
-use super::rows::{self, RowExt, StoredAction};
+mod driver;
+
+use super::rows::{self, RowExt};
 use super::{
-    lookups_of, ActionFilter, Claim, EventPoll, Finish, LeaseToken, ObjectFilter, OutboxEntry, Page,
-    PolledEvent, Reaped, ResolvedBatch, Scope, Store, Submission, Submitted, Transitioned, User,
+    ActionFilter, ActionStore, ApiKeyInfo, Claim, Database, EventPoll, EventStore, LeaseToken, ObjectFilter,
+    ObjectStore, OutboxEntry, Page, PolledEvent, Retention, RevokedKey, Scope, StoredKey, SystemLogStore,
+    Tenancy, User, KEY_USE_PRECISION,
 };
-use super::{ApiKeyInfo, RevokedKey, StoredKey, KEY_USE_PRECISION};
-use crate::action::{Action, NewAction};
-use crate::event::{Event, EventKind};
+use crate::action::Action;
+use crate::event::Event;
+use crate::lifecycle::{Driver, StoredAction};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
 use crate::session::{NewSession, Session};
-use crate::state::{ActionState, IllegalTransition};
-use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
+use crate::state::ActionState;
+use crate::syslog::{Pruned, SystemLogEntry, SystemLogFilter};
 use crate::{Error, Result};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::QueryBuilder;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -102,21 +105,41 @@ const EXACT_COUNT_LIMIT: i64 = 10_000;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// SQL built once from the state machine.
+/// SQL built once from the state machine. The batch statements bind their
+/// rows by name ([`super::unnest`]).
 struct Sql {
-    /// The guarded state change: moves action `1` to state `2` when its state
-    /// is one of `3` (the target's sources) and `4` (a lease token, or null)
-    /// still holds it; `5` says the target is final, `6` that it is In progress.
-    transition: String,
-    /// Whether an object has an action that is not over (`$1` object uuid).
-    object_busy: String,
-    /// Which of the objects `$1` (an array) are busy, as `object_busy`: one
-    /// probe per object, however many actions an object has queued (the
-    /// `LIMIT 1` keeps it a probe: an `EXISTS` may be planned as a join
-    /// that reads every active action).
+    /// Takes the object locks of the keys `$1` (an array), in its order.
+    lock_objects: String,
+    /// Which of the objects `$1` (an array) are busy: one probe per object,
+    /// however many actions an object has queued (the `LIMIT 1` keeps it a
+    /// probe: an `EXISTS` may be planned as a join that reads every active
+    /// action).
     objects_busy: String,
-    /// Promotes the oldest Pending action of an object when nothing holds it.
-    promote_next: String,
+    /// The objects whose uuids are in `$1` (an array).
+    objects_by_uuid: String,
+    /// The heads ([`crate::lifecycle::ActionHead`]) of the actions `$1` (an array).
+    action_heads: String,
+    /// `action_heads`, locking the rows in uuid order.
+    lock_action_heads: String,
+    /// New actions ([`driver::ActionRows`]).
+    insert_actions: String,
+    /// Guarded state changes ([`driver::StateRows`]).
+    update_states: String,
+    /// For each object of `$1` (an array), its oldest Pending action to
+    /// state `$2` when nothing holds the object, guarded by the sources `$3`
+    /// (a parameter, not a literal: the planner would match a literal to the
+    /// partial index's predicate and read that index whole instead of
+    /// probing the primary key).
+    promote: String,
+    /// Clears the lease of action `$1` if token `$2` holds it and its state
+    /// is one of `$3`, and sets its dispatch time.
+    release: String,
+    /// Replaces the mutable fields of object `$1` unless it is terminated.
+    update_object: String,
+    /// A changeset: system log entries ([`driver::LogRows`]), outbox rows,
+    /// events ([`driver::EventRows`]) under the events lock (the last two
+    /// parameters).
+    write: String,
     /// In progress or Canceling actions dispatched before `$1` µs ago and
     /// not leased (never claimed, or handed back).
     redispatch: String,
@@ -126,89 +149,65 @@ struct Sql {
     /// Up to `$1` running actions whose lease has expired, oldest expiry
     /// first (the reaper's sweep, over the partial index of running actions).
     expired_leases: String,
-    /// `transition` of a batch, one row per element of the arrays: uuid `$1`,
-    /// target `$2`, its sources `|`-joined `$3`, token `$4`, target final
-    /// `$5`, target In progress `$6`.
-    transition_many: String,
-    /// `promote_next` for each object of `$1` (an array), to state `$2`,
-    /// guarded by its sources `$3` (a parameter, not a literal: the
-    /// planner would match a literal to the partial index's predicate and
-    /// read that index whole instead of probing the primary key).
-    promote_many: String,
-    /// `record_changes`: system log entries (`$1`..`$5`), outbox rows
-    /// (`$6`), events (`$7`..`$13`) under the events lock (`$14`, `$15`).
-    record_changes: String,
-    /// `insert_action` of a batch: one array per column (`$1`..`$18`), and
-    /// whether each row is final (`$19`) and dispatched (`$20`).
-    insert_many: String,
-    /// `claim_action` of the actions `$1` with the tokens `$2` (arrays of
-    /// the same length) for owner `$3`, lease `$4` µs, claimable states `$5`.
+    /// Claims the actions `$1` with the tokens `$2` (arrays of the same
+    /// length) for owner `$3`, lease `$4` µs, claimable states `$5`.
     claim_many: String,
-    /// The objects whose uuids are in `$1` (an array): a submission batch's lookups.
-    objects_by_uuid: String,
-    /// The objects of the actions `$1` (an array): a final-write batch's lookups.
-    objects_of_actions: String,
-    /// Locks the rows of the actions `$1` (an array) in uuid order.
-    lock_actions: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
-    let active = rows::state_literals(&rows::active_states());
-    let holding = rows::state_literals(&rows::holding_states());
+    use driver::{ActionRows, EventRows, LogRows, StateRows};
+    let active = rows::state_literals(&crate::lifecycle::active_states());
+    let holding = rows::state_literals(&crate::lifecycle::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
-    let claimable = rows::state_literals(&rows::claimable_states());
+    let claimable = rows::state_literals(&crate::lifecycle::claimable_states());
+    let heads = "SELECT uuid, namespace, object_uuid, state, lease_token, claims, \
+                     COALESCE(lease_expires_at < now(), false) AS lease_expired \
+                 FROM actions WHERE uuid = ANY($1)";
+    let events_from = LogRows::PARAMS + 2;
+    let lock_from = events_from + EventRows::PARAMS;
     Sql {
-        transition: format!(
-            "UPDATE actions SET state = $2, \
-                 end_date = CASE WHEN $5 THEN now() ELSE end_date END, \
-                 lease_token = CASE WHEN $5 THEN NULL ELSE lease_token END, \
-                 lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, \
-                 lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END, \
-                 dispatched_at = CASE WHEN $6 THEN now() ELSE dispatched_at END \
-             WHERE uuid = $1 AND state = ANY($3) AND ($4::uuid IS NULL OR lease_token = $4) \
-             RETURNING {}",
-            rows::PG_ACTION_COLUMNS
-        ),
-        object_busy: format!(
-            "SELECT EXISTS (SELECT 1 FROM actions WHERE object_uuid = $1 AND state IN ({active}))"
-        ),
-        objects_by_uuid: format!(
-            "SELECT {} FROM objects WHERE uuid = ANY($1)",
-            rows::PG_OBJECT_COLUMNS
-        ),
-        objects_of_actions: "SELECT uuid, object_uuid FROM actions WHERE uuid = ANY($1)".to_string(),
-        lock_actions: "SELECT 1 FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE".to_string(),
+        lock_objects: "SELECT pg_advisory_xact_lock(k) FROM \
+             (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered"
+            .to_string(),
         objects_busy: format!(
             "SELECT t.o FROM unnest($1::uuid[]) AS t(o) \
              CROSS JOIN LATERAL (SELECT 1 FROM actions \
                  WHERE object_uuid = t.o AND state IN ({active}) LIMIT 1) AS busy"
         ),
-        promote_next: format!(
-            "UPDATE actions SET state = $2, dispatched_at = now() \
-             WHERE uuid = (SELECT uuid FROM actions \
-                           WHERE object_uuid = $1 AND state IN ({promotable}) \
-                           ORDER BY id LIMIT 1) \
-               AND state IN ({promotable}) \
-               AND NOT EXISTS (SELECT 1 FROM actions \
-                               WHERE object_uuid = $1 AND state IN ({holding})) \
-             RETURNING {cols}",
-            cols = rows::PG_ACTION_COLUMNS
+        objects_by_uuid: format!(
+            "SELECT {} FROM objects WHERE uuid = ANY($1)",
+            rows::PG_OBJECT_COLUMNS
         ),
-        transition_many: format!(
+        action_heads: heads.to_string(),
+        lock_action_heads: format!("{heads} ORDER BY uuid FOR UPDATE"),
+        insert_actions: format!(
+            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+                 object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
+                 is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
+             SELECT t.uuid, t.namespace, t.action, t.object, t.object_uuid, t.object_type, \
+                 t.object_parents::jsonb, t.verb, t.method, t.path, t.body, t.ip, t.location, \
+                 t.user_name, t.user_agent, t.is_user_action, t.state, t.retry_of, now(), \
+                 CASE WHEN t.fin THEN now() END, CASE WHEN t.dispatched THEN now() END \
+             FROM {} ORDER BY t.i \
+             RETURNING {}",
+            ActionRows::unnest(1, "t"),
+            rows::PG_ACTION_COLUMNS
+        ),
+        update_states: format!(
             "UPDATE actions SET state = t.target, \
                  end_date = CASE WHEN t.fin THEN now() ELSE actions.end_date END, \
                  lease_token = CASE WHEN t.fin THEN NULL ELSE actions.lease_token END, \
                  lease_owner = CASE WHEN t.fin THEN NULL ELSE actions.lease_owner END, \
                  lease_expires_at = CASE WHEN t.fin THEN NULL ELSE actions.lease_expires_at END, \
                  dispatched_at = CASE WHEN t.prog THEN now() ELSE actions.dispatched_at END \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bool[], $6::bool[]) \
-                 AS t(uuid, target, sources, token, fin, prog) \
+             FROM {} \
              WHERE actions.uuid = t.uuid AND actions.state = ANY(string_to_array(t.sources, '|')) \
-               AND actions.lease_token = t.token \
+               AND (t.token IS NULL OR actions.lease_token = t.token) \
              RETURNING {}",
+            StateRows::unnest(1, "t"),
             qualified("actions", rows::PG_ACTION_COLUMNS)
         ),
-        promote_many: format!(
+        promote: format!(
             "UPDATE actions SET state = $2, dispatched_at = now() \
              FROM unnest($1::uuid[]) AS t(o) \
              CROSS JOIN LATERAL (SELECT uuid FROM actions \
@@ -220,52 +219,51 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
              RETURNING {cols}",
             cols = qualified("actions", rows::PG_ACTION_COLUMNS)
         ),
+        release: format!(
+            "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, dispatched_at = now() \
+             WHERE uuid = $1 AND lease_token = $2 AND state = ANY($3) RETURNING {}",
+            rows::PG_ACTION_COLUMNS
+        ),
+        update_object: format!(
+            "UPDATE objects SET name = $2, state = $3, attributes = $4::jsonb, deleted_at = $5, \
+                 updated_at = now() \
+             WHERE uuid = $1 AND deleted_at IS NULL \
+             RETURNING {}",
+            rows::PG_OBJECT_COLUMNS
+        ),
         // Every data-modifying CTE runs to completion; the events draw their
-        // `seq`s only after `lock` is held, as in `insert_event_row`. The
-        // branches of the final UNION ALL run in order (an Append without
-        // parallel workers, which no data-modifying statement gets), so the
-        // outbox rows and log entries are written before the lock is taken:
-        // it is held only for the events and the commit.
-        record_changes: "WITH queued AS (INSERT INTO outbox (action_uuid) \
-                 SELECT a FROM unnest($6::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
+        // `seq`s only after `lock` is held. The branches of the final UNION
+        // ALL run in order (an Append without parallel workers, which no
+        // data-modifying statement gets), so the outbox rows and log entries
+        // are written before the lock is taken: it is held only for the
+        // events and the commit.
+        write: format!(
+            "WITH queued AS (INSERT INTO outbox (action_uuid) \
+                 SELECT a FROM unnest(${outbox}::uuid[]) WITH ORDINALITY AS t(a, i) ORDER BY i \
                  RETURNING id, action_uuid), \
              logs AS (INSERT INTO system_log (namespace, category, level, user_name, message) \
-                 SELECT n, c, l, u, m \
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-                     WITH ORDINALITY AS t(n, c, l, u, m, i) ORDER BY i \
-                 RETURNING 1), \
-             lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($14, $15)), \
+                 SELECT l.namespace, l.category, l.level, l.user_name, l.message FROM {logs} \
+                 ORDER BY l.i RETURNING 1), \
+             lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(${lock_from}, ${lock_to})), \
              stored AS (INSERT INTO events \
                      (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
-                 SELECT n, t, k, u, r, s, p::jsonb, now() FROM lock, \
-                     unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                         $12::text[], $13::text[]) \
-                     WITH ORDINALITY AS e(n, t, k, u, r, s, p, i) ORDER BY i \
+                 SELECT e.namespace, e.object_type, e.kind, e.uuid, e.resource_uri, e.state, \
+                     e.parents::jsonb, now() FROM lock, {events} ORDER BY e.i \
                  RETURNING seq, datetime) \
              SELECT 'outbox' AS kind, NULL::bigint AS seq, NULL::timestamptz AS datetime, \
                  action_uuid, id FROM queued \
              UNION ALL \
              SELECT 'logs', NULL, NULL, NULL, count(*) FROM logs \
              UNION ALL \
-             SELECT 'event', seq, datetime, NULL, NULL FROM stored"
-            .to_string(),
-        insert_many: format!(
-            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
-                 object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
-                 is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
-             SELECT u, ns, a, o, ou, ot, op::jsonb, v, m, p, b, ip, l, un, ua, iu, st, r, now(), \
-                 CASE WHEN f THEN now() END, CASE WHEN d THEN now() END \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], \
-                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-                 $13::text[], $14::text[], $15::text[], $16::bool[], $17::text[], $18::uuid[], \
-                 $19::bool[], $20::bool[]) WITH ORDINALITY \
-                 AS t(u, ns, a, o, ou, ot, op, v, m, p, b, ip, l, un, ua, iu, st, r, f, d, i) \
-             ORDER BY i \
-             RETURNING {}",
-            rows::PG_ACTION_COLUMNS
+             SELECT 'event', seq, datetime, NULL, NULL FROM stored",
+            outbox = LogRows::PARAMS + 1,
+            logs = LogRows::unnest(1, "l"),
+            events = EventRows::unnest(events_from, "e"),
+            lock_to = lock_from + 1,
         ),
         expired_leases: format!(
-            "SELECT uuid, object_uuid FROM actions \
+            "SELECT uuid FROM actions \
              WHERE state IN ({claimable}) AND lease_expires_at < now() \
              ORDER BY lease_expires_at LIMIT $1"
         ),
@@ -303,20 +301,6 @@ fn qualified(table: &str, columns: &str) -> String {
         .map(|c| format!("{table}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Action rows (a batch statement's `RETURNING`, which keeps no order) by
-/// `key` of their action, so the caller can put them back in its own order.
-fn stored_by(
-    rows: &[sqlx::postgres::PgRow],
-    key: fn(&Action) -> Uuid,
-) -> Result<std::collections::HashMap<Uuid, StoredAction>> {
-    rows.iter()
-        .map(|row| {
-            let s = StoredAction::from_row(row)?;
-            Ok((key(&s.action), s))
-        })
-        .collect()
 }
 
 /// The store backed by PostgreSQL.
@@ -407,82 +391,6 @@ fn object_lock_key(object: Uuid) -> i64 {
     (hi ^ lo) as i64
 }
 
-/// Takes the object lock (see the module docs) until the end of the transaction.
-async fn lock_object(conn: &mut PgConnection, object: Uuid) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(object_lock_key(object))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Takes the object locks of `objects` in one statement, in one global order
-/// (uuid order; sorts and dedups `objects`), so two batches never wait on
-/// each other in a cycle.
-async fn lock_objects(conn: &mut PgConnection, objects: &mut Vec<Uuid>) -> Result<()> {
-    objects.sort();
-    objects.dedup();
-    let keys: Vec<i64> = objects.iter().map(|o| object_lock_key(*o)).collect();
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(k) FROM \
-         (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS ordered",
-    )
-    .bind(&keys)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Records an event for an action (see [`insert_event_row`]).
-/// Records an action's event (see [`insert_event_row`]) and its system log
-/// entry: every action state change passes through here.
-async fn insert_event(conn: &mut PgConnection, stored: &StoredAction, kind: EventKind) -> Result<Event> {
-    insert_system_log(&mut *conn, &NewSystemLog::for_action(&stored.action)).await?;
-    insert_event_row(conn, stored.event(kind, chrono::Utc::now())).await
-}
-
-/// Writes one system log entry.
-async fn insert_system_log(conn: &mut PgConnection, e: &NewSystemLog) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO system_log (namespace, category, level, user_name, message) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&e.namespace)
-    .bind(&e.category)
-    .bind(e.level.as_str())
-    .bind(&e.user)
-    .bind(&e.message)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Records an event under the events lock (see the module docs) and returns
-/// it with its sequence number and time.
-async fn insert_event_row(conn: &mut PgConnection, mut event: Event) -> Result<Event> {
-    // The MATERIALIZED CTE is evaluated before the row it feeds, so the lock
-    // is held before `seq` is drawn.
-    let row = sqlx::query(
-        "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($8, $9)) \
-         INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
-         SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, now() FROM lock \
-         RETURNING seq, datetime",
-    )
-    .bind(&event.namespace)
-    .bind(&event.object_type)
-    .bind(event.action.as_str())
-    .bind(&event.uuid)
-    .bind(&event.resource_uri)
-    .bind(&event.state)
-    .bind(serde_json::to_string(&event.parents)?)
-    .bind(EVENTS_LOCK.0)
-    .bind(EVENTS_LOCK.1)
-    .fetch_one(conn)
-    .await?;
-    event.seq = row.int("seq")?;
-    event.datetime = row.time("datetime")?;
-    Ok(event)
-}
-
 /// Appends the WHERE clause of an action list (scope and filter) to `q`.
 fn push_action_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, scope: Scope<'_>, f: &'a ActionFilter) {
     q.push(" WHERE TRUE");
@@ -546,491 +454,8 @@ fn push_object_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, scope: Scope<'_>, 
     }
 }
 
-/// Queues an action for publishing.
-async fn insert_outbox(conn: &mut PgConnection, action: Uuid) -> Result<i64> {
-    let id = sqlx::query_scalar("INSERT INTO outbox (action_uuid) VALUES ($1) RETURNING id")
-        .bind(action)
-        .fetch_one(conn)
-        .await?;
-    Ok(id)
-}
-
-/// Records the events of a promotion and its outbox row.
-async fn record_dispatch(
-    conn: &mut PgConnection,
-    stored: StoredAction,
-    kind: EventKind,
-) -> Result<Submitted> {
-    let event = insert_event(conn, &stored, kind).await?;
-    let outbox_id = insert_outbox(conn, stored.action.uuid).await?;
-    Ok(Submitted {
-        action: stored.action,
-        event,
-        outbox_id: Some(outbox_id),
-    })
-}
-
-/// [`Store::transition`] inside a transaction the caller commits.
-async fn transition_in(
-    conn: &mut PgConnection,
-    scope: Scope<'_>,
-    uuid: Uuid,
-    to: ActionState,
-    token: Option<LeaseToken>,
-) -> Result<Transitioned> {
-    let row = sqlx::query("SELECT namespace, object_uuid FROM actions WHERE uuid = $1")
-        .bind(uuid)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = row else {
-        return Err(rows::action_not_found(uuid));
-    };
-    if !scope.allows(&row.text("namespace")?) {
-        return Err(rows::action_not_found(uuid));
-    }
-    let object_uuid = row.uuid("object_uuid")?;
-    lock_object(conn, object_uuid).await?;
-
-    let updated = sqlx::query(&SQL.transition)
-        .bind(uuid)
-        .bind(to.as_str())
-        .bind(rows::state_names(to.sources()))
-        .bind(token.map(|t| t.0))
-        .bind(to.is_final())
-        .bind(to == ActionState::InProgress)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(updated) = updated else {
-        let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = $1")
-            .bind(uuid)
-            .fetch_one(&mut *conn)
-            .await?;
-        let from = rows::parse_state(&from)?;
-        return Err(Error::Transition(IllegalTransition { from, to }));
-    };
-    let stored = StoredAction::from_row(&updated)?;
-
-    let next = if to.is_final() {
-        sqlx::query(&SQL.promote_next)
-            .bind(object_uuid)
-            .bind(ActionState::InProgress.as_str())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| StoredAction::from_row(&row))
-            .transpose()?
-    } else {
-        None
-    };
-
-    // Events last: every row lock is already held (module docs).
-    let event = insert_event(conn, &stored, EventKind::Update).await?;
-    let promoted = match next {
-        Some(next) => Some(record_dispatch(conn, next, EventKind::Update).await?),
-        None => None,
-    };
-    Ok(Transitioned {
-        action: stored.action,
-        event,
-        promoted,
-    })
-}
-
-/// [`Store::transition_many`] inside a transaction the caller commits, in a
-/// fixed number of statements whatever the batch's size: the guarded
-/// `UPDATE`s of all its actions in one, the promotions in one, and the
-/// system log entries, the promoted actions' outbox rows and, last, the
-/// events in one ([`record_changes`]). A refused write changes nothing (its
-/// row matched no guard), so it needs no savepoint and leaves its
-/// neighbours' writes in place.
-async fn transition_batch_in(tx: &mut PgConnection, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
-    let uuids: Vec<Uuid> = batch.iter().map(|f| f.uuid).collect();
-    let found: std::collections::HashMap<Uuid, Uuid> = sqlx::query(&SQL.objects_of_actions)
-        .bind(&uuids)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| Ok((row.uuid("uuid")?, row.uuid("object_uuid")?)))
-        .collect::<Result<_>>()?;
-    // Object locks, then the actions' row locks in uuid order: the events
-    // lock, taken by the last statement, comes after every lock the batch
-    // needs (module docs).
-    let mut objects: Vec<Uuid> = found.values().copied().collect();
-    lock_objects(&mut *tx, &mut objects).await?;
-    sqlx::query(&SQL.lock_actions)
-        .bind(&uuids)
-        .execute(&mut *tx)
-        .await?;
-    // The guarded UPDATEs of the whole batch in one statement: each row
-    // with its own target, sources (`|`-joined) and token.
-    let known: Vec<&Finish> = batch.iter().filter(|f| found.contains_key(&f.uuid)).collect();
-    let updated = sqlx::query(&SQL.transition_many)
-        .bind(known.iter().map(|f| f.uuid).collect::<Vec<_>>())
-        .bind(known.iter().map(|f| f.to.as_str()).collect::<Vec<_>>())
-        .bind(
-            known
-                .iter()
-                .map(|f| rows::state_names(f.to.sources()).join("|"))
-                .collect::<Vec<_>>(),
-        )
-        .bind(known.iter().map(|f| f.token.0).collect::<Vec<_>>())
-        .bind(known.iter().map(|f| f.to.is_final()).collect::<Vec<_>>())
-        .bind(
-            known
-                .iter()
-                .map(|f| f.to == ActionState::InProgress)
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut changed_by_uuid = stored_by(&updated, |a| a.uuid)?;
-    // Then one promotion per object whose action reached a final state.
-    let freed: Vec<Uuid> = batch
-        .iter()
-        .filter(|f| f.to.is_final() && changed_by_uuid.contains_key(&f.uuid))
-        .filter_map(|f| found.get(&f.uuid).copied())
-        .collect();
-    let mut promoted_by_object: std::collections::HashMap<Uuid, StoredAction> = if freed.is_empty() {
-        Default::default()
-    } else {
-        let rows = sqlx::query(&SQL.promote_many)
-            .bind(&freed)
-            .bind(ActionState::InProgress.as_str())
-            .bind(rows::state_names(ActionState::InProgress.sources()))
-            .fetch_all(&mut *tx)
-            .await?;
-        stored_by(&rows, |a| a.object_uuid)?
-    };
-    let mut outcomes: Vec<Result<(StoredAction, Option<StoredAction>)>> = Vec::with_capacity(batch.len());
-    for f in batch {
-        let Some(object_uuid) = found.get(&f.uuid).copied() else {
-            outcomes.push(Err(rows::action_not_found(f.uuid)));
-            continue;
-        };
-        let Some(stored) = changed_by_uuid.remove(&f.uuid) else {
-            let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = $1")
-                .bind(f.uuid)
-                .fetch_one(&mut *tx)
-                .await?;
-            let from = rows::parse_state(&from)?;
-            outcomes.push(Err(Error::Transition(IllegalTransition { from, to: f.to })));
-            continue;
-        };
-        let next = if f.to.is_final() {
-            promoted_by_object.remove(&object_uuid)
-        } else {
-            None
-        };
-        outcomes.push(Ok((stored, next)));
-    }
-    // Everything recorded, in the order one transition after the other
-    // would have recorded it: each action's change, then its promotion.
-    let changed: Vec<&StoredAction> = outcomes
-        .iter()
-        .filter_map(|o| o.as_ref().ok())
-        .flat_map(|(stored, next)| std::iter::once(stored).chain(next.as_ref()))
-        .collect();
-    let promoted: Vec<Uuid> = outcomes
-        .iter()
-        .filter_map(|o| o.as_ref().ok()?.1.as_ref().map(|n| n.action.uuid))
-        .collect();
-    let (outbox, events) = record_changes(&mut *tx, &changed, EventKind::Update, &promoted).await?;
-    let mut events = events.into_iter();
-    let mut out = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        out.push(match o {
-            Err(e) => Err(e),
-            Ok((stored, next)) => {
-                let event = events
-                    .next()
-                    .ok_or_else(|| Error::Invalid("an event is missing".into()))?;
-                let promoted = match next {
-                    Some(n) => Some(Submitted {
-                        event: events
-                            .next()
-                            .ok_or_else(|| Error::Invalid("an event is missing".into()))?,
-                        outbox_id: outbox.get(&n.action.uuid).copied(),
-                        action: n.action,
-                    }),
-                    None => None,
-                };
-                Ok(Transitioned {
-                    action: stored.action,
-                    event,
-                    promoted,
-                })
-            }
-        });
-    }
-    Ok(out)
-}
-
-/// Records one new action inside the caller's transaction (see
-/// [`Store::submit_action`]).
-async fn submit_in(tx: &mut PgConnection, new: &NewAction) -> Result<Submitted> {
-    if let Some(state) = new.completed.filter(|s| !s.is_final()) {
-        return Err(Error::Invalid(format!(
-            "a completed action must be in a final state, not {state}"
-        )));
-    }
-    let state = match new.completed {
-        Some(done) => done,
-        None => {
-            lock_object(&mut *tx, new.object_uuid).await?;
-            let busy: bool = sqlx::query_scalar(&SQL.object_busy)
-                .bind(new.object_uuid)
-                .fetch_one(&mut *tx)
-                .await?;
-            if busy {
-                ActionState::Pending
-            } else {
-                ActionState::InProgress
-            }
-        }
-    };
-    let stored = insert_action(&mut *tx, new, state).await?;
-    let dispatched = state == ActionState::InProgress;
-    let event = insert_event(&mut *tx, &stored, EventKind::Create).await?;
-    let outbox_id = if dispatched {
-        Some(insert_outbox(&mut *tx, new.uuid).await?)
-    } else {
-        None
-    };
-    Ok(Submitted {
-        action: stored.action,
-        event,
-        outbox_id,
-    })
-}
-
-/// Inserts a new action's row in `state`.
-async fn insert_action(tx: &mut PgConnection, new: &NewAction, state: ActionState) -> Result<StoredAction> {
-    let dispatched = state == ActionState::InProgress;
-    let row = sqlx::query(&format!(
-        "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
-             object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
-             is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, now(), CASE WHEN $19 THEN now() END, CASE WHEN $20 THEN now() END) \
-         RETURNING {}",
-        rows::PG_ACTION_COLUMNS
-    ))
-    .bind(new.uuid)
-    .bind(&new.namespace)
-    .bind(&new.action)
-    .bind(&new.object)
-    .bind(new.object_uuid)
-    .bind(&new.object_type)
-    .bind(serde_json::to_string(&new.object_parents)?)
-    .bind(&new.verb)
-    .bind(&new.method)
-    .bind(&new.path)
-    .bind(&new.body)
-    .bind(&new.ip)
-    .bind(&new.location)
-    .bind(&new.user)
-    .bind(&new.user_agent)
-    .bind(new.is_user_action)
-    .bind(state.as_str())
-    .bind(new.retry_of)
-    .bind(state.is_final())
-    .bind(dispatched)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| rows::conflict_if_unique(e, || format!("action {} exists", new.uuid)))?;
-    StoredAction::from_row(&row)
-}
-
-/// [`insert_action`] for a batch with one statement: `batch[i]` in
-/// `states[i]`. Returns the rows in the order of `batch`.
-async fn insert_actions(
-    tx: &mut PgConnection,
-    batch: &[NewAction],
-    states: &[ActionState],
-) -> Result<Vec<StoredAction>> {
-    let col = |f: fn(&NewAction) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
-    let uuids: Vec<Uuid> = batch.iter().map(|n| n.uuid).collect();
-    let object_uuids: Vec<Uuid> = batch.iter().map(|n| n.object_uuid).collect();
-    let parents: Vec<String> = batch
-        .iter()
-        .map(|n| serde_json::to_string(&n.object_parents))
-        .collect::<std::result::Result<_, _>>()?;
-    let user_actions: Vec<bool> = batch.iter().map(|n| n.is_user_action).collect();
-    let retry_of: Vec<Option<Uuid>> = batch.iter().map(|n| n.retry_of).collect();
-    let state_names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-    let finals: Vec<bool> = states.iter().map(|s| s.is_final()).collect();
-    let dispatched: Vec<bool> = states.iter().map(|s| *s == ActionState::InProgress).collect();
-    let rows = sqlx::query(&SQL.insert_many)
-        .bind(&uuids)
-        .bind(col(|n| &n.namespace))
-        .bind(col(|n| &n.action))
-        .bind(col(|n| &n.object))
-        .bind(&object_uuids)
-        .bind(col(|n| &n.object_type))
-        .bind(&parents)
-        .bind(col(|n| &n.verb))
-        .bind(col(|n| &n.method))
-        .bind(col(|n| &n.path))
-        .bind(col(|n| &n.body))
-        .bind(col(|n| &n.ip))
-        .bind(col(|n| &n.location))
-        .bind(col(|n| &n.user))
-        .bind(col(|n| &n.user_agent))
-        .bind(&user_actions)
-        .bind(&state_names)
-        .bind(&retry_of)
-        .bind(&finals)
-        .bind(&dispatched)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| rows::conflict_if_unique(e, || "an action of the batch exists".to_string()))?;
-    let mut by_uuid = stored_by(&rows, |a| a.uuid)?;
-    uuids
-        .iter()
-        .map(|u| {
-            by_uuid
-                .remove(u)
-                .ok_or_else(|| Error::Invalid(format!("action {u} was not stored")))
-        })
-        .collect()
-}
-
-/// Records a batch of new actions inside the caller's transaction (see
-/// [`Store::submit_actions`]) with a fixed number of statements over arrays,
-/// whatever the batch's size: the object locks, the busy check, one `INSERT`
-/// of all the actions, and their system log entries, outbox rows and, last
-/// (module docs), events in one ([`record_changes`]). Same outcome as [`submit_in`] for each in turn: an
-/// action on an object that is busy, or made busy earlier in the batch,
-/// waits as Pending.
-async fn submit_batch_in(tx: &mut PgConnection, batch: &[NewAction]) -> Result<Vec<Submitted>> {
-    if let Some(state) = batch.iter().filter_map(|n| n.completed).find(|s| !s.is_final()) {
-        return Err(Error::Invalid(format!(
-            "a completed action must be in a final state, not {state}"
-        )));
-    }
-    // Object locks in one global order (uuid order), so two batches never
-    // wait on each other in a cycle.
-    let mut objects: Vec<Uuid> = batch
-        .iter()
-        .filter(|n| n.completed.is_none())
-        .map(|n| n.object_uuid)
-        .collect();
-    lock_objects(&mut *tx, &mut objects).await?;
-    let mut busy: std::collections::HashSet<Uuid> = sqlx::query_scalar(&SQL.objects_busy)
-        .bind(&objects)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-    let states: Vec<ActionState> = batch
-        .iter()
-        .map(|new| match new.completed {
-            Some(done) => done,
-            None if busy.insert(new.object_uuid) => ActionState::InProgress,
-            None => ActionState::Pending,
-        })
-        .collect();
-    let stored = insert_actions(&mut *tx, batch, &states).await?;
-    let dispatched: Vec<Uuid> = stored
-        .iter()
-        .filter(|s| s.action.state == ActionState::InProgress)
-        .map(|s| s.action.uuid)
-        .collect();
-    let recorded: Vec<&StoredAction> = stored.iter().collect();
-    let (outbox, events) = record_changes(&mut *tx, &recorded, EventKind::Create, &dispatched).await?;
-    Ok(stored
-        .into_iter()
-        .zip(events)
-        .map(|(s, event)| Submitted {
-            outbox_id: outbox.get(&s.action.uuid).copied(),
-            action: s.action,
-            event,
-        })
-        .collect())
-}
-
-/// The bookkeeping of a batch of action changes in one statement (one round
-/// trip): a system log entry for each of `changed`, the outbox rows of
-/// `outbox` (their ids by action) and, under the events lock (module docs),
-/// a `kind` event for each of `changed`, with `seq`s in that order. `seq`s
-/// are drawn as in [`insert_event_row`]: only once the lock is held.
-async fn record_changes(
-    conn: &mut PgConnection,
-    changed: &[&StoredAction],
-    kind: EventKind,
-    outbox: &[Uuid],
-) -> Result<(std::collections::HashMap<Uuid, i64>, Vec<Event>)> {
-    let logs: Vec<NewSystemLog> = changed
-        .iter()
-        .map(|s| NewSystemLog::for_action(&s.action))
-        .collect();
-    let now = chrono::Utc::now();
-    let mut events: Vec<Event> = changed.iter().map(|s| s.event(kind, now)).collect();
-    let log_namespaces: Vec<Option<&str>> = logs.iter().map(|e| e.namespace.as_deref()).collect();
-    let categories: Vec<&str> = logs.iter().map(|e| e.category.as_str()).collect();
-    let levels: Vec<&str> = logs.iter().map(|e| e.level.as_str()).collect();
-    let users: Vec<&str> = logs.iter().map(|e| e.user.as_str()).collect();
-    let messages: Vec<&str> = logs.iter().map(|e| e.message.as_str()).collect();
-    let namespaces: Vec<&str> = events.iter().map(|e| e.namespace.as_str()).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.object_type.as_str()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    let uuids: Vec<&str> = events.iter().map(|e| e.uuid.as_str()).collect();
-    let uris: Vec<&str> = events.iter().map(|e| e.resource_uri.as_str()).collect();
-    let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
-    let parents: Vec<String> = events
-        .iter()
-        .map(|e| serde_json::to_string(&e.parents))
-        .collect::<std::result::Result<_, _>>()?;
-    let rows = sqlx::query(&SQL.record_changes)
-        .bind(&log_namespaces)
-        .bind(&categories)
-        .bind(&levels)
-        .bind(&users)
-        .bind(&messages)
-        .bind(outbox)
-        .bind(&namespaces)
-        .bind(&types)
-        .bind(&kinds)
-        .bind(&uuids)
-        .bind(&uris)
-        .bind(&states)
-        .bind(&parents)
-        .bind(EVENTS_LOCK.0)
-        .bind(EVENTS_LOCK.1)
-        .fetch_all(conn)
-        .await?;
-    let mut ids = std::collections::HashMap::new();
-    let mut stamped: Vec<(i64, chrono::DateTime<chrono::Utc>)> = Vec::with_capacity(events.len());
-    let mut logged = 0;
-    for row in &rows {
-        match row.text("kind")?.as_str() {
-            "outbox" => {
-                ids.insert(row.uuid("action_uuid")?, row.int("id")?);
-            }
-            "logs" => logged = row.int("id")?,
-            _ => stamped.push((row.int("seq")?, row.time("datetime")?)),
-        }
-    }
-    if stamped.len() != events.len() || ids.len() != outbox.len() || logged != logs.len() as i64 {
-        return Err(Error::Invalid(format!(
-            "{} events stored of {}, {} outbox rows of {}, {logged} log entries of {}",
-            stamped.len(),
-            events.len(),
-            ids.len(),
-            outbox.len(),
-            logs.len()
-        )));
-    }
-    // RETURNING gives no order: the `seq`s were drawn in input order.
-    stamped.sort_by_key(|(seq, _)| *seq);
-    for (e, (seq, datetime)) in events.iter_mut().zip(stamped) {
-        e.seq = seq;
-        e.datetime = datetime;
-    }
-    Ok((ids, events))
-}
-
 #[async_trait]
-impl Store for PgStore {
+impl Database for PgStore {
     async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
@@ -1043,12 +468,20 @@ impl Store for PgStore {
 
     /// Two: a second batch keeps the second core's backend busy while the
     /// first commits (BENCHMARKS.md, round 6).
+
     fn batch_lanes(&self) -> usize {
         2
     }
 
-    // --- tenancy ---------------------------------------------------------
+    async fn begin_changes(&self) -> Result<Box<dyn Driver>> {
+        Ok(Box::new(driver::PgDriver {
+            tx: self.begin_batch().await?,
+        }))
+    }
+}
 
+#[async_trait]
+impl Tenancy for PgStore {
     async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User> {
         let namespaces = rows::own_namespace_first(name, namespaces);
         let mut tx = self.pool.begin().await?;
@@ -1194,8 +627,6 @@ impl Store for PgStore {
         Ok(revision)
     }
 
-    // --- sessions --------------------------------------------------------
-
     async fn create_session(&self, session: &NewSession) -> Result<()> {
         // FOR KEY SHARE: a revocation under way (which holds the key row
         // FOR UPDATE) finishes first, and then there is no key to select.
@@ -1268,37 +699,25 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(user)
     }
+}
 
-    // --- objects ---------------------------------------------------------
-
-    async fn insert_object(&self, object: &Object) -> Result<Event> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, \
-                                  parents, attributes, created_at, updated_at, deleted_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11)",
-        )
-        .bind(object.uuid)
-        .bind(&object.namespace)
-        .bind(&object.object_type)
-        .bind(&object.resource_uri)
-        .bind(&object.name)
-        .bind(&object.state)
-        .bind(serde_json::to_string(&object.parents)?)
-        .bind(serde_json::to_string(&object.attributes)?)
-        .bind(object.created_at)
-        .bind(object.updated_at)
-        .bind(object.deleted_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| rows::conflict_if_unique(e, || format!("object {} exists", object.uuid)))?;
-        let event = insert_event_row(
-            &mut tx,
-            rows::object_event(object, EventKind::Create, chrono::Utc::now()),
-        )
+#[async_trait]
+impl ObjectStore for PgStore {
+    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM objects WHERE uuid = $1",
+            rows::PG_OBJECT_COLUMNS
+        ))
+        .bind(uuid)
+        .fetch_optional(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(event)
+        match row {
+            Some(row) => {
+                let object = rows::object_from_row(&row)?;
+                Ok(scope.allows(&object.namespace).then_some(object))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn list_objects(
@@ -1354,88 +773,10 @@ impl Store for PgStore {
             .map(|row| Ok((row.uuid("uuid")?, row.text("resource_uri")?)))
             .collect()
     }
+}
 
-    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE objects SET name = $2, state = $3, attributes = $4::jsonb, deleted_at = $5, \
-                 updated_at = now() \
-             WHERE uuid = $1 AND namespace = ANY($6) \
-             RETURNING {}",
-            rows::PG_OBJECT_COLUMNS
-        ))
-        .bind(object.uuid)
-        .bind(&object.name)
-        .bind(&object.state)
-        .bind(serde_json::to_string(&object.attributes)?)
-        .bind(object.deleted_at)
-        .bind(rows::scope_namespaces(scope).unwrap_or_else(|| vec![object.namespace.clone()]))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("object {}", object.uuid)))?;
-        let stored = rows::object_from_row(&row)?;
-        let event = insert_event_row(&mut tx, rows::object_event(&stored, kind, chrono::Utc::now())).await?;
-        tx.commit().await?;
-        Ok(event)
-    }
-
-    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
-        let row = sqlx::query(&format!(
-            "SELECT {} FROM objects WHERE uuid = $1",
-            rows::PG_OBJECT_COLUMNS
-        ))
-        .bind(uuid)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => {
-                let object = rows::object_from_row(&row)?;
-                Ok(scope.allows(&object.namespace).then_some(object))
-            }
-            None => Ok(None),
-        }
-    }
-
-    // --- actions ---------------------------------------------------------
-
-    async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
-        let mut tx = self.pool.begin().await?;
-        let submitted = submit_in(&mut tx, &new).await?;
-        tx.commit().await?;
-        Ok(submitted)
-    }
-
-    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
-        let mut tx = self.begin_batch().await?;
-        let out = submit_batch_in(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
-        let mut tx = self.begin_batch().await?;
-        let ids = lookups_of(batch);
-        let mut objects = std::collections::HashMap::with_capacity(ids.len());
-        if !ids.is_empty() {
-            let rows = sqlx::query(&SQL.objects_by_uuid)
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in &rows {
-                let o = rows::object_from_row(row)?;
-                objects.insert(o.uuid, o);
-            }
-        }
-        let resolved = ResolvedBatch::new(batch, &objects);
-        let recorded = if resolved.actions.is_empty() {
-            Vec::new()
-        } else {
-            submit_batch_in(&mut tx, &resolved.actions).await?
-        };
-        tx.commit().await?;
-        Ok(resolved.answer(recorded))
-    }
-
+#[async_trait]
+impl ActionStore for PgStore {
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
         let row = sqlx::query(&format!(
             "SELECT {} FROM actions WHERE uuid = $1",
@@ -1541,32 +882,6 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>> {
-        let token = LeaseToken(Uuid::new_v4());
-        let row = sqlx::query(&format!(
-            "UPDATE actions SET claims = claims + 1, lease_token = $2, lease_owner = $3, \
-                 lease_expires_at = now() + $4 * interval '1 microsecond' \
-             WHERE uuid = $1 AND state = ANY($5) \
-               AND (lease_token IS NULL OR lease_expires_at < now()) \
-             RETURNING {}",
-            rows::PG_ACTION_COLUMNS
-        ))
-        .bind(uuid)
-        .bind(token.0)
-        .bind(owner)
-        .bind(rows::duration_micros(lease))
-        .bind(rows::state_names(&rows::claimable_states()))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(Claim {
-                action: StoredAction::from_row(&row)?.action,
-                token,
-            })
-        })
-        .transpose()
-    }
-
     async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>> {
         if uuids.is_empty() {
             return Ok(Vec::new());
@@ -1585,7 +900,7 @@ impl Store for PgStore {
             .bind(&tokens)
             .bind(owner)
             .bind(rows::duration_micros(lease))
-            .bind(rows::state_names(&rows::claimable_states()))
+            .bind(rows::state_names(&crate::lifecycle::claimable_states()))
             .fetch_all(&self.pool)
             .await?;
         let mut claims: std::collections::HashMap<Uuid, Claim> = rows
@@ -1707,75 +1022,11 @@ impl Store for PgStore {
         rows.iter().map(rows::log_line_from_row).collect()
     }
 
-    async fn transition(
-        &self,
-        scope: Scope<'_>,
-        uuid: Uuid,
-        to: ActionState,
-        token: Option<LeaseToken>,
-    ) -> Result<Transitioned> {
-        let mut tx = self.pool.begin().await?;
-        let done = transition_in(&mut tx, scope, uuid, to, token).await?;
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    async fn transition_many(&self, batch: &[Finish]) -> Result<Vec<Result<Transitioned>>> {
-        let mut tx = self.begin_batch().await?;
-        let out = transition_batch_in(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
-        let candidates = sqlx::query(&SQL.expired_leases)
+    async fn expired_leases(&self, limit: i64) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(&SQL.expired_leases)
             .bind(limit)
             .fetch_all(&self.pool)
-            .await?;
-        let mut reaped = Reaped::default();
-        // One transaction per action: each takes its object's lock first, as
-        // every state change does (module docs), and a failure costs one action.
-        for candidate in &candidates {
-            let uuid = candidate.uuid("uuid")?;
-            let mut tx = self.pool.begin().await?;
-            lock_object(&mut tx, candidate.uuid("object_uuid")?).await?;
-            // Re-checked under the locks: a heartbeat or a finish may have won.
-            let row = sqlx::query(
-                "SELECT state, claims, lease_token FROM actions \
-                 WHERE uuid = $1 AND lease_expires_at < now() FOR UPDATE",
-            )
-            .bind(uuid)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                continue;
-            };
-            let state = row.state("state")?;
-            let token = row.opt_uuid("lease_token")?.map(LeaseToken);
-            if row.int32("claims")? >= max_claims {
-                let failed = transition_in(&mut tx, Scope::All, uuid, ActionState::Failed, token).await?;
-                reaped.failed.push(failed);
-            } else if state == ActionState::Canceling {
-                let canceled = transition_in(&mut tx, Scope::All, uuid, ActionState::Canceled, token).await?;
-                reaped.failed.push(canceled);
-            } else {
-                let row = sqlx::query(&format!(
-                    "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
-                         lease_expires_at = NULL, dispatched_at = now() \
-                     WHERE uuid = $1 RETURNING {}",
-                    rows::PG_ACTION_COLUMNS
-                ))
-                .bind(uuid)
-                .fetch_one(&mut *tx)
-                .await?;
-                let stored = StoredAction::from_row(&row)?;
-                reaped
-                    .requeued
-                    .push(record_dispatch(&mut tx, stored, EventKind::Update).await?);
-            }
-            tx.commit().await?;
-        }
-        Ok(reaped)
+            .await?)
     }
 
     async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
@@ -1794,9 +1045,10 @@ impl Store for PgStore {
             .await?;
         Ok(uuids)
     }
+}
 
-    // --- events ----------------------------------------------------------
-
+#[async_trait]
+impl EventStore for PgStore {
     async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>> {
         let rows = sqlx::query(&format!(
             "SELECT {} FROM events \
@@ -1849,16 +1101,10 @@ impl Store for PgStore {
             .await?;
         Ok(seq)
     }
+}
 
-    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for e in entries {
-            insert_system_log(&mut tx, e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
+#[async_trait]
+impl SystemLogStore for PgStore {
     async fn system_log(
         &self,
         scope: Scope<'_>,
@@ -1905,7 +1151,10 @@ impl Store for PgStore {
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::system_log_from_row).collect()
     }
+}
 
+#[async_trait]
+impl Retention for PgStore {
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned> {
         let age = rows::duration_micros(older_than);
         let mut tx = self.pool.begin().await?;
@@ -1977,38 +1226,13 @@ impl Store for PgStore {
             sessions,
         })
     }
-
-    // --- hand-back -------------------------------------------------------
-
-    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
-        let mut tx = self.pool.begin().await?;
-        // No state changes, so no object lock: the row lock of this UPDATE,
-        // then the events lock (module docs).
-        let row = sqlx::query(&format!(
-            "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
-                 lease_expires_at = NULL, dispatched_at = now() \
-             WHERE uuid = $1 AND lease_token = $2 AND state = ANY($3) RETURNING {}",
-            rows::PG_ACTION_COLUMNS
-        ))
-        .bind(uuid)
-        .bind(token.0)
-        .bind(rows::state_names(&rows::claimable_states()))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let stored = StoredAction::from_row(&row)?;
-        let submitted = record_dispatch(&mut tx, stored, EventKind::Update).await?;
-        tx.commit().await?;
-        Ok(Some(submitted))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::TestDatabase;
+    use sqlx::postgres::PgConnection;
 
     /// The plan `sql` (an `EXPLAIN`, with whatever precedes or follows it)
     /// prints, one line per row.
@@ -2063,23 +1287,23 @@ mod tests {
                 uuid.clone(),
             ),
             ("objects_busy", "uuid[]", SQL.objects_busy.as_str(), uuid.clone()),
+            ("action_heads", "uuid[]", SQL.action_heads.as_str(), uuid.clone()),
             (
-                "objects_of_actions",
+                "lock_action_heads",
                 "uuid[]",
-                SQL.objects_of_actions.as_str(),
+                SQL.lock_action_heads.as_str(),
                 uuid.clone(),
             ),
-            ("lock_actions", "uuid[]", SQL.lock_actions.as_str(), uuid.clone()),
             (
-                "transition_many",
+                "update_states",
                 "uuid[], text[], text[], uuid[], boolean[], boolean[]",
-                SQL.transition_many.as_str(),
+                SQL.update_states.as_str(),
                 format!("{uuid}, ARRAY['Success'], ARRAY['In progress'], {uuid}, ARRAY[true], ARRAY[false]"),
             ),
             (
-                "promote_many",
+                "promote",
                 "uuid[], text, text[]",
-                SQL.promote_many.as_str(),
+                SQL.promote.as_str(),
                 format!("{uuid}, 'In progress', ARRAY['Pending']"),
             ),
         ];
@@ -2171,29 +1395,7 @@ mod tests {
         .expect("seed");
 
         let uuid = format!("'{}'", Uuid::new_v4());
-        let sources = rows::state_literals(ActionState::Success.sources());
         let cases = [
-            (
-                "transition",
-                "uuid, text, text[], uuid, boolean, boolean",
-                SQL.transition.as_str(),
-                format!("{uuid}, 'Success', ARRAY[{sources}], NULL, true, false"),
-                &["actions_pkey"][..],
-            ),
-            (
-                "object_busy",
-                "uuid",
-                SQL.object_busy.as_str(),
-                uuid.clone(),
-                &["actions_active_by_object"][..],
-            ),
-            (
-                "promote_next",
-                "uuid, text",
-                SQL.promote_next.as_str(),
-                format!("{uuid}, 'In progress'"),
-                &["actions_pkey", "actions_active_by_object"][..],
-            ),
             (
                 "redispatch",
                 "bigint, bigint",
@@ -2230,9 +1432,9 @@ mod tests {
                 &["actions_pkey"][..],
             ),
             (
-                "transition_many",
+                "update_states",
                 "uuid[], text[], text[], uuid[], boolean[], boolean[]",
-                SQL.transition_many.as_str(),
+                SQL.update_states.as_str(),
                 format!(
                     "ARRAY[{uuid}]::uuid[], ARRAY['Success'], ARRAY['In progress|Canceling'], \
                      ARRAY[{uuid}]::uuid[], ARRAY[true], ARRAY[false]"
@@ -2240,23 +1442,37 @@ mod tests {
                 &["actions_pkey"][..],
             ),
             (
-                "promote_many",
+                "promote",
                 "uuid[], text, text[]",
-                SQL.promote_many.as_str(),
+                SQL.promote.as_str(),
                 format!("ARRAY[{uuid}]::uuid[], 'In progress', ARRAY['Pending']"),
                 &["actions_active_by_object", "actions_pkey"][..],
             ),
             (
-                "objects_of_actions",
+                "action_heads",
                 "uuid[]",
-                SQL.objects_of_actions.as_str(),
+                SQL.action_heads.as_str(),
                 format!("ARRAY[{uuid}]::uuid[]"),
                 &["actions_pkey"][..],
             ),
             (
-                "lock_actions",
+                "release",
+                "uuid, uuid, text[]",
+                SQL.release.as_str(),
+                format!("{uuid}, {uuid}, ARRAY['In progress']"),
+                &["actions_pkey"][..],
+            ),
+            (
+                "update_object",
+                "uuid, text, text, text, timestamptz",
+                SQL.update_object.as_str(),
+                format!("{uuid}, 'web', 'Running', '{{}}', NULL"),
+                &["objects_pkey"][..],
+            ),
+            (
+                "lock_action_heads",
                 "uuid[]",
-                SQL.lock_actions.as_str(),
+                SQL.lock_action_heads.as_str(),
                 format!("ARRAY[{uuid}]::uuid[]"),
                 &["actions_pkey"][..],
             ),

@@ -7,7 +7,7 @@
 //! above it is written once here. JSON columns are read as text on both (the
 //! PostgreSQL queries select `col::text`).
 
-use crate::action::{action_uri, Action};
+use crate::action::Action;
 use crate::event::{Event, EventKind};
 use crate::logline::{LogLine, StreamType};
 use crate::object::Object;
@@ -157,20 +157,6 @@ pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
 
 // --- state lists -----------------------------------------------------------
 
-/// The states of an action that is not over: it keeps later actions on its
-/// object waiting (Pending ones wait themselves).
-pub(crate) fn active_states() -> Vec<ActionState> {
-    ActionState::ALL.into_iter().filter(|s| !s.is_final()).collect()
-}
-
-/// The states that occupy an object ([`ActionState::holds_object`]).
-pub(crate) fn holding_states() -> Vec<ActionState> {
-    ActionState::ALL
-        .into_iter()
-        .filter(|s| s.holds_object())
-        .collect()
-}
-
 /// Wire names of states, to bind as a list parameter.
 pub(crate) fn state_names(states: &[ActionState]) -> Vec<&'static str> {
     states.iter().map(|s| s.as_str()).collect()
@@ -204,19 +190,10 @@ pub(crate) const PG_ACTION_COLUMNS: &str = "uuid, namespace, action, object, obj
     location, user_name, user_agent, is_user_action, state, start_date, end_date, \
     retry_of, claims";
 
-/// An action as read from its row, with what its events need besides.
-#[derive(Debug, Clone)]
-pub(crate) struct StoredAction {
-    /// The domain action.
-    pub action: Action,
-    /// Parents of its object, for its events.
-    pub object_parents: Vec<String>,
-}
-
-impl StoredAction {
+impl crate::lifecycle::StoredAction {
     /// Decodes a row of [`ACTION_COLUMNS`].
-    pub fn from_row(row: &impl RowExt) -> Result<Self> {
-        Ok(StoredAction {
+    pub(crate) fn from_row(row: &impl RowExt) -> Result<Self> {
+        Ok(Self {
             action: Action {
                 uuid: row.uuid("uuid")?,
                 namespace: row.text("namespace")?,
@@ -242,47 +219,6 @@ impl StoredAction {
             object_parents: row.strings("object_parents")?,
         })
     }
-
-    /// The event for this action's current state, before it is stored
-    /// (`seq` 0, `datetime` to be replaced by the database's).
-    pub fn event(&self, kind: EventKind, datetime: DateTime<Utc>) -> Event {
-        let a = &self.action;
-        let mut parents = Vec::with_capacity(1 + self.object_parents.len());
-        parents.push(a.object.clone());
-        parents.extend(self.object_parents.iter().cloned());
-        Event {
-            object_type: "action".to_string(),
-            action: kind,
-            uuid: a.uuid.to_string(),
-            resource_uri: action_uri(&a.uuid),
-            state: a.state.as_str().to_string(),
-            parents,
-            datetime,
-            seq: 0,
-            namespace: a.namespace.clone(),
-        }
-    }
-}
-
-/// The event for an object's current state, before it is stored.
-pub(crate) fn object_event(object: &Object, kind: EventKind, datetime: DateTime<Utc>) -> Event {
-    Event {
-        object_type: object.object_type.clone(),
-        action: kind,
-        uuid: object.uuid.to_string(),
-        resource_uri: object.resource_uri.clone(),
-        state: object.state.clone(),
-        parents: object.parents.clone(),
-        datetime,
-        seq: 0,
-        namespace: object.namespace.clone(),
-    }
-}
-
-/// The states a claim accepts: In progress, and Canceling (a cancel that
-/// arrived before any worker held the action; the claimer stops it at once).
-pub(crate) fn claimable_states() -> Vec<ActionState> {
-    vec![ActionState::InProgress, ActionState::Canceling]
 }
 
 /// The columns every object query returns.
@@ -441,10 +377,13 @@ mod tests {
     #[test]
     fn state_lists_follow_the_state_machine() {
         assert_eq!(
-            state_literals(&active_states()),
+            state_literals(&crate::lifecycle::active_states()),
             "'Pending', 'In progress', 'Canceling'"
         );
-        assert_eq!(state_literals(&holding_states()), "'In progress', 'Canceling'");
+        assert_eq!(
+            state_literals(&crate::lifecycle::holding_states()),
+            "'In progress', 'Canceling'"
+        );
     }
 
     #[test]

@@ -25,25 +25,28 @@
 //! array and read with `json_each`, except where a partial index must match
 //! (see [`rows::state_literals`]).
 
-use super::rows::{self, RowExt, StoredAction};
+mod driver;
+
+use super::rows::{self, RowExt};
 use super::{
-    ActionFilter, ApiKeyInfo, Claim, EventPoll, LeaseToken, ObjectFilter, OutboxEntry, Page, PolledEvent,
-    Reaped, RevokedKey, Scope, Store, StoredKey, Submitted, Transitioned, User, KEY_USE_PRECISION,
+    ActionFilter, ActionStore, ApiKeyInfo, Claim, Database, EventPoll, EventStore, LeaseToken, ObjectFilter,
+    ObjectStore, OutboxEntry, Page, PolledEvent, Retention, RevokedKey, Scope, StoredKey, SystemLogStore,
+    Tenancy, User, KEY_USE_PRECISION,
 };
-use crate::action::{Action, NewAction};
-use crate::event::{Event, EventKind};
+use crate::action::Action;
+use crate::event::Event;
+use crate::lifecycle::{Driver, StoredAction};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
 use crate::session::{NewSession, Session};
-use crate::state::{ActionState, IllegalTransition};
-use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
+use crate::state::ActionState;
+use crate::syslog::{Pruned, SystemLogEntry, SystemLogFilter};
 use crate::{Error, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite};
 use std::str::FromStr;
@@ -79,16 +82,19 @@ struct Sql {
     /// Of the actions in the JSON list `?2`, those In progress or Canceling
     /// and not leased, their dispatch time set to `?1`.
     redispatch_these: String,
+    /// New actions: the JSON array `?1` of rows bound by name
+    /// ([`driver::ActionRow`]), at instant `?2`.
+    insert_actions: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
     // SQLite uses a partial index only when the query repeats the index's
     // predicate term for term, hence `state IN (<active>)` next to narrower
     // state lists below.
-    let active = rows::state_literals(&rows::active_states());
-    let holding = rows::state_literals(&rows::holding_states());
+    let active = rows::state_literals(&crate::lifecycle::active_states());
+    let holding = rows::state_literals(&crate::lifecycle::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
-    let claimable = rows::state_literals(&rows::claimable_states());
+    let claimable = rows::state_literals(&crate::lifecycle::claimable_states());
     Sql {
         transition: format!(
             "UPDATE actions SET state = ?2, \
@@ -126,6 +132,39 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
                               AND dispatched_at < ?2 \
                             ORDER BY dispatched_at LIMIT ?3) \
              RETURNING uuid"
+        ),
+        insert_actions: format!(
+            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
+                 object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
+                 is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
+             SELECT {fields}, ?2, \
+                 CASE WHEN json_extract(value, '$.fin') THEN ?2 END, \
+                 CASE WHEN json_extract(value, '$.dispatched') THEN ?2 END \
+             FROM json_each(?1) ORDER BY key \
+             RETURNING {cols}",
+            fields = [
+                "uuid",
+                "namespace",
+                "action",
+                "object",
+                "object_uuid",
+                "object_type",
+                "object_parents",
+                "verb",
+                "method",
+                "path",
+                "body",
+                "ip",
+                "location",
+                "user_name",
+                "user_agent",
+                "is_user_action",
+                "state",
+                "retry_of",
+            ]
+            .map(|f| format!("json_extract(value, '$.{f}')"))
+            .join(", "),
+            cols = rows::ACTION_COLUMNS
         ),
         redispatch_these: format!(
             "UPDATE actions SET dispatched_at = ?1 \
@@ -203,54 +242,6 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
     Ok(serde_json::to_string(items)?)
 }
 
-/// Records an event for an action (see [`insert_event_row`]).
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    stored: &StoredAction,
-    kind: EventKind,
-    at: DateTime<Utc>,
-) -> Result<Event> {
-    insert_system_log(&mut *conn, &NewSystemLog::for_action(&stored.action), at).await?;
-    insert_event_row(conn, stored.event(kind, at)).await
-}
-
-/// Writes one system log entry.
-async fn insert_system_log(conn: &mut SqliteConnection, e: &NewSystemLog, at: DateTime<Utc>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO system_log (ts, namespace, category, level, user_name, message) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(rows::to_micros(at))
-    .bind(&e.namespace)
-    .bind(&e.category)
-    .bind(e.level.as_str())
-    .bind(&e.user)
-    .bind(&e.message)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Records an event and returns it with its sequence number.
-async fn insert_event_row(conn: &mut SqliteConnection, mut event: Event) -> Result<Event> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
-    )
-    .bind(&event.namespace)
-    .bind(&event.object_type)
-    .bind(event.action.as_str())
-    .bind(&event.uuid)
-    .bind(&event.resource_uri)
-    .bind(&event.state)
-    .bind(serde_json::to_string(&event.parents)?)
-    .bind(rows::to_micros(event.datetime))
-    .fetch_one(conn)
-    .await?;
-    event.seq = seq;
-    Ok(event)
-}
-
 /// Appends the WHERE clause of an action list (scope and filter) to `q`.
 fn push_action_filter(q: &mut QueryBuilder<'_, Sqlite>, scope: Scope<'_>, f: &ActionFilter) -> Result<()> {
     q.push(" WHERE 1");
@@ -323,171 +314,8 @@ fn push_object_filter(q: &mut QueryBuilder<'_, Sqlite>, scope: Scope<'_>, f: &Ob
     Ok(())
 }
 
-/// Queues an action for publishing.
-async fn insert_outbox(conn: &mut SqliteConnection, action: Uuid, at: DateTime<Utc>) -> Result<i64> {
-    let id = sqlx::query_scalar("INSERT INTO outbox (action_uuid, created_at) VALUES (?1, ?2) RETURNING id")
-        .bind(action.to_string())
-        .bind(rows::to_micros(at))
-        .fetch_one(conn)
-        .await?;
-    Ok(id)
-}
-
-/// Records the events of a promotion and its outbox row.
-async fn record_dispatch(
-    conn: &mut SqliteConnection,
-    stored: StoredAction,
-    kind: EventKind,
-    at: DateTime<Utc>,
-) -> Result<Submitted> {
-    let event = insert_event(conn, &stored, kind, at).await?;
-    let outbox_id = insert_outbox(conn, stored.action.uuid, at).await?;
-    Ok(Submitted {
-        action: stored.action,
-        event,
-        outbox_id: Some(outbox_id),
-    })
-}
-
-/// [`Store::transition`] inside a transaction the caller commits.
-async fn transition_in(
-    conn: &mut SqliteConnection,
-    scope: Scope<'_>,
-    uuid: Uuid,
-    to: ActionState,
-    token: Option<LeaseToken>,
-    at: DateTime<Utc>,
-) -> Result<Transitioned> {
-    let row = sqlx::query("SELECT namespace, object_uuid FROM actions WHERE uuid = ?1")
-        .bind(uuid.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = row else {
-        return Err(rows::action_not_found(uuid));
-    };
-    if !scope.allows(&row.text("namespace")?) {
-        return Err(rows::action_not_found(uuid));
-    }
-    let object_uuid = row.uuid("object_uuid")?;
-
-    let updated = sqlx::query(&SQL.transition)
-        .bind(uuid.to_string())
-        .bind(to.as_str())
-        .bind(json_list(&rows::state_names(to.sources()))?)
-        .bind(token.map(|t| t.0.to_string()))
-        .bind(to.is_final())
-        .bind(to == ActionState::InProgress)
-        .bind(rows::to_micros(at))
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(updated) = updated else {
-        let from: String = sqlx::query_scalar("SELECT state FROM actions WHERE uuid = ?1")
-            .bind(uuid.to_string())
-            .fetch_one(&mut *conn)
-            .await?;
-        let from = rows::parse_state(&from)?;
-        return Err(Error::Transition(IllegalTransition { from, to }));
-    };
-    let stored = StoredAction::from_row(&updated)?;
-
-    let next = if to.is_final() {
-        sqlx::query(&SQL.promote_next)
-            .bind(object_uuid.to_string())
-            .bind(ActionState::InProgress.as_str())
-            .bind(rows::to_micros(at))
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| StoredAction::from_row(&row))
-            .transpose()?
-    } else {
-        None
-    };
-
-    let event = insert_event(conn, &stored, EventKind::Update, at).await?;
-    let promoted = match next {
-        Some(next) => Some(record_dispatch(conn, next, EventKind::Update, at).await?),
-        None => None,
-    };
-    Ok(Transitioned {
-        action: stored.action,
-        event,
-        promoted,
-    })
-}
-
-/// Records one new action inside the caller's transaction (see
-/// [`Store::submit_action`]).
-async fn submit_in(tx: &mut SqliteConnection, new: &NewAction) -> Result<Submitted> {
-    if let Some(state) = new.completed.filter(|s| !s.is_final()) {
-        return Err(Error::Invalid(format!(
-            "a completed action must be in a final state, not {state}"
-        )));
-    }
-    let at = now();
-    let state = match new.completed {
-        Some(done) => done,
-        None => {
-            let busy: bool = sqlx::query_scalar(&SQL.object_busy)
-                .bind(new.object_uuid.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
-            if busy {
-                ActionState::Pending
-            } else {
-                ActionState::InProgress
-            }
-        }
-    };
-    let dispatched = state == ActionState::InProgress;
-    let row = sqlx::query(&format!(
-        "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, \
-             object_parents, verb, method, path, body, ip, location, user_name, user_agent, \
-             is_user_action, state, retry_of, start_date, end_date, dispatched_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-             ?16, ?17, ?18, ?21, CASE WHEN ?19 THEN ?21 END, CASE WHEN ?20 THEN ?21 END) \
-         RETURNING {}",
-        rows::ACTION_COLUMNS
-    ))
-    .bind(new.uuid.to_string())
-    .bind(&new.namespace)
-    .bind(&new.action)
-    .bind(&new.object)
-    .bind(new.object_uuid.to_string())
-    .bind(&new.object_type)
-    .bind(serde_json::to_string(&new.object_parents)?)
-    .bind(&new.verb)
-    .bind(&new.method)
-    .bind(&new.path)
-    .bind(&new.body)
-    .bind(&new.ip)
-    .bind(&new.location)
-    .bind(&new.user)
-    .bind(&new.user_agent)
-    .bind(new.is_user_action)
-    .bind(state.as_str())
-    .bind(new.retry_of.map(|u| u.to_string()))
-    .bind(state.is_final())
-    .bind(dispatched)
-    .bind(rows::to_micros(at))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| rows::conflict_if_unique(e, || format!("action {} exists", new.uuid)))?;
-    let stored = StoredAction::from_row(&row)?;
-    let event = insert_event(&mut *tx, &stored, EventKind::Create, at).await?;
-    let outbox_id = if dispatched {
-        Some(insert_outbox(&mut *tx, new.uuid, at).await?)
-    } else {
-        None
-    };
-    Ok(Submitted {
-        action: stored.action,
-        event,
-        outbox_id,
-    })
-}
-
 #[async_trait]
-impl Store for SqliteStore {
+impl Database for SqliteStore {
     async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
@@ -498,8 +326,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    // --- tenancy ---------------------------------------------------------
+    async fn begin_changes(&self) -> Result<Box<dyn Driver>> {
+        Ok(Box::new(driver::SqliteDriver {
+            tx: self.begin().await?,
+            at: now(),
+        }))
+    }
+}
 
+#[async_trait]
+impl Tenancy for SqliteStore {
     async fn create_user(&self, name: &str, namespaces: &[String]) -> Result<User> {
         let namespaces = rows::own_namespace_first(name, namespaces);
         let mut tx = self.begin().await?;
@@ -648,8 +484,6 @@ impl Store for SqliteStore {
         Ok(revision)
     }
 
-    // --- sessions --------------------------------------------------------
-
     async fn create_session(&self, session: &NewSession) -> Result<()> {
         sqlx::query(
             "INSERT INTO sessions (digest, user_name, key_id, created_at, expires_at) \
@@ -712,33 +546,25 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(user)
     }
+}
 
-    // --- objects ---------------------------------------------------------
-
-    async fn insert_object(&self, object: &Object) -> Result<Event> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO objects (uuid, namespace, object_type, resource_uri, name, state, \
-                                  parents, attributes, created_at, updated_at, deleted_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .bind(object.uuid.to_string())
-        .bind(&object.namespace)
-        .bind(&object.object_type)
-        .bind(&object.resource_uri)
-        .bind(&object.name)
-        .bind(&object.state)
-        .bind(serde_json::to_string(&object.parents)?)
-        .bind(serde_json::to_string(&object.attributes)?)
-        .bind(rows::to_micros(object.created_at))
-        .bind(rows::to_micros(object.updated_at))
-        .bind(object.deleted_at.map(rows::to_micros))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| rows::conflict_if_unique(e, || format!("object {} exists", object.uuid)))?;
-        let event = insert_event_row(&mut tx, rows::object_event(object, EventKind::Create, now())).await?;
-        tx.commit().await?;
-        Ok(event)
+#[async_trait]
+impl ObjectStore for SqliteStore {
+    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM objects WHERE uuid = ?1",
+            rows::OBJECT_COLUMNS
+        ))
+        .bind(uuid.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let object = rows::object_from_row(&row)?;
+                Ok(scope.allows(&object.namespace).then_some(object))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn list_objects(
@@ -793,68 +619,10 @@ impl Store for SqliteStore {
             .map(|row| Ok((row.uuid("uuid")?, row.text("resource_uri")?)))
             .collect()
     }
+}
 
-    async fn update_object(&self, scope: Scope<'_>, object: &Object, kind: EventKind) -> Result<Event> {
-        let mut tx = self.begin().await?;
-        let namespaces = rows::scope_namespaces(scope).unwrap_or_else(|| vec![object.namespace.clone()]);
-        let row = sqlx::query(&format!(
-            "UPDATE objects SET name = ?2, state = ?3, attributes = ?4, deleted_at = ?5, updated_at = ?6 \
-             WHERE uuid = ?1 AND namespace IN (SELECT value FROM json_each(?7)) \
-             RETURNING {}",
-            rows::OBJECT_COLUMNS
-        ))
-        .bind(object.uuid.to_string())
-        .bind(&object.name)
-        .bind(&object.state)
-        .bind(serde_json::to_string(&object.attributes)?)
-        .bind(object.deleted_at.map(rows::to_micros))
-        .bind(rows::to_micros(now()))
-        .bind(json_list(&namespaces)?)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("object {}", object.uuid)))?;
-        let stored = rows::object_from_row(&row)?;
-        let event = insert_event_row(&mut tx, rows::object_event(&stored, kind, now())).await?;
-        tx.commit().await?;
-        Ok(event)
-    }
-
-    async fn get_object(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Object>> {
-        let row = sqlx::query(&format!(
-            "SELECT {} FROM objects WHERE uuid = ?1",
-            rows::OBJECT_COLUMNS
-        ))
-        .bind(uuid.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => {
-                let object = rows::object_from_row(&row)?;
-                Ok(scope.allows(&object.namespace).then_some(object))
-            }
-            None => Ok(None),
-        }
-    }
-
-    // --- actions ---------------------------------------------------------
-
-    async fn submit_action(&self, new: NewAction) -> Result<Submitted> {
-        let mut tx = self.begin().await?;
-        let submitted = submit_in(&mut tx, &new).await?;
-        tx.commit().await?;
-        Ok(submitted)
-    }
-
-    async fn submit_actions(&self, batch: &[NewAction]) -> Result<Vec<Submitted>> {
-        let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for new in batch {
-            out.push(submit_in(&mut tx, new).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
+#[async_trait]
+impl ActionStore for SqliteStore {
     async fn get_action(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Action>> {
         let row = sqlx::query(&format!(
             "SELECT {} FROM actions WHERE uuid = ?1",
@@ -945,32 +713,37 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn claim_action(&self, uuid: Uuid, owner: &str, lease: Duration) -> Result<Option<Claim>> {
-        let token = LeaseToken(Uuid::new_v4());
+    async fn claim_actions(&self, uuids: &[Uuid], owner: &str, lease: Duration) -> Result<Vec<Claim>> {
         let at = now();
-        let row = sqlx::query(&format!(
-            "UPDATE actions SET claims = claims + 1, lease_token = ?2, lease_owner = ?3, \
-                 lease_expires_at = ?4 \
-             WHERE uuid = ?1 AND state IN (SELECT value FROM json_each(?5)) \
-               AND (lease_token IS NULL OR lease_expires_at < ?6) \
-             RETURNING {}",
-            rows::ACTION_COLUMNS
-        ))
-        .bind(uuid.to_string())
-        .bind(token.0.to_string())
-        .bind(owner)
-        .bind(micros_after(at, lease))
-        .bind(json_list(&rows::state_names(&rows::claimable_states()))?)
-        .bind(rows::to_micros(at))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(Claim {
-                action: StoredAction::from_row(&row)?.action,
-                token,
-            })
-        })
-        .transpose()
+        let mut claims = Vec::with_capacity(uuids.len());
+        for uuid in uuids {
+            let token = LeaseToken(Uuid::new_v4());
+            let row = sqlx::query(&format!(
+                "UPDATE actions SET claims = claims + 1, lease_token = ?2, lease_owner = ?3, \
+                     lease_expires_at = ?4 \
+                 WHERE uuid = ?1 AND state IN (SELECT value FROM json_each(?5)) \
+                   AND (lease_token IS NULL OR lease_expires_at < ?6) \
+                 RETURNING {}",
+                rows::ACTION_COLUMNS
+            ))
+            .bind(uuid.to_string())
+            .bind(token.0.to_string())
+            .bind(owner)
+            .bind(micros_after(at, lease))
+            .bind(json_list(&rows::state_names(
+                &crate::lifecycle::claimable_states(),
+            ))?)
+            .bind(rows::to_micros(at))
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                claims.push(Claim {
+                    action: StoredAction::from_row(&row)?.action,
+                    token,
+                });
+            }
+        }
+        Ok(claims)
     }
 
     async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<Option<ActionState>> {
@@ -1075,21 +848,8 @@ impl Store for SqliteStore {
         rows.iter().map(rows::log_line_from_row).collect()
     }
 
-    async fn transition(
-        &self,
-        scope: Scope<'_>,
-        uuid: Uuid,
-        to: ActionState,
-        token: Option<LeaseToken>,
-    ) -> Result<Transitioned> {
-        let mut tx = self.begin().await?;
-        let done = transition_in(&mut tx, scope, uuid, to, token, now()).await?;
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    async fn reap_expired_leases(&self, max_claims: i32, limit: i64) -> Result<Reaped> {
-        let candidates = sqlx::query(
+    async fn expired_leases(&self, limit: i64) -> Result<Vec<Uuid>> {
+        let uuids: Vec<String> = sqlx::query_scalar(
             "SELECT uuid FROM actions WHERE lease_expires_at < ?1 \
              ORDER BY lease_expires_at LIMIT ?2",
         )
@@ -1097,52 +857,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut reaped = Reaped::default();
-        // One transaction per action, as in the PostgreSQL store.
-        for candidate in &candidates {
-            let uuid = candidate.uuid("uuid")?;
-            let mut tx = self.begin().await?;
-            let at = now();
-            // Re-checked inside the transaction: a heartbeat or a finish may have won.
-            let row = sqlx::query(
-                "SELECT state, claims, lease_token FROM actions \
-                 WHERE uuid = ?1 AND lease_expires_at < ?2",
-            )
-            .bind(uuid.to_string())
-            .bind(rows::to_micros(at))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                continue;
-            };
-            let state = row.state("state")?;
-            let token = row.opt_uuid("lease_token")?.map(LeaseToken);
-            if row.int32("claims")? >= max_claims {
-                let failed = transition_in(&mut tx, Scope::All, uuid, ActionState::Failed, token, at).await?;
-                reaped.failed.push(failed);
-            } else if state == ActionState::Canceling {
-                let canceled =
-                    transition_in(&mut tx, Scope::All, uuid, ActionState::Canceled, token, at).await?;
-                reaped.failed.push(canceled);
-            } else {
-                let row = sqlx::query(&format!(
-                    "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
-                         lease_expires_at = NULL, dispatched_at = ?2 \
-                     WHERE uuid = ?1 RETURNING {}",
-                    rows::ACTION_COLUMNS
-                ))
-                .bind(uuid.to_string())
-                .bind(rows::to_micros(at))
-                .fetch_one(&mut *tx)
-                .await?;
-                let stored = StoredAction::from_row(&row)?;
-                reaped
-                    .requeued
-                    .push(record_dispatch(&mut tx, stored, EventKind::Update, at).await?);
-            }
-            tx.commit().await?;
-        }
-        Ok(reaped)
+        uuids.iter().map(|u| rows::parse_uuid(u)).collect()
     }
 
     async fn redispatch_unclaimed(&self, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
@@ -1165,9 +880,10 @@ impl Store for SqliteStore {
             .await?;
         found.iter().map(|u| rows::parse_uuid(u)).collect()
     }
+}
 
-    // --- events ----------------------------------------------------------
-
+#[async_trait]
+impl EventStore for SqliteStore {
     async fn events_after(&self, scope: Scope<'_>, after: i64, limit: i64) -> Result<Vec<Event>> {
         let namespaces = rows::scope_namespaces(scope)
             .map(|ns| json_list(&ns))
@@ -1224,17 +940,10 @@ impl Store for SqliteStore {
             .await?;
         Ok(seq)
     }
+}
 
-    async fn append_system_log(&self, entries: &[NewSystemLog]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let at = now();
-        for e in entries {
-            insert_system_log(&mut tx, e, at).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
+#[async_trait]
+impl SystemLogStore for SqliteStore {
     async fn system_log(
         &self,
         scope: Scope<'_>,
@@ -1282,7 +991,10 @@ impl Store for SqliteStore {
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::system_log_from_row).collect()
     }
+}
 
+#[async_trait]
+impl Retention for SqliteStore {
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned> {
         let cutoff = micros_before(now(), older_than);
         let mut tx = self.begin().await?;
@@ -1345,33 +1057,6 @@ impl Store for SqliteStore {
             events,
             sessions,
         })
-    }
-
-    // --- hand-back -------------------------------------------------------
-
-    async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
-        let mut tx = self.begin().await?;
-        let at = now();
-        let row = sqlx::query(&format!(
-            "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
-                 lease_expires_at = NULL, dispatched_at = ?3 \
-             WHERE uuid = ?1 AND lease_token = ?2 \
-               AND state IN (SELECT value FROM json_each(?4)) RETURNING {}",
-            rows::ACTION_COLUMNS
-        ))
-        .bind(uuid.to_string())
-        .bind(token.0.to_string())
-        .bind(rows::to_micros(at))
-        .bind(json_list(&rows::state_names(&rows::claimable_states()))?)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let stored = StoredAction::from_row(&row)?;
-        let submitted = record_dispatch(&mut tx, stored, EventKind::Update, at).await?;
-        tx.commit().await?;
-        Ok(Some(submitted))
     }
 }
 
