@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command. Makes sure what the test suite needs is on this machine,
-# then runs `cargo test --workspace` with any arguments given:
+# then runs `cargo test --workspace` with any arguments given (without
+# `--workspace` when they pick packages with -p, which it would override):
 #
 #   - PostgreSQL on 127.0.0.1:5432, RabbitMQ on 127.0.0.1:5672: started if
 #     installed but stopped, installed from Debian packages if missing;
@@ -18,9 +19,11 @@ usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Ensures PostgreSQL (127.0.0.1:5432), RabbitMQ (127.0.0.1:5672), Chromium and
 chromedriver, starting or installing them (Debian packages) as needed, then
-runs `cargo test --workspace ARGS...`. Examples:
+runs `cargo test --workspace ARGS...` (`cargo test ARGS...` when ARGS pick
+packages with -p/--package). Examples:
 
   scripts/test.sh                               # the whole suite
+  scripts/test.sh --lib                         # every crate's unit tests
   scripts/test.sh -p stevedore-shared --lib     # one crate's unit tests
   scripts/test.sh --test faults -- --nocapture  # one test file, with output
 
@@ -156,5 +159,14 @@ ensure_postgres
 ensure_rabbitmq
 ensure_browser
 
-log "cargo test --workspace $*"
-exec cargo test --workspace "$@"
+# `--workspace` selects every package whatever -p says, so it goes when the
+# arguments name packages themselves.
+scope=(--workspace)
+for arg in "$@"; do
+  case "$arg" in
+  --) break ;;
+  -p | --package | -p?* | --package=*) scope=() ;;
+  esac
+done
+log "cargo test ${scope[*]:+${scope[*]} }$*"
+exec cargo test "${scope[@]}" "$@"
