@@ -2,7 +2,7 @@
 //! administration commands. See `stevedore --help`.
 
 /// mimalloc instead of the system allocator: under load glibc's malloc
-/// and free took about a quarter of the process's CPU (BENCHMARKS.md, round 6).
+/// and free took about a quarter of the process's CPU (docs/benchmarks-history.md, round 6).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -52,7 +52,7 @@ impl Lanes {
 }
 
 /// The backlog that starts a batch beside one in flight: about the batch a
-/// single lane makes with 64 busy clients (BENCHMARKS.md, round 6).
+/// single lane makes with 64 busy clients (docs/benchmarks-history.md, round 6).
 pub const PARALLEL_FROM: usize = 64;
 
 /// A handle on a group-commit loop (cheap to clone).

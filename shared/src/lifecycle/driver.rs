@@ -22,11 +22,11 @@
 //! - **Order.** Methods that return rows for a batch return them in the
 //!   order of their input, except where they say otherwise.
 
+use super::requests::LeaseToken;
 use super::{Changeset, StoredAction, Written};
 use crate::action::NewAction;
 use crate::object::Object;
 use crate::state::ActionState;
-use crate::store::LeaseToken;
 use crate::Result;
 use async_trait::async_trait;
 use std::collections::HashSet;

@@ -8,6 +8,9 @@
 //! record the changes in one [`Changeset`] and write it last
 //! ([`Driver::write`]), so the events lock is the last lock taken.
 
+use super::requests::{
+    lookups_of, LeaseToken, ObjectLookup, ResolvedBatch, Scope, Submission, Submitted, Transitioned,
+};
 use super::{
     cancel_target, initial_states, objects_to_lock, on_expired_lease, ActionHead, Changeset, Driver,
     LeaseExpiry, ObjectChange, StateUpdate, StoredAction,
@@ -16,9 +19,6 @@ use crate::action::NewAction;
 use crate::event::{Event, EventKind};
 use crate::object::Object;
 use crate::state::{ActionState, IllegalTransition};
-use crate::store::{
-    lookups_of, LeaseToken, ObjectLookup, ResolvedBatch, Scope, Submission, Submitted, Transitioned,
-};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -245,9 +245,9 @@ fn not_found(uuid: Uuid) -> Error {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expired {
     /// Handed back for another attempt.
-    Requeued(Submitted),
+    Requeued(Box<Submitted>),
     /// Ended: Failed (claims used up) or Canceled (a cancel was under way).
-    Ended(Transitioned),
+    Ended(Box<Transitioned>),
 }
 
 /// Applies [`on_expired_lease`] to `uuid` if its lease has still expired
@@ -265,7 +265,11 @@ pub async fn reap(tx: &mut dyn Driver, uuid: Uuid, max_claims: i32) -> Result<Op
         return Ok(None);
     };
     let to = match on_expired_lease(head.state, head.claims, max_claims) {
-        LeaseExpiry::Requeue => return Ok(hand_back(tx, uuid, token).await?.map(Expired::Requeued)),
+        LeaseExpiry::Requeue => {
+            return Ok(hand_back(tx, uuid, token)
+                .await?
+                .map(|s| Expired::Requeued(Box::new(s))))
+        }
         LeaseExpiry::Fail => ActionState::Failed,
         LeaseExpiry::Cancel => ActionState::Canceled,
     };
@@ -277,7 +281,7 @@ pub async fn reap(tx: &mut dyn Driver, uuid: Uuid, max_claims: i32) -> Result<Op
     let heads = HashMap::from([(uuid, head)]);
     let ended = apply(tx, &heads, &[request]).await?.pop();
     match ended {
-        Some(Ok(t)) => Ok(Some(Expired::Ended(t))),
+        Some(Ok(t)) => Ok(Some(Expired::Ended(Box::new(t)))),
         Some(Err(e)) => Err(e),
         None => Ok(None),
     }

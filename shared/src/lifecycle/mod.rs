@@ -27,6 +27,7 @@
 pub mod changeset;
 pub mod driver;
 pub mod engine;
+pub mod requests;
 
 use crate::action::{Action, NewAction};
 use crate::event::{Event, EventKind};

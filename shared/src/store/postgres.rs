@@ -467,8 +467,7 @@ impl Database for PgStore {
     }
 
     /// Two: a second batch keeps the second core's backend busy while the
-    /// first commits (BENCHMARKS.md, round 6).
-
+    /// first commits (docs/benchmarks-history.md, round 6).
     fn batch_lanes(&self) -> usize {
         2
     }

@@ -15,7 +15,7 @@
 //! (seconds, no assertions on speed). Results go to BENCHMARKS.md.
 
 /// mimalloc instead of the system allocator: under load glibc's malloc
-/// and free took about a quarter of the process's CPU (BENCHMARKS.md, round 6).
+/// and free took about a quarter of the process's CPU (docs/benchmarks-history.md, round 6).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
