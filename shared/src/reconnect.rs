@@ -1,0 +1,169 @@
+//! The one rule every reconnect or resubscribe loop follows: wait `min`
+//! after the first failure, then twice as long after each further one (with
+//! random jitter, so that processes that lost the same broker do not come
+//! back in step), never longer than `max`; and start again from `min` once
+//! a (re)connection worked.
+//!
+//! ```no_run
+//! # async fn connect() -> Result<(), ()> { Ok(()) }
+//! # async fn demo(shutdown: stevedore_shared::shutdown::Shutdown) {
+//! use std::time::Duration;
+//! use stevedore_shared::reconnect::{sleep_or_shutdown, Reconnect};
+//!
+//! let mut reconnect = Reconnect::new(Duration::from_millis(100), Duration::from_secs(5));
+//! loop {
+//!     if connect().await.is_err() {
+//!         let delay = reconnect.next_delay();
+//!         if sleep_or_shutdown(delay, &shutdown).await {
+//!             return;
+//!         }
+//!         continue;
+//!     }
+//!     reconnect.reset();
+//!     // ... use the connection until it ends ...
+//! }
+//! # }
+//! ```
+
+use crate::shutdown::Shutdown;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use std::time::Duration;
+
+/// The delays between attempts of one reconnect loop.
+#[derive(Debug)]
+pub struct Reconnect {
+    builder: ExponentialBuilder,
+    max: Duration,
+    delays: ExponentialBackoff,
+}
+
+impl Reconnect {
+    /// Delays from `min`, doubling with jitter, capped at `max` (a `max`
+    /// below `min` is taken as `min`).
+    pub fn new(min: Duration, max: Duration) -> Self {
+        let max = max.max(min);
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_jitter()
+            .without_max_times();
+        Reconnect {
+            builder,
+            max,
+            delays: builder.build(),
+        }
+    }
+
+    /// The delay before the next attempt: at least the one before it
+    /// without jitter (`min`, `2·min`, `4·min`, …) plus up to as much again,
+    /// and never more than `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        // backon's jitter adds up to the whole base delay: the cap comes after.
+        self.delays.next().unwrap_or(self.max).min(self.max)
+    }
+
+    /// Back to `min`: call it once a (re)connection worked.
+    pub fn reset(&mut self) {
+        self.delays = self.builder.build();
+    }
+}
+
+/// Sleeps for `delay`, or until `shutdown` fires if that comes first.
+/// Returns whether `shutdown` fired (the loop should then stop).
+pub async fn sleep_or_shutdown(delay: Duration, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(delay) => shutdown.is_triggered(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+    const ROUNDING: Duration = Duration::from_micros(1);
+
+    /// The base delays (no jitter) of `MIN`..`MAX`: 100 ms doubling, capped.
+    fn bases(n: usize) -> Vec<Duration> {
+        std::iter::successors(Some(MIN), |d| Some((*d * 2).min(MAX)))
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn delays_start_at_min_double_with_jitter_and_stop_at_max() {
+        for _ in 0..50 {
+            let mut r = Reconnect::new(MIN, MAX);
+            for base in bases(12) {
+                let d = r.next_delay();
+                // backon computes in f32: a microsecond either way is rounding.
+                assert!(d + ROUNDING >= base, "{d:?} is below {base:?}");
+                assert!(
+                    d <= (base * 2 + ROUNDING).min(MAX),
+                    "{d:?} is above twice {base:?} or {MAX:?}"
+                );
+            }
+            // Past the cap it stays there.
+            for _ in 0..100 {
+                assert_eq!(r.next_delay(), MAX);
+            }
+        }
+    }
+
+    #[test]
+    fn the_jitter_varies_the_delays() {
+        let first: Vec<Duration> = (0..20).map(|_| Reconnect::new(MIN, MAX).next_delay()).collect();
+        assert!(
+            first.iter().any(|d| *d != first[0]),
+            "twenty first delays were all {:?}",
+            first[0]
+        );
+    }
+
+    #[test]
+    fn reset_starts_again_from_min() {
+        let mut r = Reconnect::new(MIN, MAX);
+        for _ in 0..10 {
+            r.next_delay();
+        }
+        assert_eq!(r.next_delay(), MAX);
+        r.reset();
+        let d = r.next_delay();
+        assert!(d >= MIN && d <= MIN * 2, "{d:?}");
+    }
+
+    #[test]
+    fn a_max_below_min_is_min() {
+        let mut r = Reconnect::new(MAX, MIN);
+        assert_eq!(r.next_delay(), MAX);
+        assert_eq!(r.next_delay(), MAX);
+    }
+
+    #[tokio::test]
+    async fn sleep_or_shutdown_sleeps_unless_shutdown_fires() {
+        let shutdown = Shutdown::new();
+        let started = std::time::Instant::now();
+        assert!(!sleep_or_shutdown(Duration::from_millis(20), &shutdown).await);
+        assert!(started.elapsed() >= Duration::from_millis(20));
+
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.trigger();
+        });
+        let early = tokio::time::timeout(
+            Duration::from_secs(10),
+            sleep_or_shutdown(Duration::from_secs(600), &shutdown),
+        );
+        assert_eq!(early.await, Ok(true));
+
+        // Already fired: no wait at all.
+        let early = tokio::time::timeout(
+            Duration::from_secs(10),
+            sleep_or_shutdown(Duration::from_secs(600), &shutdown),
+        );
+        assert_eq!(early.await, Ok(true));
+    }
+}
