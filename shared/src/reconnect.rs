@@ -54,12 +54,15 @@ impl Reconnect {
         }
     }
 
-    /// The delay before the next attempt: at least the one before it
-    /// without jitter (`min`, `2·min`, `4·min`, …) plus up to as much again,
-    /// and never more than `max`.
+    /// The delay before the next attempt: the base delay (`min`, `2·min`,
+    /// `4·min`, … up to `max`) plus a random part of up to as much again,
+    /// never more than `max`, in whole milliseconds (it is printed).
     pub fn next_delay(&mut self) -> Duration {
         // backon's jitter adds up to the whole base delay: the cap comes after.
-        self.delays.next().unwrap_or(self.max).min(self.max)
+        let d = self.delays.next().unwrap_or(self.max).min(self.max);
+        // backon computes in f32: to the nearest millisecond.
+        let ms = (d.as_micros() + 500) / 1000;
+        Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)).min(self.max)
     }
 
     /// Back to `min`: call it once a (re)connection worked.
@@ -83,7 +86,6 @@ mod tests {
 
     const MIN: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
-    const ROUNDING: Duration = Duration::from_micros(1);
 
     /// The base delays (no jitter) of `MIN`..`MAX`: 100 ms doubling, capped.
     fn bases(n: usize) -> Vec<Duration> {
@@ -98,12 +100,12 @@ mod tests {
             let mut r = Reconnect::new(MIN, MAX);
             for base in bases(12) {
                 let d = r.next_delay();
-                // backon computes in f32: a microsecond either way is rounding.
-                assert!(d + ROUNDING >= base, "{d:?} is below {base:?}");
+                assert!(d >= base, "{d:?} is below {base:?}");
                 assert!(
-                    d <= (base * 2 + ROUNDING).min(MAX),
+                    d <= (base * 2).min(MAX),
                     "{d:?} is above twice {base:?} or {MAX:?}"
                 );
+                assert_eq!(d.subsec_nanos() % 1_000_000, 0, "{d:?} is not whole milliseconds");
             }
             // Past the cap it stays there.
             for _ in 0..100 {

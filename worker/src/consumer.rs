@@ -2,13 +2,13 @@
 //! reap expired leases, and shut down gracefully.
 
 use crate::executor::Executor;
-use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use stevedore_shared::config::{Operations, WorkerSettings, HAND_BACK_WINDOW};
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::messages::Control;
+use stevedore_shared::reconnect::{sleep_or_shutdown, Reconnect};
 use stevedore_shared::shutdown::Shutdown;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -29,13 +29,10 @@ pub struct Worker {
     shutdown_deadline: Duration,
 }
 
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
+/// The delays between attempts to consume or subscribe again after the
+/// broker failed: 200 ms doubling (with jitter) to 10 s.
+pub(crate) fn reconnect() -> Reconnect {
+    Reconnect::new(Duration::from_millis(200), Duration::from_secs(10))
 }
 
 impl Worker {
@@ -87,17 +84,20 @@ impl Worker {
         ));
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let prefetch = job_prefetch(self.settings.concurrency);
-        let mut delays = reconnect_delays();
+        let mut reconnect = reconnect();
         'outer: while !shutdown.is_triggered() {
             let mut jobs = match self.dispatcher.broker().consume_jobs(prefetch).await {
                 Ok(s) => {
-                    delays = reconnect_delays();
+                    reconnect.reset();
                     s
                 }
                 Err(e) => {
-                    let d = delays.next().unwrap_or(Duration::from_secs(10));
+                    let d = reconnect.next_delay();
                     tracing::warn!(error = %e, retry_in = ?d, "cannot consume jobs");
-                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(d) => continue }
+                    if sleep_or_shutdown(d, &shutdown).await {
+                        break;
+                    }
+                    continue;
                 }
             };
             loop {
@@ -197,14 +197,19 @@ async fn take_slots(
 
 /// Cancels running actions when a cancel arrives on the control exchange.
 async fn control_loop(dispatcher: Dispatcher, exec: Arc<Executor>, shutdown: Shutdown) {
-    let mut delays = reconnect_delays();
+    let mut reconnect = reconnect();
     while !shutdown.is_triggered() {
         let mut msgs = match dispatcher.broker().subscribe_control().await {
-            Ok(s) => s,
+            Ok(s) => {
+                reconnect.reset();
+                s
+            }
             Err(e) => {
-                let d = delays.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, "cannot subscribe to control messages");
-                tokio::time::sleep(d).await;
+                let d = reconnect.next_delay();
+                tracing::warn!(error = %e, retry_in = ?d, "cannot subscribe to control messages");
+                if sleep_or_shutdown(d, &shutdown).await {
+                    return;
+                }
                 continue;
             }
         };

@@ -16,13 +16,13 @@
 //! Pending (its promotion publishes it), or leased (a live worker holds it,
 //! or the reaper hands it back once the lease expires).
 
-use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::time::Duration;
 use stevedore_shared::broker::DeadLetter;
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::logline::{NewLogLine, StreamType};
 use stevedore_shared::messages::JobMessage;
+use stevedore_shared::reconnect::sleep_or_shutdown;
 use stevedore_shared::shutdown::Shutdown;
 use stevedore_shared::store::Scope;
 
@@ -44,17 +44,20 @@ pub struct Settled {
 
 /// Consumes the dead-letter queue until shutdown, reconnecting with backoff.
 pub async fn run(dispatcher: Dispatcher, shutdown: Shutdown) {
-    let mut delays = delays();
+    let mut reconnect = crate::consumer::reconnect();
     while !shutdown.is_triggered() {
         let mut stream = match dispatcher.broker().consume_dead_letters(PREFETCH).await {
             Ok(s) => {
-                delays = self::delays();
+                reconnect.reset();
                 s
             }
             Err(e) => {
-                let d = delays.next().unwrap_or(Duration::from_secs(10));
+                let d = reconnect.next_delay();
                 tracing::warn!(error = %e, retry_in = ?d, "cannot consume dead letters");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(d) => continue }
+                if sleep_or_shutdown(d, &shutdown).await {
+                    return;
+                }
+                continue;
             }
         };
         loop {
@@ -72,15 +75,6 @@ pub async fn run(dispatcher: Dispatcher, shutdown: Shutdown) {
             }
         }
     }
-}
-
-fn delays() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// Handles one dead letter and settles it: acked once its waiting actions
