@@ -29,7 +29,7 @@ use crate::stream::{RESUBSCRIBE_MAX, RESUBSCRIBE_MIN};
 use crate::ApiState;
 use futures::StreamExt;
 use stevedore_shared::messages::Control;
-use stevedore_shared::reconnect::{sleep_or_shutdown, Reconnect};
+use stevedore_shared::reconnect::Reconnect;
 use stevedore_shared::shutdown::Shutdown;
 
 /// How revocations made elsewhere reach this process.
@@ -92,23 +92,11 @@ pub fn spawn_listener(state: &ApiState, shutdown: Shutdown) -> tokio::task::Join
 async fn listen(state: ApiState, shutdown: Shutdown) {
     let broker = state.dispatcher.broker().clone();
     let mut reconnect = Reconnect::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
-    loop {
-        let subscribed = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            s = broker.subscribe_control() => s,
-        };
-        let mut msgs = match subscribed {
-            Ok(s) => s,
-            Err(e) => {
-                let delay = reconnect.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot subscribe to control messages");
-                if sleep_or_shutdown(delay, &shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        reconnect.reset();
+    let subscribe = || broker.subscribe_control();
+    while let Some(mut msgs) = reconnect
+        .until_connected("subscribe to control messages", &shutdown, subscribe)
+        .await
+    {
         // Revocations published while this process was not subscribed are lost.
         state.credentials.forget_all();
         tracing::info!("subscribed to revocations");

@@ -4,29 +4,29 @@
 //! back in step), never longer than `max`; and start again from `min` once
 //! a (re)connection worked.
 //!
+//! A loop that (re)subscribes until it works, then uses the subscription
+//! until it ends, is [`Reconnect::until_connected`]:
+//!
 //! ```no_run
-//! # async fn connect() -> Result<(), ()> { Ok(()) }
+//! # async fn subscribe() -> Result<(), String> { Ok(()) }
 //! # async fn demo(shutdown: stevedore_shared::shutdown::Shutdown) {
 //! use std::time::Duration;
-//! use stevedore_shared::reconnect::{sleep_or_shutdown, Reconnect};
+//! use stevedore_shared::reconnect::Reconnect;
 //!
 //! let mut reconnect = Reconnect::new(Duration::from_millis(100), Duration::from_secs(5));
-//! loop {
-//!     if connect().await.is_err() {
-//!         let delay = reconnect.next_delay();
-//!         if sleep_or_shutdown(delay, &shutdown).await {
-//!             return;
-//!         }
-//!         continue;
-//!     }
-//!     reconnect.reset();
-//!     // ... use the connection until it ends ...
+//! while let Some(subscription) = reconnect.until_connected("subscribe", &shutdown, subscribe).await {
+//!     // ... use the subscription until it ends ...
 //! }
 //! # }
 //! ```
+//!
+//! A loop that decides otherwise when a connection worked (the CLI's events
+//! stream: once it delivered a frame) calls [`Reconnect::next_delay`] and
+//! [`Reconnect::reset`] itself.
 
 use crate::shutdown::Shutdown;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use std::future::Future;
 use std::time::Duration;
 
 /// The delays between attempts of one reconnect loop.
@@ -68,6 +68,43 @@ impl Reconnect {
     /// Back to `min`: call it once a (re)connection worked.
     pub fn reset(&mut self) {
         self.delays = self.builder.build();
+    }
+
+    /// Calls `attempt` until it succeeds, and then [`resets`](Self::reset);
+    /// after each failure logs a warning (`cannot {what}`, with the error
+    /// and the delay) and waits [`next_delay`](Self::next_delay). `None`
+    /// once `shutdown` fires, during an attempt or a wait.
+    pub async fn until_connected<T, E, F, Fut>(
+        &mut self,
+        what: &str,
+        shutdown: &Shutdown,
+        mut attempt: F,
+    ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                r = attempt() => r,
+            };
+            match result {
+                Ok(connected) => {
+                    self.reset();
+                    return Some(connected);
+                }
+                Err(e) => {
+                    let delay = self.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot {what}");
+                    if sleep_or_shutdown(delay, shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -141,6 +178,50 @@ mod tests {
         let mut r = Reconnect::new(MAX, MIN);
         assert_eq!(r.next_delay(), MAX);
         assert_eq!(r.next_delay(), MAX);
+    }
+
+    #[tokio::test]
+    async fn until_connected_retries_then_starts_again_from_min() {
+        let shutdown = Shutdown::new();
+        let mut r = Reconnect::new(Duration::from_millis(1), Duration::from_millis(4));
+        let mut failures = 5;
+        let connected = r
+            .until_connected("connect", &shutdown, || {
+                let result = if failures > 0 { Err("refused") } else { Ok("up") };
+                failures -= 1;
+                async move { result }
+            })
+            .await;
+        assert_eq!(connected, Some("up"));
+        assert_eq!(failures, -1, "five failures, then one success");
+        // Reset by the success.
+        let d = r.next_delay();
+        assert!(d <= Duration::from_millis(2), "{d:?}");
+    }
+
+    #[tokio::test]
+    async fn until_connected_gives_up_on_shutdown() {
+        let shutdown = Shutdown::new();
+        let mut r = Reconnect::new(Duration::from_secs(600), Duration::from_secs(600));
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.trigger();
+        });
+        // Waiting after a failure.
+        let failing = r.until_connected("connect", &shutdown, || async { Err::<(), _>("refused") });
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), failing).await,
+            Ok(None)
+        );
+        // And an attempt that hangs.
+        let hanging = r.until_connected("connect", &shutdown, || {
+            std::future::pending::<Result<(), &str>>()
+        });
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), hanging).await,
+            Ok(None)
+        );
     }
 
     #[tokio::test]

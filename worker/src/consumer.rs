@@ -8,7 +8,7 @@ use std::time::Duration;
 use stevedore_shared::config::{Operations, WorkerSettings, HAND_BACK_WINDOW};
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::messages::Control;
-use stevedore_shared::reconnect::{sleep_or_shutdown, Reconnect};
+use stevedore_shared::reconnect::Reconnect;
 use stevedore_shared::shutdown::Shutdown;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -85,21 +85,11 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let prefetch = job_prefetch(self.settings.concurrency);
         let mut reconnect = reconnect();
-        'outer: while !shutdown.is_triggered() {
-            let mut jobs = match self.dispatcher.broker().consume_jobs(prefetch).await {
-                Ok(s) => {
-                    reconnect.reset();
-                    s
-                }
-                Err(e) => {
-                    let d = reconnect.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?d, "cannot consume jobs");
-                    if sleep_or_shutdown(d, &shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
+        let consume = || self.dispatcher.broker().consume_jobs(prefetch);
+        'outer: while let Some(mut jobs) = reconnect
+            .until_connected("consume jobs", &shutdown, consume)
+            .await
+        {
             loop {
                 let permit = tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
@@ -198,21 +188,11 @@ async fn take_slots(
 /// Cancels running actions when a cancel arrives on the control exchange.
 async fn control_loop(dispatcher: Dispatcher, exec: Arc<Executor>, shutdown: Shutdown) {
     let mut reconnect = reconnect();
-    while !shutdown.is_triggered() {
-        let mut msgs = match dispatcher.broker().subscribe_control().await {
-            Ok(s) => {
-                reconnect.reset();
-                s
-            }
-            Err(e) => {
-                let d = reconnect.next_delay();
-                tracing::warn!(error = %e, retry_in = ?d, "cannot subscribe to control messages");
-                if sleep_or_shutdown(d, &shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
+    let subscribe = || dispatcher.broker().subscribe_control();
+    while let Some(mut msgs) = reconnect
+        .until_connected("subscribe to control messages", &shutdown, subscribe)
+        .await
+    {
         while let Some(msg) = msgs.next().await {
             match msg {
                 Ok(Control::Cancel { action }) => {

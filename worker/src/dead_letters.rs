@@ -22,7 +22,6 @@ use stevedore_shared::broker::DeadLetter;
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::logline::{NewLogLine, StreamType};
 use stevedore_shared::messages::JobMessage;
-use stevedore_shared::reconnect::sleep_or_shutdown;
 use stevedore_shared::shutdown::Shutdown;
 use stevedore_shared::store::Scope;
 
@@ -45,21 +44,11 @@ pub struct Settled {
 /// Consumes the dead-letter queue until shutdown, reconnecting with backoff.
 pub async fn run(dispatcher: Dispatcher, shutdown: Shutdown) {
     let mut reconnect = crate::consumer::reconnect();
-    while !shutdown.is_triggered() {
-        let mut stream = match dispatcher.broker().consume_dead_letters(PREFETCH).await {
-            Ok(s) => {
-                reconnect.reset();
-                s
-            }
-            Err(e) => {
-                let d = reconnect.next_delay();
-                tracing::warn!(error = %e, retry_in = ?d, "cannot consume dead letters");
-                if sleep_or_shutdown(d, &shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
+    let consume = || dispatcher.broker().consume_dead_letters(PREFETCH);
+    while let Some(mut stream) = reconnect
+        .until_connected("consume dead letters", &shutdown, consume)
+        .await
+    {
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,

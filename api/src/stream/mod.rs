@@ -41,7 +41,7 @@ use stevedore_shared::broker::DynBroker;
 use stevedore_shared::event::Event;
 use stevedore_shared::logline::LogLine;
 use stevedore_shared::messages::Update;
-use stevedore_shared::reconnect::{sleep_or_shutdown, Reconnect};
+use stevedore_shared::reconnect::Reconnect;
 use stevedore_shared::shutdown::Shutdown;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -192,24 +192,11 @@ impl Hub {
 
     async fn run_subscriber(self, broker: DynBroker, shutdown: Shutdown) {
         let mut reconnect = Reconnect::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
-        loop {
-            let subscribed = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                s = broker.subscribe_updates() => s,
-            };
-            let mut updates = match subscribed {
-                Ok(s) => s,
-                Err(e) => {
-                    self.inner.connected.store(false, Ordering::Relaxed);
-                    let delay = reconnect.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot subscribe to updates");
-                    if sleep_or_shutdown(delay, &shutdown).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            reconnect.reset();
+        let subscribe = || broker.subscribe_updates();
+        while let Some(mut updates) = reconnect
+            .until_connected("subscribe to updates", &shutdown, subscribe)
+            .await
+        {
             self.inner.connected.store(true, Ordering::Relaxed);
             tracing::info!("stream hub subscribed to updates");
             // Whatever happened before this subscription is in the store:
