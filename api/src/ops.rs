@@ -5,8 +5,9 @@
 //! - [`install_metrics`]: the process's one metrics recorder (installed on
 //!   first use; the exporter opens no listener of its own).
 //! - [`layers`]: `x-request-id` (kept when the client sends one, else a new
-//!   uuid; echoed on the response), a `request` span carrying it (and the
-//!   `action` a request created), and `stevedore_http_request_duration_seconds`.
+//!   uuid; echoed on the response, and in the body of a server error), a
+//!   `request` span carrying it (and the `action` a request created), and
+//!   `stevedore_http_request_duration_seconds`.
 //! - [`ops_router`]: `/metrics` and `/openapi.json` for a role's router.
 //! - [`worker_router`]: the worker's optional ops listener.
 
@@ -126,8 +127,9 @@ fn describe() {
     describe_gauge!(HTTP_CONNECTIONS, "HTTP connections this process is serving");
 }
 
-/// Wraps a role's whole router: request id, request span, latency histogram.
-/// Apply once, outermost, per listener.
+/// Wraps a role's whole router: request id, request span, latency
+/// histogram, and the request id in server errors' bodies
+/// ([`crate::error::server_errors`]). Apply once, outermost, per listener.
 pub fn layers(router: Router) -> Router {
     install_metrics();
     let x_request_id = HeaderName::from_static(REQUEST_ID);
@@ -139,6 +141,8 @@ pub fn layers(router: Router) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        // Between the two: it reads the id the response was given.
+        .layer(axum::middleware::map_response(crate::error::server_errors))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
 }
 

@@ -25,14 +25,12 @@
 //! synchronised with the revoking command's exit).
 
 use crate::error::ApiError;
+use crate::stream::{RESUBSCRIBE_MAX, RESUBSCRIBE_MIN};
 use crate::ApiState;
 use futures::StreamExt;
-use std::time::Duration;
 use stevedore_shared::messages::Control;
+use stevedore_shared::reconnect::Reconnect;
 use stevedore_shared::shutdown::Shutdown;
-
-const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
 /// How revocations made elsewhere reach this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,25 +91,12 @@ pub fn spawn_listener(state: &ApiState, shutdown: Shutdown) -> tokio::task::Join
 
 async fn listen(state: ApiState, shutdown: Shutdown) {
     let broker = state.dispatcher.broker().clone();
-    let mut delay = RESUBSCRIBE_MIN;
-    loop {
-        let subscribed = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            s = broker.subscribe_control() => s,
-        };
-        let mut msgs = match subscribed {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot subscribe to control messages");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(RESUBSCRIBE_MAX);
-                continue;
-            }
-        };
-        delay = RESUBSCRIBE_MIN;
+    let mut reconnect = Reconnect::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
+    let subscribe = || broker.subscribe_control();
+    while let Some(mut msgs) = reconnect
+        .until_connected("subscribe to control messages", &shutdown, subscribe)
+        .await
+    {
         // Revocations published while this process was not subscribed are lost.
         state.credentials.forget_all();
         tracing::info!("subscribed to revocations");

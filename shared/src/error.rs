@@ -14,10 +14,11 @@ pub enum Error {
     /// A uniqueness or other conflict.
     #[error("{0}")]
     Conflict(String),
-    /// Invalid input: the client's mistake.
+    /// Invalid input: the caller's mistake, its text meant for the caller.
     #[error("{0}")]
     Invalid(String),
-    /// An internal fault (a bug, or corrupt data): never the client's.
+    /// An internal fault: a bug, or stored data that cannot be read. Never
+    /// the caller's doing; its text is for the log, not for a client.
     #[error("internal error: {0}")]
     Internal(String),
     /// The database failed.
@@ -40,9 +41,12 @@ impl From<lapin::Error> for Error {
     }
 }
 
+/// JSON here is what the process writes (messages, stored columns) or reads
+/// back from its own store: a failure is a fault, not bad input. A client's
+/// JSON is parsed by the API, with errors of its own.
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Invalid(e.to_string())
+        Error::Internal(e.to_string())
     }
 }
 

@@ -14,7 +14,8 @@
 //! - [`auth`]: API keys (hashed at rest) and `Authorization` headers;
 //!   [`session`], the dashboard's sessions (their ids hashed at rest).
 //! - [`syslog`], [`retention`]: the QNAP-style system log, and the pruner of old history.
-//! - [`shutdown`]: the one shutdown signal every role listens to.
+//! - [`shutdown`]: the one shutdown signal every role listens to; [`reconnect`],
+//!   the delays of every loop that reconnects to the broker.
 //! - [`health`]: conditions a process reports on `/readyz` (jobs held in an outage, a blocked broker).
 //! - [`testing`]: throwaway PostgreSQL databases and broker prefixes for tests.
 
@@ -32,6 +33,7 @@ pub mod lifecycle;
 pub mod logline;
 pub mod messages;
 pub mod object;
+pub mod reconnect;
 pub mod retention;
 pub mod session;
 pub mod shutdown;

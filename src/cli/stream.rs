@@ -4,6 +4,7 @@ use super::http::{error_message, root_cause, user_agent, Api, ApiError};
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
+use stevedore_shared::reconnect::Reconnect;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -177,34 +178,9 @@ pub enum Frame {
     Error(String),
 }
 
-/// Reconnection delays: 100 ms doubling to 5 s.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: Backoff::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    /// The delay before the next attempt.
-    pub fn delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Backoff::MAX);
-        d
-    }
-
-    /// Back to the first delay (after a connection that worked).
-    pub fn reset(&mut self) {
-        self.next = Backoff::FIRST;
-    }
-}
+/// The first and longest wait before reconnecting to the events stream.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Follows the events stream forever, printing each event's JSON on its own
 /// line; reconnects with backoff and resumes after the last `seq` seen. Ends
@@ -215,7 +191,7 @@ pub async fn follow_events(
     mut print: impl FnMut(&str),
 ) -> Result<(), ApiError> {
     let mut cursor = EventCursor { since };
-    let mut backoff = Backoff::default();
+    let mut reconnect = Reconnect::new(RECONNECT_MIN, RECONNECT_MAX);
     loop {
         let why = match connect(api, &events_path(cursor.since)).await {
             Err(e @ ApiError::Unauthorized) => return Err(e),
@@ -225,10 +201,10 @@ pub async fn follow_events(
                 match ws.next().await {
                     Some(Ok(Message::Text(t))) => match cursor.frame(t.as_str()) {
                         Frame::Print => {
-                            backoff.reset();
+                            reconnect.reset();
                             print(t.as_str());
                         }
-                        Frame::Skip => backoff.reset(),
+                        Frame::Skip => reconnect.reset(),
                         Frame::Error(m) => eprintln!("event stream: server error: {m}"),
                     },
                     Some(Ok(Message::Close(frame))) => {
@@ -243,7 +219,7 @@ pub async fn follow_events(
                 }
             },
         };
-        let delay = backoff.delay();
+        let delay = reconnect.next_delay();
         eprintln!(
             "event stream: {why}; reconnecting in {}",
             humantime::format_duration(delay)
@@ -294,14 +270,5 @@ mod tests {
         );
         assert_eq!(c.frame("not json"), Frame::Skip);
         assert_eq!(c.since, Some(13));
-    }
-
-    #[test]
-    fn backoff_doubles_to_five_seconds_and_resets() {
-        let mut b = Backoff::default();
-        let ms: Vec<u128> = (0..8).map(|_| b.delay().as_millis()).collect();
-        assert_eq!(ms, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.delay().as_millis(), 100);
     }
 }

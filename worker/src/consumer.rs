@@ -2,13 +2,13 @@
 //! reap expired leases, and shut down gracefully.
 
 use crate::executor::Executor;
-use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use stevedore_shared::config::{Operations, WorkerSettings, HAND_BACK_WINDOW};
 use stevedore_shared::dispatch::Dispatcher;
 use stevedore_shared::messages::Control;
+use stevedore_shared::reconnect::Reconnect;
 use stevedore_shared::shutdown::Shutdown;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -29,13 +29,10 @@ pub struct Worker {
     shutdown_deadline: Duration,
 }
 
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
+/// The delays between attempts to consume or subscribe again after the
+/// broker failed: 200 ms doubling (with jitter) to 10 s.
+pub(crate) fn reconnect() -> Reconnect {
+    Reconnect::new(Duration::from_millis(200), Duration::from_secs(10))
 }
 
 impl Worker {
@@ -87,19 +84,12 @@ impl Worker {
         ));
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let prefetch = job_prefetch(self.settings.concurrency);
-        let mut delays = reconnect_delays();
-        'outer: while !shutdown.is_triggered() {
-            let mut jobs = match self.dispatcher.broker().consume_jobs(prefetch).await {
-                Ok(s) => {
-                    delays = reconnect_delays();
-                    s
-                }
-                Err(e) => {
-                    let d = delays.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(error = %e, retry_in = ?d, "cannot consume jobs");
-                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(d) => continue }
-                }
-            };
+        let mut reconnect = reconnect();
+        let consume = || self.dispatcher.broker().consume_jobs(prefetch);
+        'outer: while let Some(mut jobs) = reconnect
+            .until_connected("consume jobs", &shutdown, consume)
+            .await
+        {
             loop {
                 let permit = tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
@@ -197,17 +187,12 @@ async fn take_slots(
 
 /// Cancels running actions when a cancel arrives on the control exchange.
 async fn control_loop(dispatcher: Dispatcher, exec: Arc<Executor>, shutdown: Shutdown) {
-    let mut delays = reconnect_delays();
-    while !shutdown.is_triggered() {
-        let mut msgs = match dispatcher.broker().subscribe_control().await {
-            Ok(s) => s,
-            Err(e) => {
-                let d = delays.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, "cannot subscribe to control messages");
-                tokio::time::sleep(d).await;
-                continue;
-            }
-        };
+    let mut reconnect = reconnect();
+    let subscribe = || dispatcher.broker().subscribe_control();
+    while let Some(mut msgs) = reconnect
+        .until_connected("subscribe to control messages", &shutdown, subscribe)
+        .await
+    {
         while let Some(msg) = msgs.next().await {
             match msg {
                 Ok(Control::Cancel { action }) => {

@@ -16,7 +16,6 @@
 //! Pending (its promotion publishes it), or leased (a live worker holds it,
 //! or the reaper hands it back once the lease expires).
 
-use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::time::Duration;
 use stevedore_shared::broker::DeadLetter;
@@ -44,19 +43,12 @@ pub struct Settled {
 
 /// Consumes the dead-letter queue until shutdown, reconnecting with backoff.
 pub async fn run(dispatcher: Dispatcher, shutdown: Shutdown) {
-    let mut delays = delays();
-    while !shutdown.is_triggered() {
-        let mut stream = match dispatcher.broker().consume_dead_letters(PREFETCH).await {
-            Ok(s) => {
-                delays = self::delays();
-                s
-            }
-            Err(e) => {
-                let d = delays.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, retry_in = ?d, "cannot consume dead letters");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(d) => continue }
-            }
-        };
+    let mut reconnect = crate::consumer::reconnect();
+    let consume = || dispatcher.broker().consume_dead_letters(PREFETCH);
+    while let Some(mut stream) = reconnect
+        .until_connected("consume dead letters", &shutdown, consume)
+        .await
+    {
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -72,15 +64,6 @@ pub async fn run(dispatcher: Dispatcher, shutdown: Shutdown) {
             }
         }
     }
-}
-
-fn delays() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// Handles one dead letter and settles it: acked once its waiting actions

@@ -48,9 +48,9 @@ impl Finisher {
         self.batches
             .send((f, reply))
             .await
-            .map_err(|_| Error::Invalid("the finisher has stopped".into()))?;
+            .map_err(|_| Error::Internal("the finisher has stopped".into()))?;
         rx.await
-            .map_err(|_| Error::Invalid("the final write was dropped".into()))?
+            .map_err(|_| Error::Internal("the final write was dropped".into()))?
     }
 }
 

@@ -41,6 +41,7 @@ use stevedore_shared::broker::DynBroker;
 use stevedore_shared::event::Event;
 use stevedore_shared::logline::LogLine;
 use stevedore_shared::messages::Update;
+use stevedore_shared::reconnect::Reconnect;
 use stevedore_shared::shutdown::Shutdown;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,9 +56,10 @@ pub const CLIENT_BUFFER: usize = 1024;
 /// (a peer that stopped reading fills its TCP window, then writes block).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// First and longest wait between attempts to re-subscribe to the broker.
-const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+/// First and longest wait between attempts to re-subscribe to the broker
+/// (the hub's updates, and the revocations' control messages).
+pub(crate) const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+pub(crate) const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
 /// What a queued delivery counts for besides its text (its place in the
 /// queue and its shared pointer).
@@ -189,26 +191,12 @@ impl Hub {
     }
 
     async fn run_subscriber(self, broker: DynBroker, shutdown: Shutdown) {
-        let mut delay = RESUBSCRIBE_MIN;
-        loop {
-            let subscribed = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                s = broker.subscribe_updates() => s,
-            };
-            let mut updates = match subscribed {
-                Ok(s) => s,
-                Err(e) => {
-                    self.inner.connected.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot subscribe to updates");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(RESUBSCRIBE_MAX);
-                    continue;
-                }
-            };
-            delay = RESUBSCRIBE_MIN;
+        let mut reconnect = Reconnect::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
+        let subscribe = || broker.subscribe_updates();
+        while let Some(mut updates) = reconnect
+            .until_connected("subscribe to updates", &shutdown, subscribe)
+            .await
+        {
             self.inner.connected.store(true, Ordering::Relaxed);
             tracing::info!("stream hub subscribed to updates");
             // Whatever happened before this subscription is in the store:

@@ -127,7 +127,7 @@ impl ResolvedBatch {
                 recorded
                     .get_mut(i)
                     .and_then(Option::take)
-                    .ok_or_else(|| crate::Error::Invalid("a submission was not recorded".into()))
+                    .ok_or_else(|| crate::Error::Internal("a submission was not recorded".into()))
             })
             .collect()
     }

@@ -56,14 +56,14 @@ pub(crate) trait RowExt {
     fn strings(&self, col: &str) -> Result<Vec<String>> {
         let text = self.text(col)?;
         serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("stored column {col} is not a string list: {e}")))
+            .map_err(|e| Error::Internal(format!("stored column {col} is not a string list: {e}")))
     }
 
     /// A JSON value, stored as text.
     fn json(&self, col: &str) -> Result<serde_json::Value> {
         let text = self.text(col)?;
         serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("stored column {col} is not JSON: {e}")))
+            .map_err(|e| Error::Internal(format!("stored column {col} is not JSON: {e}")))
     }
 
     /// An action state column.
@@ -135,13 +135,13 @@ impl RowExt for SqliteRow {
 
 /// Parses a stored uuid.
 pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s).map_err(|e| Error::Invalid(format!("stored uuid {s:?}: {e}")))
+    Uuid::parse_str(s).map_err(|e| Error::Internal(format!("stored uuid {s:?}: {e}")))
 }
 
 /// Parses a stored action state.
 pub(crate) fn parse_state(s: &str) -> Result<ActionState> {
     s.parse()
-        .map_err(|e| Error::Invalid(format!("stored action state: {e}")))
+        .map_err(|e| Error::Internal(format!("stored action state: {e}")))
 }
 
 /// An instant as epoch microseconds (the SQLite representation).
@@ -152,7 +152,7 @@ pub(crate) fn to_micros(t: DateTime<Utc>) -> i64 {
 /// Epoch microseconds as an instant.
 pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| Error::Invalid(format!("stored instant {micros} is out of range")))
+        .ok_or_else(|| Error::Internal(format!("stored instant {micros} is out of range")))
 }
 
 // --- state lists -----------------------------------------------------------
@@ -261,7 +261,7 @@ pub(crate) fn event_from_row(row: &impl RowExt) -> Result<Event> {
     Ok(Event {
         object_type: row.text("object_type")?,
         action: EventKind::parse(&kind)
-            .ok_or_else(|| Error::Invalid(format!("stored event kind {kind:?}")))?,
+            .ok_or_else(|| Error::Internal(format!("stored event kind {kind:?}")))?,
         uuid: row.text("uuid")?,
         resource_uri: row.text("resource_uri")?,
         state: row.text("state")?,
@@ -343,7 +343,7 @@ pub(crate) fn system_log_from_row(row: &impl RowExt) -> Result<crate::syslog::Sy
         id: row.int("id")?,
         category: row.text("category")?,
         level: crate::syslog::LogLevel::parse(&level)
-            .ok_or_else(|| Error::Invalid(format!("stored log level {level:?}")))?,
+            .ok_or_else(|| Error::Internal(format!("stored log level {level:?}")))?,
         message: row.text("message")?,
         ts: ts_micros.div_euclid(1_000_000),
         user: row.text("user_name")?,
