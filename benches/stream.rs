@@ -173,7 +173,7 @@ async fn main() {
 
     // Connect the clients (at most 200 handshakes at a time).
     let ws_url = format!("{}/api/audit/v1/events", url.replacen("http://", "ws://", 1));
-    let basic = stevedore_shared::auth::basic_authorization(&user, &key);
+    let basic = stevedore_core::auth::basic_authorization(&user, &key);
     let started_connecting = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(200));
     let mut connecting = vec![];

@@ -24,7 +24,7 @@ packages with -p/--package). Examples:
 
   scripts/test.sh                               # the whole suite
   scripts/test.sh --lib                         # every crate's unit tests
-  scripts/test.sh -p stevedore-shared --lib     # one crate's unit tests
+  scripts/test.sh -p stevedore-core --lib     # one crate's unit tests
   scripts/test.sh --test faults -- --nocapture  # one test file, with output
 
 The tests' own settings (STEVEDORE_TEST_PG_URL, STEVEDORE_TEST_AMQP_URL,

@@ -15,11 +15,11 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::{Broker, BrokerNames};
-use stevedore_shared::messages::Control;
-use stevedore_shared::store::{redact_url, ApiKeyInfo, DynStore};
-use stevedore_shared::Error;
+use stevedore_broker::amqp::AmqpBroker;
+use stevedore_core::broker::{Broker, BrokerNames};
+use stevedore_core::messages::Control;
+use stevedore_core::store::{redact_url, ApiKeyInfo, DynStore};
+use stevedore_core::Error;
 
 /// How long a revocation's announcement may take before the command gives
 /// up on it (the revocation itself is committed by then).

@@ -9,16 +9,16 @@ use stevedore_api::client_addr::TrustedProxies;
 use stevedore_api::geoip::GeoIp;
 use stevedore_api::origin::OriginPolicy;
 use stevedore_api::{ApiParts, ApiState};
-use stevedore_shared::auth::{generate_api_key, hash_api_key, valid_name};
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::memory::MemoryBroker;
-use stevedore_shared::broker::{BrokerNames, DynBroker};
-use stevedore_shared::config::{FileConfig, Operations};
-use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
-use stevedore_shared::retention::run_pruner;
-use stevedore_shared::shutdown::Shutdown;
-use stevedore_shared::store::{self, redact_url, DynStore};
-use stevedore_shared::syslog::{LogLevel, NewSystemLog};
+use stevedore_broker::amqp::AmqpBroker;
+use stevedore_broker::memory::MemoryBroker;
+use stevedore_core::auth::{generate_api_key, hash_api_key, valid_name};
+use stevedore_core::broker::{BrokerNames, DynBroker};
+use stevedore_core::config::{FileConfig, Operations};
+use stevedore_core::dispatch::{Dispatcher, OutboxRelay};
+use stevedore_core::retention::run_pruner;
+use stevedore_core::shutdown::Shutdown;
+use stevedore_core::store::{redact_url, DynStore};
+use stevedore_core::syslog::{LogLevel, NewSystemLog};
 use stevedore_worker::Worker;
 
 /// `stevedore dev` options.
@@ -134,7 +134,7 @@ pub struct ApikeyCreateArgs {
 }
 
 async fn open_store(url: &str, file: &FileConfig) -> Result<DynStore> {
-    let store = store::connect_with(url, &file.database)
+    let store = stevedore_store::connect_with(url, &file.database)
         .await
         .with_context(|| format!("connecting to {}", redact_url(url)))?;
     Ok(store)
@@ -169,7 +169,7 @@ async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, String)> {
 
 /// The outbox relay with the config's redispatch bound.
 fn relay(dispatcher: &Dispatcher, file: &FileConfig) -> OutboxRelay {
-    use stevedore_shared::dispatch::{RELAY_INTERVAL, RELAY_MIN_AGE};
+    use stevedore_core::dispatch::{RELAY_INTERVAL, RELAY_MIN_AGE};
     OutboxRelay::new(dispatcher.clone()).with_timings(
         RELAY_INTERVAL,
         RELAY_MIN_AGE,

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
-use stevedore_shared::config::{FileConfig, HttpSettings, Operations, EXAMPLE_CONFIG};
+use stevedore_core::config::{FileConfig, HttpSettings, Operations, EXAMPLE_CONFIG};
 
 /// Default listen address of the servers.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

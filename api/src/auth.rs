@@ -8,7 +8,7 @@
 //! session cookie that `POST /api/v1/login` sets (the dashboard, and scripts
 //! that keep a cookie jar). The cookie carries a session id only, never the
 //! key: the store keeps the id's digest with the user, the key the session
-//! was made from and its expiry ([`stevedore_shared::session`]), so logging
+//! was made from and its expiry ([`stevedore_core::session`]), so logging
 //! out, revoking the key or the expiry ends it, whoever copied the cookie.
 //! The cookie is `HttpOnly` (page scripts cannot read it), `SameSite=Strict`
 //! and has no expiry of its own (it ends with the browser session, or
@@ -26,9 +26,9 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use std::net::IpAddr;
-use stevedore_shared::auth::{check_api_key, parse_authorization, Credentials};
-use stevedore_shared::session::SessionId;
-use stevedore_shared::store::Scope;
+use stevedore_core::auth::{check_api_key, parse_authorization, Credentials};
+use stevedore_core::session::SessionId;
+use stevedore_core::store::Scope;
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use stevedore_shared::store::DynStore;
-use stevedore_shared::syslog::{LogLevel, NewSystemLog};
+use stevedore_core::store::DynStore;
+use stevedore_core::syslog::{LogLevel, NewSystemLog};
 
 /// Windows open at once at most; beyond, attempts for further user names
 /// are counted together under one operators-only entry.

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
-use stevedore_shared::config::AuthSettings;
+use stevedore_core::config::AuthSettings;
 
 /// Keys tracked per limit before stale ones are swept (a sweep drops the
 /// keys whose allowance is full again, so memory follows the attack's

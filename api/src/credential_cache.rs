@@ -17,8 +17,8 @@ use crate::auth::Caller;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stevedore_shared::auth::{credentials_digest, digests_equal, Credentials};
-use stevedore_shared::session::SessionId;
+use stevedore_core::auth::{credentials_digest, digests_equal, Credentials};
+use stevedore_core::session::SessionId;
 
 /// How long a verified credential is trusted without asking the store again
 /// by default (`[auth] credential_cache_ttl`), and so, at worst, how long a

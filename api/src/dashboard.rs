@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::OnceLock;
-use stevedore_shared::state::ActionState;
+use stevedore_core::state::ActionState;
 
 /// The page.
 pub const INDEX: &str = "/";

@@ -97,9 +97,9 @@ pub fn retry_after_secs(d: std::time::Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
-impl From<stevedore_shared::Error> for ApiError {
-    fn from(e: stevedore_shared::Error) -> Self {
-        use stevedore_shared::Error as E;
+impl From<stevedore_core::Error> for ApiError {
+    fn from(e: stevedore_core::Error) -> Self {
+        use stevedore_core::Error as E;
         match e {
             E::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             E::Transition(t) => ApiError::Conflict(t.to_string()),
@@ -259,18 +259,18 @@ mod tests {
             .route("/internal", get(|| async { ApiError::Internal(SECRET.into()) }))
             .route(
                 "/corrupt",
-                get(|| async { ApiError::from(stevedore_shared::Error::Internal(SECRET.into())) }),
+                get(|| async { ApiError::from(stevedore_core::Error::Internal(SECRET.into())) }),
             )
             .route(
                 "/json",
                 get(|| async {
                     let e = serde_json::from_str::<u8>("nope").unwrap_err();
-                    ApiError::from(stevedore_shared::Error::from(e))
+                    ApiError::from(stevedore_core::Error::from(e))
                 }),
             )
             .route(
                 "/broker",
-                get(|| async { ApiError::from(stevedore_shared::Error::Broker(SECRET.into())) }),
+                get(|| async { ApiError::from(stevedore_core::Error::Broker(SECRET.into())) }),
             )
             // axum's own 500s are plain text naming types.
             .route(

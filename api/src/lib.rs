@@ -46,9 +46,9 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-use stevedore_shared::config::{AuthSettings, HttpSettings, Operations};
-use stevedore_shared::dispatch::{Dispatcher, SubmitBatcher};
-use stevedore_shared::shutdown::Shutdown;
+use stevedore_core::config::{AuthSettings, HttpSettings, Operations};
+use stevedore_core::dispatch::{Dispatcher, SubmitBatcher};
+use stevedore_core::shutdown::Shutdown;
 
 /// Largest request body accepted (bodies are operation parameters, not uploads).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -8,7 +8,7 @@
 //! end-to-end tests request every documented path from a running server.
 
 use serde_json::Value;
-use stevedore_shared::config::Operations;
+use stevedore_core::config::Operations;
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -534,7 +534,7 @@ pub fn path_params(path: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stevedore_shared::config::{FileConfig, EXAMPLE_CONFIG};
+    use stevedore_core::config::{FileConfig, EXAMPLE_CONFIG};
 
     fn ops() -> Operations {
         FileConfig::parse(EXAMPLE_CONFIG).unwrap().operations().unwrap()

@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use stevedore_shared::config::Operations;
-use stevedore_shared::dispatch::Dispatcher;
+use stevedore_core::config::Operations;
+use stevedore_core::dispatch::Dispatcher;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
@@ -72,7 +72,7 @@ pub fn install_metrics() -> &'static PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
-        stevedore_shared::dispatch::ACTIONS_TOTAL,
+        stevedore_core::dispatch::ACTIONS_TOTAL,
         "Action state changes recorded, by state and action name"
     );
     describe_histogram!(
@@ -94,21 +94,21 @@ fn describe() {
         "HTTP request latency, by method and status code"
     );
     describe_histogram!(
-        stevedore_shared::dispatch::SUBMIT_BATCH_SIZE,
+        stevedore_core::dispatch::SUBMIT_BATCH_SIZE,
         "Actions per submission batch (one transaction)"
     );
     describe_histogram!(
-        stevedore_shared::dispatch::SUBMIT_WAIT_SECONDS,
+        stevedore_core::dispatch::SUBMIT_WAIT_SECONDS,
         Unit::Seconds,
         "Time a submission waited for its batch to start"
     );
     describe_histogram!(
-        stevedore_shared::dispatch::SUBMIT_COMMIT_SECONDS,
+        stevedore_core::dispatch::SUBMIT_COMMIT_SECONDS,
         Unit::Seconds,
         "A submission batch's transaction, begin to commit"
     );
     describe_histogram!(
-        stevedore_shared::dispatch::SUBMIT_CONFIRM_SECONDS,
+        stevedore_core::dispatch::SUBMIT_CONFIRM_SECONDS,
         Unit::Seconds,
         "A submission batch's job publish, until the broker confirmed it"
     );

@@ -28,9 +28,9 @@ use crate::error::ApiError;
 use crate::stream::{RESUBSCRIBE_MAX, RESUBSCRIBE_MIN};
 use crate::ApiState;
 use futures::StreamExt;
-use stevedore_shared::messages::Control;
-use stevedore_shared::reconnect::Reconnect;
-use stevedore_shared::shutdown::Shutdown;
+use stevedore_core::messages::Control;
+use stevedore_core::reconnect::Reconnect;
+use stevedore_core::shutdown::Shutdown;
 
 /// How revocations made elsewhere reach this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum Reach {
 
 impl Reach {
     /// The reach of a process on `broker`.
-    pub fn of(broker: &dyn stevedore_shared::broker::Broker) -> Self {
+    pub fn of(broker: &dyn stevedore_core::broker::Broker) -> Self {
         if broker.spans_processes() {
             Reach::Broker
         } else {

@@ -15,20 +15,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stevedore_api::{router, ApiState};
-use stevedore_shared::action::Action;
-use stevedore_shared::auth::{generate_api_key, hash_api_key};
-use stevedore_shared::broker::memory::MemoryBroker;
-use stevedore_shared::config::{FileConfig, EXAMPLE_CONFIG};
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::event::Event;
-use stevedore_shared::logline::{LogLine, NewLogLine};
-use stevedore_shared::object::Object;
-use stevedore_shared::session::{NewSession, Session};
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::prelude::*;
-use stevedore_shared::store::*;
-use stevedore_shared::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
-use stevedore_shared::Result;
+use stevedore_broker::memory::MemoryBroker;
+use stevedore_core::action::Action;
+use stevedore_core::auth::{generate_api_key, hash_api_key};
+use stevedore_core::config::{FileConfig, EXAMPLE_CONFIG};
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::event::Event;
+use stevedore_core::logline::{LogLine, NewLogLine};
+use stevedore_core::object::Object;
+use stevedore_core::session::{NewSession, Session};
+use stevedore_core::state::ActionState;
+use stevedore_core::store::prelude::*;
+use stevedore_core::store::*;
+use stevedore_core::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
+use stevedore_core::Result;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -61,7 +61,7 @@ impl Database for CountingStore {
         self.inner.ping().await
     }
 
-    async fn begin_changes(&self) -> Result<Box<dyn stevedore_shared::lifecycle::Driver>> {
+    async fn begin_changes(&self) -> Result<Box<dyn stevedore_core::lifecycle::Driver>> {
         self.count("begin_changes");
         self.inner.begin_changes().await
     }
@@ -281,7 +281,7 @@ struct App {
 
 impl App {
     async fn new() -> App {
-        let inner = connect("sqlite::memory:").await.unwrap();
+        let inner = stevedore_store::connect("sqlite::memory:").await.unwrap();
         inner.migrate().await.unwrap();
         let mut keys = HashMap::new();
         for user in ["poller", "crowd"] {

@@ -12,13 +12,13 @@ use axum::http::{Request, StatusCode};
 use proptest::prelude::*;
 use std::sync::Arc;
 use stevedore_api::{router, ApiState};
-use stevedore_shared::auth::{generate_api_key, hash_api_key};
-use stevedore_shared::broker::memory::MemoryBroker;
-use stevedore_shared::config::{FileConfig, EXAMPLE_CONFIG};
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::shutdown::Shutdown;
-use stevedore_shared::store::{self, Scope};
-use stevedore_shared::testing::TestDatabase;
+use stevedore_broker::memory::MemoryBroker;
+use stevedore_core::auth::{generate_api_key, hash_api_key};
+use stevedore_core::config::{FileConfig, EXAMPLE_CONFIG};
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::shutdown::Shutdown;
+use stevedore_core::store::Scope;
+use stevedore_core::testing::TestDatabase;
 use tower::ServiceExt;
 
 struct App {
@@ -27,7 +27,7 @@ struct App {
     auth: String,
     service: String,
     action: String,
-    store: store::DynStore,
+    store: stevedore_core::store::DynStore,
     /// The PostgreSQL database, dropped after the store's pool.
     _db: Option<TestDatabase>,
 }
@@ -56,7 +56,7 @@ impl App {
         };
         let url = db.as_ref().map_or("sqlite::memory:", |d| d.url()).to_string();
         let (router, auth, store) = rt.block_on(async {
-            let store = store::connect(&url).await.unwrap();
+            let store = stevedore_store::connect(&url).await.unwrap();
             store.migrate().await.unwrap();
             store.create_user("fuzz", &[]).await.unwrap();
             let key = generate_api_key();

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
-use stevedore_shared::auth::basic_authorization;
+use stevedore_core::auth::basic_authorization;
 
 /// What `Authorization` header the client sends, and where.
 #[derive(Debug, Clone)]

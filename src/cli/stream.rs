@@ -4,7 +4,7 @@ use super::http::{error_message, root_cause, user_agent, Api, ApiError};
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
-use stevedore_shared::reconnect::Reconnect;
+use stevedore_core::reconnect::Reconnect;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -5,11 +5,11 @@ use crate::executor::Executor;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use stevedore_shared::config::{Operations, WorkerSettings, HAND_BACK_WINDOW};
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::messages::Control;
-use stevedore_shared::reconnect::Reconnect;
-use stevedore_shared::shutdown::Shutdown;
+use stevedore_core::config::{Operations, WorkerSettings, HAND_BACK_WINDOW};
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::messages::Control;
+use stevedore_core::reconnect::Reconnect;
+use stevedore_core::shutdown::Shutdown;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long running actions may take to finish after SIGTERM before they are
@@ -153,7 +153,7 @@ impl Worker {
 /// sits on more than it can start. Never more than the slots, at least one
 /// full message's worth plus one.
 fn job_prefetch(concurrency: usize) -> u16 {
-    let full = concurrency.div_ceil(stevedore_shared::messages::MAX_JOB_BATCH) + 1;
+    let full = concurrency.div_ceil(stevedore_core::messages::MAX_JOB_BATCH) + 1;
     (concurrency / 4)
         .max(full)
         .min(concurrency)

@@ -1,5 +1,5 @@
 //! The dead-letter consumer: a job the broker gave up on (delivered
-//! [`JOB_DELIVERY_LIMIT`](stevedore_shared::broker::JOB_DELIVERY_LIMIT) times
+//! [`JOB_DELIVERY_LIMIT`](stevedore_core::broker::JOB_DELIVERY_LIMIT) times
 //! without being settled, or rejected) is **published again** for each of its
 //! actions that still waits for a worker, with a system line in the action's
 //! log saying so. It never fails an action.
@@ -18,12 +18,12 @@
 
 use futures::StreamExt;
 use std::time::Duration;
-use stevedore_shared::broker::DeadLetter;
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::logline::{NewLogLine, StreamType};
-use stevedore_shared::messages::JobMessage;
-use stevedore_shared::shutdown::Shutdown;
-use stevedore_shared::store::Scope;
+use stevedore_core::broker::DeadLetter;
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::logline::{NewLogLine, StreamType};
+use stevedore_core::messages::JobMessage;
+use stevedore_core::shutdown::Shutdown;
+use stevedore_core::store::Scope;
 
 /// Dead letters handled at once.
 const PREFETCH: u16 = 8;
@@ -93,12 +93,12 @@ async fn settle(dispatcher: &Dispatcher, dead: DeadLetter) {
 /// Publishes a dead-lettered job again for those of `actions` that wait for
 /// a worker ([`Store::redispatch_actions`]), each with `reason` in its log.
 ///
-/// [`Store::redispatch_actions`]: stevedore_shared::store::Store::redispatch_actions
+/// [`Store::redispatch_actions`]: stevedore_core::store::Store::redispatch_actions
 pub async fn republish_dead_lettered(
     dispatcher: &Dispatcher,
     actions: &[uuid::Uuid],
     reason: &str,
-) -> stevedore_shared::Result<Settled> {
+) -> stevedore_core::Result<Settled> {
     let store = dispatcher.store();
     let waiting = store.redispatch_actions(actions).await?;
     for &uuid in &waiting {
@@ -111,7 +111,7 @@ pub async fn republish_dead_lettered(
         let lines = store.append_logs(uuid, None, &[line]).await?;
         // Dead letters are rare: one lookup each for the stream's namespace.
         if let Some(action) = store.get_action(Scope::All, uuid).await? {
-            let update = stevedore_shared::messages::Update::Logs {
+            let update = stevedore_core::messages::Update::Logs {
                 namespace: action.namespace,
                 lines,
             };
@@ -133,15 +133,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
-    use stevedore_shared::action::NewAction;
-    use stevedore_shared::broker::memory::MemoryBroker;
-    use stevedore_shared::broker::{Broker, DynBroker};
-    use stevedore_shared::state::ActionState;
-    use stevedore_shared::store::{self, DynStore};
+    use stevedore_broker::memory::MemoryBroker;
+    use stevedore_core::action::NewAction;
+    use stevedore_core::broker::{Broker, DynBroker};
+    use stevedore_core::state::ActionState;
+    use stevedore_core::store::DynStore;
     use uuid::Uuid;
 
     async fn setup() -> (Dispatcher, Arc<MemoryBroker>) {
-        let store: DynStore = store::connect("sqlite::memory:").await.unwrap();
+        let store: DynStore = stevedore_store::connect("sqlite::memory:").await.unwrap();
         store.migrate().await.unwrap();
         let broker = Arc::new(MemoryBroker::new());
         let dyn_broker: DynBroker = broker.clone();
@@ -151,7 +151,7 @@ mod tests {
     fn new_action(object: Uuid) -> NewAction {
         NewAction {
             user: "alice".into(),
-            ..stevedore_shared::testing::new_action(object, "start")
+            ..stevedore_core::testing::new_action(object, "start")
         }
     }
 

@@ -11,16 +11,16 @@ use backon::BackoffBuilder;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stevedore_shared::action::Action;
-use stevedore_shared::broker::JobDelivery;
-use stevedore_shared::config::{Operation, Operations, WorkerSettings, FENCE_MARGIN};
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::health::Health;
-use stevedore_shared::logline::{NewLogLine, StreamType};
-use stevedore_shared::messages::JobMessage;
-use stevedore_shared::messages::Update;
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{Claim, Finish, LeaseToken};
+use stevedore_core::action::Action;
+use stevedore_core::broker::JobDelivery;
+use stevedore_core::config::{Operation, Operations, WorkerSettings, FENCE_MARGIN};
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::health::Health;
+use stevedore_core::logline::{NewLogLine, StreamType};
+use stevedore_core::messages::JobMessage;
+use stevedore_core::messages::Update;
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{Claim, Finish, LeaseToken};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -338,7 +338,7 @@ impl Executor {
                     crate::observe_duration(&t.action, started.elapsed());
                     return;
                 }
-                Err(stevedore_shared::Error::Database(e)) if tokio::time::Instant::now() < give_up => {
+                Err(stevedore_core::Error::Database(e)) if tokio::time::Instant::now() < give_up => {
                     let d = delays.next().unwrap_or(Duration::from_secs(2));
                     tracing::warn!(error = %e, retry_in = ?d, "final state not written yet; retrying");
                     tokio::time::sleep(d).await;
@@ -536,7 +536,7 @@ struct HeldGuard {
 
 impl HeldGuard {
     /// Reports the latest claim failure.
-    fn failed(&self, error: &stevedore_shared::Error) {
+    fn failed(&self, error: &stevedore_core::Error) {
         let n = self.count.lock().map(|n| *n).unwrap_or(0);
         self.health.set_unready(
             JOBS_HELD,
@@ -694,7 +694,7 @@ async fn write_batch(
                 }
                 return;
             }
-            Err(stevedore_shared::Error::Conflict(_)) => {
+            Err(stevedore_core::Error::Conflict(_)) => {
                 tracing::warn!(action = %action.uuid, "lease lost; dropping log lines");
                 batch.clear();
                 return;

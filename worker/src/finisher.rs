@@ -9,12 +9,12 @@
 //! Fencing is unchanged: every write in a batch is guarded by its own lease
 //! token, and a refused one does not affect the others.
 //!
-//! [`Store::transition_many`]: stevedore_shared::store::Store::transition_many
+//! [`Store::transition_many`]: stevedore_core::store::Store::transition_many
 
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::group_commit::{GroupCommit, Lanes};
-use stevedore_shared::store::{Finish, Scope, Transitioned};
-use stevedore_shared::{Error, Result};
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::group_commit::{GroupCommit, Lanes};
+use stevedore_core::store::{Finish, Scope, Transitioned};
+use stevedore_core::{Error, Result};
 use tokio::sync::oneshot;
 
 /// Most final writes committed together.

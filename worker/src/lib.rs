@@ -30,7 +30,7 @@ pub const FINISH_BATCH_SIZE: &str = "stevedore_finish_batch_size";
 /// Histogram: a [`finisher`] batch's transaction, begin to commit.
 pub const FINISH_COMMIT_SECONDS: &str = "stevedore_finish_commit_seconds";
 
-fn observe_duration(action: &stevedore_shared::action::Action, took: std::time::Duration) {
+fn observe_duration(action: &stevedore_core::action::Action, took: std::time::Duration) {
     metrics::histogram!(
         ACTION_DURATION_SECONDS,
         "action" => action.action.clone(),

@@ -5,17 +5,17 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use stevedore_shared::action::NewAction;
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::memory::MemoryBroker;
-use stevedore_shared::broker::{BrokerNames, DynBroker};
-use stevedore_shared::config::FileConfig;
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::messages::JobMessage;
-use stevedore_shared::shutdown::Shutdown;
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{self, DynStore, Scope};
-use stevedore_shared::testing::{self, amqp_url, unique_prefix, TestDatabase};
+use stevedore_broker::amqp::AmqpBroker;
+use stevedore_broker::memory::MemoryBroker;
+use stevedore_core::action::NewAction;
+use stevedore_core::broker::{BrokerNames, DynBroker};
+use stevedore_core::config::FileConfig;
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::messages::JobMessage;
+use stevedore_core::shutdown::Shutdown;
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{DynStore, Scope};
+use stevedore_core::testing::{self, amqp_url, unique_prefix, TestDatabase};
 use stevedore_worker::Worker;
 use uuid::Uuid;
 
@@ -94,7 +94,7 @@ async fn a_message_larger_than_the_free_slots_runs_every_action_once(store: DynS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_on_postgres_and_rabbitmq() {
     let db = TestDatabase::create().await;
-    let store = store::connect(db.url()).await.unwrap();
+    let store = stevedore_store::connect(db.url()).await.unwrap();
     let amqp = Arc::new(
         AmqpBroker::connect(&amqp_url(), BrokerNames::new(unique_prefix("batches")))
             .await
@@ -109,7 +109,7 @@ async fn batches_on_postgres_and_rabbitmq() {
 async fn batches_on_sqlite_and_the_in_process_broker() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let store = store::connect(&url).await.unwrap();
+    let store = stevedore_store::connect(&url).await.unwrap();
     let broker: DynBroker = Arc::new(MemoryBroker::new());
     a_message_larger_than_the_free_slots_runs_every_action_once(store, broker).await;
 }

@@ -6,10 +6,10 @@
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::Duration;
-use stevedore_shared::action::Action;
-use stevedore_shared::config::{FileConfig, Operation};
-use stevedore_shared::logline::{NewLogLine, StreamType};
-use stevedore_shared::store::{self, DynStore};
+use stevedore_core::action::Action;
+use stevedore_core::config::{FileConfig, Operation};
+use stevedore_core::logline::{NewLogLine, StreamType};
+use stevedore_core::store::DynStore;
 use stevedore_worker::handlers::{self, HandlerContext, Outcome};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 const SOON: Duration = Duration::from_secs(20);
 
 async fn action() -> Action {
-    let store: DynStore = store::connect("sqlite::memory:").await.unwrap();
+    let store: DynStore = stevedore_store::connect("sqlite::memory:").await.unwrap();
     store.migrate().await.unwrap();
-    let new = stevedore_shared::testing::new_action(uuid::Uuid::new_v4(), "start");
+    let new = stevedore_core::testing::new_action(uuid::Uuid::new_v4(), "start");
     store.submit_action(new).await.unwrap().action
 }
 

@@ -12,12 +12,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use stevedore_shared::action::{Action, ActionJson};
-use stevedore_shared::dates;
-use stevedore_shared::lifecycle;
-use stevedore_shared::object::{parse_object_uri, Object};
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{uuid_prefix_range, ActionFilter, ObjectFilter};
+use stevedore_core::action::{Action, ActionJson};
+use stevedore_core::dates;
+use stevedore_core::lifecycle;
+use stevedore_core::object::{parse_object_uri, Object};
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{uuid_prefix_range, ActionFilter, ObjectFilter};
 use uuid::Uuid;
 
 /// Query parameters the action list understands.
@@ -143,7 +143,7 @@ async fn action_filter(state: &ApiState, caller: &Caller, params: &QueryParams) 
     for s in params.many("state") {
         let st: ActionState = s
             .parse()
-            .map_err(|e: stevedore_shared::state::UnknownState| ApiError::BadRequest(e.to_string()))?;
+            .map_err(|e: stevedore_core::state::UnknownState| ApiError::BadRequest(e.to_string()))?;
         f.states.push(st);
     }
     if let Some(t) = params.one("object_type")? {

@@ -10,7 +10,7 @@ pub mod session;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use stevedore_shared::action::Action;
+use stevedore_core::action::Action;
 
 /// The two headers that point a client at the action a request created.
 pub fn action_uri_headers(action: &Action) -> HeaderMap {

@@ -22,13 +22,13 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value};
-use stevedore_shared::action::NewAction;
-use stevedore_shared::config::title_case;
-use stevedore_shared::lifecycle::engine::ObjectRequest;
-use stevedore_shared::lifecycle::{ObjectChange, ObjectPatch};
-use stevedore_shared::object::{parse_object_uri, Object, ObjectType};
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{ObjectFilter, ObjectLookup};
+use stevedore_core::action::NewAction;
+use stevedore_core::config::title_case;
+use stevedore_core::lifecycle::engine::ObjectRequest;
+use stevedore_core::lifecycle::{ObjectChange, ObjectPatch};
+use stevedore_core::object::{parse_object_uri, Object, ObjectType};
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{ObjectFilter, ObjectLookup};
 use uuid::Uuid;
 
 /// Keys the server sets; a client may not.
@@ -142,12 +142,12 @@ pub fn object_json(o: &Object) -> Value {
     m.insert("parents".into(), Value::from(o.parents.clone()));
     m.insert(
         "created".into(),
-        Value::String(stevedore_shared::dates::format(&o.created_at)),
+        Value::String(stevedore_core::dates::format(&o.created_at)),
     );
     m.insert(
         "deleted".into(),
         o.deleted_at
-            .map(|d| Value::String(stevedore_shared::dates::format(&d)))
+            .map(|d| Value::String(stevedore_core::dates::format(&d)))
             .unwrap_or(Value::Null),
     );
     Value::Object(m)
@@ -157,7 +157,7 @@ pub fn object_json(o: &Object) -> Value {
 /// other object fields left for the submission to fill in
 /// ([`SubmitBatcher::submit_on`]).
 ///
-/// [`SubmitBatcher::submit_on`]: stevedore_shared::dispatch::SubmitBatcher::submit_on
+/// [`SubmitBatcher::submit_on`]: stevedore_core::dispatch::SubmitBatcher::submit_on
 fn new_action_on(
     info: &RequestInfo,
     caller: &Caller,

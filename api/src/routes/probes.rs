@@ -11,9 +11,9 @@ use axum::Json;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use stevedore_shared::broker::DynBroker;
-use stevedore_shared::dispatch::Dispatcher;
-use stevedore_shared::store::DynStore;
+use stevedore_core::broker::DynBroker;
+use stevedore_core::dispatch::Dispatcher;
+use stevedore_core::store::DynStore;
 use tokio::time::Instant;
 
 /// How long one readiness check answers every `/readyz`: however many
@@ -63,7 +63,7 @@ impl Readiness {
 
 async fn within(
     limit: Duration,
-    check: impl std::future::Future<Output = stevedore_shared::Result<()>>,
+    check: impl std::future::Future<Output = stevedore_core::Result<()>>,
 ) -> Result<(), String> {
     match tokio::time::timeout(limit, check).await {
         Ok(r) => r.map_err(|e| e.to_string()),
@@ -88,7 +88,7 @@ pub async fn readyz(State(state): State<ApiState>) -> axum::response::Response {
 
 /// Every role's `/readyz` answer: 200 when the store and the broker
 /// answered the last check and no condition of the process's
-/// [`Health`](stevedore_shared::health::Health) makes it unready, 503
+/// [`Health`](stevedore_core::health::Health) makes it unready, 503
 /// otherwise. The body names each check and every condition
 /// (`conditions`: a worker holding jobs through a database outage, a broker
 /// that blocked publishing), so an operator reads why. The conditions are
@@ -100,7 +100,7 @@ pub fn answer(checked: &Checked, dispatcher: &Dispatcher) -> axum::response::Res
         // reported, not unready.
         conditions.insert(
             "broker_blocked",
-            stevedore_shared::health::Condition {
+            stevedore_core::health::Condition {
                 message: why,
                 unready: false,
             },

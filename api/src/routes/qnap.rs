@@ -25,9 +25,9 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::ops::RangeInclusive;
 use std::time::Duration;
-use stevedore_shared::dates;
-use stevedore_shared::store::{EventPoll, PolledEvent, Scope};
-use stevedore_shared::syslog::{LogLevel, SystemLogEntry, SystemLogFilter};
+use stevedore_core::dates;
+use stevedore_core::store::{EventPoll, PolledEvent, Scope};
+use stevedore_core::syslog::{LogLevel, SystemLogEntry, SystemLogFilter};
 use uuid::Uuid;
 
 /// `/api/v1/log` page size when none is given (the QNAP default).
@@ -224,7 +224,7 @@ fn message(p: &PolledEvent) -> String {
 ///
 /// A poll costs two statements whatever the numbers: the newest sequence
 /// number, and the events with their actions' requesters
-/// ([`Store::poll_events`](stevedore_shared::store::Store::poll_events)).
+/// ([`Store::poll_events`](stevedore_core::store::Store::poll_events)).
 pub async fn events(
     State(state): State<ApiState>,
     caller: Caller,

@@ -1,6 +1,6 @@
 //! `POST /api/v1/login` and `POST /api/v1/logout`: the sessions the
 //! dashboard (and cookie-jar scripts) authenticate with. The cookie rules
-//! live in [`crate::auth`], the session's in [`stevedore_shared::session`].
+//! live in [`crate::auth`], the session's in [`stevedore_core::session`].
 
 use crate::auth::{authenticate, session_clear_cookie, session_id, session_set_cookie};
 use crate::client_addr::ClientAddr;
@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use stevedore_shared::auth::Credentials;
-use stevedore_shared::session::{NewSession, SessionId};
-use stevedore_shared::Error;
+use stevedore_core::auth::Credentials;
+use stevedore_core::session::{NewSession, SessionId};
+use stevedore_core::Error;
 
 /// The login body, as JSON or as an HTML form (no `Debug`: it holds the key).
 #[derive(Deserialize)]

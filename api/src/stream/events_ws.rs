@@ -25,7 +25,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::collections::{HashMap, HashSet, VecDeque};
-use stevedore_shared::store::Scope;
+use stevedore_core::store::Scope;
 
 /// Events read from the store per replay query.
 const REPLAY_PAGE: i64 = 1000;
@@ -216,7 +216,7 @@ async fn replay(
     }
 }
 
-fn read_failed(e: stevedore_shared::Error) -> Stop {
+fn read_failed(e: stevedore_core::Error) -> Stop {
     tracing::warn!(error = %e, "events stream cannot read the store");
     Stop::Error("cannot read events; reconnect later with ?since=<last seq seen>".into())
 }

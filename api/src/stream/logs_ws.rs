@@ -24,8 +24,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::str::FromStr;
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{DynStore, Scope};
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{DynStore, Scope};
 use uuid::Uuid;
 
 /// Lines sent before following when the client gives no `tail`.
@@ -210,7 +210,7 @@ async fn action_finished(store: &DynStore, uuid: Uuid) -> Result<bool, Stop> {
     }
 }
 
-fn read_failed(e: stevedore_shared::Error) -> Stop {
+fn read_failed(e: stevedore_core::Error) -> Stop {
     tracing::warn!(error = %e, "logs stream cannot read the store");
     Stop::Error("cannot read the action's logs; retry later".into())
 }

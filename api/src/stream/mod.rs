@@ -36,13 +36,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stevedore_shared::auth::Credentials;
-use stevedore_shared::broker::DynBroker;
-use stevedore_shared::event::Event;
-use stevedore_shared::logline::LogLine;
-use stevedore_shared::messages::Update;
-use stevedore_shared::reconnect::Reconnect;
-use stevedore_shared::shutdown::Shutdown;
+use stevedore_core::auth::Credentials;
+use stevedore_core::broker::DynBroker;
+use stevedore_core::event::Event;
+use stevedore_core::logline::LogLine;
+use stevedore_core::messages::Update;
+use stevedore_core::reconnect::Reconnect;
+use stevedore_core::shutdown::Shutdown;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -663,8 +663,8 @@ pub(crate) fn overflow_message(what: &str) -> String {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use stevedore_shared::event::EventKind;
-    use stevedore_shared::logline::StreamType;
+    use stevedore_core::event::EventKind;
+    use stevedore_core::logline::StreamType;
 
     fn event(ns: &str, seq: i64) -> Event {
         Event {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stevedore_shared::broker::Broker;
+use stevedore_core::broker::Broker;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Where the Success event is awaited.

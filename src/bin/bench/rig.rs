@@ -6,14 +6,13 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use stevedore_api::ApiState;
-use stevedore_shared::auth::{generate_api_key, hash_api_key};
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::{Broker, BrokerNames, DynBroker};
-use stevedore_shared::config::{FileConfig, Operations, WorkerSettings};
-use stevedore_shared::dispatch::{Dispatcher, OutboxRelay};
-use stevedore_shared::shutdown::Shutdown;
-use stevedore_shared::store;
-use stevedore_shared::testing::{amqp_url, unique_prefix, TestDatabase};
+use stevedore_broker::amqp::AmqpBroker;
+use stevedore_core::auth::{generate_api_key, hash_api_key};
+use stevedore_core::broker::{Broker, BrokerNames, DynBroker};
+use stevedore_core::config::{FileConfig, Operations, WorkerSettings};
+use stevedore_core::dispatch::{Dispatcher, OutboxRelay};
+use stevedore_core::shutdown::Shutdown;
+use stevedore_core::testing::{amqp_url, unique_prefix, TestDatabase};
 use stevedore_worker::Worker;
 
 /// Operations of every benchmark: `noop` on a service (and `lines`, added
@@ -77,7 +76,7 @@ impl Rig {
     /// Starts a rig as `o` says.
     pub async fn start_with(o: Options) -> Result<Rig> {
         let db = TestDatabase::create().await;
-        let store = store::connect(db.url()).await?;
+        let store = stevedore_store::connect(db.url()).await?;
         store.migrate().await?;
         let broker =
             Arc::new(AmqpBroker::connect(&amqp_url(), BrokerNames::new(unique_prefix("bench"))).await?);
@@ -100,7 +99,7 @@ impl Rig {
         };
         let serving = shutdown.clone();
         tokio::spawn(async move {
-            let limits = stevedore_shared::config::HttpSettings::default();
+            let limits = stevedore_core::config::HttpSettings::default();
             stevedore_api::serve(listener, app, &limits, serving).await
         });
         tokio::spawn(OutboxRelay::new(dispatcher.clone()).run(shutdown.clone()));
@@ -135,7 +134,7 @@ impl Rig {
 
     /// The `Authorization` header of the benchmark user (Basic), encoded once.
     pub fn authorization(&self) -> reqwest::header::HeaderValue {
-        let basic = stevedore_shared::auth::basic_authorization(&self.auth.0, &self.auth.1);
+        let basic = stevedore_core::auth::basic_authorization(&self.auth.0, &self.auth.1);
         let mut value =
             reqwest::header::HeaderValue::from_str(&basic).expect("base64 is a valid header value");
         value.set_sensitive(true);
@@ -288,15 +287,15 @@ fn bound_key(le: &str) -> u64 {
 
 /// The histograms [`Stages`] reports, by the name it reports them under.
 const STAGES: &[(&str, &str)] = &[
-    ("submit_batch_size", stevedore_shared::dispatch::SUBMIT_BATCH_SIZE),
-    ("submit_wait_ms", stevedore_shared::dispatch::SUBMIT_WAIT_SECONDS),
+    ("submit_batch_size", stevedore_core::dispatch::SUBMIT_BATCH_SIZE),
+    ("submit_wait_ms", stevedore_core::dispatch::SUBMIT_WAIT_SECONDS),
     (
         "submit_commit_ms",
-        stevedore_shared::dispatch::SUBMIT_COMMIT_SECONDS,
+        stevedore_core::dispatch::SUBMIT_COMMIT_SECONDS,
     ),
     (
         "submit_confirm_ms",
-        stevedore_shared::dispatch::SUBMIT_CONFIRM_SECONDS,
+        stevedore_core::dispatch::SUBMIT_CONFIRM_SECONDS,
     ),
     ("finish_batch_size", stevedore_worker::FINISH_BATCH_SIZE),
     ("finish_commit_ms", stevedore_worker::FINISH_COMMIT_SECONDS),

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::Broker;
+use stevedore_broker::amqp::AmqpBroker;
+use stevedore_core::broker::Broker;
 
 /// The `noop` URLs of `objects` new services (`objects` = 0: one per
 /// action, so that none waits as Pending behind another on its object).

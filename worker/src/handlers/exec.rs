@@ -30,7 +30,7 @@ use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
-use stevedore_shared::logline::{NewLogLine, StreamType};
+use stevedore_core::logline::{NewLogLine, StreamType};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;

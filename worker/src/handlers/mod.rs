@@ -16,9 +16,9 @@ pub use sleep::SleepHandler;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
-use stevedore_shared::action::Action;
-use stevedore_shared::config::{HandlerSpec, Operation};
-use stevedore_shared::logline::{NewLogLine, StreamType};
+use stevedore_core::action::Action;
+use stevedore_core::config::{HandlerSpec, Operation};
+use stevedore_core::logline::{NewLogLine, StreamType};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

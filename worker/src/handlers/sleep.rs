@@ -6,7 +6,7 @@
 use super::{Handler, HandlerContext, Outcome};
 use async_trait::async_trait;
 use std::time::Duration;
-use stevedore_shared::logline::StreamType;
+use stevedore_core::logline::StreamType;
 
 /// Sleeps for the requested time, cancellably.
 pub struct SleepHandler;

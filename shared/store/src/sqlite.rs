@@ -27,21 +27,7 @@
 
 mod driver;
 
-use super::rows::{self, RowExt};
-use super::{
-    ActionFilter, ActionStore, ApiKeyInfo, Claim, Database, EventPoll, EventStore, LeaseToken, ObjectFilter,
-    ObjectStore, OutboxEntry, Page, PolledEvent, Retention, RevokedKey, Scope, StoredKey, SystemLogStore,
-    Tenancy, User, KEY_USE_PRECISION,
-};
-use crate::action::Action;
-use crate::event::Event;
-use crate::lifecycle::{Driver, StoredAction};
-use crate::logline::{LogLine, NewLogLine};
-use crate::object::Object;
-use crate::session::{NewSession, Session};
-use crate::state::ActionState;
-use crate::syslog::{Pruned, SystemLogEntry, SystemLogFilter};
-use crate::{Error, Result};
+use crate::rows::{self, RowExt};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::Migrator;
@@ -52,6 +38,20 @@ use sqlx::{QueryBuilder, Sqlite};
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
+use stevedore_core::action::Action;
+use stevedore_core::event::Event;
+use stevedore_core::lifecycle::Driver;
+use stevedore_core::logline::{LogLine, NewLogLine};
+use stevedore_core::object::Object;
+use stevedore_core::session::{NewSession, Session};
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{
+    ActionFilter, ActionStore, ApiKeyInfo, Claim, Database, EventPoll, EventStore, LeaseToken, ObjectFilter,
+    ObjectStore, OutboxEntry, Page, PolledEvent, Retention, RevokedKey, Scope, StoredKey, SystemLogStore,
+    Tenancy, User, KEY_USE_PRECISION,
+};
+use stevedore_core::syslog::{Pruned, SystemLogEntry, SystemLogFilter};
+use stevedore_core::{Error, Result};
 use uuid::Uuid;
 
 /// How long a statement waits for another process's write lock on the file
@@ -62,7 +62,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// short, so a long wait means a burst of many callers, not a stuck one.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
-static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// SQL built once from the state machine.
 /// (The per-object queries name their partial index with `INDEXED BY`: the
@@ -91,10 +91,10 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     // SQLite uses a partial index only when the query repeats the index's
     // predicate term for term, hence `state IN (<active>)` next to narrower
     // state lists below.
-    let active = rows::state_literals(&crate::lifecycle::active_states());
-    let holding = rows::state_literals(&crate::lifecycle::holding_states());
+    let active = rows::state_literals(&stevedore_core::lifecycle::active_states());
+    let holding = rows::state_literals(&stevedore_core::lifecycle::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
-    let claimable = rows::state_literals(&crate::lifecycle::claimable_states());
+    let claimable = rows::state_literals(&stevedore_core::lifecycle::claimable_states());
     Sql {
         transition: format!(
             "UPDATE actions SET state = ?2, \
@@ -256,7 +256,11 @@ fn push_action_filter(q: &mut QueryBuilder<'_, Sqlite>, scope: Scope<'_>, f: &Ac
     if let Some(u) = f.uuid {
         q.push(" AND uuid = ").push_bind(u.to_string());
     }
-    if let Some((lo, hi)) = f.uuid_prefix.as_deref().and_then(super::uuid_prefix_range) {
+    if let Some((lo, hi)) = f
+        .uuid_prefix
+        .as_deref()
+        .and_then(stevedore_core::store::uuid_prefix_range)
+    {
         q.push(" AND uuid BETWEEN ")
             .push_bind(lo.to_string())
             .push(" AND ")
@@ -472,7 +476,7 @@ impl Tenancy for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(RevokedKey {
-            fingerprint: crate::auth::key_fingerprint(&digest),
+            fingerprint: stevedore_core::auth::key_fingerprint(&digest),
             sessions,
         })
     }
@@ -588,7 +592,7 @@ impl ObjectStore for SqliteStore {
                     .push(" OFFSET ")
                     .push_bind(offset);
                 let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
-                super::rows_within_budget(sizes, budget)
+                stevedore_core::store::rows_within_budget(sizes, budget)
             }
         };
         let mut q = QueryBuilder::new(format!("SELECT {} FROM objects", rows::OBJECT_COLUMNS));
@@ -633,7 +637,7 @@ impl ActionStore for SqliteStore {
         .await?;
         match row {
             Some(row) => {
-                let action = StoredAction::from_row(&row)?.action;
+                let action = rows::stored_action(&row)?.action;
                 Ok(scope.allows(&action.namespace).then_some(action))
             }
             None => Ok(None),
@@ -661,7 +665,7 @@ impl ActionStore for SqliteStore {
                     .push(" OFFSET ")
                     .push_bind(offset);
                 let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
-                super::rows_within_budget(sizes, budget)
+                stevedore_core::store::rows_within_budget(sizes, budget)
             }
         };
         let mut q = QueryBuilder::new(format!("SELECT {} FROM actions", rows::ACTION_COLUMNS));
@@ -673,7 +677,7 @@ impl ActionStore for SqliteStore {
         let rows = q.build().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
-            .map(|r| Ok(StoredAction::from_row(r)?.action))
+            .map(|r| Ok(rows::stored_action(r)?.action))
             .collect::<Result<Vec<_>>>()?;
         Ok(Page { items, total })
     }
@@ -731,14 +735,14 @@ impl ActionStore for SqliteStore {
             .bind(owner)
             .bind(micros_after(at, lease))
             .bind(json_list(&rows::state_names(
-                &crate::lifecycle::claimable_states(),
+                &stevedore_core::lifecycle::claimable_states(),
             ))?)
             .bind(rows::to_micros(at))
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = row {
                 claims.push(Claim {
-                    action: StoredAction::from_row(&row)?.action,
+                    action: rows::stored_action(&row)?.action,
                     token,
                 });
             }

@@ -8,12 +8,12 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use stevedore_shared::store::prelude::*;
+use stevedore_core::store::prelude::*;
 
-use stevedore_shared::store::postgres::PgStore;
-use stevedore_shared::store::sqlite::SqliteStore;
-use stevedore_shared::store::DynStore;
-use stevedore_shared::testing::TestDatabase;
+use stevedore_core::store::DynStore;
+use stevedore_core::testing::TestDatabase;
+use stevedore_store::postgres::PgStore;
+use stevedore_store::sqlite::SqliteStore;
 
 /// A migrated store and whatever must outlive it (its database or directory).
 struct Harness {
@@ -46,15 +46,15 @@ mod cases {
     use chrono::{SubsecRound, Utc};
     use futures::future::join_all;
     use std::time::Duration;
-    use stevedore_shared::action::{action_uri, NewAction};
-    use stevedore_shared::event::EventKind;
-    use stevedore_shared::lifecycle::engine::{ObjectChanged, ObjectRequest};
-    use stevedore_shared::lifecycle::{ObjectChange, ObjectPatch};
-    use stevedore_shared::logline::{NewLogLine, StreamType};
-    use stevedore_shared::object::Object;
-    use stevedore_shared::state::{ActionState, IllegalTransition};
-    use stevedore_shared::store::{Finish, LeaseToken, ObjectLookup, Scope, Store, Submission};
-    use stevedore_shared::Error;
+    use stevedore_core::action::{action_uri, NewAction};
+    use stevedore_core::event::EventKind;
+    use stevedore_core::lifecycle::engine::{ObjectChanged, ObjectRequest};
+    use stevedore_core::lifecycle::{ObjectChange, ObjectPatch};
+    use stevedore_core::logline::{NewLogLine, StreamType};
+    use stevedore_core::object::Object;
+    use stevedore_core::state::{ActionState, IllegalTransition};
+    use stevedore_core::store::{Finish, LeaseToken, ObjectLookup, Scope, Store, Submission};
+    use stevedore_core::Error;
     use uuid::Uuid;
 
     use ActionState::*;
@@ -1000,7 +1000,7 @@ mod cases {
     // --- lists -----------------------------------------------------------
 
     pub async fn action_lists_filter_page_and_scope(store: &dyn Store) {
-        use stevedore_shared::store::ActionFilter;
+        use stevedore_core::store::ActionFilter;
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut uuids = vec![];
         for obj in [a, a, b] {
@@ -1127,7 +1127,7 @@ mod cases {
     }
 
     pub async fn objects_list_update_and_record_events(store: &dyn Store) {
-        use stevedore_shared::store::ObjectFilter;
+        use stevedore_core::store::ObjectFilter;
         let stack = Object {
             object_type: "stack".into(),
             parents: vec![],
@@ -1437,7 +1437,7 @@ mod cases {
     // --- system log and retention ------------------------------------------
 
     pub async fn state_changes_write_the_system_log_and_filters_narrow_it(store: &dyn Store) {
-        use stevedore_shared::syslog::{LogLevel, NewSystemLog, SystemLogFilter};
+        use stevedore_core::syslog::{LogLevel, NewSystemLog, SystemLogFilter};
         let s = store
             .submit_action(new_action("acme", Uuid::new_v4()))
             .await
@@ -1553,7 +1553,7 @@ mod cases {
     }
 
     pub async fn system_log_retention_is_per_tenant(store: &dyn Store) {
-        use stevedore_shared::syslog::{LogLevel, NewSystemLog, SystemLogFilter};
+        use stevedore_core::syslog::{LogLevel, NewSystemLog, SystemLogFilter};
         let entry = |ns: Option<&str>, i: usize| NewSystemLog {
             namespace: ns.map(str::to_string),
             category: "auth".into(),
@@ -1601,7 +1601,7 @@ mod cases {
 
     /// A key digest as the binary stores it (64 hex characters).
     fn digest_of(key: &str) -> String {
-        stevedore_shared::auth::hash_api_key(key)
+        stevedore_core::auth::hash_api_key(key)
     }
 
     pub async fn keys_are_listed_by_id_with_a_fingerprint_and_their_last_use(store: &dyn Store) {
@@ -1683,8 +1683,8 @@ mod cases {
         user: &str,
         key_id: i64,
         expires_at: chrono::DateTime<Utc>,
-    ) -> stevedore_shared::session::NewSession {
-        stevedore_shared::session::NewSession {
+    ) -> stevedore_core::session::NewSession {
+        stevedore_core::session::NewSession {
             digest: digest.to_string(),
             user: user.to_string(),
             key_id,
@@ -1765,7 +1765,7 @@ mod cases {
     }
 
     pub async fn pruning_never_touches_an_unfinished_action(store: &dyn Store) {
-        use stevedore_shared::syslog::SystemLogFilter;
+        use stevedore_core::syslog::SystemLogFilter;
         let obj = Uuid::new_v4();
         let done = store
             .submit_action(new_action("acme", obj))
@@ -2072,13 +2072,13 @@ conformance!(sqlite, sqlite_store());
 
 /// What only one backend, or the choice between them, has to show.
 mod backends {
-    use stevedore_shared::store::{self, Scope};
-    use stevedore_shared::Error;
+    use stevedore_core::store::Scope;
+    use stevedore_core::Error;
     use uuid::Uuid;
 
     #[tokio::test]
     async fn an_in_memory_sqlite_store_keeps_its_data_across_calls() {
-        let store = store::connect("sqlite::memory:").await.unwrap();
+        let store = stevedore_store::connect("sqlite::memory:").await.unwrap();
         store.migrate().await.unwrap();
         store.ping().await.unwrap();
         store.create_user("ann", &[]).await.unwrap();
@@ -2094,7 +2094,7 @@ mod backends {
 
     #[tokio::test]
     async fn connect_refuses_unknown_url_schemes_without_echoing_passwords() {
-        let err = store::connect("mysql://root:hunter2@localhost/db")
+        let err = stevedore_store::connect("mysql://root:hunter2@localhost/db")
             .await
             .err()
             .expect("an error");

@@ -15,16 +15,16 @@
 //!
 //! Nothing is persisted: everything is gone when the last clone is dropped.
 
-use super::{
-    Acker, Broker, ControlStream, DeadLetter, DeadLetterStream, JobDelivery, JobStream, UpdateStream,
-    JOB_DELIVERY_LIMIT,
-};
-use crate::messages::{Control, JobMessage, Update};
-use crate::{Error, Result};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use stevedore_core::broker::{
+    Acker, Broker, ControlStream, DeadLetter, DeadLetterStream, JobDelivery, JobStream, UpdateStream,
+    JOB_DELIVERY_LIMIT,
+};
+use stevedore_core::messages::{Control, JobMessage, Update};
+use stevedore_core::{Error, Result};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 

@@ -11,12 +11,6 @@
 //! Connections are named `<prefix>-publish` and `<prefix>-consume`, as RabbitMQ's
 //! management tools show them.
 
-use super::{
-    Acker, Broker, BrokerNames, ControlStream, DeadLetter, DeadLetterStream, JobDelivery, JobStream,
-    UpdateStream, JOB_DELIVERY_LIMIT,
-};
-use crate::messages::{Control, JobMessage, Update};
-use crate::{Error, Result};
 use async_trait::async_trait;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use futures::stream::{BoxStream, StreamExt};
@@ -32,6 +26,12 @@ use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stevedore_core::broker::{
+    Acker, Broker, BrokerNames, ControlStream, DeadLetter, DeadLetterStream, JobDelivery, JobStream,
+    UpdateStream, JOB_DELIVERY_LIMIT,
+};
+use stevedore_core::messages::{Control, JobMessage, Update};
+use stevedore_core::{Error, Result};
 use tracing::warn;
 
 /// How long `connect` (and any later connection attempt) may take.

@@ -5,15 +5,15 @@ use futures::StreamExt;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use stevedore_shared::action::NewAction;
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::memory::MemoryBroker;
-use stevedore_shared::broker::{BrokerNames, DynBroker};
-use stevedore_shared::dispatch::{Dispatcher, OutboxRelay, SubmitBatcher};
-use stevedore_shared::group_commit::Lanes;
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{self, DynStore, Scope};
-use stevedore_shared::testing::{self, amqp_url, unique_prefix, TestDatabase};
+use stevedore_broker::amqp::AmqpBroker;
+use stevedore_broker::memory::MemoryBroker;
+use stevedore_core::action::NewAction;
+use stevedore_core::broker::{BrokerNames, DynBroker};
+use stevedore_core::dispatch::{Dispatcher, OutboxRelay, SubmitBatcher};
+use stevedore_core::group_commit::Lanes;
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{DynStore, Scope};
+use stevedore_core::testing::{self, amqp_url, unique_prefix, TestDatabase};
 use uuid::Uuid;
 
 fn new_action(object: Uuid) -> NewAction {
@@ -248,7 +248,7 @@ macro_rules! on_both {
                 async fn $name() {
                     let dir = tempfile::tempdir().unwrap();
                     let url = format!("sqlite://{}", dir.path().join("s.db").display());
-                    let store = super::store::connect(&url).await.unwrap();
+                    let store = stevedore_store::connect(&url).await.unwrap();
                     super::$name(store, std::sync::Arc::new(super::MemoryBroker::new())).await;
                 }
             )*
@@ -258,7 +258,7 @@ macro_rules! on_both {
                 #[tokio::test]
                 async fn $name() {
                     let db = super::TestDatabase::create().await;
-                    let store = super::store::connect(db.url()).await.unwrap();
+                    let store = stevedore_store::connect(db.url()).await.unwrap();
                     let names = super::BrokerNames::new(super::unique_prefix("dispatch"));
                     let amqp = std::sync::Arc::new(super::AmqpBroker::connect(&super::amqp_url(), names).await.unwrap());
                     super::$name(store, amqp.clone()).await;

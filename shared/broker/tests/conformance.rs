@@ -6,7 +6,7 @@
 //! bounded by a timeout so a broken backend fails instead of hanging.
 //!
 //! RabbitMQ is reached at `STEVEDORE_TEST_AMQP_URL` (see
-//! `stevedore_shared::testing`).
+//! `stevedore_core::testing`).
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -14,13 +14,13 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::memory::MemoryBroker;
-use stevedore_shared::broker::{
+use stevedore_broker::amqp::AmqpBroker;
+use stevedore_broker::memory::MemoryBroker;
+use stevedore_core::broker::{
     Broker, BrokerNames, DeadLetter, DeadLetterStream, JobDelivery, JobStream, JOB_DELIVERY_LIMIT,
 };
-use stevedore_shared::messages::{Control, JobMessage, Update};
-use stevedore_shared::testing::{amqp_url, unique_prefix};
+use stevedore_core::messages::{Control, JobMessage, Update};
+use stevedore_core::testing::{amqp_url, unique_prefix};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use uuid::Uuid;
@@ -174,7 +174,7 @@ async fn assert_no_delivery(stream: &mut JobStream) {
 
 /// The next message of a subscription, which must arrive within [`ARRIVAL`].
 async fn next_message<T: std::fmt::Debug>(
-    stream: &mut futures::stream::BoxStream<'static, stevedore_shared::Result<T>>,
+    stream: &mut futures::stream::BoxStream<'static, stevedore_core::Result<T>>,
 ) -> T {
     match timeout(ARRIVAL, stream.next()).await {
         Ok(Some(Ok(message))) => message,

@@ -5,17 +5,17 @@
 //! the process, so a statement per row costs no round trip.
 
 use super::{json_list, SQL};
-use crate::action::NewAction;
-use crate::lifecycle::{ActionHead, Changeset, Driver, StateUpdate, StoredAction, Written};
-use crate::object::Object;
-use crate::state::ActionState;
-use crate::store::rows::{self, RowExt};
-use crate::store::LeaseToken;
-use crate::{Error, Result};
+use crate::rows::{self, RowExt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashSet;
+use stevedore_core::action::NewAction;
+use stevedore_core::lifecycle::{ActionHead, Changeset, Driver, StateUpdate, StoredAction, Written};
+use stevedore_core::object::Object;
+use stevedore_core::state::ActionState;
+use stevedore_core::store::LeaseToken;
+use stevedore_core::{Error, Result};
 use uuid::Uuid;
 
 /// One transaction of the SQLite store, as the engine's [`Driver`].
@@ -156,7 +156,7 @@ impl Driver for SqliteDriver {
         let mut by_uuid: std::collections::HashMap<Uuid, StoredAction> = found
             .iter()
             .map(|row| {
-                let s = StoredAction::from_row(row)?;
+                let s = rows::stored_action(row)?;
                 Ok((s.action.uuid, s))
             })
             .collect::<Result<_>>()?;
@@ -184,7 +184,7 @@ impl Driver for SqliteDriver {
                 .fetch_optional(&mut *self.tx)
                 .await?;
             if let Some(row) = row {
-                changed.push(StoredAction::from_row(&row)?);
+                changed.push(rows::stored_action(&row)?);
             }
         }
         Ok(changed)
@@ -200,7 +200,7 @@ impl Driver for SqliteDriver {
                 .fetch_optional(&mut *self.tx)
                 .await?;
             if let Some(row) = row {
-                promoted.push(StoredAction::from_row(&row)?);
+                promoted.push(rows::stored_action(&row)?);
             }
         }
         Ok(promoted)
@@ -218,11 +218,11 @@ impl Driver for SqliteDriver {
         .bind(token.0.to_string())
         .bind(rows::to_micros(self.at))
         .bind(json_list(&rows::state_names(
-            &crate::lifecycle::claimable_states(),
+            &stevedore_core::lifecycle::claimable_states(),
         ))?)
         .fetch_optional(&mut *self.tx)
         .await?
-        .map(|row| StoredAction::from_row(&row))
+        .map(|row| rows::stored_action(&row))
         .transpose()
     }
 

@@ -9,9 +9,9 @@
 //!
 //! ```no_run
 //! # async fn subscribe() -> Result<(), String> { Ok(()) }
-//! # async fn demo(shutdown: stevedore_shared::shutdown::Shutdown) {
+//! # async fn demo(shutdown: stevedore_core::shutdown::Shutdown) {
 //! use std::time::Duration;
-//! use stevedore_shared::reconnect::Reconnect;
+//! use stevedore_core::reconnect::Reconnect;
 //!
 //! let mut reconnect = Reconnect::new(Duration::from_millis(100), Duration::from_secs(5));
 //! while let Some(subscription) = reconnect.until_connected("subscribe", &shutdown, subscribe).await {

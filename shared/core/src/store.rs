@@ -1,7 +1,7 @@
-//! The `Store`: everything Stevedore keeps, behind one trait with two
-//! backends — [`postgres::PgStore`] for production and [`sqlite::SqliteStore`]
-//! for `stevedore dev` — that pass one conformance suite
-//! (`shared/tests/store_conformance.rs`).
+//! The `Store`: everything Stevedore keeps, behind one trait per area, with
+//! two drivers in the `stevedore-store` crate — PostgreSQL for production and
+//! SQLite for `stevedore dev` — that pass one conformance suite
+//! (`shared/store/tests/conformance.rs`).
 //!
 //! **Invariant:** the database is the source of truth. A state change, its
 //! event and (when work must be dispatched) its outbox row are written in one
@@ -11,11 +11,6 @@
 //! [`ActionState::sources`](crate::state::ActionState::sources), and every
 //! worker write by its lease token, so a stale or duplicate writer changes
 //! nothing.
-
-pub mod postgres;
-pub(crate) mod rows;
-pub mod sqlite;
-pub(crate) mod unnest;
 
 pub use crate::lifecycle::requests::{
     lookups_of, Claim, Finish, LeaseToken, ObjectLookup, Reaped, ResolvedBatch, Scope, Submission, Submitted,
@@ -647,7 +642,7 @@ fn not_recorded() -> crate::Error {
 }
 
 /// The store's traits, to call their methods on a concrete store
-/// (`use stevedore_shared::store::prelude::*`).
+/// (`use stevedore_core::store::prelude::*`).
 pub mod prelude {
     pub use super::{
         ActionStore, Database, EventStore, ObjectStore, Retention, Store, SystemLogStore, Tenancy,
@@ -656,33 +651,6 @@ pub mod prelude {
 
 /// A shared, dynamically dispatched store.
 pub type DynStore = Arc<dyn Store>;
-
-/// Opens the store a URL names: `postgres://…` / `postgresql://…` or
-/// `sqlite://path` (created if missing). Does not migrate.
-pub async fn connect(url: &str) -> Result<DynStore> {
-    connect_with(url, &crate::config::DatabaseSettings::default()).await
-}
-
-/// [`connect`] with the config's `[database]` settings (PostgreSQL only).
-pub async fn connect_with(url: &str, settings: &crate::config::DatabaseSettings) -> Result<DynStore> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            postgres::PgStore::connect_with_timeout(
-                url,
-                postgres::DEFAULT_MAX_CONNECTIONS,
-                settings.acquire_timeout,
-            )
-            .await?,
-        ))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
-    } else {
-        Err(crate::Error::Config(format!(
-            "unsupported database URL scheme in {:?}: use postgres:// or sqlite://",
-            redact_url(url)
-        )))
-    }
-}
 
 /// A URL with its password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {

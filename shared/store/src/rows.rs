@@ -7,17 +7,18 @@
 //! above it is written once here. JSON columns are read as text on both (the
 //! PostgreSQL queries select `col::text`).
 
-use crate::action::Action;
-use crate::event::{Event, EventKind};
-use crate::logline::{LogLine, StreamType};
-use crate::object::Object;
-use crate::state::ActionState;
-use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::time::Duration;
+use stevedore_core::action::Action;
+use stevedore_core::event::{Event, EventKind};
+use stevedore_core::lifecycle::StoredAction;
+use stevedore_core::logline::{LogLine, StreamType};
+use stevedore_core::object::Object;
+use stevedore_core::state::ActionState;
+use stevedore_core::{Error, Result};
 use uuid::Uuid;
 
 /// The longest duration a lease, age or deadline is taken to be. Longer ones
@@ -190,35 +191,33 @@ pub(crate) const PG_ACTION_COLUMNS: &str = "uuid, namespace, action, object, obj
     location, user_name, user_agent, is_user_action, state, start_date, end_date, \
     retry_of, claims";
 
-impl crate::lifecycle::StoredAction {
-    /// Decodes a row of [`ACTION_COLUMNS`].
-    pub(crate) fn from_row(row: &impl RowExt) -> Result<Self> {
-        Ok(Self {
-            action: Action {
-                uuid: row.uuid("uuid")?,
-                namespace: row.text("namespace")?,
-                action: row.text("action")?,
-                object: row.text("object")?,
-                object_uuid: row.uuid("object_uuid")?,
-                object_type: row.text("object_type")?,
-                verb: row.text("verb")?,
-                method: row.text("method")?,
-                path: row.text("path")?,
-                body: row.text("body")?,
-                ip: row.text("ip")?,
-                location: row.text("location")?,
-                user: row.text("user_name")?,
-                user_agent: row.text("user_agent")?,
-                is_user_action: row.flag("is_user_action")?,
-                state: row.state("state")?,
-                start_date: row.opt_time("start_date")?,
-                end_date: row.opt_time("end_date")?,
-                retry_of: row.opt_uuid("retry_of")?,
-                claims: row.int32("claims")?,
-            },
-            object_parents: row.strings("object_parents")?,
-        })
-    }
+/// Decodes a row of [`ACTION_COLUMNS`].
+pub(crate) fn stored_action(row: &impl RowExt) -> Result<StoredAction> {
+    Ok(StoredAction {
+        action: Action {
+            uuid: row.uuid("uuid")?,
+            namespace: row.text("namespace")?,
+            action: row.text("action")?,
+            object: row.text("object")?,
+            object_uuid: row.uuid("object_uuid")?,
+            object_type: row.text("object_type")?,
+            verb: row.text("verb")?,
+            method: row.text("method")?,
+            path: row.text("path")?,
+            body: row.text("body")?,
+            ip: row.text("ip")?,
+            location: row.text("location")?,
+            user: row.text("user_name")?,
+            user_agent: row.text("user_agent")?,
+            is_user_action: row.flag("is_user_action")?,
+            state: row.state("state")?,
+            start_date: row.opt_time("start_date")?,
+            end_date: row.opt_time("end_date")?,
+            retry_of: row.opt_uuid("retry_of")?,
+            claims: row.int32("claims")?,
+        },
+        object_parents: row.strings("object_parents")?,
+    })
 }
 
 /// The columns every object query returns.
@@ -296,10 +295,10 @@ pub(crate) fn own_namespace_first(user: &str, namespaces: &[String]) -> Vec<Stri
 }
 
 /// The namespaces a scope restricts reads to, `None` for all.
-pub(crate) fn scope_namespaces(scope: super::Scope<'_>) -> Option<Vec<String>> {
+pub(crate) fn scope_namespaces(scope: stevedore_core::store::Scope<'_>) -> Option<Vec<String>> {
     match scope {
-        super::Scope::All => None,
-        super::Scope::Namespaces(ns) => Some(ns.to_vec()),
+        stevedore_core::store::Scope::All => None,
+        stevedore_core::store::Scope::Namespaces(ns) => Some(ns.to_vec()),
     }
 }
 
@@ -336,13 +335,13 @@ pub(crate) fn lease_lost() -> Error {
 }
 
 /// Decodes a system log row (`id, ts_micros, category, level, user_name, message`).
-pub(crate) fn system_log_from_row(row: &impl RowExt) -> Result<crate::syslog::SystemLogEntry> {
+pub(crate) fn system_log_from_row(row: &impl RowExt) -> Result<stevedore_core::syslog::SystemLogEntry> {
     let level = row.text("level")?;
     let ts_micros = row.int("ts_micros")?;
-    Ok(crate::syslog::SystemLogEntry {
+    Ok(stevedore_core::syslog::SystemLogEntry {
         id: row.int("id")?,
         category: row.text("category")?,
-        level: crate::syslog::LogLevel::parse(&level)
+        level: stevedore_core::syslog::LogLevel::parse(&level)
             .ok_or_else(|| Error::Internal(format!("stored log level {level:?}")))?,
         message: row.text("message")?,
         ts: ts_micros.div_euclid(1_000_000),
@@ -352,8 +351,8 @@ pub(crate) fn system_log_from_row(row: &impl RowExt) -> Result<crate::syslog::Sy
 }
 
 /// A key as authentication compares it (`id`, `key_digest`).
-pub(crate) fn stored_key_from_row(row: &impl RowExt) -> Result<super::StoredKey> {
-    Ok(super::StoredKey {
+pub(crate) fn stored_key_from_row(row: &impl RowExt) -> Result<stevedore_core::store::StoredKey> {
+    Ok(stevedore_core::store::StoredKey {
         id: row.int("id")?,
         digest: row.text("key_digest")?,
     })
@@ -361,10 +360,10 @@ pub(crate) fn stored_key_from_row(row: &impl RowExt) -> Result<super::StoredKey>
 
 /// A key as listings show it (`id`, `key_digest`, `created_at`,
 /// `last_used_at`): its digest is cut to a fingerprint here.
-pub(crate) fn api_key_from_row(row: &impl RowExt) -> Result<super::ApiKeyInfo> {
-    Ok(super::ApiKeyInfo {
+pub(crate) fn api_key_from_row(row: &impl RowExt) -> Result<stevedore_core::store::ApiKeyInfo> {
+    Ok(stevedore_core::store::ApiKeyInfo {
         id: row.int("id")?,
-        fingerprint: crate::auth::key_fingerprint(&row.text("key_digest")?),
+        fingerprint: stevedore_core::auth::key_fingerprint(&row.text("key_digest")?),
         created_at: row.time("created_at")?,
         last_used_at: row.opt_time("last_used_at")?,
     })
@@ -377,11 +376,11 @@ mod tests {
     #[test]
     fn state_lists_follow_the_state_machine() {
         assert_eq!(
-            state_literals(&crate::lifecycle::active_states()),
+            state_literals(&stevedore_core::lifecycle::active_states()),
             "'Pending', 'In progress', 'Canceling'"
         );
         assert_eq!(
-            state_literals(&crate::lifecycle::holding_states()),
+            state_literals(&stevedore_core::lifecycle::holding_states()),
             "'In progress', 'Canceling'"
         );
     }

@@ -46,27 +46,27 @@
 
 mod driver;
 
-use super::rows::{self, RowExt};
-use super::{
-    ActionFilter, ActionStore, ApiKeyInfo, Claim, Database, EventPoll, EventStore, LeaseToken, ObjectFilter,
-    ObjectStore, OutboxEntry, Page, PolledEvent, Retention, RevokedKey, Scope, StoredKey, SystemLogStore,
-    Tenancy, User, KEY_USE_PRECISION,
-};
-use crate::action::Action;
-use crate::event::Event;
-use crate::lifecycle::{Driver, StoredAction};
-use crate::logline::{LogLine, NewLogLine};
-use crate::object::Object;
-use crate::session::{NewSession, Session};
-use crate::state::ActionState;
-use crate::syslog::{Pruned, SystemLogEntry, SystemLogFilter};
-use crate::{Error, Result};
+use crate::rows::{self, RowExt};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::QueryBuilder;
 use std::sync::LazyLock;
 use std::time::Duration;
+use stevedore_core::action::Action;
+use stevedore_core::event::Event;
+use stevedore_core::lifecycle::Driver;
+use stevedore_core::logline::{LogLine, NewLogLine};
+use stevedore_core::object::Object;
+use stevedore_core::session::{NewSession, Session};
+use stevedore_core::state::ActionState;
+use stevedore_core::store::{
+    ActionFilter, ActionStore, ApiKeyInfo, Claim, Database, EventPoll, EventStore, LeaseToken, ObjectFilter,
+    ObjectStore, OutboxEntry, Page, PolledEvent, Retention, RevokedKey, Scope, StoredKey, SystemLogStore,
+    Tenancy, User, KEY_USE_PRECISION,
+};
+use stevedore_core::syslog::{Pruned, SystemLogEntry, SystemLogFilter};
+use stevedore_core::{Error, Result};
 use uuid::Uuid;
 
 /// Connections per pool unless told otherwise: enough to keep a 2-core
@@ -77,7 +77,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// How long a query waits for a free connection before failing: long enough
 /// to ride out a burst, short enough that an exhausted pool surfaces as an
 /// error instead of a hung request.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ACQUIRE_TIMEOUT: Duration = stevedore_core::config::DEFAULT_ACQUIRE_TIMEOUT;
 /// A pooled connection idle at least this long is pinged before it is
 /// handed out; one used more recently is handed out as it is.
 ///
@@ -103,7 +103,7 @@ const EVENTS_LOCK: (i32, i32) = (0x5354_5644, 1);
 /// count for display: paging follows `next`, which stays exact.
 const EXACT_COUNT_LIMIT: i64 = 10_000;
 
-static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// SQL built once from the state machine. The batch statements bind their
 /// rows by name ([`super::unnest`]).
@@ -117,7 +117,7 @@ struct Sql {
     objects_busy: String,
     /// The objects whose uuids are in `$1` (an array).
     objects_by_uuid: String,
-    /// The heads ([`crate::lifecycle::ActionHead`]) of the actions `$1` (an array).
+    /// The heads ([`stevedore_core::lifecycle::ActionHead`]) of the actions `$1` (an array).
     action_heads: String,
     /// `action_heads`, locking the rows in uuid order.
     lock_action_heads: String,
@@ -156,10 +156,10 @@ struct Sql {
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
     use driver::{ActionRows, EventRows, LogRows, StateRows};
-    let active = rows::state_literals(&crate::lifecycle::active_states());
-    let holding = rows::state_literals(&crate::lifecycle::holding_states());
+    let active = rows::state_literals(&stevedore_core::lifecycle::active_states());
+    let holding = rows::state_literals(&stevedore_core::lifecycle::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
-    let claimable = rows::state_literals(&crate::lifecycle::claimable_states());
+    let claimable = rows::state_literals(&stevedore_core::lifecycle::claimable_states());
     let heads = "SELECT uuid, namespace, object_uuid, state, lease_token, claims, \
                      COALESCE(lease_expires_at < now(), false) AS lease_expired \
                  FROM actions WHERE uuid = ANY($1)";
@@ -403,7 +403,11 @@ fn push_action_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, scope: Scope<'_>, 
     if let Some(u) = f.uuid {
         q.push(" AND uuid = ").push_bind(u);
     }
-    if let Some((lo, hi)) = f.uuid_prefix.as_deref().and_then(super::uuid_prefix_range) {
+    if let Some((lo, hi)) = f
+        .uuid_prefix
+        .as_deref()
+        .and_then(stevedore_core::store::uuid_prefix_range)
+    {
         q.push(" AND uuid BETWEEN ")
             .push_bind(lo)
             .push(" AND ")
@@ -614,7 +618,7 @@ impl Tenancy for PgStore {
             .await?;
         tx.commit().await?;
         Ok(RevokedKey {
-            fingerprint: crate::auth::key_fingerprint(&digest),
+            fingerprint: stevedore_core::auth::key_fingerprint(&digest),
             sessions,
         })
     }
@@ -741,7 +745,7 @@ impl ObjectStore for PgStore {
                     .push(" OFFSET ")
                     .push_bind(offset);
                 let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
-                super::rows_within_budget(sizes, budget)
+                stevedore_core::store::rows_within_budget(sizes, budget)
             }
         };
         let mut q = QueryBuilder::new(format!("SELECT {} FROM objects", rows::PG_OBJECT_COLUMNS));
@@ -786,7 +790,7 @@ impl ActionStore for PgStore {
         .await?;
         match row {
             Some(row) => {
-                let action = StoredAction::from_row(&row)?.action;
+                let action = rows::stored_action(&row)?.action;
                 Ok(scope.allows(&action.namespace).then_some(action))
             }
             None => Ok(None),
@@ -812,7 +816,7 @@ impl ActionStore for PgStore {
                     .push(" OFFSET ")
                     .push_bind(offset);
                 let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
-                super::rows_within_budget(sizes, budget)
+                stevedore_core::store::rows_within_budget(sizes, budget)
             }
         };
         // One row more than asked shows whether another page follows.
@@ -827,7 +831,7 @@ impl ActionStore for PgStore {
         let items = rows
             .iter()
             .take(limit.max(0) as usize)
-            .map(|r| Ok(StoredAction::from_row(r)?.action))
+            .map(|r| Ok(rows::stored_action(r)?.action))
             .collect::<Result<Vec<_>>>()?;
 
         // Count exactly up to EXACT_COUNT_LIMIT; past it, ask the planner.
@@ -899,13 +903,13 @@ impl ActionStore for PgStore {
             .bind(&tokens)
             .bind(owner)
             .bind(rows::duration_micros(lease))
-            .bind(rows::state_names(&crate::lifecycle::claimable_states()))
+            .bind(rows::state_names(&stevedore_core::lifecycle::claimable_states()))
             .fetch_all(&self.pool)
             .await?;
         let mut claims: std::collections::HashMap<Uuid, Claim> = rows
             .iter()
             .map(|row| {
-                let action = StoredAction::from_row(row)?.action;
+                let action = rows::stored_action(row)?.action;
                 Ok((
                     action.uuid,
                     Claim {
@@ -1230,8 +1234,8 @@ impl Retention for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::TestDatabase;
     use sqlx::postgres::PgConnection;
+    use stevedore_core::testing::TestDatabase;
 
     /// The plan `sql` (an `EXPLAIN`, with whatever precedes or follows it)
     /// prints, one line per row.

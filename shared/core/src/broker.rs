@@ -1,8 +1,7 @@
 //! The `Broker`: how jobs, updates and control messages travel, behind one
-//! trait with two backends — [`amqp::AmqpBroker`] (RabbitMQ via lapin and
-//! deadpool-lapin) for production and [`memory::MemoryBroker`] (in-process)
-//! for `stevedore dev` — that pass one conformance suite
-//! (`shared/tests/broker_conformance.rs`).
+//! trait with two drivers in the `stevedore-broker` crate — RabbitMQ for
+//! production and in-process for `stevedore dev` — that pass one
+//! conformance suite (`shared/broker/tests/conformance.rs`).
 //!
 //! Topology (names prefixed by [`BrokerNames::prefix`], default `stevedore`):
 //! - `<prefix>.jobs`: durable **quorum** queue of [`JobMessage`]s, competing
@@ -17,9 +16,6 @@
 //! message (publisher confirms); a message may still be delivered twice.
 //! **Invariant:** no publish waits without bound: a stalled broker fails it
 //! after the publish timeout, a blocked one at once.
-
-pub mod amqp;
-pub mod memory;
 
 use crate::messages::{Control, JobMessage, Update};
 use crate::Result;

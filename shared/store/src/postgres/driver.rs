@@ -3,17 +3,17 @@
 //! the same few round trips for one action as for a thousand.
 
 use super::{object_lock_key, EVENTS_LOCK, SQL};
-use crate::action::NewAction;
-use crate::lifecycle::{ActionHead, Changeset, Driver, StateUpdate, StoredAction, Written};
-use crate::object::Object;
-use crate::state::ActionState;
-use crate::store::rows::{self, RowExt};
-use crate::store::unnest::unnest_rows;
-use crate::store::LeaseToken;
-use crate::{Error, Result};
+use crate::rows::{self, RowExt};
+use crate::unnest::unnest_rows;
 use async_trait::async_trait;
 use sqlx::postgres::Postgres;
 use std::collections::{HashMap, HashSet};
+use stevedore_core::action::NewAction;
+use stevedore_core::lifecycle::{ActionHead, Changeset, Driver, StateUpdate, StoredAction, Written};
+use stevedore_core::object::Object;
+use stevedore_core::state::ActionState;
+use stevedore_core::store::LeaseToken;
+use stevedore_core::{Error, Result};
 use uuid::Uuid;
 
 unnest_rows! {
@@ -92,7 +92,7 @@ pub(crate) struct PgDriver {
 
 /// Action rows (a batch statement's `RETURNING`, which keeps no order).
 fn stored(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<StoredAction>> {
-    rows.iter().map(StoredAction::from_row).collect()
+    rows.iter().map(rows::stored_action).collect()
 }
 
 #[async_trait]
@@ -233,10 +233,10 @@ impl Driver for PgDriver {
         sqlx::query(&SQL.release)
             .bind(uuid)
             .bind(token.0)
-            .bind(rows::state_names(&crate::lifecycle::claimable_states()))
+            .bind(rows::state_names(&stevedore_core::lifecycle::claimable_states()))
             .fetch_optional(&mut *self.tx)
             .await?
-            .map(|row| StoredAction::from_row(&row))
+            .map(|row| rows::stored_action(&row))
             .transpose()
     }
 

@@ -196,6 +196,10 @@ impl WorkerSettings {
     }
 }
 
+/// How long a query waits for a free database connection before failing,
+/// unless `[database] acquire_timeout` says otherwise.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// PostgreSQL client settings (`[database]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -210,7 +214,7 @@ pub struct DatabaseSettings {
 impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
-            acquire_timeout: crate::store::postgres::ACQUIRE_TIMEOUT,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 }
@@ -591,7 +595,7 @@ impl FileConfig {
 
 /// The example configuration shipped with `stevedore dev`: demo operations for
 /// the five object types.
-pub const EXAMPLE_CONFIG: &str = include_str!("../../stevedore.example.toml");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../../stevedore.example.toml");
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,15 @@
-//! Stevedore's shared core: the domain model and the two interfaces every role
-//! meets through. No HTTP here.
+//! Stevedore's core: the domain model, the lifecycle of actions, and the two
+//! interfaces every role meets through. No HTTP, no SQL, no driver here: the
+//! drivers are the `stevedore-store` and `stevedore-broker` crates.
 //!
 //! - [`state`]: the action state machine — the one place transitions are decided.
+//! - [`lifecycle`]: the rules of an action's life, the changeset each change
+//!   records, the driver interface a database implements, and the engine
+//!   that runs the rules over it.
 //! - [`action`], [`object`], [`event`], [`logline`]: the domain types and their wire JSON.
 //! - [`dates`]: RFC 2822 dates as the clients parse them.
-//! - [`store`]: the `Store` trait, with PostgreSQL and SQLite backends.
-//! - [`broker`]: the `Broker` trait, with RabbitMQ and in-process backends.
+//! - [`store`]: the `Store` traits, one per area.
+//! - [`broker`]: the `Broker` trait.
 //! - [`messages`]: what travels through the broker.
 //! - [`dispatch`]: publishing jobs through the outbox, and the relay that
 //!   republishes whatever was committed but not confirmed.
