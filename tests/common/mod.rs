@@ -75,6 +75,10 @@ pub struct Deployment {
     pub prefix: Option<String>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// More environment for every process started from now on
+    /// (`SSL_CERT_FILE`, say): the test process's own is shared by every
+    /// test and is never changed.
+    pub role_env: Vec<(String, String)>,
     children: Vec<Child>,
     http: reqwest::Client,
     _db: Option<TestDatabase>,
@@ -129,6 +133,7 @@ impl Deployment {
             db_url: String::new(),
             prefix: None,
             config_path,
+            role_env: vec![],
             children: vec![],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -155,6 +160,7 @@ impl Deployment {
             .args(args)
             .env_remove("STEVEDORE_DATABASE_URL")
             .env("RUST_LOG", "info,stevedore=debug")
+            .envs(self.role_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(self.log_file(name)))
             .kill_on_drop(true)
@@ -824,6 +830,7 @@ impl Deployment {
             db_url: db.url().to_string(),
             prefix: Some(prefix.clone()),
             config_path,
+            role_env: vec![],
             children: vec![],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
