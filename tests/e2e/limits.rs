@@ -4,9 +4,7 @@
 //! (429); unbounded lists over large objects keep the API process's memory
 //! under the Kubernetes limit, and their pages still chain exactly.
 
-mod common;
-
-use common::{ws_connect, Backend, Deployment, TEST_CONFIG};
+use crate::support::{ws_connect, Backend, Deployment, TEST_CONFIG};
 use reqwest::{Method, StatusCode};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -2,9 +2,7 @@
 //! (`action …`, `event`, `log …`, `run`, `login`, `completions`) against a
 //! real server, on `stevedore dev` and on PostgreSQL + RabbitMQ.
 
-mod common;
-
-use common::{Backend, Deployment};
+use crate::support::{Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::process::Stdio;

@@ -3,9 +3,7 @@
 //! both backends, plus the worker's ops listener and the stream service's on
 //! PostgreSQL + RabbitMQ.
 
-mod common;
-
-use common::{get_text, Backend, Deployment};
+use crate::support::{get_text, Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
@@ -387,7 +385,7 @@ async fn stream_service_serves_probes_metrics_and_its_websocket_routes() {
     let mut d = Deployment::start(Backend::PostgresRabbit).await;
     let stream = d.start_stream("stream-1").await;
     check_probes(&stream).await;
-    let mut ws = common::ws_connect(
+    let mut ws = crate::support::ws_connect(
         &stream,
         "/api/audit/v1/events",
         Some((&d.user.clone(), &d.key.clone())),
@@ -441,7 +439,7 @@ async fn stream_service_serves_probes_metrics_and_its_websocket_routes() {
 async fn retries_are_counted() {
     let config = format!(
         "{}\n[[operation]]\nobject = \"service\"\nverb = \"flaky\"\naction = \"Service Flaky\"\nexec = [\"sh\", \"-c\", \"exit 75\"]\nretries = 1\n",
-        common::TEST_CONFIG
+        crate::support::TEST_CONFIG
     );
     let d = Deployment::start_with(Backend::Embedded, &config).await;
     let svc = d

@@ -2,9 +2,7 @@
 //! websockets, through the real binary, on `stevedore dev` and on `stevedore
 //! stream` processes with PostgreSQL + RabbitMQ.
 
-mod common;
-
-use common::{
+use crate::support::{
     close_amqp_connections, ws_connect, ws_json, ws_next, ws_until_close, Backend, Deployment, Ws, WsNext,
     TEST_CONFIG,
 };
@@ -34,7 +32,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let mut d = $crate::common::Deployment::start_with($crate::common::Backend::Embedded, &$crate::config()).await;
+                    let mut d = $crate::support::Deployment::start_with($crate::support::Backend::Embedded, &$crate::stream::config()).await;
                     super::$name(&mut d).await;
                 }
             )*
@@ -43,7 +41,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let mut d = $crate::common::Deployment::start_with($crate::common::Backend::PostgresRabbit, &$crate::config()).await;
+                    let mut d = $crate::support::Deployment::start_with($crate::support::Backend::PostgresRabbit, &$crate::stream::config()).await;
                     super::$name(&mut d).await;
                 }
             )*
@@ -221,7 +219,7 @@ async fn logs_without_follow_close_after_the_backlog_and_tail_limits_it(d: &mut 
     assert_eq!(bad.err(), Some(400));
 }
 
-/// Reads frames until one satisfies `pred`; panics after [`common::WS_WAIT`].
+/// Reads frames until one satisfies `pred`; panics after [`crate::support::WS_WAIT`].
 async fn until(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
     let mut seen = vec![];
     loop {

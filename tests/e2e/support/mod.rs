@@ -441,14 +441,13 @@ impl Drop for Deployment {
 
 /// Generates one `#[tokio::test]` per backend for each listed test function
 /// `async fn name(d: &mut Deployment)`.
-#[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod embedded {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let mut d = $crate::common::Deployment::start($crate::common::Backend::Embedded).await;
+                    let mut d = $crate::support::Deployment::start($crate::support::Backend::Embedded).await;
                     super::$name(&mut d).await;
                 }
             )*
@@ -457,7 +456,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let mut d = $crate::common::Deployment::start($crate::common::Backend::PostgresRabbit).await;
+                    let mut d = $crate::support::Deployment::start($crate::support::Backend::PostgresRabbit).await;
                     super::$name(&mut d).await;
                 }
             )*

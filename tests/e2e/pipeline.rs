@@ -1,9 +1,7 @@
 //! The submit → queue → execute → report path, end to end through the real
 //! binary and HTTP, on both the embedded and the PostgreSQL + RabbitMQ backends.
 
-mod common;
-
-use common::Deployment;
+use crate::support::Deployment;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use stevedore_shared::store::Scope;

@@ -1,8 +1,6 @@
 //! Faults done for real against the PostgreSQL + RabbitMQ deployment.
 
-mod common;
-
-use common::{Backend, Deployment};
+use crate::support::{Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use stevedore_shared::store::Scope;
@@ -71,7 +69,7 @@ async fn an_action_survives_its_worker_being_killed() {
 // Faults with invariants: every action reaches exactly one final state, none
 // is lost, no action ever runs twice at once.
 
-use common::{check_marks, close_rabbit_connections, fault_config, TcpProxy};
+use crate::support::{check_marks, close_rabbit_connections, fault_config, TcpProxy};
 use std::collections::HashMap;
 use std::sync::Arc;
 use stevedore_shared::state::ActionState;
@@ -271,7 +269,7 @@ async fn postgres_unreachable_during_submission_and_execution() {
     let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
-    let pg = common::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let pg = crate::support::db_addr(&stevedore_shared::testing::admin_pg_url());
     let proxy = Arc::new(TcpProxy::start(pg).await);
     let d = Deployment::start_via_proxy(&fault_config(&marks), &proxy).await;
     let svcs = services(&d, 12).await;
