@@ -4,11 +4,6 @@
 //! Each deployment gets its own database, data directory and broker prefix,
 //! and removes them when dropped.
 
-#![allow(dead_code)]
-
-pub mod amqp_proxy;
-pub mod tls_proxy;
-
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::Value;
 use std::path::PathBuf;
