@@ -3,7 +3,7 @@
 //! the wire details of clients-wire.md — through the real binary, on both
 //! backends.
 
-use crate::support::Deployment;
+use crate::support::deployment::Deployment;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -247,7 +247,7 @@ async fn cancel_and_retry_follow_the_state_rules(d: &mut Deployment) {
     );
 
     // In progress → Canceling → Canceled by the worker, with a log line.
-    let deadline = tokio::time::Instant::now() + crate::support::SETTLE;
+    let deadline = tokio::time::Instant::now() + crate::support::deployment::SETTLE;
     loop {
         let logs = d
             .store()
@@ -673,7 +673,7 @@ on_both_backends!(
 /// that is not a trusted proxy, so what a client writes to the left of it
 /// is ignored, as is the whole header from an untrusted peer.
 mod client_location {
-    use crate::support::{Backend, Deployment, TEST_CONFIG};
+    use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
     use reqwest::Method;
 
     async fn located(backend: Backend) {

@@ -2,7 +2,7 @@
 //! (`action …`, `event`, `log …`, `run`, `login`, `completions`) against a
 //! real server, on `stevedore dev` and on PostgreSQL + RabbitMQ.
 
-use crate::support::{Backend, Deployment};
+use crate::support::deployment::{Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::process::Stdio;

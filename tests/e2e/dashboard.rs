@@ -9,7 +9,7 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`bash .ci/run` installs
 //! them); `STEVEDORE_CHROMEDRIVER` / `STEVEDORE_CHROMIUM` point elsewhere.
 
-use crate::support::{Backend, Deployment, TEST_CONFIG};
+use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Faults done for real against the PostgreSQL + RabbitMQ deployment.
 
-use crate::support::{Backend, Deployment};
+use crate::support::deployment::{Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use stevedore_shared::store::Scope;
@@ -69,7 +69,9 @@ async fn an_action_survives_its_worker_being_killed() {
 // Faults with invariants: every action reaches exactly one final state, none
 // is lost, no action ever runs twice at once.
 
-use crate::support::{check_marks, close_rabbit_connections, fault_config, TcpProxy};
+use crate::support::marks::{check_marks, fault_config};
+use crate::support::proxy::TcpProxy;
+use crate::support::rabbit::close_rabbit_connections;
 use std::collections::HashMap;
 use std::sync::Arc;
 use stevedore_shared::state::ActionState;
@@ -269,7 +271,7 @@ async fn postgres_unreachable_during_submission_and_execution() {
     let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
-    let pg = crate::support::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let pg = crate::support::proxy::db_addr(&stevedore_shared::testing::admin_pg_url());
     let proxy = Arc::new(TcpProxy::start(pg).await);
     let d = Deployment::start_via_proxy(&fault_config(&marks), &proxy).await;
     let svcs = services(&d, 12).await;

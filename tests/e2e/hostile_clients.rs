@@ -2,7 +2,7 @@
 //! backends: browsers on other sites cannot ride a user's credentials, and
 //! a flood of wrong keys is throttled without flooding the system log.
 
-use crate::support::{Backend, Deployment, TEST_CONFIG};
+use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 

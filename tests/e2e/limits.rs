@@ -4,7 +4,8 @@
 //! (429); unbounded lists over large objects keep the API process's memory
 //! under the Kubernetes limit, and their pages still chain exactly.
 
-use crate::support::{ws_connect, Backend, Deployment, TEST_CONFIG};
+use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
+use crate::support::ws::ws_connect;
 use reqwest::{Method, StatusCode};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -3,7 +3,8 @@
 //! both backends, plus the worker's ops listener and the stream service's on
 //! PostgreSQL + RabbitMQ.
 
-use crate::support::{get_text, Backend, Deployment};
+use crate::support::deployment::{Backend, Deployment};
+use crate::support::http::get_text;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
@@ -385,7 +386,7 @@ async fn stream_service_serves_probes_metrics_and_its_websocket_routes() {
     let mut d = Deployment::start(Backend::PostgresRabbit).await;
     let stream = d.start_stream("stream-1").await;
     check_probes(&stream).await;
-    let mut ws = crate::support::ws_connect(
+    let mut ws = crate::support::ws::ws_connect(
         &stream,
         "/api/audit/v1/events",
         Some((&d.user.clone(), &d.key.clone())),
@@ -439,7 +440,7 @@ async fn stream_service_serves_probes_metrics_and_its_websocket_routes() {
 async fn retries_are_counted() {
     let config = format!(
         "{}\n[[operation]]\nobject = \"service\"\nverb = \"flaky\"\naction = \"Service Flaky\"\nexec = [\"sh\", \"-c\", \"exit 75\"]\nretries = 1\n",
-        crate::support::TEST_CONFIG
+        crate::support::deployment::TEST_CONFIG
     );
     let d = Deployment::start_with(Backend::Embedded, &config).await;
     let svc = d

@@ -5,7 +5,10 @@
 //! backlog. Nothing stuck, nothing failed that never ran.
 
 use crate::support::amqp_proxy::AmqpProxy;
-use crate::support::{check_marks, fault_config, get_text, Backend, Deployment, TcpProxy};
+use crate::support::deployment::{Backend, Deployment};
+use crate::support::http::get_text;
+use crate::support::marks::{check_marks, fault_config};
+use crate::support::proxy::TcpProxy;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
@@ -139,7 +142,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
 
     // A cancel of a command with a child in the background ends Canceled.
     let wait = submit(d, &svc, "wait").await;
-    let deadline = tokio::time::Instant::now() + crate::support::SETTLE;
+    let deadline = tokio::time::Instant::now() + crate::support::deployment::SETTLE;
     while !log_lines(&store, &wait).await.iter().any(|l| l == "waiting") {
         assert!(tokio::time::Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -255,7 +258,7 @@ async fn a_database_outage_past_the_delivery_limit_fails_no_queued_action() {
     let marks = marks_dir.path().join("marks");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &outage_config(&marks, "")).await;
     d.kill(1).await; // the deployment's own worker: the workers below reach the database through the proxy
-    let pg = crate::support::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let pg = crate::support::proxy::db_addr(&stevedore_shared::testing::admin_pg_url());
     let proxy = TcpProxy::start(pg).await;
     let via = proxy.url_for(&d.db_url);
     let ops = d
@@ -314,7 +317,7 @@ async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
     let config = outage_config(&marks, "outage_hold = \"1s\"\n");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
     d.kill(1).await;
-    let pg = crate::support::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let pg = crate::support::proxy::db_addr(&stevedore_shared::testing::admin_pg_url());
     let proxy = TcpProxy::start(pg).await;
     let via = proxy.url_for(&d.db_url);
     d.start_worker_with_ops_via("worker-2", &via, &stevedore_shared::testing::amqp_url())
@@ -360,8 +363,8 @@ async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
 /// action ends Success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
-    let config =
-        crate::support::TEST_CONFIG.replace("[worker]\n", "[broker]\npublish_timeout = \"2s\"\n\n[worker]\n");
+    let config = crate::support::deployment::TEST_CONFIG
+        .replace("[worker]\n", "[broker]\npublish_timeout = \"2s\"\n\n[worker]\n");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
     let rabbit = "127.0.0.1:5672".parse().unwrap();
     let proxy = AmqpProxy::start(rabbit).await;

@@ -1,7 +1,7 @@
 //! The submit → queue → execute → report path, end to end through the real
 //! binary and HTTP, on both the embedded and the PostgreSQL + RabbitMQ backends.
 
-use crate::support::Deployment;
+use crate::support::deployment::Deployment;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use stevedore_shared::store::Scope;

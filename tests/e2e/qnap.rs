@@ -1,7 +1,7 @@
 //! The QNAP-compatible system log and event polling API, through the real
 //! binary on both backends.
 
-use crate::support::Deployment;
+use crate::support::deployment::Deployment;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -218,7 +218,7 @@ async fn event_polling_never_misses_or_repeats_with_concurrent_writers(d: &mut D
         .collect();
     let mut seen: Vec<i64> = vec![];
     let mut done = false;
-    let deadline = Instant::now() + crate::support::SETTLE;
+    let deadline = Instant::now() + crate::support::deployment::SETTLE;
     loop {
         let page = get_json(d, &format!("/api/v1/event?index={index}")).await;
         for m in page["messages"].as_array().unwrap() {

@@ -2,10 +2,9 @@
 //! websockets, through the real binary, on `stevedore dev` and on `stevedore
 //! stream` processes with PostgreSQL + RabbitMQ.
 
-use crate::support::{
-    close_amqp_connections, ws_connect, ws_json, ws_next, ws_until_close, Backend, Deployment, Ws, WsNext,
-    TEST_CONFIG,
-};
+use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
+use crate::support::rabbit::close_amqp_connections;
+use crate::support::ws::{ws_connect, ws_json, ws_next, ws_until_close, Ws, WsNext};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -32,7 +31,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let mut d = $crate::support::Deployment::start_with($crate::support::Backend::Embedded, &$crate::stream::config()).await;
+                    let mut d = $crate::support::deployment::Deployment::start_with($crate::support::deployment::Backend::Embedded, &$crate::stream::config()).await;
                     super::$name(&mut d).await;
                 }
             )*
@@ -41,7 +40,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let mut d = $crate::support::Deployment::start_with($crate::support::Backend::PostgresRabbit, &$crate::stream::config()).await;
+                    let mut d = $crate::support::deployment::Deployment::start_with($crate::support::deployment::Backend::PostgresRabbit, &$crate::stream::config()).await;
                     super::$name(&mut d).await;
                 }
             )*
@@ -219,7 +218,7 @@ async fn logs_without_follow_close_after_the_backlog_and_tail_limits_it(d: &mut 
     assert_eq!(bad.err(), Some(400));
 }
 
-/// Reads frames until one satisfies `pred`; panics after [`crate::support::WS_WAIT`].
+/// Reads frames until one satisfies `pred`; panics after [`crate::support::ws::WS_WAIT`].
 async fn until(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
     let mut seen = vec![];
     loop {

@@ -4,8 +4,8 @@
 //! test runs, with a throwaway CA the clients trust through `SSL_CERT_FILE`
 //! (set on the processes the tests start, never on the test process).
 
+use crate::support::deployment::{run_cli, Backend, Deployment};
 use crate::support::tls_proxy::TlsProxy;
-use crate::support::{run_cli, Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use std::net::SocketAddr;
 use std::time::Duration;
