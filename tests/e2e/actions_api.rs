@@ -13,10 +13,7 @@ async fn service(d: &Deployment, body: &str) -> Value {
 }
 
 async fn run(d: &Deployment, svc: &Value, verb: &str, body: Option<&str>) -> Value {
-    let path = format!("/api/app/v1/service/{}/{verb}/", svc["uuid"].as_str().unwrap());
-    let (status, _, action) = d.request(Method::POST, &path, body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{path}: {action}");
-    action
+    d.submit_action(svc["uuid"].as_str().unwrap(), verb, body).await
 }
 
 fn uuids(list: &Value) -> Vec<String> {

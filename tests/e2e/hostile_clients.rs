@@ -2,7 +2,7 @@
 //! backends: browsers on other sites cannot ride a user's credentials, and
 //! a flood of wrong keys is throttled without flooding the system log.
 
-use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
+use crate::support::deployment::{bin, Backend, Deployment, TEST_CONFIG};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -189,7 +189,7 @@ async fn bad_proxy_and_origin_settings_are_start_up_errors() {
     let config = dir.path().join("stevedore.toml");
     let run = |envs: Vec<(&'static str, &'static str)>, file: &'static str| {
         std::fs::write(&config, file).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stevedore"))
+        let out = std::process::Command::new(bin())
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .arg("--config")

@@ -13,13 +13,8 @@ use uuid::Uuid;
 /// Runs "Service Start" on a new service until it succeeds; returns the
 /// action's uuid.
 async fn run_an_action(d: &Deployment) -> String {
-    let svc = d
-        .create_object("/api/app/v1/service/", r#"{"name": "web"}"#)
-        .await;
-    let path = format!("/api/app/v1/service/{}/start/", svc["uuid"].as_str().unwrap());
-    let (status, _, action) = d.request(Method::POST, &path, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
-    let uuid = action["uuid"].as_str().unwrap().to_string();
+    let svc = d.new_service().await;
+    let uuid = d.submit(&svc, "start", None).await;
     let done = d.wait_for_state(&uuid, &["Success", "Failed"]).await;
     assert_eq!(done["state"], "Success", "{done}");
     uuid
@@ -443,15 +438,9 @@ async fn retries_are_counted() {
         crate::support::deployment::TEST_CONFIG
     );
     let d = Deployment::start_with(Backend::Embedded, &config).await;
-    let svc = d
-        .create_object("/api/app/v1/service/", r#"{"name": "web"}"#)
-        .await;
-    let path = format!("/api/app/v1/service/{}/flaky/", svc["uuid"].as_str().unwrap());
-    let (status, _, action) = d.request(Method::POST, &path, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
-    let done = d
-        .wait_for_state(action["uuid"].as_str().unwrap(), &["Success", "Failed"])
-        .await;
+    let svc = d.new_service().await;
+    let action = d.submit(&svc, "flaky", None).await;
+    let done = d.wait_for_state(&action, &["Success", "Failed"]).await;
     assert_eq!(done["state"], "Failed", "{done}");
     let m = scrape(&d.url).await;
     assert!(

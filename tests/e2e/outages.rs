@@ -5,7 +5,7 @@
 //! backlog. Nothing stuck, nothing failed that never ran.
 
 use crate::support::amqp_proxy::AmqpProxy;
-use crate::support::deployment::{Backend, Deployment};
+use crate::support::deployment::{log_lines, Backend, Deployment};
 use crate::support::http::get_text;
 use crate::support::marks::{check_marks, fault_config};
 use crate::support::proxy::TcpProxy;
@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{DynStore, Scope};
+use stevedore_shared::store::Scope;
 use uuid::Uuid;
 
 // --- commands that fork, hang and flood --------------------------------------
@@ -66,33 +66,6 @@ verb = "noop"
 handler = "noop"
 "#;
 
-async fn service(d: &Deployment) -> String {
-    let svc = d.create_object("/api/app/v1/service/", r#"{"name":"svc"}"#).await;
-    svc["uuid"].as_str().unwrap().to_string()
-}
-
-async fn submit(d: &Deployment, service: &str, verb: &str) -> String {
-    let (status, _, json) = d
-        .request(
-            Method::POST,
-            &format!("/api/app/v1/service/{service}/{verb}/"),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{verb}: {json}");
-    json["uuid"].as_str().unwrap().to_string()
-}
-
-async fn log_lines(store: &DynStore, uuid: &str) -> Vec<String> {
-    store
-        .logs(uuid.parse().unwrap(), None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.log)
-        .collect()
-}
-
 /// Kills the processes an action's command left outside its process group
 /// (its `escaped <pid>` lines), so the test leaves nothing running.
 fn end_escaped(lines: &[String]) -> usize {
@@ -109,11 +82,11 @@ fn end_escaped(lines: &[String]) -> usize {
 
 async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Deployment) {
     let store = d.store().await;
-    let svc = service(d).await;
+    let svc = d.new_service().await;
     // A command that starts a daemon: its exit status is the outcome, and
     // the service is free for the next action.
-    let daemon = submit(d, &svc, "daemon").await;
-    let next = submit(d, &svc, "noop").await;
+    let daemon = d.submit(&svc, "daemon", Some("{}")).await;
+    let next = d.submit(&svc, "noop", Some("{}")).await;
     d.wait_for_state(&daemon, &["Success"]).await;
     d.wait_for_state(&next, &["Success"]).await;
     let lines = log_lines(&store, &daemon).await;
@@ -121,7 +94,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     assert!(lines.iter().any(|l| l.contains("SIGTERM")), "{lines:?}");
 
     // A child that left the process group does not keep the action open.
-    let escape = submit(d, &svc, "escape").await;
+    let escape = d.submit(&svc, "escape", Some("{}")).await;
     d.wait_for_state(&escape, &["Success"]).await;
     let lines = log_lines(&store, &escape).await;
     assert_eq!(end_escaped(&lines), 1, "{lines:?}");
@@ -131,7 +104,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     );
 
     // The timeout holds even with an escaped child holding the pipes.
-    let hang = submit(d, &svc, "hang").await;
+    let hang = d.submit(&svc, "hang", Some("{}")).await;
     d.wait_for_state(&hang, &["Failed"]).await;
     let lines = log_lines(&store, &hang).await;
     assert_eq!(end_escaped(&lines), 1, "{lines:?}");
@@ -141,7 +114,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     );
 
     // A cancel of a command with a child in the background ends Canceled.
-    let wait = submit(d, &svc, "wait").await;
+    let wait = d.submit(&svc, "wait", Some("{}")).await;
     let deadline = tokio::time::Instant::now() + crate::support::deployment::SETTLE;
     while !log_lines(&store, &wait).await.iter().any(|l| l == "waiting") {
         assert!(tokio::time::Instant::now() < deadline, "never started");
@@ -159,7 +132,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
 
     // A flood is stored up to the cap, with a closing line saying how much
     // was dropped.
-    let flood = submit(d, &svc, "flood").await;
+    let flood = d.submit(&svc, "flood", Some("{}")).await;
     d.wait_for_state(&flood, &["Success"]).await;
     let lines = log_lines(&store, &flood).await;
     let stored: usize = lines
@@ -206,12 +179,8 @@ fn outage_config(marks: &std::path::Path, extra: &str) -> String {
 /// Submits `n` `mark` actions on `n` services (all accepted) and returns them.
 async fn submit_marks(d: &Deployment, n: usize) -> Vec<String> {
     let mut accepted = vec![];
-    for i in 0..n {
-        let svc = d
-            .create_object("/api/app/v1/service/", &format!(r#"{{"name":"svc{i}"}}"#))
-            .await;
-        let svc = svc["uuid"].as_str().unwrap();
-        accepted.push(submit(d, svc, "mark").await);
+    for svc in d.new_services(n).await {
+        accepted.push(d.submit(&svc, "mark", Some("{}")).await);
     }
     accepted
 }
@@ -371,8 +340,8 @@ async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
     let amqp = proxy.url_for(&stevedore_shared::testing::amqp_url());
     let db_url = d.db_url.clone();
     d.url = d.start_api_via("api-2", &db_url, &amqp).await;
-    let svc = service(&d).await;
-    let first = submit(&d, &svc, "noop").await;
+    let svc = d.new_service().await;
+    let first = d.submit(&svc, "noop", Some("{}")).await;
     d.wait_for_state(&first, &["Success"]).await;
 
     let mut accepted = vec![];
@@ -383,9 +352,9 @@ async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         for _ in 0..3 {
-            let svc = service(&d).await;
+            let svc = d.new_service().await;
             let started = std::time::Instant::now();
-            accepted.push(submit(&d, &svc, "noop").await);
+            accepted.push(d.submit(&svc, "noop", Some("{}")).await);
             // Behaviour, not speed: a hung publish would take the client's
             // 30 s timeout; a bounded one ends after publish_timeout.
             assert!(

@@ -14,10 +14,7 @@ async fn get_json(d: &Deployment, path: &str) -> Value {
 }
 
 async fn run_noop(d: &Deployment, svc: &Value, verb: &str) -> String {
-    let path = format!("/api/app/v1/service/{}/{verb}/", svc["uuid"].as_str().unwrap());
-    let (status, _, a) = d.request(Method::POST, &path, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{a}");
-    let uuid = a["uuid"].as_str().unwrap().to_string();
+    let uuid = d.submit(svc["uuid"].as_str().unwrap(), verb, None).await;
     d.wait_for_state(&uuid, &["Success", "Failed", "Canceled"]).await;
     uuid
 }

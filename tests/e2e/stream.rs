@@ -3,7 +3,7 @@
 //! stream` processes with PostgreSQL + RabbitMQ.
 
 use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
-use crate::support::rabbit::close_amqp_connections;
+use crate::support::rabbit::close_rabbit_connections;
 use crate::support::ws::{ws_connect, ws_json, ws_next, ws_until_close, Ws, WsNext};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -25,30 +25,8 @@ exec = [\"sh\", \"-c\", \"i=1; while [ $i -le {CHATTY_LINES} ]; do echo line-$i;
     )
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let mut d = $crate::support::deployment::Deployment::start_with($crate::support::deployment::Backend::Embedded, &$crate::stream::config()).await;
-                    super::$name(&mut d).await;
-                }
-            )*
-        }
-        mod postgres_rabbitmq {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let mut d = $crate::support::deployment::Deployment::start_with($crate::support::deployment::Backend::PostgresRabbit, &$crate::stream::config()).await;
-                    super::$name(&mut d).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
+    config = config;
     logs_follow_sends_every_line_exactly_once_in_order_and_closes_at_success,
     logs_without_follow_close_after_the_backlog_and_tail_limits_it,
     events_start_with_auth_then_show_an_actions_create_and_updates,
@@ -483,7 +461,7 @@ async fn a_stream_instance_survives_losing_its_rabbitmq_connection() {
     let mut lines = read_lines(&mut logs, 10).await;
 
     let prefix = d.prefix.clone().unwrap();
-    assert!(close_amqp_connections(&prefix, "consume").await > 0);
+    assert!(close_rabbit_connections(&prefix, &["consume"]).await > 0);
     let after = run(&d, "start").await;
 
     let (rest, code) = ws_until_close(&mut logs).await;

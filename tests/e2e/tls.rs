@@ -4,9 +4,8 @@
 //! test runs, with a throwaway CA the clients trust through `SSL_CERT_FILE`
 //! (set on the processes the tests start, never on the test process).
 
-use crate::support::deployment::{run_cli, Backend, Deployment};
+use crate::support::deployment::{bin, run_cli, Backend, Deployment};
 use crate::support::tls_proxy::TlsProxy;
-use reqwest::{Method, StatusCode};
 use std::net::SocketAddr;
 use std::time::Duration;
 use stevedore_shared::store::postgres::PgStore;
@@ -57,7 +56,7 @@ async fn the_cli_speaks_https_and_wss() {
     let svc = d.create_object("/api/app/v1/service/", r#"{"name":"tls"}"#).await;
     let svc = svc["uuid"].as_str().unwrap().to_string();
     let cli = |args: &[&str], trust: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stevedore"));
+        let mut c = Command::new(bin());
         c.args(args)
             .env_remove("STEVEDORE_DATABASE_URL")
             .env("STEVEDORE_URL", &https)
@@ -133,13 +132,9 @@ async fn rabbitmq_over_amqps_publishes_and_delivers() {
     let db_url = d.db_url.clone();
     d.url = d.start_api_via("api-tls", &db_url, &amqps).await;
     d.start_worker_with_ops_via("worker-tls", &db_url, &amqps).await;
-    let svc = d.create_object("/api/app/v1/service/", r#"{"name":"tls"}"#).await;
-    let path = format!("/api/app/v1/service/{}/start/", svc["uuid"].as_str().unwrap());
-    let (status, _, action) = d.request(Method::POST, &path, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
-    let done = d
-        .wait_for_state(action["uuid"].as_str().unwrap(), &["Success", "Failed"])
-        .await;
+    let svc = d.new_service().await;
+    let action = d.submit(&svc, "start", None).await;
+    let done = d.wait_for_state(&action, &["Success", "Failed"]).await;
     assert_eq!(
         done["state"],
         "Success",

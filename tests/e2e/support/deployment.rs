@@ -4,12 +4,14 @@
 //! it. Each deployment gets its own database, data directory and broker
 //! prefix, and removes them when dropped.
 
+use super::http::ApiClient;
 use super::proxy::TcpProxy;
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+use stevedore_shared::store::DynStore;
 use stevedore_shared::testing::{amqp_url, unique_prefix, TestDatabase};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -80,7 +82,8 @@ pub struct Deployment {
     _db: Option<TestDatabase>,
 }
 
-fn bin() -> &'static str {
+/// The `stevedore` binary under test.
+pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stevedore")
 }
 
@@ -118,10 +121,20 @@ impl Deployment {
 
     /// Starts a deployment on `backend` with `config`.
     pub async fn start_with(backend: Backend, config: &str) -> Deployment {
+        let mut d = Deployment::new(backend, config);
+        match backend {
+            Backend::Embedded => d.start_dev().await,
+            Backend::PostgresRabbit => d.start_production(None).await,
+        }
+        d
+    }
+
+    /// A deployment with its directory and config file, and no process yet.
+    fn new(backend: Backend, config: &str) -> Deployment {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("stevedore.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut d = Deployment {
+        Deployment {
             backend,
             url: String::new(),
             user: String::new(),
@@ -137,29 +150,31 @@ impl Deployment {
                 .unwrap(),
             _db: None,
             dir,
-        };
-        match backend {
-            Backend::Embedded => d.start_dev().await,
-            Backend::PostgresRabbit => d.start_production().await,
         }
-        d
     }
 
-    fn log_file(&self, name: &str) -> std::fs::File {
-        std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log file")
+    /// `stevedore <args>` as a process of this deployment named `name`: its
+    /// stderr goes to `<name>.log` ([`Self::logs`]), and it is killed when
+    /// dropped.
+    fn role_command(&self, name: &str, args: &[&str]) -> Command {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log file");
+        let mut command = Command::new(bin());
+        command
+            .args(args)
+            .env_remove("STEVEDORE_DATABASE_URL")
+            .env("RUST_LOG", "info,stevedore=debug")
+            .envs(self.role_env.iter().map(|(k, v)| (k, v)))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        command
     }
 
     /// Spawns a long-running role and waits for the stdout line containing
     /// `ready_marker`; returns the lines read until then.
     pub async fn spawn_role(&mut self, name: &str, args: &[&str], ready_marker: &str) -> Vec<String> {
-        let mut child = Command::new(bin())
-            .args(args)
-            .env_remove("STEVEDORE_DATABASE_URL")
-            .env("RUST_LOG", "info,stevedore=debug")
-            .envs(self.role_env.iter().map(|(k, v)| (k, v)))
+        let mut child = self
+            .role_command(name, args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(self.log_file(name)))
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn stevedore");
         let stdout = child.stdout.take().unwrap();
@@ -177,9 +192,10 @@ impl Deployment {
         .await
         .unwrap_or(false);
         if !found {
-            let log =
-                std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
-            panic!("{name} did not start; stdout: {seen:?}\nstderr:\n{log}");
+            panic!(
+                "{name} did not start; stdout: {seen:?}\nstderr:\n{}",
+                self.logs(name)
+            );
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -213,79 +229,38 @@ impl Deployment {
         self.db_url = format!("sqlite://{data}/stevedore.db");
     }
 
-    async fn start_production(&mut self) {
+    /// Creates the database and the broker prefix, migrates, creates the
+    /// user `alice`, and starts the API and `worker-1`; they reach the
+    /// database through `proxy` when given (the test itself still reaches it
+    /// directly through `db_url`).
+    async fn start_production(&mut self, proxy: Option<&TcpProxy>) {
         let db = TestDatabase::create().await;
         self.db_url = db.url().to_string();
         self._db = Some(db);
-        let prefix = unique_prefix("e2e");
-        self.prefix = Some(prefix);
+        self.prefix = Some(unique_prefix("e2e"));
         let db_url = self.db_url.clone();
         run_cli(&["migrate", "--database-url", &db_url], &[]).await;
         let (user, key) = self.create_user("alice").await;
         self.user = user;
         self.key = key;
-        self.url = self.spawn_listening("api", "api", "listening on").await;
-        self.start_worker("worker-1").await;
+        let role_db = proxy.map_or(db_url, |p| p.url_for(&self.db_url));
+        self.url = self.start_api_via("api", &role_db, &amqp_url()).await;
+        self.start_worker_with_db("worker-1", &role_db).await;
     }
 
-    /// Spawns `stevedore <role> --listen 127.0.0.1:0` on this deployment's
+    /// Spawns `stevedore <role…> --listen 127.0.0.1:0` on this deployment's
     /// database, broker prefix and config (PostgreSQL + RabbitMQ only), waits
-    /// for its "… listening on http://ADDR" line, and returns the URL.
-    async fn spawn_listening(&mut self, name: &str, role: &str, marker: &str) -> String {
-        self.spawn_listening_with(name, &[role], marker).await
-    }
-
-    /// [`Self::spawn_listening`] with flags after the role (`["api", "--with-stream"]`).
-    async fn spawn_listening_with(&mut self, name: &str, role: &[&str], marker: &str) -> String {
-        assert_eq!(self.backend, Backend::PostgresRabbit);
-        let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
-        let cfg = self.config_path.to_str().unwrap().to_string();
-        let amqp = amqp_url();
-        let mut args = role.to_vec();
-        args.extend([
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db_url,
-            "--amqp-url",
-            &amqp,
-            "--broker-prefix",
-            &prefix,
-            "--config",
-            &cfg,
-        ]);
-        let lines = self.spawn_role(name, &args, marker).await;
-        let line = lines.iter().find(|l| l.contains(marker)).unwrap();
-        line.rsplit(' ').next().unwrap().to_string()
+    /// for its "… `marker` http://ADDR" line, and returns the URL. `role` may
+    /// carry flags after the role (`["api", "--with-stream"]`).
+    async fn spawn_listening(&mut self, name: &str, role: &[&str], marker: &str) -> String {
+        let db_url = self.db_url.clone();
+        self.spawn_via(name, role, &db_url, &amqp_url(), marker).await
     }
 
     /// Starts one more worker process (PostgreSQL + RabbitMQ only). Returns its index.
     pub async fn start_worker(&mut self, name: &str) -> usize {
-        assert_eq!(self.backend, Backend::PostgresRabbit);
-        let (db_url, prefix) = (self.db_url.clone(), self.prefix.clone().unwrap());
-        let cfg = self.config_path.to_str().unwrap().to_string();
-        let amqp = amqp_url();
-        let args = [
-            "worker",
-            "--database-url",
-            &db_url,
-            "--amqp-url",
-            &amqp,
-            "--broker-prefix",
-            &prefix,
-            "--config",
-            &cfg,
-        ];
-        let child = Command::new(bin())
-            .args(args)
-            .env("RUST_LOG", "info,stevedore=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(self.log_file(name)))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn worker");
-        self.children.push(child);
-        self.children.len() - 1
+        let db_url = self.db_url.clone();
+        self.start_worker_with_db(name, &db_url).await
     }
 
     /// Creates a user with the CLI against this deployment's database.
@@ -318,7 +293,7 @@ impl Deployment {
     /// Starts one more API process on this deployment's database and broker
     /// (PostgreSQL + RabbitMQ only) and returns its URL.
     pub async fn start_api(&mut self, name: &str) -> String {
-        self.spawn_listening(name, "api", "listening on").await
+        self.spawn_listening(name, &["api"], "listening on").await
     }
 
     /// What a process wrote to stderr (for failure messages).
@@ -376,6 +351,49 @@ impl Deployment {
         json
     }
 
+    /// Creates a service named `web`; its uuid.
+    pub async fn new_service(&self) -> String {
+        let svc = self
+            .create_object("/api/app/v1/service/", r#"{"name": "web"}"#)
+            .await;
+        svc["uuid"].as_str().unwrap().to_string()
+    }
+
+    /// Creates `n` services; their uuids.
+    pub async fn new_services(&self, n: usize) -> Vec<String> {
+        let mut uuids = Vec::with_capacity(n);
+        for _ in 0..n {
+            uuids.push(self.new_service().await);
+        }
+        uuids
+    }
+
+    /// Submits `verb` on the service `svc` (its uuid) with `body`, which
+    /// must be accepted (202); the action's JSON.
+    pub async fn submit_action(&self, svc: &str, verb: &str, body: Option<&str>) -> Value {
+        let path = format!("/api/app/v1/service/{svc}/{verb}/");
+        let (status, _, action) = self.request(Method::POST, &path, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{path}: {action}");
+        action
+    }
+
+    /// [`Self::submit_action`], for the action's uuid.
+    pub async fn submit(&self, svc: &str, verb: &str, body: Option<&str>) -> String {
+        let action = self.submit_action(svc, verb, body).await;
+        action["uuid"].as_str().unwrap().to_string()
+    }
+
+    /// A client of the API as the deployment's user, to hand to tasks that
+    /// outlive a borrow of the deployment.
+    pub fn client(&self) -> ApiClient {
+        ApiClient {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            key: self.key.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     /// Polls an action until its state is one of `states`.
     pub async fn wait_for_state(&self, uuid: &str, states: &[&str]) -> Value {
         let deadline = tokio::time::Instant::now() + SETTLE;
@@ -400,7 +418,7 @@ impl Deployment {
     }
 
     /// A store on this deployment's database, to check what was written.
-    pub async fn store(&self) -> stevedore_shared::store::DynStore {
+    pub async fn store(&self) -> DynStore {
         stevedore_shared::store::connect(&self.db_url)
             .await
             .expect("open store")
@@ -410,6 +428,18 @@ impl Deployment {
     pub async fn kill(&mut self, index: usize) {
         let _ = self.children[index].kill().await;
     }
+}
+
+/// The lines an action logged, read from `store` (open it once per test
+/// with [`Deployment::store`]: each is a connection pool).
+pub async fn log_lines(store: &DynStore, uuid: &str) -> Vec<String> {
+    store
+        .logs(uuid.parse().unwrap(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.log)
+        .collect()
 }
 
 impl Drop for Deployment {
@@ -441,7 +471,7 @@ impl Deployment {
     /// Starts a `stevedore stream` process (PostgreSQL + RabbitMQ only) and
     /// returns its base URL.
     pub async fn start_stream(&mut self, name: &str) -> String {
-        self.spawn_listening(name, "stream", "listening on").await
+        self.spawn_listening(name, &["stream"], "listening on").await
     }
 
     /// Where a browser opens the dashboard: the dev server itself, or
@@ -451,7 +481,7 @@ impl Deployment {
         match self.backend {
             Backend::Embedded => self.url.clone(),
             Backend::PostgresRabbit => {
-                self.spawn_listening_with("api-ui", &["api", "--with-stream"], "listening on")
+                self.spawn_listening("api-ui", &["api", "--with-stream"], "listening on")
                     .await
             }
         }
@@ -474,77 +504,27 @@ impl Deployment {
     /// RabbitMQ, with the api and workers reaching the database through
     /// `proxy` (the test itself still reaches it directly through `db_url`).
     pub async fn start_via_proxy(config: &str, proxy: &TcpProxy) -> Deployment {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("stevedore.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let db = TestDatabase::create().await;
-        let prefix = unique_prefix("fault");
-        let mut d = Deployment {
-            backend: Backend::PostgresRabbit,
-            url: String::new(),
-            user: String::new(),
-            key: String::new(),
-            db_url: db.url().to_string(),
-            prefix: Some(prefix.clone()),
-            config_path,
-            role_env: vec![],
-            children: vec![],
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            _db: Some(db),
-            dir,
-        };
-        let db_url = d.db_url.clone();
-        run_cli(&["migrate", "--database-url", &db_url], &[]).await;
-        let (user, key) = d.create_user("alice").await;
-        d.user = user;
-        d.key = key;
-        let role_db = proxy.url_for(&db_url);
-        let cfg = d.config_path.to_str().unwrap().to_string();
-        let amqp = amqp_url();
-        let lines = d
-            .spawn_role(
-                "api",
-                &[
-                    "api",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--database-url",
-                    &role_db,
-                    "--amqp-url",
-                    &amqp,
-                    "--broker-prefix",
-                    &prefix,
-                    "--config",
-                    &cfg,
-                ],
-                "listening on",
-            )
-            .await;
-        let line = lines.iter().find(|l| l.contains("listening on")).unwrap();
-        d.url = line.rsplit(' ').next().unwrap().to_string();
-        d.start_worker_with_db("worker-1", &role_db).await;
+        let mut d = Deployment::new(Backend::PostgresRabbit, config);
+        d.start_production(Some(proxy)).await;
         d
     }
 
-    /// Spawns `stevedore <role> --listen 127.0.0.1:0` on this deployment's
+    /// Spawns `stevedore <role…> --listen 127.0.0.1:0` on this deployment's
     /// broker prefix and config, reaching the database at `db_url` and
     /// RabbitMQ at `amqp` (through a proxy, say); returns the URL its
     /// "… `marker` http://ADDR" line names.
     pub async fn spawn_via(
         &mut self,
         name: &str,
-        role: &str,
+        role: &[&str],
         db_url: &str,
         amqp: &str,
         marker: &str,
     ) -> String {
-        let prefix = self.prefix.clone().unwrap();
+        let prefix = self.prefix.clone().expect("PostgreSQL + RabbitMQ only");
         let cfg = self.config_path.to_str().unwrap().to_string();
-        let args = [
-            role,
+        let mut args = role.to_vec();
+        args.extend([
             "--listen",
             "127.0.0.1:0",
             "--database-url",
@@ -555,7 +535,7 @@ impl Deployment {
             &prefix,
             "--config",
             &cfg,
-        ];
+        ]);
         let lines = self.spawn_role(name, &args, marker).await;
         let line = lines.iter().find(|l| l.contains(marker)).unwrap();
         line.rsplit(' ').next().unwrap().to_string()
@@ -564,37 +544,34 @@ impl Deployment {
     /// One more worker with its ops listener ([`Self::spawn_via`]); returns
     /// the listener's base URL.
     pub async fn start_worker_with_ops_via(&mut self, name: &str, db_url: &str, amqp: &str) -> String {
-        self.spawn_via(name, "worker", db_url, amqp, "worker ops listening on")
+        self.spawn_via(name, &["worker"], db_url, amqp, "worker ops listening on")
             .await
     }
 
     /// One more API process ([`Self::spawn_via`]); returns its URL.
     pub async fn start_api_via(&mut self, name: &str, db_url: &str, amqp: &str) -> String {
-        self.spawn_via(name, "api", db_url, amqp, "listening on").await
+        self.spawn_via(name, &["api"], db_url, amqp, "listening on").await
     }
 
     /// Starts one more worker that reaches the database at `db_url`.
     pub async fn start_worker_with_db(&mut self, name: &str, db_url: &str) -> usize {
-        let prefix = self.prefix.clone().unwrap();
+        let prefix = self.prefix.clone().expect("PostgreSQL + RabbitMQ only");
         let cfg = self.config_path.to_str().unwrap().to_string();
         let amqp = amqp_url();
-        let child = Command::new(bin())
-            .args([
-                "worker",
-                "--database-url",
-                db_url,
-                "--amqp-url",
-                &amqp,
-                "--broker-prefix",
-                &prefix,
-                "--config",
-                &cfg,
-            ])
-            .env_remove("STEVEDORE_DATABASE_URL")
-            .env("RUST_LOG", "info,stevedore=debug")
+        let args = [
+            "worker",
+            "--database-url",
+            db_url,
+            "--amqp-url",
+            &amqp,
+            "--broker-prefix",
+            &prefix,
+            "--config",
+            &cfg,
+        ];
+        let child = self
+            .role_command(name, &args)
             .stdout(Stdio::null())
-            .stderr(Stdio::from(self.log_file(name)))
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn worker");
         self.children.push(child);
@@ -617,20 +594,7 @@ impl Deployment {
     /// Submits `verb` on a service with `body`; the action's uuid on 202,
     /// `None` on any other answer (a request that met a fault).
     pub async fn try_submit(&self, service: &str, verb: &str, body: &str) -> Option<String> {
-        let resp = self
-            .http
-            .post(format!("{}/api/app/v1/service/{service}/{verb}/", self.url))
-            .basic_auth(&self.user, Some(&self.key))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .ok()?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return None;
-        }
-        let json: Value = resp.json().await.ok()?;
-        json["uuid"].as_str().map(str::to_string)
+        self.client().try_submit(service, verb, body).await
     }
 }
 
@@ -641,7 +605,7 @@ impl Deployment {
     /// (PostgreSQL + RabbitMQ only); returns the listener's base URL, read
     /// from the "Stevedore worker ops listening on http://…" line.
     pub async fn start_worker_with_ops(&mut self, name: &str) -> String {
-        self.spawn_listening(name, "worker", "worker ops listening on")
+        self.spawn_listening(name, &["worker"], "worker ops listening on")
             .await
     }
 }
