@@ -217,7 +217,7 @@ fn every_deploy_file_parses() {
             }
             _ => assert!(
                 NOT_PARSED.contains(&name),
-                "{}: unknown kind of file; teach tests/deploy_manifests.rs to check it",
+                "{}: unknown kind of file; teach tests/e2e/deploy_manifests.rs to check it",
                 rel(p)
             ),
         }
