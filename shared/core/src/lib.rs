@@ -21,7 +21,8 @@
 //! - [`shutdown`]: the one shutdown signal every role listens to; [`reconnect`],
 //!   the delays of every loop that reconnects to the broker.
 //! - [`health`]: conditions a process reports on `/readyz` (jobs held in an outage, a blocked broker).
-//! - [`testing`]: throwaway PostgreSQL databases and broker prefixes for tests.
+//! - `testing` (with the `testing` feature, for tests only): throwaway
+//!   PostgreSQL databases and broker prefixes.
 
 pub mod action;
 pub mod auth;
@@ -44,6 +45,7 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod syslog;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -2,6 +2,10 @@
 //! that test runs never collide and clean up after themselves, and a sample
 //! action to submit.
 //!
+//! For tests only: compiled with the `testing` feature (off by default; the
+//! crates that test with it turn it on in their dev-dependencies) or into
+//! this crate's own unit tests.
+//!
 //! Environment: `STEVEDORE_TEST_PG_URL` (an admin connection, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `STEVEDORE_TEST_AMQP_URL`
 //! (default `amqp://guest:guest@127.0.0.1:5672/%2f`).

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+use sqlx::migrate::MigrateDatabase;
 use std::sync::Arc;
 use std::time::Duration;
 use stevedore_api::ApiState;
@@ -12,7 +13,6 @@ use stevedore_core::broker::{Broker, BrokerNames, DynBroker};
 use stevedore_core::config::{FileConfig, Operations, WorkerSettings};
 use stevedore_core::dispatch::{Dispatcher, OutboxRelay};
 use stevedore_core::shutdown::Shutdown;
-use stevedore_core::testing::{amqp_url, unique_prefix, TestDatabase};
 use stevedore_worker::Worker;
 
 /// Operations of every benchmark: `noop` on a service (and `lines`, added
@@ -60,7 +60,7 @@ pub struct Rig {
     /// Stops the API, relay and workers.
     pub shutdown: Shutdown,
     /// This run's throwaway database (dropped with the rig).
-    pub db: TestDatabase,
+    pub db: BenchDatabase,
 }
 
 impl Rig {
@@ -75,11 +75,13 @@ impl Rig {
 
     /// Starts a rig as `o` says.
     pub async fn start_with(o: Options) -> Result<Rig> {
-        let db = TestDatabase::create().await;
+        let db = BenchDatabase::create().await?;
         let store = stevedore_store::connect(db.url()).await?;
         store.migrate().await?;
-        let broker =
-            Arc::new(AmqpBroker::connect(&amqp_url(), BrokerNames::new(unique_prefix("bench"))).await?);
+        let amqp = std::env::var("STEVEDORE_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let prefix = format!("stv-bench-{}", uuid::Uuid::new_v4().simple());
+        let broker = Arc::new(AmqpBroker::connect(&amqp, BrokerNames::new(prefix)).await?);
         broker.declare().await?;
         let dyn_broker: DynBroker = broker.clone();
         let dispatcher = Dispatcher::new(store.clone(), dyn_broker);
@@ -197,6 +199,47 @@ impl Rig {
         self.shutdown.trigger();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = self.broker.delete_topology().await;
+    }
+}
+
+/// A PostgreSQL database of one run's own, on the server
+/// `STEVEDORE_TEST_PG_URL` names (by default the local one, as user
+/// `postgres`), dropped when this value is. The tests' `TestDatabase` does
+/// the same, but test support is not built into the binaries.
+pub struct BenchDatabase {
+    url: String,
+}
+
+impl BenchDatabase {
+    async fn create() -> Result<BenchDatabase> {
+        let server = std::env::var("STEVEDORE_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut url = reqwest::Url::parse(&server).context("STEVEDORE_TEST_PG_URL")?;
+        url.set_path(&format!("stevedore_bench_{}", uuid::Uuid::new_v4().simple()));
+        let url = url.to_string();
+        sqlx::Postgres::create_database(&url)
+            .await
+            .context("creating the run's database (STEVEDORE_TEST_PG_URL)")?;
+        Ok(BenchDatabase { url })
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        // Dropped inside or outside a runtime: a thread with its own works in both.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(rt) = rt {
+                let _ = rt.block_on(sqlx::Postgres::force_drop_database(&url));
+            }
+        })
+        .join();
     }
 }
 

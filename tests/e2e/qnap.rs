@@ -1,9 +1,7 @@
 //! The QNAP-compatible system log and event polling API, through the real
 //! binary on both backends.
 
-mod common;
-
-use common::Deployment;
+use crate::support::deployment::Deployment;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -16,10 +14,7 @@ async fn get_json(d: &Deployment, path: &str) -> Value {
 }
 
 async fn run_noop(d: &Deployment, svc: &Value, verb: &str) -> String {
-    let path = format!("/api/app/v1/service/{}/{verb}/", svc["uuid"].as_str().unwrap());
-    let (status, _, a) = d.request(Method::POST, &path, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{a}");
-    let uuid = a["uuid"].as_str().unwrap().to_string();
+    let uuid = d.submit(svc["uuid"].as_str().unwrap(), verb, None).await;
     d.wait_for_state(&uuid, &["Success", "Failed", "Canceled"]).await;
     uuid
 }
@@ -220,7 +215,7 @@ async fn event_polling_never_misses_or_repeats_with_concurrent_writers(d: &mut D
         .collect();
     let mut seen: Vec<i64> = vec![];
     let mut done = false;
-    let deadline = Instant::now() + common::SETTLE;
+    let deadline = Instant::now() + crate::support::deployment::SETTLE;
     loop {
         let page = get_json(d, &format!("/api/v1/event?index={index}")).await;
         for m in page["messages"].as_array().unwrap() {
@@ -256,7 +251,7 @@ async fn event_polling_never_misses_or_repeats_with_concurrent_writers(d: &mut D
     let store = d.store().await;
     let stored: HashSet<i64> = store
         .events_after(
-            stevedore_shared::store::Scope::All,
+            stevedore_core::store::Scope::All,
             start["index"].as_i64().unwrap(),
             1_000_000,
         )

@@ -3,9 +3,7 @@
 //! the wire details of clients-wire.md — through the real binary, on both
 //! backends.
 
-mod common;
-
-use common::Deployment;
+use crate::support::deployment::Deployment;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -15,10 +13,7 @@ async fn service(d: &Deployment, body: &str) -> Value {
 }
 
 async fn run(d: &Deployment, svc: &Value, verb: &str, body: Option<&str>) -> Value {
-    let path = format!("/api/app/v1/service/{}/{verb}/", svc["uuid"].as_str().unwrap());
-    let (status, _, action) = d.request(Method::POST, &path, body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{path}: {action}");
-    action
+    d.submit_action(svc["uuid"].as_str().unwrap(), verb, body).await
 }
 
 fn uuids(list: &Value) -> Vec<String> {
@@ -249,7 +244,7 @@ async fn cancel_and_retry_follow_the_state_rules(d: &mut Deployment) {
     );
 
     // In progress → Canceling → Canceled by the worker, with a log line.
-    let deadline = tokio::time::Instant::now() + common::SETTLE;
+    let deadline = tokio::time::Instant::now() + crate::support::deployment::SETTLE;
     loop {
         let logs = d
             .store()
@@ -675,7 +670,7 @@ on_both_backends!(
 /// that is not a trusted proxy, so what a client writes to the left of it
 /// is ignored, as is the whole header from an untrusted peer.
 mod client_location {
-    use super::common::{Backend, Deployment, TEST_CONFIG};
+    use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
     use reqwest::Method;
 
     async fn located(backend: Backend) {

@@ -9,16 +9,14 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`bash .ci/run` installs
 //! them); `STEVEDORE_CHROMEDRIVER` / `STEVEDORE_CHROMIUM` point elsewhere.
 
-mod common;
-
-use common::{Backend, Deployment, TEST_CONFIG};
+use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use stevedore_shared::action::NewAction;
-use stevedore_shared::state::ActionState;
+use stevedore_core::action::NewAction;
+use stevedore_core::state::ActionState;
 use uuid::Uuid;
 
 /// The test operations plus a long one to cancel and one that prints a

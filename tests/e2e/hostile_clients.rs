@@ -2,9 +2,7 @@
 //! backends: browsers on other sites cannot ride a user's credentials, and
 //! a flood of wrong keys is throttled without flooding the system log.
 
-mod common;
-
-use common::{Backend, Deployment, TEST_CONFIG};
+use crate::support::deployment::{bin, Backend, Deployment, TEST_CONFIG};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -29,7 +27,7 @@ async fn events_handshake(base: &str, user: &str, key: &str, origin: Option<&str
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url = format!("{}/api/audit/v1/events", base.replacen("http://", "ws://", 1));
     let mut req = url.into_client_request().unwrap();
-    let basic = stevedore_shared::auth::basic_authorization(user, key);
+    let basic = stevedore_core::auth::basic_authorization(user, key);
     req.headers_mut().insert("Authorization", basic.parse().unwrap());
     if let Some(o) = origin {
         req.headers_mut().insert("Origin", o.parse().unwrap());
@@ -42,7 +40,7 @@ async fn events_handshake(base: &str, user: &str, key: &str, origin: Option<&str
 }
 
 async fn other_origins_cannot_change_things_or_open_websockets(d: &mut Deployment) {
-    let basic = stevedore_shared::auth::basic_authorization(&d.user, &d.key);
+    let basic = stevedore_core::auth::basic_authorization(&d.user, &d.key);
     let api_key = format!("ApiKey {}:{}", d.user, d.key);
     let own = d.url.clone();
     for auth in [&basic, &api_key] {
@@ -87,7 +85,7 @@ mod allowed_origins {
     async fn a_listed_origin_may_act(backend: Backend) {
         let config = format!("allowed_origins = [\"https://dash.example.com\"]\n{TEST_CONFIG}");
         let mut d = Deployment::start_with(backend, &config).await;
-        let basic = stevedore_shared::auth::basic_authorization(&d.user, &d.key);
+        let basic = stevedore_core::auth::basic_authorization(&d.user, &d.key);
         let (status, json) = create_from(&d, Some("https://dash.example.com"), &basic).await;
         assert!(status.is_success(), "{json}");
         let (status, _) = create_from(&d, Some("http://dash.example.com"), &basic).await;
@@ -112,8 +110,8 @@ mod allowed_origins {
 }
 
 async fn a_flood_of_wrong_keys_is_throttled_and_logged_once_per_window(d: &mut Deployment) {
-    use stevedore_shared::store::Scope;
-    use stevedore_shared::syslog::SystemLogFilter;
+    use stevedore_core::store::Scope;
+    use stevedore_core::syslog::SystemLogFilter;
     let (victim, key) = d.create_user("victim").await;
     let store = d.store().await;
     let auth_entries = || async {
@@ -191,7 +189,7 @@ async fn bad_proxy_and_origin_settings_are_start_up_errors() {
     let config = dir.path().join("stevedore.toml");
     let run = |envs: Vec<(&'static str, &'static str)>, file: &'static str| {
         std::fs::write(&config, file).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stevedore"))
+        let out = std::process::Command::new(bin())
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .arg("--config")

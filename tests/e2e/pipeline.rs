@@ -1,12 +1,10 @@
 //! The submit → queue → execute → report path, end to end through the real
 //! binary and HTTP, on both the embedded and the PostgreSQL + RabbitMQ backends.
 
-mod common;
-
-use common::Deployment;
+use crate::support::deployment::{log_lines, Deployment};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use stevedore_shared::store::Scope;
+use stevedore_core::store::Scope;
 use uuid::Uuid;
 
 async fn new_service(d: &Deployment) -> Value {
@@ -25,17 +23,6 @@ async fn action_count(d: &Deployment) -> usize {
         .iter()
         .filter(|e| e.object_type == "action" && e.action.as_str() == "create")
         .count()
-}
-
-async fn log_lines(d: &Deployment, uuid: &str) -> Vec<String> {
-    let store = d.store().await;
-    store
-        .logs(Uuid::parse_str(uuid).unwrap(), None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.log)
-        .collect()
 }
 
 async fn an_operation_reaches_success_with_its_log_lines_stored(d: &mut Deployment) {
@@ -77,7 +64,7 @@ async fn an_operation_reaches_success_with_its_log_lines_stored(d: &mut Deployme
     assert_eq!(done["can_be_canceled"], false);
     assert_eq!(done["can_be_retried"], true);
 
-    let lines = log_lines(d, &uuid).await;
+    let lines = log_lines(&d.store().await, &uuid).await;
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines.contains(&format!("starting {svc_uuid}")), "{lines:?}");
     assert!(
@@ -100,7 +87,7 @@ async fn a_failing_command_reaches_failed_with_the_reason_logged(d: &mut Deploym
     let uuid = action["uuid"].as_str().unwrap().to_string();
     let done = d.wait_for_state(&uuid, &["Success", "Failed"]).await;
     assert_eq!(done["state"], "Failed");
-    let lines = log_lines(d, &uuid).await;
+    let lines = log_lines(&d.store().await, &uuid).await;
     assert!(lines.contains(&"failing".to_string()), "{lines:?}");
     assert!(
         lines.iter().any(|l| l.contains("exited with code 3")),

@@ -4,9 +4,8 @@
 //! sessions taken back: `stevedore apikey ls` / `revoke` and logout, seen at
 //! once by running API processes, cached credentials included.
 
-mod common;
-
-use common::{ws_json, Backend, Deployment};
+use crate::support::deployment::{Backend, Deployment};
+use crate::support::ws::ws_json;
 use reqwest::header::{COOKIE, ORIGIN, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -223,13 +222,13 @@ async fn whoami(base: &str, basic: Option<(&str, &str)>, cookie: Option<&str>) -
     req.send().await.unwrap().status()
 }
 
-/// [`whoami`] until it is refused, for at most [`common::SETTLE`]. Run with
+/// [`whoami`] until it is refused, for at most [`crate::support::deployment::SETTLE`]. Run with
 /// a credential cache that outlives the test ([`LONG_CACHE`]), a refusal
 /// can only come from the revocation reaching the process; the wait is for
 /// its control message to be delivered, which is not synchronised with the
 /// revoking command's exit.
 async fn until_refused(base: &str, basic: Option<(&str, &str)>, cookie: Option<&str>) -> StatusCode {
-    let deadline = tokio::time::Instant::now() + common::SETTLE;
+    let deadline = tokio::time::Instant::now() + crate::support::deployment::SETTLE;
     loop {
         let status = whoami(base, basic, cookie).await;
         if status != StatusCode::OK || tokio::time::Instant::now() > deadline {
@@ -247,7 +246,7 @@ async fn api_processes(d: &mut Deployment) -> Vec<String> {
     if d.backend == Backend::PostgresRabbit {
         apis.push((d.start_api("api-2").await, "api-2"));
         for (_, name) in &apis {
-            let deadline = tokio::time::Instant::now() + common::SETTLE;
+            let deadline = tokio::time::Instant::now() + crate::support::deployment::SETTLE;
             while !d.logs(name).contains("subscribed to revocations") {
                 assert!(tokio::time::Instant::now() < deadline, "{name}: {}", d.logs(name));
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -257,9 +256,12 @@ async fn api_processes(d: &mut Deployment) -> Vec<String> {
     apis.into_iter().map(|(url, _)| url).collect()
 }
 
-/// [`common::TEST_CONFIG`] with a credential cache that outlives any test.
+/// [`crate::support::deployment::TEST_CONFIG`] with a credential cache that outlives any test.
 fn long_cache_config() -> String {
-    format!("{}\n[auth]\ncredential_cache_ttl = \"1h\"\n", common::TEST_CONFIG)
+    format!(
+        "{}\n[auth]\ncredential_cache_ttl = \"1h\"\n",
+        crate::support::deployment::TEST_CONFIG
+    )
 }
 
 /// Logs `user` in with `key`; the cookie's `name=value`.
@@ -285,14 +287,14 @@ async fn key_rows(d: &Deployment, user: &str) -> Vec<(i64, String, String)> {
 
 /// The fingerprint `apikey ls` shows for `key`.
 fn fingerprint(key: &str) -> String {
-    stevedore_shared::auth::hash_api_key(key)[..8].to_string()
+    stevedore_core::auth::hash_api_key(key)[..8].to_string()
 }
 
 async fn a_revoked_key_is_refused_at_once_even_while_cached(d: &mut Deployment) {
     let (user, old_key) = d.create_user("carol").await;
     let (ok, out, err) = d.admin(&["apikey", "create", &user]).await;
     assert!(ok, "{err}");
-    let new_key = common::exports(&out)["STEVEDORE_APIKEY"].clone();
+    let new_key = crate::support::deployment::exports(&out)["STEVEDORE_APIKEY"].clone();
     // The listing names keys by id and fingerprint, never the keys.
     let rows = key_rows(d, &user).await;
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -489,7 +491,10 @@ mod revocations {
 /// Sessions end at `[auth] session_ttl`, whatever the cookie says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ends_at_its_expiry() {
-    let config = format!("{}\n[auth]\nsession_ttl = \"2s\"\n", common::TEST_CONFIG);
+    let config = format!(
+        "{}\n[auth]\nsession_ttl = \"2s\"\n",
+        crate::support::deployment::TEST_CONFIG
+    );
     let d = Deployment::start_with(Backend::Embedded, &config).await;
     let cookie = session_of(&d, &d.user, &d.key).await;
     assert_eq!(whoami(&d.url, None, Some(&cookie)).await, StatusCode::OK);

@@ -51,7 +51,7 @@ impl AmqpProxy {
 
     /// `amqp://user:pass@host:port/vhost` pointed at this proxy.
     pub fn url_for(&self, url: &str) -> String {
-        super::with_address(url, self.addr)
+        super::proxy::with_address(url, self.addr)
     }
 
     /// Stops forwarding what clients send, silently.

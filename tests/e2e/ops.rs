@@ -3,9 +3,8 @@
 //! both backends, plus the worker's ops listener and the stream service's on
 //! PostgreSQL + RabbitMQ.
 
-mod common;
-
-use common::{get_text, Backend, Deployment};
+use crate::support::deployment::{Backend, Deployment};
+use crate::support::http::get_text;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
@@ -14,13 +13,8 @@ use uuid::Uuid;
 /// Runs "Service Start" on a new service until it succeeds; returns the
 /// action's uuid.
 async fn run_an_action(d: &Deployment) -> String {
-    let svc = d
-        .create_object("/api/app/v1/service/", r#"{"name": "web"}"#)
-        .await;
-    let path = format!("/api/app/v1/service/{}/start/", svc["uuid"].as_str().unwrap());
-    let (status, _, action) = d.request(Method::POST, &path, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
-    let uuid = action["uuid"].as_str().unwrap().to_string();
+    let svc = d.new_service().await;
+    let uuid = d.submit(&svc, "start", None).await;
     let done = d.wait_for_state(&uuid, &["Success", "Failed"]).await;
     assert_eq!(done["state"], "Success", "{done}");
     uuid
@@ -387,7 +381,7 @@ async fn stream_service_serves_probes_metrics_and_its_websocket_routes() {
     let mut d = Deployment::start(Backend::PostgresRabbit).await;
     let stream = d.start_stream("stream-1").await;
     check_probes(&stream).await;
-    let mut ws = common::ws_connect(
+    let mut ws = crate::support::ws::ws_connect(
         &stream,
         "/api/audit/v1/events",
         Some((&d.user.clone(), &d.key.clone())),
@@ -441,18 +435,12 @@ async fn stream_service_serves_probes_metrics_and_its_websocket_routes() {
 async fn retries_are_counted() {
     let config = format!(
         "{}\n[[operation]]\nobject = \"service\"\nverb = \"flaky\"\naction = \"Service Flaky\"\nexec = [\"sh\", \"-c\", \"exit 75\"]\nretries = 1\n",
-        common::TEST_CONFIG
+        crate::support::deployment::TEST_CONFIG
     );
     let d = Deployment::start_with(Backend::Embedded, &config).await;
-    let svc = d
-        .create_object("/api/app/v1/service/", r#"{"name": "web"}"#)
-        .await;
-    let path = format!("/api/app/v1/service/{}/flaky/", svc["uuid"].as_str().unwrap());
-    let (status, _, action) = d.request(Method::POST, &path, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
-    let done = d
-        .wait_for_state(action["uuid"].as_str().unwrap(), &["Success", "Failed"])
-        .await;
+    let svc = d.new_service().await;
+    let action = d.submit(&svc, "flaky", None).await;
+    let done = d.wait_for_state(&action, &["Success", "Failed"]).await;
     assert_eq!(done["state"], "Failed", "{done}");
     let m = scrape(&d.url).await;
     assert!(

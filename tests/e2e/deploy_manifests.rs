@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use stevedore_shared::broker::{BrokerNames, JOB_DELIVERY_LIMIT};
-use stevedore_shared::config::FileConfig;
-use stevedore_shared::config::HAND_BACK_WINDOW;
+use stevedore_core::broker::{BrokerNames, JOB_DELIVERY_LIMIT};
+use stevedore_core::config::FileConfig;
+use stevedore_core::config::HAND_BACK_WINDOW;
 
 /// Files under `deploy/` that are not structured data, checked elsewhere or read by people.
 const NOT_PARSED: &[&str] = &["Dockerfile", "README.md"];
@@ -217,7 +217,7 @@ fn every_deploy_file_parses() {
             }
             _ => assert!(
                 NOT_PARSED.contains(&name),
-                "{}: unknown kind of file; teach tests/deploy_manifests.rs to check it",
+                "{}: unknown kind of file; teach tests/e2e/deploy_manifests.rs to check it",
                 rel(p)
             ),
         }

@@ -2,12 +2,9 @@
 //! websockets, through the real binary, on `stevedore dev` and on `stevedore
 //! stream` processes with PostgreSQL + RabbitMQ.
 
-mod common;
-
-use common::{
-    close_amqp_connections, ws_connect, ws_json, ws_next, ws_until_close, Backend, Deployment, Ws, WsNext,
-    TEST_CONFIG,
-};
+use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
+use crate::support::rabbit::close_rabbit_connections;
+use crate::support::ws::{ws_connect, ws_json, ws_next, ws_until_close, Ws, WsNext};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -28,30 +25,8 @@ exec = [\"sh\", \"-c\", \"i=1; while [ $i -le {CHATTY_LINES} ]; do echo line-$i;
     )
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let mut d = $crate::common::Deployment::start_with($crate::common::Backend::Embedded, &$crate::config()).await;
-                    super::$name(&mut d).await;
-                }
-            )*
-        }
-        mod postgres_rabbitmq {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let mut d = $crate::common::Deployment::start_with($crate::common::Backend::PostgresRabbit, &$crate::config()).await;
-                    super::$name(&mut d).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
+    config = config;
     logs_follow_sends_every_line_exactly_once_in_order_and_closes_at_success,
     logs_without_follow_close_after_the_backlog_and_tail_limits_it,
     events_start_with_auth_then_show_an_actions_create_and_updates,
@@ -221,7 +196,7 @@ async fn logs_without_follow_close_after_the_backlog_and_tail_limits_it(d: &mut 
     assert_eq!(bad.err(), Some(400));
 }
 
-/// Reads frames until one satisfies `pred`; panics after [`common::WS_WAIT`].
+/// Reads frames until one satisfies `pred`; panics after [`crate::support::ws::WS_WAIT`].
 async fn until(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
     let mut seen = vec![];
     loop {
@@ -316,7 +291,7 @@ async fn events_resume_after_a_reconnect_with_since(d: &mut Deployment) {
     let stored = d
         .store()
         .await
-        .events_after(stevedore_shared::store::Scope::All, last_seen, 1000)
+        .events_after(stevedore_core::store::Scope::All, last_seen, 1000)
         .await
         .unwrap();
     let mut ws = ws_connect(&stream, &format!("/v1/events?since={last_seen}"), Some(auth))
@@ -486,7 +461,7 @@ async fn a_stream_instance_survives_losing_its_rabbitmq_connection() {
     let mut lines = read_lines(&mut logs, 10).await;
 
     let prefix = d.prefix.clone().unwrap();
-    assert!(close_amqp_connections(&prefix, "consume").await > 0);
+    assert!(close_rabbit_connections(&prefix, &["consume"]).await > 0);
     let after = run(&d, "start").await;
 
     let (rest, code) = ws_until_close(&mut logs).await;

@@ -4,15 +4,16 @@
 //! broker that stalls or blocks publishers; a worker pool stopped with a
 //! backlog. Nothing stuck, nothing failed that never ran.
 
-mod common;
-
-use common::amqp_proxy::AmqpProxy;
-use common::{check_marks, fault_config, get_text, Backend, Deployment, TcpProxy};
+use crate::support::amqp_proxy::AmqpProxy;
+use crate::support::deployment::{log_lines, Backend, Deployment};
+use crate::support::http::get_text;
+use crate::support::marks::{check_marks, fault_config};
+use crate::support::proxy::TcpProxy;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::{DynStore, Scope};
+use stevedore_core::state::ActionState;
+use stevedore_core::store::Scope;
 use uuid::Uuid;
 
 // --- commands that fork, hang and flood --------------------------------------
@@ -65,33 +66,6 @@ verb = "noop"
 handler = "noop"
 "#;
 
-async fn service(d: &Deployment) -> String {
-    let svc = d.create_object("/api/app/v1/service/", r#"{"name":"svc"}"#).await;
-    svc["uuid"].as_str().unwrap().to_string()
-}
-
-async fn submit(d: &Deployment, service: &str, verb: &str) -> String {
-    let (status, _, json) = d
-        .request(
-            Method::POST,
-            &format!("/api/app/v1/service/{service}/{verb}/"),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{verb}: {json}");
-    json["uuid"].as_str().unwrap().to_string()
-}
-
-async fn log_lines(store: &DynStore, uuid: &str) -> Vec<String> {
-    store
-        .logs(uuid.parse().unwrap(), None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.log)
-        .collect()
-}
-
 /// Kills the processes an action's command left outside its process group
 /// (its `escaped <pid>` lines), so the test leaves nothing running.
 fn end_escaped(lines: &[String]) -> usize {
@@ -108,11 +82,11 @@ fn end_escaped(lines: &[String]) -> usize {
 
 async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Deployment) {
     let store = d.store().await;
-    let svc = service(d).await;
+    let svc = d.new_service().await;
     // A command that starts a daemon: its exit status is the outcome, and
     // the service is free for the next action.
-    let daemon = submit(d, &svc, "daemon").await;
-    let next = submit(d, &svc, "noop").await;
+    let daemon = d.submit(&svc, "daemon", Some("{}")).await;
+    let next = d.submit(&svc, "noop", Some("{}")).await;
     d.wait_for_state(&daemon, &["Success"]).await;
     d.wait_for_state(&next, &["Success"]).await;
     let lines = log_lines(&store, &daemon).await;
@@ -120,7 +94,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     assert!(lines.iter().any(|l| l.contains("SIGTERM")), "{lines:?}");
 
     // A child that left the process group does not keep the action open.
-    let escape = submit(d, &svc, "escape").await;
+    let escape = d.submit(&svc, "escape", Some("{}")).await;
     d.wait_for_state(&escape, &["Success"]).await;
     let lines = log_lines(&store, &escape).await;
     assert_eq!(end_escaped(&lines), 1, "{lines:?}");
@@ -130,7 +104,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     );
 
     // The timeout holds even with an escaped child holding the pipes.
-    let hang = submit(d, &svc, "hang").await;
+    let hang = d.submit(&svc, "hang", Some("{}")).await;
     d.wait_for_state(&hang, &["Failed"]).await;
     let lines = log_lines(&store, &hang).await;
     assert_eq!(end_escaped(&lines), 1, "{lines:?}");
@@ -140,8 +114,8 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
     );
 
     // A cancel of a command with a child in the background ends Canceled.
-    let wait = submit(d, &svc, "wait").await;
-    let deadline = tokio::time::Instant::now() + common::SETTLE;
+    let wait = d.submit(&svc, "wait", Some("{}")).await;
+    let deadline = tokio::time::Instant::now() + crate::support::deployment::SETTLE;
     while !log_lines(&store, &wait).await.iter().any(|l| l == "waiting") {
         assert!(tokio::time::Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,7 +132,7 @@ async fn commands_that_fork_hang_or_flood_never_hold_an_action_open(d: &mut Depl
 
     // A flood is stored up to the cap, with a closing line saying how much
     // was dropped.
-    let flood = submit(d, &svc, "flood").await;
+    let flood = d.submit(&svc, "flood", Some("{}")).await;
     d.wait_for_state(&flood, &["Success"]).await;
     let lines = log_lines(&store, &flood).await;
     let stored: usize = lines
@@ -205,12 +179,8 @@ fn outage_config(marks: &std::path::Path, extra: &str) -> String {
 /// Submits `n` `mark` actions on `n` services (all accepted) and returns them.
 async fn submit_marks(d: &Deployment, n: usize) -> Vec<String> {
     let mut accepted = vec![];
-    for i in 0..n {
-        let svc = d
-            .create_object("/api/app/v1/service/", &format!(r#"{{"name":"svc{i}"}}"#))
-            .await;
-        let svc = svc["uuid"].as_str().unwrap();
-        accepted.push(submit(d, svc, "mark").await);
+    for svc in d.new_services(n).await {
+        accepted.push(d.submit(&svc, "mark", Some("{}")).await);
     }
     accepted
 }
@@ -257,11 +227,11 @@ async fn a_database_outage_past_the_delivery_limit_fails_no_queued_action() {
     let marks = marks_dir.path().join("marks");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &outage_config(&marks, "")).await;
     d.kill(1).await; // the deployment's own worker: the workers below reach the database through the proxy
-    let pg = common::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let pg = crate::support::proxy::db_addr(&stevedore_core::testing::admin_pg_url());
     let proxy = TcpProxy::start(pg).await;
     let via = proxy.url_for(&d.db_url);
     let ops = d
-        .start_worker_with_ops_via("worker-2", &via, &stevedore_shared::testing::amqp_url())
+        .start_worker_with_ops_via("worker-2", &via, &stevedore_core::testing::amqp_url())
         .await;
     proxy.cut();
     let accepted = submit_marks(&d, 40).await;
@@ -316,10 +286,10 @@ async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
     let config = outage_config(&marks, "outage_hold = \"1s\"\n");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
     d.kill(1).await;
-    let pg = common::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let pg = crate::support::proxy::db_addr(&stevedore_core::testing::admin_pg_url());
     let proxy = TcpProxy::start(pg).await;
     let via = proxy.url_for(&d.db_url);
-    d.start_worker_with_ops_via("worker-2", &via, &stevedore_shared::testing::amqp_url())
+    d.start_worker_with_ops_via("worker-2", &via, &stevedore_core::testing::amqp_url())
         .await;
     proxy.cut();
     let accepted = submit_marks(&d, 10).await;
@@ -362,16 +332,16 @@ async fn jobs_dead_lettered_in_an_outage_are_published_again_not_failed() {
 /// action ends Success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
-    let config =
-        common::TEST_CONFIG.replace("[worker]\n", "[broker]\npublish_timeout = \"2s\"\n\n[worker]\n");
+    let config = crate::support::deployment::TEST_CONFIG
+        .replace("[worker]\n", "[broker]\npublish_timeout = \"2s\"\n\n[worker]\n");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
     let rabbit = "127.0.0.1:5672".parse().unwrap();
     let proxy = AmqpProxy::start(rabbit).await;
-    let amqp = proxy.url_for(&stevedore_shared::testing::amqp_url());
+    let amqp = proxy.url_for(&stevedore_core::testing::amqp_url());
     let db_url = d.db_url.clone();
     d.url = d.start_api_via("api-2", &db_url, &amqp).await;
-    let svc = service(&d).await;
-    let first = submit(&d, &svc, "noop").await;
+    let svc = d.new_service().await;
+    let first = d.submit(&svc, "noop", Some("{}")).await;
     d.wait_for_state(&first, &["Success"]).await;
 
     let mut accepted = vec![];
@@ -382,9 +352,9 @@ async fn a_stalled_or_blocked_broker_hangs_no_request_and_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         for _ in 0..3 {
-            let svc = service(&d).await;
+            let svc = d.new_service().await;
             let started = std::time::Instant::now();
-            accepted.push(submit(&d, &svc, "noop").await);
+            accepted.push(d.submit(&svc, "noop", Some("{}")).await);
             // Behaviour, not speed: a hung publish would take the client's
             // 30 s timeout; a bounded one ends after publish_timeout.
             assert!(
@@ -421,9 +391,9 @@ async fn a_stopped_worker_pool_keeps_its_backlog_without_copies() {
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &config).await;
     d.kill(1).await;
     let accepted = submit_marks(&d, 30).await;
-    let broker = stevedore_shared::broker::amqp::AmqpBroker::connect(
-        &stevedore_shared::testing::amqp_url(),
-        stevedore_shared::broker::BrokerNames::new(d.prefix.clone().unwrap()),
+    let broker = stevedore_broker::amqp::AmqpBroker::connect(
+        &stevedore_core::testing::amqp_url(),
+        stevedore_core::broker::BrokerNames::new(d.prefix.clone().unwrap()),
     )
     .await
     .unwrap();

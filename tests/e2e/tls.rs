@@ -1,20 +1,15 @@
 //! TLS where users expect it: PostgreSQL with `sslmode=require` and
 //! `verify-full`, the CLI over https:// and wss://, and RabbitMQ over
 //! amqps://. The API and RabbitMQ are put behind a TLS-terminating proxy the
-//! test runs, with a throwaway CA the clients trust through `SSL_CERT_FILE`.
+//! test runs, with a throwaway CA the clients trust through `SSL_CERT_FILE`
+//! (set on the processes the tests start, never on the test process).
 
-mod common;
-
-use common::tls_proxy::TlsProxy;
-use common::{run_cli, Backend, Deployment};
-use futures::StreamExt;
+use crate::support::deployment::{bin, run_cli, Backend, Deployment};
+use crate::support::tls_proxy::TlsProxy;
 use std::net::SocketAddr;
 use std::time::Duration;
-use stevedore_shared::broker::amqp::AmqpBroker;
-use stevedore_shared::broker::{Broker, BrokerNames};
-use stevedore_shared::messages::JobMessage;
-use stevedore_shared::store::postgres::PgStore;
-use stevedore_shared::testing::{admin_pg_url, unique_prefix, TestDatabase};
+use stevedore_core::testing::{admin_pg_url, TestDatabase};
+use stevedore_store::postgres::PgStore;
 use tokio::process::Command;
 
 fn with_param(url: &str, param: &str) -> String {
@@ -61,7 +56,7 @@ async fn the_cli_speaks_https_and_wss() {
     let svc = d.create_object("/api/app/v1/service/", r#"{"name":"tls"}"#).await;
     let svc = svc["uuid"].as_str().unwrap().to_string();
     let cli = |args: &[&str], trust: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stevedore"));
+        let mut c = Command::new(bin());
         c.args(args)
             .env_remove("STEVEDORE_DATABASE_URL")
             .env("STEVEDORE_URL", &https)
@@ -119,30 +114,32 @@ async fn the_cli_speaks_https_and_wss() {
 }
 
 /// A broker reached over amqps:// (RabbitMQ behind TLS) publishes and
-/// delivers like one over amqp://. `SSL_CERT_FILE` is this test binary's
-/// own environment: only this file's tests run in it.
-#[tokio::test]
+/// delivers like one over amqp://: an API and a worker that reach RabbitMQ
+/// only through a TLS listener run an action to Success. They trust its CA
+/// through `SSL_CERT_FILE` in their own environment: the test process's is
+/// shared by every test and stays as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_over_amqps_publishes_and_delivers() {
-    let dir = tempfile::tempdir().unwrap();
+    let mut d = Deployment::start(Backend::PostgresRabbit).await;
+    // From here on only processes on amqps:// (children: api, worker-1).
+    d.kill(0).await;
+    d.kill(1).await;
     let rabbit: SocketAddr = "127.0.0.1:5672".parse().unwrap();
-    let proxy = TlsProxy::start(rabbit, dir.path()).await;
-    // Read by lapin's TLS connector in this process; the other tests of this
-    // binary run their clients as processes with their own environment.
-    std::env::set_var("SSL_CERT_FILE", &proxy.ca_file);
-    let url = format!("amqps://guest:guest@localhost:{}/%2f", proxy.addr.port());
-    let names = BrokerNames::new(unique_prefix("tls"));
-    let broker = AmqpBroker::connect(&url, names).await.unwrap();
-    broker.declare().await.unwrap();
-    let job = JobMessage::one(uuid::Uuid::new_v4());
-    broker.publish_jobs(std::slice::from_ref(&job)).await.unwrap();
-    let mut jobs = broker.consume_jobs(1).await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(10), jobs.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(d.job, job);
-    d.acker.ack().await.unwrap();
-    drop(jobs);
-    broker.delete_topology().await.unwrap();
+    let proxy = TlsProxy::start(rabbit, d.dir.path()).await;
+    let amqps = format!("amqps://guest:guest@localhost:{}/%2f", proxy.addr.port());
+    d.role_env
+        .push(("SSL_CERT_FILE".into(), proxy.ca_file.display().to_string()));
+    let db_url = d.db_url.clone();
+    d.url = d.start_api_via("api-tls", &db_url, &amqps).await;
+    d.start_worker_with_ops_via("worker-tls", &db_url, &amqps).await;
+    let svc = d.new_service().await;
+    let action = d.submit(&svc, "start", None).await;
+    let done = d.wait_for_state(&action, &["Success", "Failed"]).await;
+    assert_eq!(
+        done["state"],
+        "Success",
+        "{done}\napi-tls:\n{}\nworker-tls:\n{}",
+        d.logs("api-tls"),
+        d.logs("worker-tls")
+    );
 }

@@ -2,19 +2,13 @@
 //! (`action …`, `event`, `log …`, `run`, `login`, `completions`) against a
 //! real server, on `stevedore dev` and on PostgreSQL + RabbitMQ.
 
-mod common;
-
-use common::{Backend, Deployment};
+use crate::support::deployment::{bin, Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_stevedore")
-}
 
 /// What a client command did.
 #[derive(Debug)]
@@ -96,22 +90,6 @@ impl Client {
     }
 }
 
-async fn new_service(d: &Deployment) -> String {
-    let svc = d
-        .create_object("/api/app/v1/service/", r#"{"name": "web"}"#)
-        .await;
-    svc["uuid"].as_str().unwrap().to_string()
-}
-
-/// Submits `verb` on `svc` over HTTP; returns the action uuid.
-async fn submit(d: &Deployment, svc: &str, verb: &str, body: Option<&str>) -> String {
-    let (status, _, action) = d
-        .request(Method::POST, &format!("/api/app/v1/service/{svc}/{verb}/"), body)
-        .await;
-    assert!(status.is_success(), "{verb}: {status} {action}");
-    action["uuid"].as_str().unwrap().to_string()
-}
-
 /// The uuids of the API's action list, newest first.
 async fn api_uuids(d: &Deployment, query: &str) -> Vec<String> {
     let (status, _, page) = d
@@ -145,9 +123,9 @@ on_both_backends!(
 
 async fn action_ls_prints_a_table_json_and_quiet_uuids_and_follows_pages(d: &mut Deployment) {
     let c = Client::new(d).await;
-    let svc = new_service(d).await;
-    let ok = submit(d, &svc, "start", None).await;
-    let failed = submit(d, &svc, "fail", None).await;
+    let svc = d.new_service().await;
+    let ok = d.submit(&svc, "start", None).await;
+    let failed = d.submit(&svc, "fail", None).await;
     d.wait_for_state(&ok, &["Success"]).await;
     d.wait_for_state(&failed, &["Failed"]).await;
 
@@ -192,7 +170,7 @@ async fn action_ls_prints_a_table_json_and_quiet_uuids_and_follows_pages(d: &mut
     assert_eq!(only_failed, vec![failed.clone()]);
     let two_states = lines(&c.ok(&["action", "ls", "-q", "--state", "failed,success"]).await);
     assert_eq!(two_states.len(), 3);
-    let other = new_service(d).await;
+    let other = d.new_service().await;
     let on_svc = lines(&c.ok(&["action", "ls", "-q", "--object", &svc]).await);
     assert_eq!(on_svc.len(), 3, "{on_svc:?}");
     let recent = lines(&c.ok(&["action", "ls", "-q", "--since", "1h"]).await);
@@ -202,7 +180,7 @@ async fn action_ls_prints_a_table_json_and_quiet_uuids_and_follows_pages(d: &mut
 
     // --limit across pages of --page-size.
     for _ in 0..3 {
-        submit(d, &other, "noop", None).await;
+        d.submit(&other, "noop", None).await;
     }
     let all = api_uuids(d, "limit=100").await;
     assert_eq!(all.len(), 7);
@@ -224,7 +202,7 @@ async fn inspect_accepts_unambiguous_prefixes_and_names_the_others(d: &mut Deplo
     let c = Client::new(d).await;
     // 17 creations: at least two action uuids share their first character.
     for _ in 0..17 {
-        new_service(d).await;
+        d.new_service().await;
     }
     let all = api_uuids(d, "limit=100").await;
     let target = &all[3];
@@ -275,8 +253,8 @@ async fn inspect_accepts_unambiguous_prefixes_and_names_the_others(d: &mut Deplo
 
 async fn logs_follow_exits_0_on_success_and_1_on_failure(d: &mut Deployment) {
     let c = Client::new(d).await;
-    let svc = new_service(d).await;
-    let ok = submit(d, &svc, "start", None).await;
+    let svc = d.new_service().await;
+    let ok = d.submit(&svc, "start", None).await;
     let out = c.run(&["action", "logs", "--follow", &ok[..8]]).await;
     assert_eq!(out.code, 0, "{out:?}");
     // stdout and stderr lines may interleave: compare as sets.
@@ -290,7 +268,7 @@ async fn logs_follow_exits_0_on_success_and_1_on_failure(d: &mut Deployment) {
     want.sort();
     assert_eq!(got, want, "{out:?}");
 
-    let failed = submit(d, &svc, "fail", None).await;
+    let failed = d.submit(&svc, "fail", None).await;
     let out = c.run(&["action", "logs", "-f", &failed]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(
@@ -316,8 +294,8 @@ async fn logs_follow_exits_0_on_success_and_1_on_failure(d: &mut Deployment) {
 
 async fn cancel_of_a_running_sleep_makes_logs_follow_exit_2(d: &mut Deployment) {
     let c = Client::new(d).await;
-    let svc = new_service(d).await;
-    let sleeping = submit(d, &svc, "sleep", Some(r#"{"seconds": 60}"#)).await;
+    let svc = d.new_service().await;
+    let sleeping = d.submit(&svc, "sleep", Some(r#"{"seconds": 60}"#)).await;
     d.wait_for_state(&sleeping, &["In progress"]).await;
     let follower = c.spawn(&["action", "logs", "--follow", &sleeping]);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -346,8 +324,8 @@ async fn cancel_of_a_running_sleep_makes_logs_follow_exit_2(d: &mut Deployment) 
 
 async fn retry_prints_the_new_actions_uuid(d: &mut Deployment) {
     let c = Client::new(d).await;
-    let svc = new_service(d).await;
-    let failed = submit(d, &svc, "fail", None).await;
+    let svc = d.new_service().await;
+    let failed = d.submit(&svc, "fail", None).await;
     d.wait_for_state(&failed, &["Failed"]).await;
     let out = c.ok(&["action", "retry", &failed[..8]]).await;
     let new = out.trim();
@@ -356,7 +334,7 @@ async fn retry_prints_the_new_actions_uuid(d: &mut Deployment) {
     let retried = d.wait_for_state(new, &["Failed"]).await;
     assert_eq!(retried["action"], "Service Fail");
     // The retry of a running action is refused.
-    let sleeping = submit(d, &svc, "sleep", Some(r#"{"seconds": 30}"#)).await;
+    let sleeping = d.submit(&svc, "sleep", Some(r#"{"seconds": 30}"#)).await;
     let out = c.run(&["action", "retry", &sleeping]).await;
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("conflict: "), "{out:?}");
@@ -365,7 +343,7 @@ async fn retry_prints_the_new_actions_uuid(d: &mut Deployment) {
 
 async fn run_submits_an_operation_and_wait_exits_with_its_final_state(d: &mut Deployment) {
     let c = Client::new(d).await;
-    let svc = new_service(d).await;
+    let svc = d.new_service().await;
 
     let out = c.ok(&["run", "service", &svc, "noop"]).await;
     let uuid = out.trim();
@@ -473,7 +451,7 @@ async fn login_verifies_and_writes_a_private_credentials_file(d: &mut Deployment
     assert_eq!(saved["url"].as_str(), Some(d.url.as_str()));
 
     // The other commands use it when the environment says nothing.
-    let svc = new_service(d).await;
+    let svc = d.new_service().await;
     let out = Command::new(bin())
         .args(["action", "ls", "-q", "--object", &svc])
         .env_remove("STEVEDORE_URL")
@@ -551,8 +529,8 @@ async fn event_prints_the_events_of_a_new_action(d: &mut Deployment) {
     let mut rx = collect_lines(&mut child);
     // Let it connect: events from before it connected are not replayed.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let svc = new_service(d).await;
-    let action = submit(d, &svc, "start", None).await;
+    let svc = d.new_service().await;
+    let action = d.submit(&svc, "start", None).await;
     let mut seen = vec![];
     wait_for_event(&mut rx, &mut seen, &action, "Success").await;
     let mine: Vec<&Value> = seen.iter().filter(|e| e["uuid"] == action.as_str()).collect();
@@ -709,7 +687,7 @@ async fn start_stream_at(d: &Deployment, addr: &str) -> Child {
             "--database-url",
             &d.db_url,
             "--amqp-url",
-            &stevedore_shared::testing::amqp_url(),
+            &stevedore_core::testing::amqp_url(),
             "--broker-prefix",
             d.prefix.as_deref().unwrap(),
             "--config",
@@ -755,22 +733,22 @@ async fn event_reconnects_after_the_stream_service_restarts_and_resumes_where_it
     let mut child = c.spawn(&["event"]);
     let mut rx = collect_lines(&mut child);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let svc = new_service(&d).await;
-    let first = submit(&d, &svc, "noop", None).await;
+    let svc = d.new_service().await;
+    let first = d.submit(&svc, "noop", None).await;
     let mut seen = vec![];
     wait_for_event(&mut rx, &mut seen, &first, "Success").await;
 
     // The stream service goes away; actions go on meanwhile.
     stream.kill().await.unwrap();
     let _ = stream.wait().await;
-    let during = submit(&d, &svc, "noop", None).await;
+    let during = d.submit(&svc, "noop", None).await;
     d.wait_for_state(&during, &["Success"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _stream = start_stream_at(&d, &addr).await;
 
     // The client reconnects with ?since= and replays what it missed.
     wait_for_event(&mut rx, &mut seen, &during, "Success").await;
-    let after = submit(&d, &svc, "noop", None).await;
+    let after = d.submit(&svc, "noop", None).await;
     wait_for_event(&mut rx, &mut seen, &after, "Success").await;
     let seqs: Vec<i64> = seen.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(

@@ -4,9 +4,8 @@
 //! (429); unbounded lists over large objects keep the API process's memory
 //! under the Kubernetes limit, and their pages still chain exactly.
 
-mod common;
-
-use common::{ws_connect, Backend, Deployment, TEST_CONFIG};
+use crate::support::deployment::{Backend, Deployment, TEST_CONFIG};
+use crate::support::ws::ws_connect;
 use reqwest::{Method, StatusCode};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -269,28 +268,8 @@ async fn unbounded_lists_of_large_objects_stay_under_the_memory_limit(backend: B
     assert_eq!(status, StatusCode::OK, "the API still serves");
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Embedded).await;
-                }
-            )*
-        }
-        mod postgres_rabbitmq {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::PostgresRabbit).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+on_both_backends!(
+    backend;
     half_open_and_silent_connections_are_closed,
     websockets_and_long_polls_are_capped_per_user,
     unbounded_lists_of_large_objects_stay_under_the_memory_limit,

@@ -1,11 +1,9 @@
 //! Faults done for real against the PostgreSQL + RabbitMQ deployment.
 
-mod common;
-
-use common::{Backend, Deployment};
+use crate::support::deployment::{log_lines, Backend, Deployment};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
-use stevedore_shared::store::Scope;
+use stevedore_core::store::Scope;
 use uuid::Uuid;
 
 /// A worker killed with SIGKILL mid-action does not leave the action In
@@ -52,13 +50,7 @@ async fn an_action_survives_its_worker_being_killed() {
     );
     let a = store.get_action(Scope::All, uuid).await.unwrap().unwrap();
     assert_eq!(a.claims, 2, "ran once on each worker");
-    let lines: Vec<String> = store
-        .logs(uuid, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.log)
-        .collect();
+    let lines = log_lines(&store, &uuid.to_string()).await;
     assert_eq!(
         lines.iter().filter(|l| l.starts_with("sleeping")).count(),
         2,
@@ -71,11 +63,13 @@ async fn an_action_survives_its_worker_being_killed() {
 // Faults with invariants: every action reaches exactly one final state, none
 // is lost, no action ever runs twice at once.
 
-use common::{check_marks, close_rabbit_connections, fault_config, TcpProxy};
+use crate::support::marks::{check_marks, fault_config};
+use crate::support::proxy::TcpProxy;
+use crate::support::rabbit::close_rabbit_connections;
 use std::collections::HashMap;
 use std::sync::Arc;
-use stevedore_shared::state::ActionState;
-use stevedore_shared::store::ActionFilter;
+use stevedore_core::state::ActionState;
+use stevedore_core::store::ActionFilter;
 
 /// How long every action gets to reach a final state once the faults stop.
 const SETTLE_ALL: Duration = Duration::from_secs(90);
@@ -89,18 +83,6 @@ struct Counts {
     canceled: usize,
     duplicates: usize,
     stuck: usize,
-}
-
-/// Creates `n` services and returns their uuids.
-async fn services(d: &Deployment, n: usize) -> Vec<String> {
-    let mut out = vec![];
-    for i in 0..n {
-        let svc = d
-            .create_object("/api/app/v1/service/", &format!(r#"{{"name":"svc{i}"}}"#))
-            .await;
-        out.push(svc["uuid"].as_str().unwrap().to_string());
-    }
-    out
 }
 
 /// Waits until every action in the database is final (or `SETTLE_ALL`
@@ -121,7 +103,7 @@ async fn check_invariants(d: &Deployment, accepted: &[String], marks: &std::path
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let by_uuid: HashMap<String, &stevedore_shared::action::Action> =
+    let by_uuid: HashMap<String, &stevedore_core::action::Action> =
         actions.iter().map(|a| (a.uuid.to_string(), a)).collect();
     for uuid in accepted {
         assert!(by_uuid.contains_key(uuid), "accepted action {uuid} was lost");
@@ -233,7 +215,7 @@ async fn rabbitmq_connections_closed_during_submission_and_execution() {
     let marks = marks_dir.path().join("marks");
     let d = Deployment::start_with(Backend::PostgresRabbit, &fault_config(&marks)).await;
     let prefix = d.prefix.clone().unwrap();
-    let svcs = services(&d, 12).await;
+    let svcs = d.new_services(12).await;
     let d = Arc::new(d);
     let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (p, c) = (prefix.clone(), closed.clone());
@@ -271,10 +253,10 @@ async fn postgres_unreachable_during_submission_and_execution() {
     let _serial = SERIAL.lock().await;
     let marks_dir = tempfile::tempdir().unwrap();
     let marks = marks_dir.path().join("marks");
-    let pg = common::db_addr(&stevedore_shared::testing::admin_pg_url());
+    let pg = crate::support::proxy::db_addr(&stevedore_core::testing::admin_pg_url());
     let proxy = Arc::new(TcpProxy::start(pg).await);
     let d = Deployment::start_via_proxy(&fault_config(&marks), &proxy).await;
-    let svcs = services(&d, 12).await;
+    let svcs = d.new_services(12).await;
     let d = Arc::new(d);
     let p = proxy.clone();
     let accepted = submit_marks(&d, &svcs, 240, || async move {
@@ -314,7 +296,7 @@ async fn a_cancel_is_noticed_by_the_heartbeat_without_its_control_message() {
         &fault_config(&marks_dir.path().join("m")),
     )
     .await;
-    let svc = services(&d, 1).await.remove(0);
+    let svc = d.new_service().await;
     let uuid = d.try_submit(&svc, "sleep", r#"{"seconds": 30}"#).await.unwrap();
     let id = Uuid::parse_str(&uuid).unwrap();
     let store = d.store().await;
@@ -351,7 +333,7 @@ async fn sigterm_hands_running_actions_back_to_another_worker() {
         &fault_config(&marks_dir.path().join("m")),
     )
     .await;
-    let svc = services(&d, 1).await.remove(0);
+    let svc = d.new_service().await;
     let uuid = d.try_submit(&svc, "sleep", r#"{"seconds": 4}"#).await.unwrap();
     let id = Uuid::parse_str(&uuid).unwrap();
     let store = d.store().await;
@@ -392,13 +374,7 @@ async fn sigterm_hands_running_actions_back_to_another_worker() {
     );
     let done = d.wait_for_state(&uuid, &["Success", "Failed", "Canceled"]).await;
     assert_eq!(done["state"], "Success", "{done}\n{}", d.logs("worker-2"));
-    let lines: Vec<String> = store
-        .logs(id, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.log)
-        .collect();
+    let lines = log_lines(&store, &uuid).await;
     assert!(
         lines.iter().any(|l| l.contains("handing the action back")),
         "{lines:?}"
@@ -423,20 +399,9 @@ async fn soak_with_cancels_and_a_worker_killed() {
     let marks = marks_dir.path().join("marks");
     let mut d = Deployment::start_with(Backend::PostgresRabbit, &fault_config(&marks)).await;
     d.start_worker("worker-2").await;
-    let svcs = services(&d, 40).await;
+    let svcs = d.new_services(40).await;
+    let client = d.client();
     let d = Arc::new(tokio::sync::Mutex::new(d));
-    let client = {
-        let g = d.lock().await;
-        Arc::new(Client {
-            url: g.url.clone(),
-            user: g.user.clone(),
-            key: g.key.clone(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        })
-    };
     let end = tokio::time::Instant::now() + run_for;
     let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let cancels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -453,7 +418,7 @@ async fn soak_with_cancels_and_a_worker_killed() {
                     2 | 3 => ("mark", "{}"),
                     _ => ("noop", "{}"),
                 };
-                let Some(uuid) = client.submit(svc, verb, body).await else {
+                let Some(uuid) = client.try_submit(svc, verb, body).await else {
                     continue;
                 };
                 if (r >> 16).is_multiple_of(10) {
@@ -492,40 +457,4 @@ async fn soak_with_cancels_and_a_worker_killed() {
     assert!(accepted.len() >= 100, "only {} submitted", accepted.len());
     assert_eq!(c.failed, 0, "{c:?}");
     assert_eq!(c.duplicates + c.stuck, 0, "{c:?}");
-}
-
-/// A bare HTTP client for the soak's submitters (no lock on the deployment).
-struct Client {
-    url: String,
-    user: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    async fn submit(&self, service: &str, verb: &str, body: &str) -> Option<String> {
-        let resp = self
-            .http
-            .post(format!("{}/api/app/v1/service/{service}/{verb}/", self.url))
-            .basic_auth(&self.user, Some(&self.key))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .ok()?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return None;
-        }
-        let json: serde_json::Value = resp.json().await.ok()?;
-        json["uuid"].as_str().map(str::to_string)
-    }
-
-    async fn cancel(&self, uuid: &str) {
-        let _ = self
-            .http
-            .post(format!("{}/api/audit/v1/action/{uuid}/cancel/", self.url))
-            .basic_auth(&self.user, Some(&self.key))
-            .send()
-            .await;
-    }
 }
