@@ -383,6 +383,17 @@ async fn list(state: &ApiState, caller: &Caller, p: &ObjectPath, uri: &Uri) -> A
     Ok(Json(Envelope::new(uri.path(), &params, page, total, objects)).into_response())
 }
 
+/// The object a `PATCH` or `DELETE` names: a path of one object, no verb.
+fn one_object(state: &ApiState, uri: &Uri, method: &str) -> ApiResult<(ObjectPath, Uuid)> {
+    let p = resolve(state, uri)?;
+    match (p.uuid, &p.verb) {
+        (Some(uuid), None) => Ok((p, uuid)),
+        _ => Err(ApiError::MethodNotAllowed(format!(
+            "{method} takes an object: …/<type>/<uuid>/"
+        ))),
+    }
+}
+
 /// `PATCH …/<type>/<uuid>/`: changes the name and attributes (a `null`
 /// attribute is removed); records "<Type> Update".
 pub async fn patch(
@@ -392,12 +403,7 @@ pub async fn patch(
     uri: Uri,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let p = resolve(&state, &uri)?;
-    let (Some(uuid), None) = (p.uuid, &p.verb) else {
-        return Err(ApiError::MethodNotAllowed(
-            "PATCH takes an object: …/<type>/<uuid>/".into(),
-        ));
-    };
+    let (p, uuid) = one_object(&state, &uri, "PATCH")?;
     let (raw, changes) = json_object_body(&body)?;
     if changes.is_empty() {
         return Err(ApiError::BadRequest(
@@ -444,12 +450,7 @@ pub async fn delete(
     info: RequestInfo,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let p = resolve(&state, &uri)?;
-    let (Some(uuid), None) = (p.uuid, &p.verb) else {
-        return Err(ApiError::MethodNotAllowed(
-            "DELETE takes an object: …/<type>/<uuid>/".into(),
-        ));
-    };
+    let (p, uuid) = one_object(&state, &uri, "DELETE")?;
     let lookup = lookup(&caller, &p)?;
     let terminate = ObjectChange::Terminate;
     change(

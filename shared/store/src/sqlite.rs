@@ -242,6 +242,60 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
     Ok(serde_json::to_string(items)?)
 }
 
+/// A list read a page at a time: its count, the rows that fit the page's
+/// byte budget (measured by the size of `large`, without reading it), and the
+/// rows.
+struct List {
+    table: &'static str,
+    columns: &'static str,
+    large: &'static str,
+    order: &'static str,
+}
+
+impl List {
+    #[allow(clippy::too_many_arguments)]
+    async fn page<T>(
+        &self,
+        pool: &SqlitePool,
+        filter: impl Fn(&mut QueryBuilder<'_, Sqlite>) -> Result<()>,
+        budget: Option<usize>,
+        limit: i64,
+        offset: i64,
+        decode: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+    ) -> Result<Page<T>> {
+        let select = |what: &str| {
+            let mut q = QueryBuilder::new(format!("SELECT {what} FROM {}", self.table));
+            filter(&mut q).map(|()| q)
+        };
+        let paged = |q: &mut QueryBuilder<'_, Sqlite>, limit: i64| {
+            q.push(format!(" ORDER BY {} LIMIT ", self.order))
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+        };
+        let total: i64 = select("count(*)")?.build_query_scalar().fetch_one(pool).await?;
+        let limit = match budget {
+            None => limit,
+            Some(budget) => {
+                let mut sizes = select(&format!("length(CAST({} AS BLOB))", self.large))?;
+                paged(&mut sizes, limit);
+                let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(pool).await?;
+                stevedore_core::store::rows_within_budget(sizes, budget)
+            }
+        };
+        let mut q = select(self.columns)?;
+        paged(&mut q, limit);
+        let items = q
+            .build()
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, total })
+    }
+}
+
 /// Appends the WHERE clause of an action list (scope and filter) to `q`.
 fn push_action_filter(q: &mut QueryBuilder<'_, Sqlite>, scope: Scope<'_>, f: &ActionFilter) -> Result<()> {
     q.push(" WHERE 1");
@@ -578,35 +632,21 @@ impl ObjectStore for SqliteStore {
         limit: i64,
         offset: i64,
     ) -> Result<Page<Object>> {
-        let mut count = QueryBuilder::new("SELECT count(*) FROM objects");
-        push_object_filter(&mut count, scope, filter)?;
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let limit = match filter.page_bytes {
-            None => limit,
-            Some(budget) => {
-                let mut sizes = QueryBuilder::new("SELECT length(CAST(attributes AS BLOB)) FROM objects");
-                push_object_filter(&mut sizes, scope, filter)?;
-                sizes
-                    .push(" ORDER BY created_at, uuid LIMIT ")
-                    .push_bind(limit)
-                    .push(" OFFSET ")
-                    .push_bind(offset);
-                let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
-                stevedore_core::store::rows_within_budget(sizes, budget)
-            }
+        let list = List {
+            table: "objects",
+            columns: rows::OBJECT_COLUMNS,
+            large: "attributes",
+            order: "created_at, uuid",
         };
-        let mut q = QueryBuilder::new(format!("SELECT {} FROM objects", rows::OBJECT_COLUMNS));
-        push_object_filter(&mut q, scope, filter)?;
-        q.push(" ORDER BY created_at, uuid LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let items = rows
-            .iter()
-            .map(rows::object_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { items, total })
+        list.page(
+            &self.pool,
+            |q| push_object_filter(q, scope, filter),
+            filter.page_bytes,
+            limit,
+            offset,
+            rows::object_from_row,
+        )
+        .await
     }
 
     async fn object_refs(
@@ -651,35 +691,21 @@ impl ActionStore for SqliteStore {
         limit: i64,
         offset: i64,
     ) -> Result<Page<Action>> {
-        let mut count = QueryBuilder::new("SELECT count(*) FROM actions");
-        push_action_filter(&mut count, scope, filter)?;
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let limit = match filter.page_bytes {
-            None => limit,
-            Some(budget) => {
-                let mut sizes = QueryBuilder::new("SELECT length(CAST(body AS BLOB)) FROM actions");
-                push_action_filter(&mut sizes, scope, filter)?;
-                sizes
-                    .push(" ORDER BY id DESC LIMIT ")
-                    .push_bind(limit)
-                    .push(" OFFSET ")
-                    .push_bind(offset);
-                let sizes: Vec<i64> = sizes.build_query_scalar().fetch_all(&self.pool).await?;
-                stevedore_core::store::rows_within_budget(sizes, budget)
-            }
+        let list = List {
+            table: "actions",
+            columns: rows::ACTION_COLUMNS,
+            large: "body",
+            order: "id DESC",
         };
-        let mut q = QueryBuilder::new(format!("SELECT {} FROM actions", rows::ACTION_COLUMNS));
-        push_action_filter(&mut q, scope, filter)?;
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let items = rows
-            .iter()
-            .map(|r| Ok(rows::stored_action(r)?.action))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { items, total })
+        list.page(
+            &self.pool,
+            |q| push_action_filter(q, scope, filter),
+            filter.page_bytes,
+            limit,
+            offset,
+            |r| Ok(rows::stored_action(r)?.action),
+        )
+        .await
     }
 
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {

@@ -355,29 +355,7 @@ pub fn object_log_entry(object: &Object, done: &str, user: &str) -> crate::syslo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn new_action(object: Uuid, verb: &str) -> NewAction {
-        NewAction {
-            uuid: Uuid::new_v4(),
-            namespace: "acme".into(),
-            action: format!("Service {verb}"),
-            object: format!("/api/app/v1/acme/service/{object}/"),
-            object_uuid: object,
-            object_type: "service".into(),
-            object_parents: vec![],
-            verb: verb.into(),
-            method: "POST".into(),
-            path: format!("/api/app/v1/acme/service/{object}/{verb}/"),
-            body: String::new(),
-            ip: "127.0.0.1".into(),
-            location: String::new(),
-            user: "acme".into(),
-            user_agent: "test".into(),
-            is_user_action: true,
-            retry_of: None,
-            completed: None,
-        }
-    }
+    use crate::testing::new_action;
 
     fn ended(new: &NewAction, state: ActionState) -> Action {
         Action {
