@@ -608,7 +608,7 @@ pub trait SystemLogStore: Database {
             ..Default::default()
         };
         let mut tx = self.begin_changes().await?;
-        tx.write(&changes).await?;
+        tx.write(changes).await?;
         tx.commit().await
     }
 

@@ -16,6 +16,10 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// The time of an event not yet written: the driver stamps the time of
+/// its transaction.
+pub const UNSTAMPED: chrono::DateTime<chrono::Utc> = chrono::DateTime::UNIX_EPOCH;
+
 /// The events, system log entries and outbox rows of one transaction's
 /// changes, in the order they happened.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,7 +37,7 @@ impl Changeset {
     /// entry); with `dispatch`, also its outbox row.
     pub fn action(&mut self, action: &StoredAction, kind: EventKind, dispatch: bool) {
         self.system_log.push(NewSystemLog::for_action(&action.action));
-        self.events.push(action.event(kind, chrono::Utc::now()));
+        self.events.push(action.event(kind, UNSTAMPED));
         if dispatch {
             self.outbox.push(action.action.uuid);
         }
@@ -63,16 +67,14 @@ pub struct Written {
 }
 
 impl Written {
-    /// Checks that the driver wrote all of `changes` (a driver bug or a
+    /// Checks that the driver wrote all `(events, outbox rows)` of a changeset (a driver bug or a
     /// database fault otherwise: an internal error, never the client's).
-    pub fn check(self, changes: &Changeset) -> Result<Self> {
-        if self.events.len() != changes.events.len() || self.outbox.len() != changes.outbox.len() {
+    pub fn check(self, (events, outbox): (usize, usize)) -> Result<Self> {
+        if self.events.len() != events || self.outbox.len() != outbox {
             return Err(Error::Internal(format!(
-                "{} events stored of {}, {} outbox rows of {}",
+                "{} events stored of {events}, {} outbox rows of {outbox}",
                 self.events.len(),
-                changes.events.len(),
                 self.outbox.len(),
-                changes.outbox.len()
             )));
         }
         Ok(self)

@@ -116,8 +116,8 @@ pub trait Driver: Send {
     async fn update_object(&mut self, object: &Object) -> Result<Option<Object>>;
 
     /// Writes a changeset: its system log entries, its outbox rows and, last,
-    /// its events, numbered in order.
-    async fn write(&mut self, changes: &Changeset) -> Result<Written>;
+    /// its events, numbered in order and stamped with the transaction's time.
+    async fn write(&mut self, changes: Changeset) -> Result<Written>;
 
     /// Commits the transaction.
     async fn commit(self: Box<Self>) -> Result<()>;

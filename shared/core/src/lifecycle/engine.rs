@@ -13,7 +13,7 @@ use super::requests::{
 };
 use super::{
     cancel_target, initial_states, objects_to_lock, on_expired_lease, ActionHead, Changeset, Driver,
-    LeaseExpiry, ObjectChange, StateUpdate, StoredAction,
+    LeaseExpiry, ObjectChange, StateUpdate, StoredAction, Written,
 };
 use crate::action::NewAction;
 use crate::event::{Event, EventKind};
@@ -61,7 +61,7 @@ pub async fn submit(tx: &mut dyn Driver, batch: &[Submission]) -> Result<Vec<Res
     }
     let mut changes = Changeset::default();
     let stored = record_new(tx, &resolved.actions, &mut changes).await?;
-    let written = tx.write(&changes).await?.check(&changes)?;
+    let written = write(tx, changes).await?;
     let (mut events, outbox) = written.into_parts();
     let recorded = stored
         .into_iter()
@@ -99,6 +99,12 @@ fn submitted(
         outbox_id: outbox.get(&s.action.uuid).copied(),
         action: s.action,
     })
+}
+
+/// Writes `changes` and checks that the driver wrote all of it.
+async fn write(tx: &mut dyn Driver, changes: Changeset) -> Result<Written> {
+    let expected = (changes.events.len(), changes.outbox.len());
+    tx.write(changes).await?.check(expected)
 }
 
 fn next_event(events: &mut impl Iterator<Item = Event>) -> Result<Event> {
@@ -221,7 +227,7 @@ async fn apply(
         });
         outcomes.push(outcome);
     }
-    let written = tx.write(&changes).await?.check(&changes)?;
+    let written = write(tx, changes).await?;
     let (mut events, outbox) = written.into_parts();
     let mut out = Vec::with_capacity(outcomes.len());
     for o in outcomes {
@@ -296,7 +302,7 @@ pub async fn hand_back(tx: &mut dyn Driver, uuid: Uuid, token: LeaseToken) -> Re
     };
     let mut changes = Changeset::default();
     changes.action(&stored, EventKind::Update, true);
-    let written = tx.write(&changes).await?.check(&changes)?;
+    let written = write(tx, changes).await?;
     let (mut events, outbox) = written.into_parts();
     submitted(stored, &mut events, &outbox).map(Some)
 }
@@ -366,7 +372,7 @@ pub async fn change_object(tx: &mut dyn Driver, request: ObjectRequest) -> Resul
     );
     action.set_object(&object);
     let stored = record_new(tx, std::slice::from_ref(&action), &mut changes).await?;
-    let written = tx.write(&changes).await?.check(&changes)?;
+    let written = write(tx, changes).await?;
     let (mut events, outbox) = written.into_parts();
     let event = next_event(&mut events)?;
     let recorded = stored
@@ -385,10 +391,14 @@ pub async fn change_object(tx: &mut dyn Driver, request: ObjectRequest) -> Resul
 pub async fn insert_object(tx: &mut dyn Driver, object: &Object) -> Result<Event> {
     tx.insert_object(object).await?;
     let changes = Changeset {
-        events: vec![super::object_event(object, EventKind::Create, chrono::Utc::now())],
+        events: vec![super::object_event(
+            object,
+            EventKind::Create,
+            super::changeset::UNSTAMPED,
+        )],
         ..Default::default()
     };
-    let written = tx.write(&changes).await?.check(&changes)?;
+    let written = write(tx, changes).await?;
     let (mut events, _) = written.into_parts();
     next_event(&mut events)
 }

@@ -276,7 +276,7 @@ impl Driver for PgDriver {
             .transpose()
     }
 
-    async fn write(&mut self, changes: &Changeset) -> Result<Written> {
+    async fn write(&mut self, changes: Changeset) -> Result<Written> {
         let mut logs = LogRows::default();
         for e in &changes.system_log {
             logs.namespace.push(e.namespace.as_deref());
@@ -326,17 +326,11 @@ impl Driver for PgDriver {
         }
         // RETURNING gives no order: the `seq`s were drawn in input order.
         stamped.sort_by_key(|(seq, _)| *seq);
-        written.events = changes
-            .events
-            .iter()
-            .zip(stamped)
-            .map(|(e, (seq, datetime))| {
-                let mut e = e.clone();
-                e.seq = seq;
-                e.datetime = datetime;
-                e
-            })
-            .collect();
+        written.events = changes.events;
+        for (e, (seq, datetime)) in written.events.iter_mut().zip(stamped) {
+            e.seq = seq;
+            e.datetime = datetime;
+        }
         Ok(written)
     }
 

@@ -268,7 +268,7 @@ impl Driver for SqliteDriver {
         .transpose()
     }
 
-    async fn write(&mut self, changes: &Changeset) -> Result<Written> {
+    async fn write(&mut self, changes: Changeset) -> Result<Written> {
         let at = rows::to_micros(self.at);
         for e in &changes.system_log {
             sqlx::query(
@@ -295,7 +295,7 @@ impl Driver for SqliteDriver {
             .await?;
             written.outbox.insert(*a, id);
         }
-        for e in &changes.events {
+        for mut e in changes.events {
             let seq: i64 = sqlx::query_scalar(
                 "INSERT INTO events (namespace, object_type, kind, uuid, resource_uri, state, parents, datetime) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
@@ -310,7 +310,6 @@ impl Driver for SqliteDriver {
             .bind(at)
             .fetch_one(&mut *self.tx)
             .await?;
-            let mut e = e.clone();
             e.seq = seq;
             e.datetime = self.at;
             written.events.push(e);
