@@ -262,20 +262,6 @@ pub trait Database: Send + Sync {
     async fn begin_changes(&self) -> Result<Box<dyn Driver>>;
 }
 
-/// Runs `f` in one engine transaction of `db`, and commits it when `f`
-/// succeeds.
-async fn in_transaction<D, T, F>(db: &D, f: F) -> Result<T>
-where
-    D: Database + ?Sized,
-    F: for<'t> FnOnce(&'t mut dyn Driver) -> futures::future::BoxFuture<'t, Result<T>> + Send,
-    T: Send,
-{
-    let mut tx = db.begin_changes().await?;
-    let out = f(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(out)
-}
-
 /// Users, their API keys and the dashboard's sessions.
 #[async_trait]
 pub trait Tenancy: Send + Sync {
@@ -356,17 +342,19 @@ pub trait ObjectStore: Database {
     /// entry and its action, in one transaction
     /// ([`engine::change_object`]).
     async fn change_object(&self, request: ObjectRequest) -> Result<ObjectChanged> {
-        in_transaction(self, |tx| Box::pin(engine::change_object(tx, request))).await
+        let mut tx = self.begin_changes().await?;
+        let changed = engine::change_object(&mut *tx, request).await?;
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Stores a new object with its `create` event and no action (imports
     /// and fixtures; requests use [`ObjectStore::change_object`]).
     async fn insert_object(&self, object: &Object) -> Result<Event> {
-        let object = object.clone();
-        in_transaction(self, |tx| {
-            Box::pin(async move { engine::insert_object(tx, &object).await })
-        })
-        .await
+        let mut tx = self.begin_changes().await?;
+        let event = engine::insert_object(&mut *tx, object).await?;
+        tx.commit().await?;
+        Ok(event)
     }
 }
 
@@ -385,11 +373,10 @@ pub trait ActionStore: Database {
     /// error ([`ObjectLookup::resolve`]). `Err` only when the batch as a
     /// whole failed (nothing recorded).
     async fn submit_batch(&self, batch: &[Submission]) -> Result<Vec<Result<Submitted>>> {
-        let batch = batch.to_vec();
-        in_transaction(self, |tx| {
-            Box::pin(async move { engine::submit(tx, &batch).await })
-        })
-        .await
+        let mut tx = self.begin_changes().await?;
+        let out = engine::submit(&mut *tx, batch).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// [`ActionStore::submit_batch`] of actions whose objects the caller
@@ -565,7 +552,10 @@ pub trait ActionStore: Database {
     /// can claim it without waiting for the lease to expire. `None` when the
     /// token no longer holds the action (it finished, or was reaped).
     async fn release_lease(&self, uuid: Uuid, token: LeaseToken) -> Result<Option<Submitted>> {
-        in_transaction(self, |tx| Box::pin(engine::hand_back(tx, uuid, token))).await
+        let mut tx = self.begin_changes().await?;
+        let handed = engine::hand_back(&mut *tx, uuid, token).await?;
+        tx.commit().await?;
+        Ok(handed)
     }
 
     /// In progress or Canceling actions with no lease whose last dispatch is older than
