@@ -251,7 +251,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     store.migrate().await.context("migrating the database")?;
     let broker: DynBroker = Arc::new(MemoryBroker::new());
     broker.declare().await?;
-    let dispatcher = Dispatcher::new(store.clone(), broker);
+    let dispatcher = Dispatcher::new(store.clone(), broker).with_batch_interval(file.database.batch_interval);
     let user = &a.admin_user;
     if store.get_user(user).await?.is_none() {
         store.create_user(user, &[]).await?;
@@ -320,7 +320,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
-    let dispatcher = Dispatcher::new(store, broker);
+    let dispatcher = Dispatcher::new(store, broker).with_batch_interval(file.database.batch_interval);
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let listen = a
@@ -381,7 +381,7 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
     }
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let dispatcher = Dispatcher::new(store, broker);
+    let dispatcher = Dispatcher::new(store, broker).with_batch_interval(file.database.batch_interval);
     let listener = match a.listen {
         Some(listen) => {
             let (listener, url) = bind(&listen).await?;

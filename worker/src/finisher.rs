@@ -12,7 +12,7 @@
 //! [`Store::transition_many`]: stevedore_core::store::Store::transition_many
 
 use stevedore_core::dispatch::Dispatcher;
-use stevedore_core::group_commit::{GroupCommit, Lanes};
+use stevedore_core::group_commit::GroupCommit;
 use stevedore_core::store::{Finish, Scope, Transitioned};
 use stevedore_core::{Error, Result};
 use tokio::sync::oneshot;
@@ -31,7 +31,7 @@ pub struct Finisher {
 impl Finisher {
     /// Starts the batching task (it ends when every handle is dropped).
     pub fn spawn(dispatcher: Dispatcher) -> Self {
-        let lanes = Lanes::up_to(dispatcher.store().batch_lanes());
+        let lanes = dispatcher.lanes();
         Finisher {
             batches: GroupCommit::spawn(lanes, MAX_FINISH_BATCH, move |batch| {
                 commit_finishes(dispatcher.clone(), batch)

@@ -209,12 +209,24 @@ pub struct DatabaseSettings {
     /// this long to fail.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// The least time between the starts of two batch transactions of one
+    /// process (submissions, final writes) while requests collide: fewer,
+    /// larger batches under everyday load, for a little latency
+    /// (`stevedore_core::group_commit`). Zero turns pacing off.
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
 }
+
+/// How long batch transactions are paced apart by default, unless
+/// `[database] batch_interval` says otherwise (docs/benchmarks-history.md,
+/// round 10).
+pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            batch_interval: DEFAULT_BATCH_INTERVAL,
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct Dispatcher {
     broker: DynBroker,
     marks: Arc<Mutex<SentMarks>>,
     health: Health,
+    batch_interval: Duration,
 }
 
 /// Outbox rows confirmed but not yet marked sent ([`Dispatcher::mark_sent`]).
@@ -52,7 +53,22 @@ impl Dispatcher {
             broker,
             marks: Arc::default(),
             health: Health::new(),
+            batch_interval: Duration::ZERO,
         }
+    }
+
+    /// Paces this process's batch transactions (submissions and final
+    /// writes) at `interval` (`[database] batch_interval`; see
+    /// [`crate::group_commit`]).
+    pub fn with_batch_interval(mut self, interval: Duration) -> Self {
+        self.batch_interval = interval;
+        self
+    }
+
+    /// The lanes of this process's batch transactions: as many as the store
+    /// asks for, paced at the configured interval.
+    pub fn lanes(&self) -> Lanes {
+        Lanes::up_to(self.store.batch_lanes()).paced(self.batch_interval)
     }
 
     /// The process's conditions, reported on `/readyz`.
@@ -405,7 +421,7 @@ impl SubmitBatcher {
     /// Starts the batching task, with as many lanes as the store asks for
     /// (it ends when every handle is dropped).
     pub fn spawn(dispatcher: Dispatcher) -> Self {
-        let lanes = Lanes::up_to(dispatcher.store().batch_lanes());
+        let lanes = dispatcher.lanes();
         Self::spawn_with(dispatcher, lanes)
     }
 

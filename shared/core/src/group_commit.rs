@@ -16,10 +16,23 @@
 //! worker processes, which the stores already serialize where they must
 //! (object locks, the events lock), so requests that are in flight at the
 //! same time may commit in either order.
+//!
+//! **Pacing.** Without it a lane is self-clocked: the next batch starts as
+//! soon as the last one ends, so under everyday load (say 1,000 actions/s)
+//! a lane commits back to back, and the machine pays a batch's fixed cost
+//! (round trips, a commit, a job message and its confirm) every few
+//! actions. With [`Lanes::interval`] set, once batches hold more than one
+//! request (requests are colliding), a batch starts no sooner than that
+//! interval after the previous one started, so the same load makes fewer,
+//! larger batches; a backlog of [`Lanes::parallel_from`] requests is never
+//! held back, and under light load (batches of one) nothing waits
+//! (docs/benchmarks-history.md, round 10).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Requests the queue holds, per request of the largest batch.
 const QUEUE_PER_BATCH: usize = 4;
@@ -32,6 +45,9 @@ pub struct Lanes {
     /// Requests that must be waiting before a batch starts while another
     /// is still in flight.
     pub parallel_from: usize,
+    /// The least time between the starts of two batches while the previous
+    /// batch held at least [`PACE_FROM`] requests (zero: no pacing).
+    pub interval: Duration,
 }
 
 impl Lanes {
@@ -39,6 +55,7 @@ impl Lanes {
     pub const ONE: Lanes = Lanes {
         max: 1,
         parallel_from: usize::MAX,
+        interval: Duration::ZERO,
     };
 
     /// Up to `max` batches in flight, a further one only for a backlog of
@@ -47,9 +64,19 @@ impl Lanes {
         Lanes {
             max: max.max(1),
             parallel_from: PARALLEL_FROM,
+            interval: Duration::ZERO,
         }
     }
+
+    /// These lanes, paced at `interval` (see the module's docs).
+    pub fn paced(self, interval: Duration) -> Lanes {
+        Lanes { interval, ..self }
+    }
 }
+
+/// The size of batch from which the next one is paced: two requests in one
+/// batch mean requests are colliding, so the load is worth batching.
+pub const PACE_FROM: usize = 2;
 
 /// The backlog that starts a batch beside one in flight: about the batch a
 /// single lane makes with 64 busy clients (docs/benchmarks-history.md, round 6).
@@ -109,10 +136,26 @@ where
     let slots = Arc::new(Semaphore::new(max));
     let finished = Arc::new(Notify::new());
     let mut open = true;
+    // When the previous batch started, if the next one is to be paced.
+    let mut paced_from: Option<Instant> = None;
     while open {
         let Some(first) = rx.recv().await else { break };
         let mut batch = vec![first];
         fill(&mut rx, &mut batch, max_batch);
+        if let Some(started) = paced_from {
+            let full = lanes.parallel_from.min(max_batch);
+            let at = started + lanes.interval;
+            while open && batch.len() < full && Instant::now() < at {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => break,
+                    r = rx.recv() => match r {
+                        Some(r) => batch.push(r),
+                        None => open = false,
+                    },
+                }
+                fill(&mut rx, &mut batch, max_batch);
+            }
+        }
         let permit: OwnedSemaphorePermit = loop {
             // Nothing in flight: go now. Something in flight: only for a
             // backlog worth a backend of its own.
@@ -132,6 +175,7 @@ where
             }
             fill(&mut rx, &mut batch, max_batch);
         };
+        paced_from = (!lanes.interval.is_zero() && batch.len() >= PACE_FROM).then(Instant::now);
         let work = commit(batch);
         let done = Done {
             permit: Some(permit),
@@ -238,6 +282,7 @@ mod tests {
         let lanes = Lanes {
             max: 2,
             parallel_from: 3,
+            interval: Duration::ZERO,
         };
         let gc = GroupCommit::spawn(lanes, 4, rec.commit());
         send_all(&gc, 0..1).await;
@@ -272,6 +317,44 @@ mod tests {
         });
         send_all(&gc, 0..2).await;
         assert_eq!(*started.lock().unwrap(), vec![vec![0], vec![1]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn colliding_requests_are_paced_and_single_ones_are_not() {
+        let rec = Recorder::default();
+        let lanes = Lanes {
+            max: 2,
+            parallel_from: 4,
+            interval: Duration::from_millis(10),
+        };
+        let gc = GroupCommit::spawn(lanes, 8, rec.commit());
+        // Batches of one: nothing waits, however close together.
+        send_all(&gc, 0..1).await;
+        rec.release();
+        send_all(&gc, 1..2).await;
+        rec.release();
+        assert_eq!(rec.started(), vec![vec![0], vec![1]]);
+        // Two at once (colliding) start at once, but make the next batch wait
+        // for the interval, gathering what arrives meanwhile.
+        send_all(&gc, 2..4).await;
+        rec.release();
+        assert_eq!(rec.started().len(), 3);
+        send_all(&gc, 4..5).await;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+        send_all(&gc, 5..6).await;
+        assert_eq!(
+            rec.started().len(),
+            3,
+            "paced: held until the interval has passed"
+        );
+        tokio::time::sleep(Duration::from_millis(7)).await;
+        settle().await;
+        assert_eq!(rec.started()[3], vec![4, 5]);
+        rec.release();
+        // A backlog of `parallel_from` is never held back.
+        send_all(&gc, 6..10).await;
+        assert_eq!(rec.started()[4], vec![6, 7, 8, 9]);
+        rec.release();
     }
 
     #[tokio::test]

@@ -158,6 +158,7 @@ async fn batches_in_flight_together_record_every_submission_once(store: DynStore
     let lanes = Lanes {
         max: 3,
         parallel_from: 2,
+        interval: std::time::Duration::ZERO,
     };
     let batcher = SubmitBatcher::spawn_with(dispatcher, lanes);
     let objects: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();

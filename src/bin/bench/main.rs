@@ -35,6 +35,9 @@ struct Cli {
     /// Tiny sizes: checks that the scenario runs, measures nothing useful.
     #[arg(long, global = true)]
     smoke: bool,
+    /// Overrides `[database] batch_interval` (milliseconds; 0: no pacing).
+    #[arg(long, global = true)]
+    batch_interval_ms: Option<u64>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -120,6 +123,7 @@ enum Scenario {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let s = cli.smoke;
+    rig::set_batch_interval(cli.batch_interval_ms.map(std::time::Duration::from_millis));
     let out = match cli.scenario {
         Scenario::List { actions, requests } => {
             list::list(if s { 2000 } else { actions }, if s { 2 } else { requests }).await?

@@ -33,6 +33,14 @@ pub fn bench_config(lines: u64) -> String {
     )
 }
 
+/// `--batch-interval-ms`, when given.
+static BATCH_INTERVAL: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+
+/// Sets the batch interval every rig uses instead of the configured one.
+pub fn set_batch_interval(interval: Option<Duration>) {
+    let _ = BATCH_INTERVAL.set(interval);
+}
+
 /// What a [`Rig`] runs besides the API and the outbox relay.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -84,8 +92,13 @@ impl Rig {
         let broker = Arc::new(AmqpBroker::connect(&amqp, BrokerNames::new(prefix)).await?);
         broker.declare().await?;
         let dyn_broker: DynBroker = broker.clone();
-        let dispatcher = Dispatcher::new(store.clone(), dyn_broker);
         let file = FileConfig::parse(&bench_config(o.lines.max(1)))?;
+        let interval = BATCH_INTERVAL
+            .get()
+            .copied()
+            .flatten()
+            .unwrap_or(file.database.batch_interval);
+        let dispatcher = Dispatcher::new(store.clone(), dyn_broker).with_batch_interval(interval);
         let ops = Arc::new(file.operations()?);
         store.create_user("bench", &[]).await?;
         let key = generate_api_key();
