@@ -21,12 +21,13 @@
 //! soon as the last one ends, so under everyday load (say 1,000 actions/s)
 //! a lane commits back to back, and the machine pays a batch's fixed cost
 //! (round trips, a commit, a job message and its confirm) every few
-//! actions. With [`Lanes::interval`] set, once batches hold more than one
-//! request (requests are colliding), a batch starts no sooner than that
-//! interval after the previous one started, so the same load makes fewer,
-//! larger batches; a backlog of [`Lanes::parallel_from`] requests is never
-//! held back, and under light load (batches of one) nothing waits
-//! (docs/benchmarks-history.md, round 10).
+//! actions. With [`Lanes::interval`] set, once a batch holds
+//! [`PACE_FROM`] requests (requests are colliding), the next batch starts
+//! no sooner than that interval after the previous one started, so the
+//! same load makes fewer, larger batches; a backlog of
+//! [`Lanes::parallel_from`] requests is never held back, and under light
+//! load (smaller batches) nothing waits (docs/benchmarks-history.md,
+//! round 10).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,9 +75,12 @@ impl Lanes {
     }
 }
 
-/// The size of batch from which the next one is paced: two requests in one
-/// batch mean requests are colliding, so the load is worth batching.
-pub const PACE_FROM: usize = 2;
+/// The size of batch from which the next one is paced: several requests in
+/// one batch mean requests are colliding, so the load is worth batching.
+/// Below it nothing waits, so light load keeps its latency: a lower
+/// threshold would let a few requests per interval keep themselves paced
+/// (two per 20 ms is 100 /s).
+pub const PACE_FROM: usize = 4;
 
 /// The backlog that starts a batch beside one in flight: about the batch a
 /// single lane makes with 64 busy clients (docs/benchmarks-history.md, round 6).
@@ -328,32 +332,35 @@ mod tests {
             interval: Duration::from_millis(10),
         };
         let gc = GroupCommit::spawn(lanes, 8, rec.commit());
+        assert_eq!(PACE_FROM, 4, "the steps below count on it");
         // Batches of one: nothing waits, however close together.
         send_all(&gc, 0..1).await;
         rec.release();
         send_all(&gc, 1..2).await;
         rec.release();
         assert_eq!(rec.started(), vec![vec![0], vec![1]]);
-        // Two at once (colliding) start at once, but make the next batch wait
-        // for the interval, gathering what arrives meanwhile.
-        send_all(&gc, 2..4).await;
+        // Three at once do not make the next batch wait.
+        send_all(&gc, 2..5).await;
         rec.release();
-        assert_eq!(rec.started().len(), 3);
-        send_all(&gc, 4..5).await;
-        tokio::time::sleep(Duration::from_millis(4)).await;
         send_all(&gc, 5..6).await;
-        assert_eq!(
-            rec.started().len(),
-            3,
-            "paced: held until the interval has passed"
-        );
+        assert_eq!(rec.started()[3], vec![5]);
+        rec.release();
+        // Four at once (colliding) start at once, but make the next batch
+        // wait for the interval, gathering what arrives meanwhile.
+        send_all(&gc, 6..10).await;
+        rec.release();
+        assert_eq!(rec.started().len(), 5);
+        send_all(&gc, 10..11).await;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+        send_all(&gc, 11..12).await;
+        assert_eq!(rec.started().len(), 5, "paced: held until the interval has passed");
         tokio::time::sleep(Duration::from_millis(7)).await;
         settle().await;
-        assert_eq!(rec.started()[3], vec![4, 5]);
+        assert_eq!(rec.started()[5], vec![10, 11]);
         rec.release();
         // A backlog of `parallel_from` is never held back.
-        send_all(&gc, 6..10).await;
-        assert_eq!(rec.started()[4], vec![6, 7, 8, 9]);
+        send_all(&gc, 12..16).await;
+        assert_eq!(rec.started()[6], vec![12, 13, 14, 15]);
         rec.release();
     }
 
