@@ -11,10 +11,14 @@
 //! live events it already sent, so the hand-over loses and doubles nothing.
 //! Whenever the hub may have missed updates it replays from the store again.
 //! The socket stays open until the client or the process goes away.
+//!
+//! Live events go out in batches: the socket takes what its queue holds
+//! (up to [`MAX_BATCH`]), writes each new frame into its write buffer and
+//! flushes once. Clients see the same frames in the same order.
 
 use super::{
-    authenticate_handshake, finish, namespaces_for, overflow_message, send_text, Delivery, Next, Stop,
-    StreamState,
+    authenticate_handshake, feed_text, finish, flush, namespaces_for, overflow_message, send_text, Delivery,
+    Next, Stop, StreamState, Subscription, MAX_BATCH,
 };
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
@@ -184,37 +188,65 @@ async fn stream_events(
             return stop;
         }
     }
+    // One wait on the shared shutdown signal for the socket's life (a new one
+    // per message would register with its waiter list, under its lock, every
+    // time), polled only when nothing is queued: on shutdown the hub stops
+    // too, so a busy socket gets there after what it has queued.
+    let shutdown = s.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            _ = s.shutdown.cancelled() => return Stop::Shutdown,
+        let first = tokio::select! {
+            biased;
             m = socket.recv() => match m {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Stop::Gone,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
             },
-            n = sub.next() => match n {
-                Next::Overflowed => {
-                    return Stop::Error(format!(
-                        "{}; reconnect with ?since={} to resume",
-                        overflow_message("event"),
-                        cursor.max
-                    ))
-                }
-                Next::Delivery(Delivery::Event(e)) => {
-                    if cursor.accept(e.event.seq) {
-                        if let Err(stop) = send_text(socket, e.frame.clone()).await {
-                            return stop;
-                        }
-                    }
-                }
-                Next::Delivery(Delivery::Gap) => {
-                    if let Err(stop) = replay(socket, s, &namespaces, &mut cursor).await {
-                        return stop;
-                    }
-                }
-                Next::Delivery(Delivery::Logs(_)) => {}
-            },
+            n = sub.next() => n,
+            _ = &mut shutdown => return Stop::Shutdown,
+        };
+        if let Err(stop) = send_batch(socket, s, &namespaces, &mut sub, &mut cursor, first).await {
+            return stop;
         }
     }
+}
+
+/// Sends `first` and what else the queue holds (up to [`MAX_BATCH`]
+/// deliveries): the new events' shared frames go into the write buffer,
+/// then one flush.
+async fn send_batch(
+    socket: &mut WebSocket,
+    s: &StreamState,
+    namespaces: &[String],
+    sub: &mut Subscription,
+    cursor: &mut Cursor,
+    first: Next,
+) -> Result<(), Stop> {
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(n) = next.take() {
+        match n {
+            // What was fed goes out before the error frame.
+            Next::Overflowed => {
+                return Err(Stop::Error(format!(
+                    "{}; reconnect with ?since={} to resume",
+                    overflow_message("event"),
+                    cursor.max
+                )))
+            }
+            Next::Delivery(Delivery::Event(e)) => {
+                if cursor.accept(e.event.seq) {
+                    feed_text(socket, e.frame.clone()).await?;
+                }
+            }
+            Next::Delivery(Delivery::Gap) => replay(socket, s, namespaces, cursor).await?,
+            Next::Delivery(Delivery::Logs(_)) => {}
+        }
+        taken += 1;
+        if taken < MAX_BATCH {
+            next = sub.try_next();
+        }
+    }
+    flush(socket).await
 }
 
 /// Sends the stored events after the cursor's highest sequence number.
@@ -233,10 +265,10 @@ async fn replay(
         let full = page.len() as i64 == REPLAY_PAGE;
         for e in page {
             if cursor.accept(e.seq) {
-                let frame = serde_json::to_string(&e).unwrap_or_default();
-                send_text(socket, frame).await?;
+                feed_text(socket, serde_json::to_string(&e).unwrap_or_default()).await?;
             }
         }
+        flush(socket).await?;
         if !full {
             return Ok(());
         }
