@@ -865,6 +865,52 @@ mod tests {
         ));
     }
 
+    /// Every client of a namespace gets the same event, whose frame was
+    /// serialized once (the same bytes, not a copy each).
+    #[tokio::test]
+    async fn clients_share_one_serialized_frame() {
+        let hub = Hub::new(8, 1 << 20);
+        let mut a = hub.subscribe_events(&["acme".into()]);
+        let mut b = hub.subscribe_events(&["acme".into()]);
+        hub.dispatch(Update::Event(event("acme", 7)));
+        let (Some(Next::Delivery(Delivery::Event(x))), Some(Next::Delivery(Delivery::Event(y)))) =
+            (a.try_next(), b.try_next())
+        else {
+            panic!("both clients should have the event queued");
+        };
+        assert!(Arc::ptr_eq(&x, &y));
+        assert_eq!(x.frame.as_str(), serde_json::to_string(&x.event).unwrap());
+    }
+
+    /// A socket drains its queue without waiting before it flushes: what is
+    /// queued comes in order, an empty queue says so, and an overflow is
+    /// reported before anything still queued.
+    #[tokio::test]
+    async fn try_next_takes_what_is_queued_and_reports_overflow_first() {
+        let hub = Hub::new(2, 1 << 20);
+        let mut s = hub.subscribe_events(&["acme".into()]);
+        assert!(s.try_next().is_none());
+        hub.dispatch(Update::Event(event("acme", 1)));
+        hub.dispatch(Update::Event(event("acme", 2)));
+        for want in [1, 2] {
+            match s.try_next() {
+                Some(Next::Delivery(Delivery::Event(e))) => assert_eq!(e.event.seq, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(s.try_next().is_none());
+        assert_eq!(
+            s.state.queued.load(Ordering::Acquire),
+            0,
+            "what was taken is no longer counted"
+        );
+        for seq in 3..=5 {
+            hub.dispatch(Update::Event(event("acme", seq)));
+        }
+        assert!(matches!(s.try_next(), Some(Next::Overflowed)));
+        assert!(matches!(next_now(&mut s).await, Some(Next::Overflowed)));
+    }
+
     /// A stalled client overflows its own small queue and is cut off; a
     /// client that keeps up sees every message, and the hub never waits.
     #[tokio::test]
