@@ -11,10 +11,21 @@
 //! and action) and of its final `update` (Success), the server's resident
 //! memory before and after the clients connect (and per client), and how many
 //! clients the server disconnected.
+//!
+//! `STREAM_BENCH_SERVER=<path>` runs that `stevedore` binary instead of the
+//! one built with the benchmark (to compare two builds with the same
+//! clients).
+//!
+//! The clients share the machine with the server, so they are kept cheap:
+//! an 8 KiB read buffer each (tungstenite zeroes the free part of its read
+//! buffer, 128 KiB by default, before every read), one deadline per client
+//! rather than a timer per frame, and each frame is scanned for the four
+//! fields it is checked on (`type`, `action`, `uuid`, `state`) instead of
+//! being parsed as a whole. Every frame is still read, timestamped on
+//! arrival and checked.
 
 use futures::StreamExt;
 use reqwest::Method;
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -22,9 +33,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
 
 const CONFIG: &str = r#"
+[http]
+# Every client is the same user, on one process.
+max_websockets_per_user = 100000
+max_connections = 100000
+
 [worker]
 concurrency = 16
 
@@ -76,20 +94,64 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Deserialize)]
+/// What a client checks in a frame.
+#[derive(Default)]
 struct Frame<'a> {
-    #[serde(rename = "type")]
     kind: &'a str,
-    #[serde(default)]
     action: &'a str,
-    #[serde(default)]
     uuid: &'a str,
-    #[serde(default)]
     state: &'a str,
 }
 
+/// If `t` starts with `key` (`,"name":"`), the string value after it and
+/// what follows its closing quote.
+fn value_at<'a>(t: &'a str, key: &str) -> Option<(&'a str, &'a str)> {
+    let rest = t.strip_prefix(key)?;
+    let end = rest.find('"')?;
+    Some((&rest[..end], &rest[end + 1..]))
+}
+
+/// The string value after `key` (`"name":"`) anywhere in `t`.
+fn field<'a>(t: &'a str, key: &str) -> &'a str {
+    t.find(key)
+        .and_then(|at| value_at(&t[at..], key))
+        .map_or("", |(v, _)| v)
+}
+
+/// Reads the four fields of a frame the server wrote: compact JSON whose
+/// values read here never hold escapes. An event's fields come in their
+/// declared order (type, action, uuid, resource_uri, state, …), so they are
+/// read where they are expected, with a search as the fallback.
+fn scan(t: &str) -> Frame<'_> {
+    let in_order = || {
+        let (kind, r) = value_at(t, r#"{"type":""#)?;
+        if kind != "action" {
+            return Some(Frame {
+                kind,
+                ..Frame::default()
+            });
+        }
+        let (action, r) = value_at(r, r#","action":""#)?;
+        let (uuid, r) = value_at(r, r#","uuid":""#)?;
+        let (_, r) = value_at(r, r#","resource_uri":""#)?;
+        let (state, _) = value_at(r, r#","state":""#)?;
+        Some(Frame {
+            kind,
+            action,
+            uuid,
+            state,
+        })
+    };
+    in_order().unwrap_or_else(|| Frame {
+        kind: field(t, r#""type":""#),
+        action: field(t, r#""action":""#),
+        uuid: field(t, r#""uuid":""#),
+        state: field(t, r#""state":""#),
+    })
+}
+
 /// What one client saw: (action uuid, final?, arrival).
-type Seen = Vec<(String, bool, Instant)>;
+type Seen = Vec<(Uuid, bool, Instant)>;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -120,7 +182,9 @@ async fn main() {
     let cfg = dir.path().join("stevedore.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stevedore"))
+    let server =
+        std::env::var("STREAM_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stevedore").to_string());
+    let mut child = Command::new(server)
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .arg("--config")
@@ -183,7 +247,10 @@ async fn main() {
             let _permit = gate.acquire().await.unwrap();
             let mut req = ws_url.into_client_request().unwrap();
             req.headers_mut().insert("Authorization", basic.parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
+            let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
+                .await
+                .expect("connect");
             // The auth frame.
             match ws.next().await {
                 Some(Ok(Message::Text(_))) => {}
@@ -200,21 +267,28 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = rss_kib(pid);
 
-    // Each client reads until it has seen every action's final update.
+    // Each client reads until it has seen every action's final update, or
+    // gives up 60 s after the last submission is due.
     let total = a.actions;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(total as f64 / a.rate + 60.0);
     let mut readers = vec![];
     for mut ws in sockets {
         readers.push(tokio::spawn(async move {
             let mut seen: Seen = Vec::with_capacity(total * 2);
             let mut finals = 0;
             let mut dropped = false;
+            let give_up = tokio::time::sleep_until(deadline);
+            tokio::pin!(give_up);
             while finals < total {
-                match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => {
+                let m = tokio::select! {
+                    biased;
+                    m = ws.next() => m,
+                    _ = &mut give_up => None,
+                };
+                match m {
+                    Some(Ok(Message::Text(t))) => {
                         let now = Instant::now();
-                        let Ok(f) = serde_json::from_str::<Frame>(t.as_str()) else {
-                            continue;
-                        };
+                        let f = scan(t.as_str());
                         if f.kind == "error" {
                             dropped = true;
                             break;
@@ -222,14 +296,19 @@ async fn main() {
                         if f.kind != "action" {
                             continue;
                         }
-                        if f.action == "create" {
-                            seen.push((f.uuid.to_string(), false, now));
-                        } else if f.action == "update" && f.state == "Success" {
-                            seen.push((f.uuid.to_string(), true, now));
-                            finals += 1;
+                        let Ok(uuid) = Uuid::parse_str(f.uuid) else {
+                            continue;
+                        };
+                        match f.action {
+                            "create" => seen.push((uuid, false, now)),
+                            "update" if f.state == "Success" => {
+                                seen.push((uuid, true, now));
+                                finals += 1;
+                            }
+                            _ => {}
                         }
                     }
-                    Ok(Some(Ok(_))) => {}
+                    Some(Ok(_)) => {}
                     _ => {
                         dropped = true;
                         break;
@@ -250,10 +329,10 @@ async fn main() {
         submits.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let action = p.await;
-            (action["uuid"].as_str().unwrap().to_string(), t0)
+            (Uuid::parse_str(action["uuid"].as_str().unwrap()).unwrap(), t0)
         }));
     }
-    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut sent: HashMap<Uuid, Instant> = HashMap::new();
     for s in submits {
         let (uuid, t0) = s.await.unwrap();
         sent.insert(uuid, t0);

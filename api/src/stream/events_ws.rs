@@ -11,10 +11,14 @@
 //! live events it already sent, so the hand-over loses and doubles nothing.
 //! Whenever the hub may have missed updates it replays from the store again.
 //! The socket stays open until the client or the process goes away.
+//!
+//! Live events go out in batches: the socket takes what its queue holds
+//! (up to [`MAX_BATCH`]), writes each new frame into its write buffer and
+//! flushes once. Clients see the same frames in the same order.
 
 use super::{
-    authenticate_handshake, finish, namespaces_for, overflow_message, send_text, Delivery, Next, Stop,
-    StreamState,
+    authenticate_handshake, feed_text, finish, flush, namespaces_for, overflow_message, send_text, Delivery,
+    Next, Stop, StreamState, Subscription, MAX_BATCH,
 };
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
@@ -24,14 +28,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use stevedore_core::store::Scope;
 
 /// Events read from the store per replay query.
 const REPLAY_PAGE: i64 = 1000;
-/// How many recently sent sequence numbers a socket remembers to drop
-/// duplicates and late arrivals it already replayed.
-const RECENT: usize = 4096;
+/// How many sequence numbers below the newest one sent a socket remembers
+/// (one bit each) to drop duplicates and late arrivals it already replayed;
+/// anything older counts as sent.
+const WINDOW: i64 = 4096;
+const WINDOW_WORDS: usize = WINDOW as usize / 64;
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
@@ -90,15 +96,19 @@ async fn handle(
     }
 }
 
-/// Which sequence numbers a socket has sent.
+/// Which sequence numbers a socket has sent: everything at or below a
+/// floor, and one bit for each of the [`WINDOW`] numbers above it (512
+/// bytes, allocated with the first event sent). Sending a number past the
+/// window moves the floor up to [`WINDOW`] below it.
 #[derive(Debug)]
 pub(crate) struct Cursor {
     /// Everything at or below it counts as sent (or not wanted).
     floor: i64,
     /// The highest sequence number sent (or the starting point).
     max: i64,
-    recent: HashSet<i64>,
-    order: VecDeque<i64>,
+    /// Bit `seq mod WINDOW` tells whether `seq` in `floor + 1 ..= floor +
+    /// WINDOW` was sent (a ring: moving the floor clears the bits it passes).
+    sent: Box<[u64]>,
 }
 
 impl Cursor {
@@ -106,25 +116,46 @@ impl Cursor {
         Cursor {
             floor: start,
             max: start,
-            recent: HashSet::new(),
-            order: VecDeque::new(),
+            sent: Box::default(),
         }
     }
 
     /// Whether `seq` is new; records it.
     pub(crate) fn accept(&mut self, seq: i64) -> bool {
-        if seq <= self.floor || !self.recent.insert(seq) {
+        if seq <= self.floor {
             return false;
         }
-        self.order.push_back(seq);
+        if seq - self.floor > WINDOW {
+            self.raise_floor(seq - WINDOW);
+        }
+        if self.sent.is_empty() {
+            self.sent = vec![0; WINDOW_WORDS].into_boxed_slice();
+        }
+        let (word, bit) = Self::slot(seq);
+        if self.sent[word] & bit != 0 {
+            return false;
+        }
+        self.sent[word] |= bit;
         self.max = self.max.max(seq);
-        if self.order.len() > RECENT {
-            if let Some(old) = self.order.pop_front() {
-                self.recent.remove(&old);
-                self.floor = self.floor.max(old);
+        true
+    }
+
+    fn slot(seq: i64) -> (usize, u64) {
+        let i = seq.rem_euclid(WINDOW) as usize;
+        (i / 64, 1 << (i % 64))
+    }
+
+    /// Counts everything up to `floor` as sent and forgets those bits.
+    fn raise_floor(&mut self, floor: i64) {
+        if floor - self.floor >= WINDOW {
+            self.sent.fill(0);
+        } else if !self.sent.is_empty() {
+            for seq in self.floor + 1..=floor {
+                let (word, bit) = Self::slot(seq);
+                self.sent[word] &= !bit;
             }
         }
-        true
+        self.floor = floor;
     }
 }
 
@@ -157,37 +188,65 @@ async fn stream_events(
             return stop;
         }
     }
+    // One wait on the shared shutdown signal for the socket's life (a new one
+    // per message would register with its waiter list, under its lock, every
+    // time), polled only when nothing is queued: on shutdown the hub stops
+    // too, so a busy socket gets there after what it has queued.
+    let shutdown = s.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            _ = s.shutdown.cancelled() => return Stop::Shutdown,
+        let first = tokio::select! {
+            biased;
             m = socket.recv() => match m {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Stop::Gone,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
             },
-            n = sub.next() => match n {
-                Next::Overflowed => {
-                    return Stop::Error(format!(
-                        "{}; reconnect with ?since={} to resume",
-                        overflow_message("event"),
-                        cursor.max
-                    ))
-                }
-                Next::Delivery(Delivery::Event(e)) => {
-                    if cursor.accept(e.event.seq) {
-                        if let Err(stop) = send_text(socket, e.frame.clone()).await {
-                            return stop;
-                        }
-                    }
-                }
-                Next::Delivery(Delivery::Gap) => {
-                    if let Err(stop) = replay(socket, s, &namespaces, &mut cursor).await {
-                        return stop;
-                    }
-                }
-                Next::Delivery(Delivery::Logs(_)) => {}
-            },
+            n = sub.next() => n,
+            _ = &mut shutdown => return Stop::Shutdown,
+        };
+        if let Err(stop) = send_batch(socket, s, &namespaces, &mut sub, &mut cursor, first).await {
+            return stop;
         }
     }
+}
+
+/// Sends `first` and what else the queue holds (up to [`MAX_BATCH`]
+/// deliveries): the new events' shared frames go into the write buffer,
+/// then one flush.
+async fn send_batch(
+    socket: &mut WebSocket,
+    s: &StreamState,
+    namespaces: &[String],
+    sub: &mut Subscription,
+    cursor: &mut Cursor,
+    first: Next,
+) -> Result<(), Stop> {
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(n) = next.take() {
+        match n {
+            // What was fed goes out before the error frame.
+            Next::Overflowed => {
+                return Err(Stop::Error(format!(
+                    "{}; reconnect with ?since={} to resume",
+                    overflow_message("event"),
+                    cursor.max
+                )))
+            }
+            Next::Delivery(Delivery::Event(e)) => {
+                if cursor.accept(e.event.seq) {
+                    feed_text(socket, e.frame.clone()).await?;
+                }
+            }
+            Next::Delivery(Delivery::Gap) => replay(socket, s, namespaces, cursor).await?,
+            Next::Delivery(Delivery::Logs(_)) => {}
+        }
+        taken += 1;
+        if taken < MAX_BATCH {
+            next = sub.try_next();
+        }
+    }
+    flush(socket).await
 }
 
 /// Sends the stored events after the cursor's highest sequence number.
@@ -206,10 +265,10 @@ async fn replay(
         let full = page.len() as i64 == REPLAY_PAGE;
         for e in page {
             if cursor.accept(e.seq) {
-                let frame = serde_json::to_string(&e).unwrap_or_default();
-                send_text(socket, frame).await?;
+                feed_text(socket, serde_json::to_string(&e).unwrap_or_default()).await?;
             }
         }
+        flush(socket).await?;
         if !full {
             return Ok(());
         }
@@ -228,16 +287,79 @@ mod tests {
     #[test]
     fn the_cursor_drops_what_was_sent_and_what_came_before() {
         let mut c = Cursor::new(10);
+        assert!(c.sent.is_empty(), "nothing allocated before the first event");
         assert!(!c.accept(10));
         assert!(!c.accept(3));
         assert!(c.accept(12));
         assert!(c.accept(11), "a late, lower event is still new");
         assert!(!c.accept(12));
         assert_eq!(c.max, 12);
-        for seq in 13..(13 + RECENT as i64 + 5) {
+        for seq in 13..(13 + WINDOW + 5) {
             assert!(c.accept(seq));
         }
         assert!(!c.accept(12));
-        assert!(c.recent.len() <= RECENT);
+        assert_eq!(c.sent.len(), WINDOW_WORDS, "the window never grows");
+    }
+
+    #[test]
+    fn the_cursor_window_follows_sparse_and_jumping_numbers() {
+        let mut c = Cursor::new(0);
+        // Sparse numbers (another namespace's events in between) and a late one.
+        for seq in [5, 9, 200, 7, 4000] {
+            assert!(c.accept(seq), "{seq}");
+        }
+        assert!(!c.accept(9) && !c.accept(7) && !c.accept(4000));
+        // A jump within reach keeps what is still in the window...
+        assert!(c.accept(WINDOW + 150));
+        assert!(!c.accept(200), "sent, and still in the window");
+        assert!(c.accept(201), "never sent, still in the window");
+        assert!(!c.accept(9), "below the window now: counts as sent");
+        // ...and a long one forgets all of it.
+        assert!(c.accept(1_000_000));
+        assert!(!c.accept(1_000_000 - WINDOW));
+        assert!(c.accept(1_000_000 - WINDOW + 1));
+        assert!(!c.accept(WINDOW + 150));
+        assert_eq!(c.max, 1_000_000);
+    }
+
+    /// The bitset against the plain model it replaces: a set of what was
+    /// sent, everything more than WINDOW below the newest counting as sent.
+    #[test]
+    fn the_cursor_matches_a_set_with_a_moving_floor() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for round in 0..20 {
+            let start = rand(1000) as i64;
+            let mut c = Cursor::new(start);
+            let (mut floor, mut sent) = (start, std::collections::BTreeSet::new());
+            let mut head = start;
+            for _ in 0..20_000 {
+                // Mostly forward, sometimes late or repeated, now and then a leap.
+                let seq = match rand(100) {
+                    0 => head + rand(3 * WINDOW as u64) as i64,
+                    1..=20 => head - rand(WINDOW as u64 + 50) as i64,
+                    _ => head + rand(4) as i64,
+                };
+                let want = if seq <= floor || sent.contains(&seq) {
+                    false
+                } else {
+                    if seq - floor > WINDOW {
+                        floor = seq - WINDOW;
+                        sent.retain(|&s| s > floor);
+                    }
+                    sent.insert(seq);
+                    true
+                };
+                assert_eq!(c.accept(seq), want, "round {round}, seq {seq}");
+                head = head.max(seq);
+            }
+            assert_eq!(c.floor, floor);
+            assert_eq!(c.max, sent.iter().copied().max().unwrap_or(start).max(start));
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! before it writes the final state), then the server closes the socket.
 
 use super::{
-    authenticate_handshake, finish, namespaces_for, overflow_message, send_text, Delivery, Next, Stop,
+    authenticate_handshake, feed_text, finish, flush, namespaces_for, overflow_message, Delivery, Next, Stop,
     StreamState,
 };
 use crate::client_addr::ClientAddr;
@@ -170,10 +170,13 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
                                 return stop;
                             }
                         }
-                        if let Err(stop) = send_text(socket, line.to_wire().to_string()).await {
+                        if let Err(stop) = feed_text(socket, line.to_wire().to_string()).await {
                             return stop;
                         }
                         last = line.seq;
+                    }
+                    if let Err(stop) = flush(socket).await {
+                        return stop;
                     }
                 }
                 Next::Delivery(Delivery::Event(e)) => {
@@ -216,7 +219,7 @@ fn read_failed(e: stevedore_core::Error) -> Stop {
 }
 
 /// Sends the stored lines after `last` (up to `until` when given), a page
-/// at a time, and moves `last` on.
+/// at a time (one flush a page), and moves `last` on.
 async fn catch_up(
     socket: &mut WebSocket,
     store: &DynStore,
@@ -230,14 +233,17 @@ async fn catch_up(
             .await
             .map_err(read_failed)?;
         let full = page.len() as i64 == LOG_PAGE;
+        let mut reached = false;
         for line in page {
             if until.is_some_and(|u| line.seq > u) {
-                return Ok(());
+                reached = true;
+                break;
             }
-            send_text(socket, line.to_wire().to_string()).await?;
+            feed_text(socket, line.to_wire().to_string()).await?;
             *last = line.seq;
         }
-        if !full || until.is_some_and(|u| *last >= u) {
+        flush(socket).await?;
+        if reached || !full || until.is_some_and(|u| *last >= u) {
             return Ok(());
         }
     }

@@ -15,6 +15,14 @@
 //! from the hub and told so (an `error` frame, then close); nobody else
 //! slows down.
 //!
+//! **Cost of a delivery:** an event is serialized once into shared bytes
+//! ([`HubEvent::frame`]); a client's copy is a reference to them, and the
+//! only per-client work is the queue slot and the websocket write. A socket
+//! takes what its queue holds at once (up to [`MAX_BATCH`] deliveries),
+//! writes those frames through its write buffer and flushes once, so a
+//! client that fell behind catches up with a few large writes rather than
+//! one system call per frame.
+//!
 //! **Invariant:** the database is the source of truth. Whenever the hub may
 //! have missed updates (its subscription ended or fell behind), it tells every
 //! client, and each one catches up from the store before going on.
@@ -26,11 +34,11 @@ use crate::auth::{authenticate_presented, request_credentials, Caller, Presentat
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::ApiState;
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::get;
 use axum::Router;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -65,6 +73,10 @@ pub(crate) const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 /// queue and its shared pointer).
 const DELIVERY_OVERHEAD: usize = 64;
 
+/// Most deliveries a socket takes from its queue before it flushes and looks
+/// at its socket and the shutdown signal again.
+pub const MAX_BATCH: usize = 64;
+
 /// What the hub hands a client.
 #[derive(Debug, Clone)]
 pub enum Delivery {
@@ -95,41 +107,65 @@ impl Delivery {
 pub struct HubEvent {
     /// The event.
     pub event: Event,
-    /// Its websocket frame.
-    pub frame: String,
+    /// Its websocket frame, serialized once; every client sends these same
+    /// bytes (a clone is a reference count, not a copy).
+    pub frame: Utf8Bytes,
+}
+
+impl HubEvent {
+    /// The event with its frame.
+    pub fn new(event: Event) -> Self {
+        let frame = serde_json::to_string(&event).unwrap_or_default().into();
+        HubEvent { event, frame }
+    }
+}
+
+/// What a client's slots in the hub and its [`Subscription`] share.
+#[derive(Default)]
+struct ClientState {
+    /// Bytes queued for the client and not yet taken.
+    queued: AtomicUsize,
+    /// Set (before the client's overflow token is cancelled) when its queue
+    /// overflowed: a plain load for the socket to check before each
+    /// delivery (asking the token takes its lock).
+    overflowed: AtomicBool,
 }
 
 struct ClientSlot {
     tx: mpsc::Sender<Delivery>,
+    /// Wakes the client when it overflows while it waits.
     overflow: CancellationToken,
-    /// Bytes queued for the client and not yet taken (shared with its
-    /// [`Subscription`]).
-    queued: Arc<AtomicUsize>,
+    state: Arc<ClientState>,
     max_bytes: usize,
 }
 
 impl ClientSlot {
     /// Queues without waiting; a full queue (in messages, or in bytes unless
-    /// it is empty) cancels the client.
+    /// it is empty) cancels the client. `size` is `d.queued_bytes()`
+    /// (computed once for every client).
     /// Returns whether the client should stay registered.
-    fn offer(&self, d: &Delivery) -> bool {
-        let size = d.queued_bytes();
-        let queued = self.queued.load(Ordering::Acquire);
+    fn offer(&self, d: &Delivery, size: usize) -> bool {
+        let queued = self.state.queued.load(Ordering::Acquire);
         if queued > 0 && queued + size > self.max_bytes {
-            self.overflow.cancel();
+            self.overflowed();
             return false;
         }
         match self.tx.try_send(d.clone()) {
             Ok(()) => {
-                self.queued.fetch_add(size, Ordering::AcqRel);
+                self.state.queued.fetch_add(size, Ordering::AcqRel);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.cancel();
+                self.overflowed();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    fn overflowed(&self) {
+        self.state.overflowed.store(true, Ordering::Release);
+        self.overflow.cancel();
     }
 }
 
@@ -256,12 +292,13 @@ impl Hub {
     pub fn dispatch_gap(&self) {
         let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
         let reg = &mut *reg;
+        let size = Delivery::Gap.queued_bytes();
         for map in reg.events.values_mut() {
-            map.retain(|_, c| c.offer(&Delivery::Gap));
+            map.retain(|_, c| c.offer(&Delivery::Gap, size));
         }
         reg.events.retain(|_, m| !m.is_empty());
         for map in reg.logs.values_mut() {
-            map.retain(|_, c| c.offer(&Delivery::Gap));
+            map.retain(|_, c| c.offer(&Delivery::Gap, size));
         }
         reg.logs.retain(|_, m| !m.is_empty());
     }
@@ -269,7 +306,7 @@ impl Hub {
     /// Registers a client for the events of `namespaces`.
     pub fn subscribe_events(&self, namespaces: &[String]) -> Subscription {
         let (id, tx, rx, overflow) = self.new_client();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(ClientState::default());
         let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
         for ns in namespaces {
             reg.events.entry(ns.clone()).or_default().insert(
@@ -277,7 +314,7 @@ impl Hub {
                 ClientSlot {
                     tx: tx.clone(),
                     overflow: overflow.clone(),
-                    queued: queued.clone(),
+                    state: state.clone(),
                     max_bytes: self.inner.max_bytes,
                 },
             );
@@ -286,7 +323,7 @@ impl Hub {
             id,
             rx,
             overflow,
-            queued,
+            state,
             key: Key::Events(namespaces.to_vec()),
             hub: self.clone(),
         }
@@ -295,14 +332,14 @@ impl Hub {
     /// Registers a client for the log lines and events of one action.
     pub fn subscribe_logs(&self, action: Uuid) -> Subscription {
         let (id, tx, rx, overflow) = self.new_client();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(ClientState::default());
         let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
         reg.logs.entry(action).or_default().insert(
             id,
             ClientSlot {
                 tx,
                 overflow: overflow.clone(),
-                queued: queued.clone(),
+                state: state.clone(),
                 max_bytes: self.inner.max_bytes,
             },
         );
@@ -310,7 +347,7 @@ impl Hub {
             id,
             rx,
             overflow,
-            queued,
+            state,
             key: Key::Logs(action),
             hub: self.clone(),
         }
@@ -357,11 +394,10 @@ fn dispatch_event(reg: &mut Registry, event: Event) {
     if !watched_events && !watched_logs {
         return;
     }
-    let frame = serde_json::to_string(&event).unwrap_or_default();
-    let namespace = event.namespace.clone();
-    let d = Delivery::Event(Arc::new(HubEvent { event, frame }));
+    let e = Arc::new(HubEvent::new(event));
+    let d = Delivery::Event(e.clone());
     if watched_events {
-        offer_all(&mut reg.events, &namespace, &d);
+        offer_all(&mut reg.events, &e.event.namespace, &d);
     }
     if let (Some(u), true) = (action_uuid, watched_logs) {
         offer_all(&mut reg.logs, &u, &d);
@@ -369,8 +405,9 @@ fn dispatch_event(reg: &mut Registry, event: Event) {
 }
 
 fn offer_all<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashMap<u64, ClientSlot>>, key: &K, d: &Delivery) {
+    let size = d.queued_bytes();
     if let Some(clients) = map.get_mut(key) {
-        clients.retain(|_, c| c.offer(d));
+        clients.retain(|_, c| c.offer(d, size));
         if clients.is_empty() {
             map.remove(key);
         }
@@ -396,7 +433,7 @@ pub struct Subscription {
     id: u64,
     rx: mpsc::Receiver<Delivery>,
     overflow: CancellationToken,
-    queued: Arc<AtomicUsize>,
+    state: Arc<ClientState>,
     key: Key,
     hub: Hub,
 }
@@ -414,17 +451,35 @@ impl Subscription {
     /// The next delivery, or [`Next::Overflowed`] once the queue overflowed
     /// (checked first, so an overflowed client stops at once).
     pub async fn next(&mut self) -> Next {
+        if let Some(n) = self.try_next() {
+            return n;
+        }
         tokio::select! {
             biased;
             _ = self.overflow.cancelled() => Next::Overflowed,
             d = self.rx.recv() => match d {
-                Some(d) => {
-                    self.queued.fetch_sub(d.queued_bytes(), Ordering::AcqRel);
-                    Next::Delivery(d)
-                }
+                Some(d) => self.took(d),
                 None => Next::Overflowed,
             },
         }
+    }
+
+    /// What [`Subscription::next`] would return at once, or `None` when the
+    /// queue is empty (a socket drains its queue with it before it flushes).
+    pub fn try_next(&mut self) -> Option<Next> {
+        if self.state.overflowed.load(Ordering::Acquire) {
+            return Some(Next::Overflowed);
+        }
+        match self.rx.try_recv() {
+            Ok(d) => Some(self.took(d)),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Next::Overflowed),
+        }
+    }
+
+    fn took(&self, d: Delivery) -> Next {
+        self.state.queued.fetch_sub(d.queued_bytes(), Ordering::AcqRel);
+        Next::Delivery(d)
     }
 }
 
@@ -601,25 +656,63 @@ pub(crate) enum Stop {
     Shutdown,
 }
 
-/// Per-socket read buffer. Clients only send pings and close frames, so a
-/// small buffer saves most of a connection's memory (tungstenite's default is
-/// 128 KiB).
-pub const READ_BUFFER: usize = 4 * 1024;
+/// Per-socket read buffer. Clients only send pings and close frames (at
+/// most 139 bytes each), so a small buffer saves most of a connection's
+/// memory (tungstenite's default is 128 KiB); it grows for a larger frame.
+/// tungstenite zeroes the free part before every read attempt, and a socket
+/// polls its read side once per batch it sends, so it is kept this small.
+pub const READ_BUFFER: usize = 512;
+/// Bytes a socket gathers before it writes them out while it feeds a batch
+/// (tungstenite's default is 128 KiB). A batch ends with a flush whatever its
+/// size; this bounds what a busy socket keeps allocated between writes.
+pub const WRITE_BUFFER: usize = 8 * 1024;
 /// Largest frame a client may send.
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// The websocket settings every stream socket uses.
 pub(crate) fn configure(ws: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
     ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
 }
 
-/// Sends a text frame, dropping the client if the write does not complete
-/// within [`WRITE_TIMEOUT`].
-pub(crate) async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), Stop> {
+/// Sends a text frame (and whatever was fed before it), dropping the client
+/// if the write does not complete within [`WRITE_TIMEOUT`].
+pub(crate) async fn send_text(socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
     match tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text.into()))).await {
         Ok(Ok(())) => Ok(()),
+        _ => Err(Stop::Gone),
+    }
+}
+
+/// Queues a text frame in the socket's write buffer (written out once the
+/// buffer passes [`WRITE_BUFFER`], else by [`flush`]), dropping the client
+/// if that write does not complete within [`WRITE_TIMEOUT`].
+pub(crate) async fn feed_text(socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> Result<(), Stop> {
+    within_write_timeout(socket.feed(Message::Text(text.into()))).await
+}
+
+/// Writes out what was fed, dropping the client if that does not complete
+/// within [`WRITE_TIMEOUT`].
+pub(crate) async fn flush(socket: &mut WebSocket) -> Result<(), Stop> {
+    within_write_timeout(SinkExt::flush(socket)).await
+}
+
+/// Runs a write, [`Stop::Gone`] if it fails or takes longer than
+/// [`WRITE_TIMEOUT`]. Most writes complete at once (into the buffer, or
+/// the socket has room): only one that has to wait sets a timer (setting
+/// one reads the clock and the runtime's shared handle).
+async fn within_write_timeout(
+    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Result<(), Stop> {
+    tokio::pin!(write);
+    let done = match futures::poll!(&mut write) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, write).await.ok(),
+    };
+    match done {
+        Some(Ok(())) => Ok(()),
         _ => Err(Stop::Gone),
     }
 }
@@ -770,6 +863,52 @@ mod tests {
             next_now(&mut s).await,
             Some(Next::Delivery(Delivery::Gap))
         ));
+    }
+
+    /// Every client of a namespace gets the same event, whose frame was
+    /// serialized once (the same bytes, not a copy each).
+    #[tokio::test]
+    async fn clients_share_one_serialized_frame() {
+        let hub = Hub::new(8, 1 << 20);
+        let mut a = hub.subscribe_events(&["acme".into()]);
+        let mut b = hub.subscribe_events(&["acme".into()]);
+        hub.dispatch(Update::Event(event("acme", 7)));
+        let (Some(Next::Delivery(Delivery::Event(x))), Some(Next::Delivery(Delivery::Event(y)))) =
+            (a.try_next(), b.try_next())
+        else {
+            panic!("both clients should have the event queued");
+        };
+        assert!(Arc::ptr_eq(&x, &y));
+        assert_eq!(x.frame.as_str(), serde_json::to_string(&x.event).unwrap());
+    }
+
+    /// A socket drains its queue without waiting before it flushes: what is
+    /// queued comes in order, an empty queue says so, and an overflow is
+    /// reported before anything still queued.
+    #[tokio::test]
+    async fn try_next_takes_what_is_queued_and_reports_overflow_first() {
+        let hub = Hub::new(2, 1 << 20);
+        let mut s = hub.subscribe_events(&["acme".into()]);
+        assert!(s.try_next().is_none());
+        hub.dispatch(Update::Event(event("acme", 1)));
+        hub.dispatch(Update::Event(event("acme", 2)));
+        for want in [1, 2] {
+            match s.try_next() {
+                Some(Next::Delivery(Delivery::Event(e))) => assert_eq!(e.event.seq, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(s.try_next().is_none());
+        assert_eq!(
+            s.state.queued.load(Ordering::Acquire),
+            0,
+            "what was taken is no longer counted"
+        );
+        for seq in 3..=5 {
+            hub.dispatch(Update::Event(event("acme", seq)));
+        }
+        assert!(matches!(s.try_next(), Some(Next::Overflowed)));
+        assert!(matches!(next_now(&mut s).await, Some(Next::Overflowed)));
     }
 
     /// A stalled client overflows its own small queue and is cut off; a
