@@ -626,6 +626,11 @@ fn compose_runs_every_role_in_order() {
         .as_str()
         .unwrap()
         .starts_with("rabbitmq:3.12-management"));
+    assert_eq!(
+        svc("rabbitmq")["environment"]["RABBITMQ_SCHEDULER_BUSY_WAIT_THRESHOLD"].as_str(),
+        Some("none"),
+        "RabbitMQ's schedulers must not spin on shared cores"
+    );
 }
 
 #[test]

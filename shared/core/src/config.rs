@@ -219,7 +219,7 @@ pub struct DatabaseSettings {
 
 /// How long batch transactions are paced apart by default, unless
 /// `[database] batch_interval` says otherwise (docs/benchmarks-history.md,
-/// round 10).
+/// round 11).
 pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 impl Default for DatabaseSettings {

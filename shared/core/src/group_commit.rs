@@ -27,7 +27,7 @@
 //! same load makes fewer, larger batches; a backlog of
 //! [`Lanes::parallel_from`] requests is never held back, and under light
 //! load (smaller batches) nothing waits (docs/benchmarks-history.md,
-//! round 10).
+//! round 11).
 
 use std::future::Future;
 use std::sync::Arc;
