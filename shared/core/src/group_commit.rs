@@ -353,7 +353,11 @@ mod tests {
         send_all(&gc, 10..11).await;
         tokio::time::sleep(Duration::from_millis(4)).await;
         send_all(&gc, 11..12).await;
-        assert_eq!(rec.started().len(), 5, "paced: held until the interval has passed");
+        assert_eq!(
+            rec.started().len(),
+            5,
+            "paced: held until the interval has passed"
+        );
         tokio::time::sleep(Duration::from_millis(7)).await;
         settle().await;
         assert_eq!(rec.started()[5], vec![10, 11]);
