@@ -203,7 +203,8 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
              FROM {} \
              WHERE actions.uuid = t.uuid AND actions.state = ANY(string_to_array(t.sources, '|')) \
                AND (t.token IS NULL OR actions.lease_token = t.token) \
-             RETURNING {}",
+             RETURNING {}, EXISTS (SELECT 1 FROM actions AS w \
+                 WHERE w.object_uuid = actions.object_uuid AND w.state IN ({promotable})) AS waiting",
             StateRows::unnest(1, "t"),
             qualified("actions", rows::PG_ACTION_COLUMNS)
         ),
@@ -477,9 +478,7 @@ impl Database for PgStore {
     }
 
     async fn begin_changes(&self) -> Result<Box<dyn Driver>> {
-        Ok(Box::new(driver::PgDriver {
-            tx: self.begin_batch().await?,
-        }))
+        Ok(Box::new(driver::PgDriver::new(self.begin_batch().await?)))
     }
 }
 
