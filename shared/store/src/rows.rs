@@ -14,10 +14,11 @@ use sqlx::Row;
 use std::time::Duration;
 use stevedore_core::action::Action;
 use stevedore_core::event::{Event, EventKind};
-use stevedore_core::lifecycle::StoredAction;
+use stevedore_core::lifecycle::{ActionHead, StoredAction};
 use stevedore_core::logline::{LogLine, StreamType};
 use stevedore_core::object::Object;
 use stevedore_core::state::ActionState;
+use stevedore_core::store::LeaseToken;
 use stevedore_core::{Error, Result};
 use uuid::Uuid;
 
@@ -190,6 +191,20 @@ pub(crate) const PG_ACTION_COLUMNS: &str = "uuid, namespace, action, object, obj
     object_type, object_parents::text AS object_parents, verb, method, path, body, ip, \
     location, user_name, user_agent, is_user_action, state, start_date, end_date, \
     retry_of, claims";
+
+/// An action's head (what the lifecycle engine decides on) from a row with
+/// its state, lease and claim columns and `lease_expired`.
+pub(crate) fn action_head(row: &impl RowExt) -> Result<ActionHead> {
+    Ok(ActionHead {
+        uuid: row.uuid("uuid")?,
+        namespace: row.text("namespace")?,
+        object_uuid: row.uuid("object_uuid")?,
+        state: row.state("state")?,
+        lease: row.opt_uuid("lease_token")?.map(LeaseToken),
+        lease_expired: row.flag("lease_expired")?,
+        claims: row.int32("claims")?,
+    })
+}
 
 /// Decodes a row of [`ACTION_COLUMNS`].
 pub(crate) fn stored_action(row: &impl RowExt) -> Result<StoredAction> {

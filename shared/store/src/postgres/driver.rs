@@ -161,17 +161,7 @@ impl Driver for PgDriver {
             .fetch_all(&mut *self.tx)
             .await?
             .iter()
-            .map(|row| {
-                Ok(ActionHead {
-                    uuid: row.uuid("uuid")?,
-                    namespace: row.text("namespace")?,
-                    object_uuid: row.uuid("object_uuid")?,
-                    state: row.state("state")?,
-                    lease: row.opt_uuid("lease_token")?.map(LeaseToken),
-                    lease_expired: row.flag("lease_expired")?,
-                    claims: row.int32("claims")?,
-                })
-            })
+            .map(rows::action_head)
             .collect()
     }
 

@@ -5,7 +5,7 @@
 //! the process, so a statement per row costs no round trip.
 
 use super::{json_list, SQL};
-use crate::rows::{self, RowExt};
+use crate::rows;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -100,17 +100,7 @@ impl Driver for SqliteDriver {
         .fetch_all(&mut *self.tx)
         .await?
         .iter()
-        .map(|row| {
-            Ok(ActionHead {
-                uuid: row.uuid("uuid")?,
-                namespace: row.text("namespace")?,
-                object_uuid: row.uuid("object_uuid")?,
-                state: row.state("state")?,
-                lease: row.opt_uuid("lease_token")?.map(LeaseToken),
-                lease_expired: row.flag("lease_expired")?,
-                claims: row.int32("claims")?,
-            })
-        })
+        .map(rows::action_head)
         .collect()
     }
 
