@@ -168,6 +168,11 @@ async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, String)> {
 }
 
 /// The outbox relay with the config's redispatch bound.
+/// The role's dispatcher, with the file's `[database]` batch settings.
+fn dispatcher(store: DynStore, broker: DynBroker, file: &FileConfig) -> Dispatcher {
+    Dispatcher::new(store, broker).with_batch_interval(file.database.batch_interval)
+}
+
 fn relay(dispatcher: &Dispatcher, file: &FileConfig) -> OutboxRelay {
     use stevedore_core::dispatch::{RELAY_INTERVAL, RELAY_MIN_AGE};
     OutboxRelay::new(dispatcher.clone()).with_timings(
@@ -251,7 +256,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     store.migrate().await.context("migrating the database")?;
     let broker: DynBroker = Arc::new(MemoryBroker::new());
     broker.declare().await?;
-    let dispatcher = Dispatcher::new(store.clone(), broker).with_batch_interval(file.database.batch_interval);
+    let dispatcher = dispatcher(store.clone(), broker, &file);
     let user = &a.admin_user;
     if store.get_user(user).await?.is_none() {
         store.create_user(user, &[]).await?;
@@ -320,7 +325,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
     let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
-    let dispatcher = Dispatcher::new(store, broker).with_batch_interval(file.database.batch_interval);
+    let dispatcher = dispatcher(store, broker, &file);
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let listen = a
@@ -381,7 +386,7 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
     }
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let dispatcher = Dispatcher::new(store, broker).with_batch_interval(file.database.batch_interval);
+    let dispatcher = dispatcher(store, broker, &file);
     let listener = match a.listen {
         Some(listen) => {
             let (listener, url) = bind(&listen).await?;
@@ -514,7 +519,7 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         proxies: Arc::new(proxies),
         origins: Arc::new(origins),
         geoip: None,
-        ..ApiParts::with_limits(Dispatcher::new(store, broker), ops, limits.clone())
+        ..ApiParts::with_limits(dispatcher(store, broker, &file), ops, limits.clone())
     }
     .with_auth_settings(&file.auth)
     .into();

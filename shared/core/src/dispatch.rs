@@ -53,13 +53,13 @@ impl Dispatcher {
             broker,
             marks: Arc::default(),
             health: Health::new(),
-            batch_interval: Duration::ZERO,
+            batch_interval: crate::config::DEFAULT_BATCH_INTERVAL,
         }
     }
 
     /// Paces this process's batch transactions (submissions and final
-    /// writes) at `interval` (`[database] batch_interval`; see
-    /// [`crate::group_commit`]).
+    /// writes) at `interval` (`[database] batch_interval`, by default
+    /// [`crate::config::DEFAULT_BATCH_INTERVAL`]; see [`crate::group_commit`]).
     pub fn with_batch_interval(mut self, interval: Duration) -> Self {
         self.batch_interval = interval;
         self

@@ -123,7 +123,9 @@ enum Scenario {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let s = cli.smoke;
-    rig::set_batch_interval(cli.batch_interval_ms.map(std::time::Duration::from_millis));
+    if let Some(ms) = cli.batch_interval_ms {
+        rig::set_batch_interval(std::time::Duration::from_millis(ms));
+    }
     let out = match cli.scenario {
         Scenario::List { actions, requests } => {
             list::list(if s { 2000 } else { actions }, if s { 2 } else { requests }).await?

@@ -34,10 +34,10 @@ pub fn bench_config(lines: u64) -> String {
 }
 
 /// `--batch-interval-ms`, when given.
-static BATCH_INTERVAL: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+static BATCH_INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
 /// Sets the batch interval every rig uses instead of the configured one.
-pub fn set_batch_interval(interval: Option<Duration>) {
+pub fn set_batch_interval(interval: Duration) {
     let _ = BATCH_INTERVAL.set(interval);
 }
 
@@ -96,7 +96,6 @@ impl Rig {
         let interval = BATCH_INTERVAL
             .get()
             .copied()
-            .flatten()
             .unwrap_or(file.database.batch_interval);
         let dispatcher = Dispatcher::new(store.clone(), dyn_broker).with_batch_interval(interval);
         let ops = Arc::new(file.operations()?);
