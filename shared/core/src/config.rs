@@ -627,6 +627,20 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_interval_is_read_defaults_and_refuses_what_is_no_duration() {
+        assert_eq!(
+            FileConfig::parse("").unwrap().database.batch_interval,
+            DEFAULT_BATCH_INTERVAL
+        );
+        let cfg = FileConfig::parse("[database]\nbatch_interval = \"5ms\"").unwrap();
+        assert_eq!(cfg.database.batch_interval, Duration::from_millis(5));
+        let off = FileConfig::parse("[database]\nbatch_interval = \"0s\"").unwrap();
+        assert!(off.database.batch_interval.is_zero());
+        let err = FileConfig::parse("[database]\nbatch_interval = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("expected a duration"), "{err}");
+    }
+
+    #[test]
     fn bad_operations_are_refused_with_a_reason() {
         for (text, want) in [
             (
