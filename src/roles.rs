@@ -64,6 +64,11 @@ pub struct ServerArgs {
     /// Prefix of queue and exchange names.
     #[arg(long, env = "STEVEDORE_BROKER_PREFIX")]
     broker_prefix: Option<String>,
+    /// Quorum queues jobs are spread over (overrides [broker] job_queues;
+    /// every process must use the same count).
+    #[arg(long, env = "STEVEDORE_BROKER_JOB_QUEUES",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(stevedore_core::broker::MAX_JOB_QUEUES)))]
+    job_queues: Option<u16>,
     /// Deprecated (use --trusted-proxies): trust every X-Forwarded-For hop,
     /// so the client is the leftmost, which clients can forge.
     #[arg(long, env = "STEVEDORE_TRUST_FORWARDED_FOR")]
@@ -97,6 +102,11 @@ pub struct WorkerArgs {
     /// Prefix of queue and exchange names.
     #[arg(long, env = "STEVEDORE_BROKER_PREFIX")]
     broker_prefix: Option<String>,
+    /// Quorum queues jobs are spread over (overrides [broker] job_queues;
+    /// every process must use the same count).
+    #[arg(long, env = "STEVEDORE_BROKER_JOB_QUEUES",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(stevedore_core::broker::MAX_JOB_QUEUES)))]
+    job_queues: Option<u16>,
     /// Actions run at once (overrides [worker] concurrency).
     #[arg(long, env = "STEVEDORE_WORKER_CONCURRENCY")]
     concurrency: Option<usize>,
@@ -140,14 +150,20 @@ async fn open_store(url: &str, file: &FileConfig) -> Result<DynStore> {
     Ok(store)
 }
 
-async fn open_amqp(url: Option<String>, prefix: Option<String>, file: &FileConfig) -> Result<DynBroker> {
+async fn open_amqp(
+    url: Option<String>,
+    prefix: Option<String>,
+    job_queues: Option<u16>,
+    file: &FileConfig,
+) -> Result<DynBroker> {
     let url = url
         .or_else(|| file.amqp_url.clone())
         .context("no RabbitMQ URL: set --amqp-url, STEVEDORE_AMQP_URL or amqp_url in the config file")?;
     let prefix = prefix
         .or_else(|| file.broker_prefix.clone())
         .unwrap_or_else(|| "stevedore".into());
-    let broker = AmqpBroker::connect(&url, BrokerNames::new(prefix))
+    let names = BrokerNames::new(prefix).with_job_queues(job_queues.unwrap_or(file.broker.job_queues));
+    let broker = AmqpBroker::connect(&url, names)
         .await
         .with_context(|| format!("connecting to {}", redact_url(&url)))?
         .with_publish_timeout(file.broker.publish_timeout);
@@ -324,7 +340,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
-    let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
+    let broker = open_amqp(a.amqp_url, a.broker_prefix, a.job_queues, &file).await?;
     let dispatcher = dispatcher(store, broker, &file);
     let shutdown = Shutdown::new();
     shutdown.on_signals();
@@ -379,7 +395,7 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
         tracing::warn!("no operations configured: every job will fail; pass --config stevedore.toml");
     }
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
-    let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
+    let broker = open_amqp(a.amqp_url, a.broker_prefix, a.job_queues, &file).await?;
     let mut settings = file.worker.clone();
     if let Some(c) = a.concurrency {
         settings.concurrency = c;
@@ -506,7 +522,7 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
-    let broker = open_amqp(a.amqp_url, a.broker_prefix, &file).await?;
+    let broker = open_amqp(a.amqp_url, a.broker_prefix, a.job_queues, &file).await?;
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let listen = a

@@ -1,6 +1,6 @@
-//! The RabbitMQ backend of [`Broker`], built on lapin and deadpool-lapin.
+//! The RabbitMQ backend of [`Broker`], built on lapin and deadpool.
 //!
-//! Connections come from two deadpool-lapin pools: one for publishing and one
+//! Connections come from two deadpool pools: one for publishing and one
 //! for consuming, so that RabbitMQ's flow control on publishers never stalls
 //! the acks of consumers. Publishing goes through pools of long-lived
 //! channels: one in confirm mode (jobs and control messages) and one without
@@ -10,6 +10,12 @@
 //!
 //! Connections are named `<prefix>-publish` and `<prefix>-consume`, as RabbitMQ's
 //! management tools show them.
+//!
+//! On a cluster, the URL may list several nodes, comma-separated: each new
+//! connection tries them in turn, starting one further along each time, so
+//! connections spread over the nodes and a stopped node is skipped. Jobs may
+//! be spread over several quorum queues ([`BrokerNames::job_queues`]):
+//! publishes rotate over them and a consumer takes from all of them.
 
 use async_trait::async_trait;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -24,6 +30,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ConnectionProperties, ConnectionStatus, ExchangeKind};
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stevedore_core::broker::{
@@ -58,13 +65,18 @@ const JSON: &str = "application/json";
 /// and channels are used.
 pub struct AmqpBroker {
     names: BrokerNames,
-    publish_connections: deadpool_lapin::Pool,
-    consume_connections: deadpool_lapin::Pool,
+    publish_connections: ConnectionPool,
+    consume_connections: ConnectionPool,
     confirm_channels: managed::Pool<ChannelManager>,
     plain_channels: managed::Pool<ChannelManager>,
     publish_timeout: Duration,
     watched: Watched,
+    /// The job queue the next job message goes to, modulo their number.
+    next_queue: AtomicUsize,
 }
+
+/// A pool of AMQP connections to the nodes of one URL list.
+type ConnectionPool = managed::Pool<ConnectionManager>;
 
 /// The statuses of the publishing connections channels were made on, newest
 /// last: lapin records there whether RabbitMQ sent `connection.blocked`.
@@ -79,17 +91,19 @@ impl std::fmt::Debug for AmqpBroker {
 }
 
 impl AmqpBroker {
-    /// Connects to RabbitMQ at `url` (`amqp://user:password@host:port/vhost`)
-    /// and uses the topology named by `names`.
+    /// Connects to RabbitMQ at `url` (`amqp://user:password@host:port/vhost`,
+    /// or several such URLs of one cluster's nodes, comma-separated) and
+    /// uses the topology named by `names`.
     ///
     /// One connection is opened at once, so an unreachable broker or wrong
     /// credentials fail here, with an error naming the URL without its
     /// password. Further connections are opened on demand and replaced when
-    /// they break.
+    /// they break, each on the next node of the list that answers.
     pub async fn connect(url: &str, names: BrokerNames) -> Result<Self> {
         let shown = redact_url(url);
-        let publish_connections = connection_pool(url, &names, "publish", PUBLISH_CONNECTIONS)?;
-        let consume_connections = connection_pool(url, &names, "consume", CONSUME_CONNECTIONS)?;
+        let urls = split_urls(url)?;
+        let publish_connections = connection_pool(&urls, &names, "publish", PUBLISH_CONNECTIONS)?;
+        let consume_connections = connection_pool(&urls, &names, "consume", CONSUME_CONNECTIONS)?;
         let conn = publish_connections
             .get()
             .await
@@ -106,6 +120,7 @@ impl AmqpBroker {
             plain_channels,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             watched,
+            next_queue: AtomicUsize::new(0),
         })
     }
 
@@ -191,10 +206,14 @@ impl AmqpBroker {
         self.queue_depth(&self.names.dead_letter_queue()).await
     }
 
-    /// How many jobs wait in the jobs queue, ready for delivery (unacknowledged
-    /// deliveries are not counted).
+    /// How many jobs wait in the jobs queues, ready for delivery
+    /// (unacknowledged deliveries are not counted).
     pub async fn jobs_depth(&self) -> Result<u32> {
-        self.queue_depth(&self.names.jobs_queue()).await
+        let mut total = 0u32;
+        for queue in self.names.job_queues() {
+            total = total.saturating_add(self.queue_depth(&queue).await?);
+        }
+        Ok(total)
     }
 
     /// Deletes the queues and exchanges of this prefix, with their messages.
@@ -202,7 +221,9 @@ impl AmqpBroker {
     pub async fn delete_topology(&self) -> Result<()> {
         let mut first_error = None;
         let mut channel = self.scratch_channel().await?;
-        for queue in [self.names.jobs_queue(), self.names.dead_letter_queue()] {
+        let mut queues = self.names.job_queues();
+        queues.push(self.names.dead_letter_queue());
+        for queue in queues {
             if !channel.status().connected() {
                 channel = self.scratch_channel().await?;
             }
@@ -267,6 +288,49 @@ impl AmqpBroker {
     async fn consumer_channel(&self) -> Result<Channel> {
         let conn = self.consume_connections.get().await.map_err(pool_error)?;
         Ok(conn.create_channel().await?)
+    }
+
+    /// A consumer of one job queue, on a channel of its own.
+    async fn consume_job_queue(&self, queue: &str, prefetch: u16) -> Result<JobStream> {
+        let channel = self.consumer_channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        let stream = futures::stream::unfold(Some((consumer, channel)), |state| async move {
+            let (mut consumer, channel) = state?;
+            loop {
+                match consumer.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
+                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data) {
+                        Ok(job) => {
+                            let item = JobDelivery {
+                                job,
+                                redelivered: delivery.redelivered,
+                                acker: Box::new(AmqpAcker {
+                                    acker: delivery.acker,
+                                    _channel: channel.clone(),
+                                }),
+                            };
+                            return Some((Ok(item), Some((consumer, channel))));
+                        }
+                        Err(e) => {
+                            warn!(
+                                error = %e,
+                                bytes = delivery.data.len(),
+                                "rejecting undecodable job message to the dead-letter queue"
+                            );
+                            if let Err(e) = delivery.acker.reject(BasicRejectOptions { requeue: false }).await
+                            {
+                                warn!(error = %e, "cannot reject undecodable job message");
+                            }
+                        }
+                    },
+                }
+            }
+        });
+        Ok(stream.boxed())
     }
 
     /// Subscribes to `exchange` through an exclusive, auto-deleted,
@@ -378,9 +442,11 @@ impl Broker for AmqpBroker {
             ShortString::from("x-dead-letter-exchange"),
             AMQPValue::LongString(LongString::from(dlx.as_str())),
         );
-        channel
-            .queue_declare(&self.names.jobs_queue(), durable_queue, jobs_args)
-            .await?;
+        for queue in self.names.job_queues() {
+            channel
+                .queue_declare(&queue, durable_queue, jobs_args.clone())
+                .await?;
+        }
 
         channel
             .exchange_declare(
@@ -420,61 +486,30 @@ impl Broker for AmqpBroker {
         if jobs.is_empty() {
             return Ok(());
         }
-        let queue = self.names.jobs_queue();
+        // Rotate over the job queues, one message each.
+        let count = usize::from(self.names.job_queue_count);
+        let first = self.next_queue.fetch_add(jobs.len(), Ordering::Relaxed);
+        let queues: Vec<String> = (0..jobs.len())
+            .map(|i| self.names.job_queue(((first + i) % count) as u16))
+            .collect();
         self.publish_within("the jobs", &self.confirm_channels, |channel| async move {
-            let outcome = publish_confirmed(&channel, jobs, &queue).await;
+            let outcome = publish_confirmed(&channel, jobs, &queues).await;
             (channel, outcome)
         })
         .await
     }
 
     async fn consume_jobs(&self, prefetch: u16) -> Result<JobStream> {
-        let channel = self.consumer_channel().await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let consumer = channel
-            .basic_consume(
-                &self.names.jobs_queue(),
-                "",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let stream = futures::stream::unfold(Some((consumer, channel)), |state| async move {
-            let (mut consumer, channel) = state?;
-            loop {
-                match consumer.next().await {
-                    None => return None,
-                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
-                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data) {
-                        Ok(job) => {
-                            let item = JobDelivery {
-                                job,
-                                redelivered: delivery.redelivered,
-                                acker: Box::new(AmqpAcker {
-                                    acker: delivery.acker,
-                                    _channel: channel.clone(),
-                                }),
-                            };
-                            return Some((Ok(item), Some((consumer, channel))));
-                        }
-                        Err(e) => {
-                            warn!(
-                                error = %e,
-                                bytes = delivery.data.len(),
-                                "rejecting undecodable job message to the dead-letter queue"
-                            );
-                            if let Err(e) = delivery.acker.reject(BasicRejectOptions { requeue: false }).await
-                            {
-                                warn!(error = %e, "cannot reject undecodable job message");
-                            }
-                        }
-                    },
-                }
-            }
-        });
-        Ok(stream.boxed())
+        // One channel and consumer per queue, each with its share of the
+        // prefetch; the streams are merged.
+        let queues = self.names.job_queues();
+        let share = prefetch.div_ceil(queues.len() as u16).max(1);
+        let mut streams = Vec::with_capacity(queues.len());
+        for queue in &queues {
+            streams.push(self.consume_job_queue(queue, share).await?);
+        }
+        Ok(futures::stream::select_all(streams).boxed())
     }
-
     async fn publish_update(&self, update: &Update) -> Result<()> {
         let payload = serde_json::to_vec(update)?;
         let properties = BasicProperties::default()
@@ -631,13 +666,14 @@ fn death_reason(headers: Option<&FieldTable>) -> String {
     }
 }
 
-/// Publishes `jobs` to `queue` with at most [`MAX_CONFIRMS_IN_FLIGHT`]
-/// confirms outstanding, then awaits every confirm. Jobs that were nacked or
-/// returned as unroutable make the whole call fail (after all confirms are in).
-async fn publish_confirmed(channel: &Channel, jobs: &[JobMessage], queue: &str) -> Result<()> {
+/// Publishes each of `jobs` to its queue in `queues` with at most
+/// [`MAX_CONFIRMS_IN_FLIGHT`] confirms outstanding, then awaits every
+/// confirm. Jobs that were nacked or returned as unroutable make the whole
+/// call fail (after all confirms are in).
+async fn publish_confirmed(channel: &Channel, jobs: &[JobMessage], queues: &[String]) -> Result<()> {
     let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
     let mut failed = ConfirmFailures::default();
-    for job in jobs {
+    for (job, queue) in jobs.iter().zip(queues) {
         let payload = serde_json::to_vec(job)?;
         let properties = BasicProperties::default()
             .with_content_type(ShortString::from(JSON))
@@ -667,7 +703,7 @@ async fn publish_confirmed(channel: &Channel, jobs: &[JobMessage], queue: &str) 
     for confirm in pending {
         failed.record(confirm.await?)?;
     }
-    failed.into_result(jobs.len(), queue)
+    failed.into_result(jobs.len(), queues.first().map_or("", String::as_str))
 }
 
 /// Counts the publishes RabbitMQ did not take.
@@ -739,9 +775,62 @@ impl Acker for AmqpAcker {
     }
 }
 
+/// Opens AMQP connections, each to the next node of the list that answers.
+struct ConnectionManager {
+    urls: Vec<String>,
+    properties: ConnectionProperties,
+    /// Where the next connection starts trying, modulo the list's length.
+    next: AtomicUsize,
+}
+
+impl managed::Manager for ConnectionManager {
+    type Type = lapin::Connection;
+    type Error = Error;
+
+    async fn create(&self) -> Result<lapin::Connection> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // The whole attempt must fit in the pool's create timeout.
+        let per_node = (CONNECT_TIMEOUT / self.urls.len() as u32).max(Duration::from_secs(1));
+        let mut failures = Vec::new();
+        for i in 0..self.urls.len() {
+            let url = &self.urls[(start + i) % self.urls.len()];
+            match tokio::time::timeout(per_node, lapin::Connection::connect(url, self.properties.clone()))
+                .await
+            {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => failures.push(format!("{}: {e}", redact_url(url))),
+                Err(_) => failures.push(format!("{}: no answer within {per_node:?}", redact_url(url))),
+            }
+        }
+        Err(Error::Broker(failures.join("; ")))
+    }
+
+    async fn recycle(&self, conn: &mut lapin::Connection, _: &Metrics) -> RecycleResult<Error> {
+        if conn.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("connection is closed"))
+        }
+    }
+}
+
+/// The URLs of a comma-separated list, trimmed; at least one.
+fn split_urls(list: &str) -> Result<Vec<String>> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
+    if urls.is_empty() {
+        return Err(Error::Config("the RabbitMQ URL is empty".to_string()));
+    }
+    Ok(urls)
+}
+
 /// Creates and recycles publishing channels on pooled connections.
 struct ChannelManager {
-    connections: deadpool_lapin::Pool,
+    connections: ConnectionPool,
     confirm: bool,
     watched: Watched,
 }
@@ -775,24 +864,25 @@ impl managed::Manager for ChannelManager {
     }
 }
 
-fn connection_pool(url: &str, names: &BrokerNames, role: &str, size: usize) -> Result<deadpool_lapin::Pool> {
-    let config = deadpool_lapin::Config {
-        url: Some(url.to_string()),
-        pool: None,
-        connection_properties: ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("{}-{role}", names.prefix))),
-    };
-    config
-        .builder(Some(deadpool_lapin::Runtime::Tokio1))
-        .max_size(size)
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .wait_timeout(Some(CONNECT_TIMEOUT))
-        .build()
-        .map_err(|e| Error::Config(format!("RabbitMQ connection pool: {e}")))
+fn connection_pool(urls: &[String], names: &BrokerNames, role: &str, size: usize) -> Result<ConnectionPool> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(LongString::from(format!("{}-{role}", names.prefix)))
+        .with_executor(tokio_executor_trait::Tokio::current());
+    managed::Pool::builder(ConnectionManager {
+        urls: urls.to_vec(),
+        properties,
+        next: AtomicUsize::new(0),
+    })
+    .runtime(deadpool::Runtime::Tokio1)
+    .max_size(size)
+    .create_timeout(Some(CONNECT_TIMEOUT))
+    .wait_timeout(Some(CONNECT_TIMEOUT))
+    .build()
+    .map_err(|e| Error::Config(format!("RabbitMQ connection pool: {e}")))
 }
 
 fn channel_pool(
-    connections: &deadpool_lapin::Pool,
+    connections: &ConnectionPool,
     confirm: bool,
     watched: &Watched,
 ) -> Result<managed::Pool<ChannelManager>> {
@@ -818,19 +908,5 @@ async fn close_quietly(channel: Channel) {
     }
 }
 
-/// `url` with its password, if any, replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &authority[..colon], &rest[at..]),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
+/// `url` with its passwords replaced by `***` (the one rule, in the core).
+pub use stevedore_core::store::redact_url;

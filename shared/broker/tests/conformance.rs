@@ -421,6 +421,118 @@ mod amqp_only {
         assert!(!message.contains("hunter2-secret"), "{message}");
     }
 
+    /// Messages ready in `queue`, read with a passive declare.
+    async fn ready_in(queue: &str) -> u32 {
+        let raw = deadpool_lapin::Config {
+            url: Some(amqp_url()),
+            ..deadpool_lapin::Config::default()
+        }
+        .create_pool(Some(deadpool_lapin::Runtime::Tokio1))
+        .expect("pool");
+        let conn = raw.get().await.expect("connection");
+        let channel = conn.create_channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                queue,
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue} is not declared: {e}"));
+        let _ = channel.close(200, "OK").await;
+        q.message_count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_spread_over_several_queues_and_one_consumer_takes_them_all() {
+        let names = BrokerNames::new(unique_prefix("spread")).with_job_queues(3);
+        assert_eq!(names.job_queues().len(), 3);
+        let broker = Arc::new(AmqpBroker::connect(&amqp_url(), names).await.expect("connect"));
+        broker.declare().await.expect("declare");
+        let outcome = tokio::spawn(timeout(TEST_TIMEOUT, {
+            let broker = broker.clone();
+            async move {
+                // One call of six, then three calls of one: each message
+                // goes to the next queue, across calls too.
+                let mut jobs = new_jobs(6);
+                broker.publish_jobs(&jobs).await.expect("publish six");
+                for _ in 0..3 {
+                    let one = new_jobs(1);
+                    broker.publish_jobs(&one).await.expect("publish one");
+                    jobs.extend(one);
+                }
+                eventually_count("ready jobs", 9, || broker.ready_count()).await;
+                for queue in broker.names().job_queues() {
+                    assert_eq!(ready_in(&queue).await, 3, "{queue} holds its share");
+                }
+                let mut stream = broker.consume_jobs(4).await.expect("consume");
+                let mut seen = HashSet::new();
+                for _ in 0..jobs.len() {
+                    let delivery = next_delivery(&mut stream).await;
+                    delivery.acker.ack().await.expect("ack");
+                    assert!(seen.insert(delivery.job.actions[0]), "delivered twice");
+                }
+                let expected: HashSet<Uuid> = jobs.iter().map(|j| j.actions[0]).collect();
+                assert_eq!(seen, expected);
+                assert_no_delivery(&mut stream).await;
+                eventually_count("ready jobs", 0, || broker.ready_count()).await;
+            }
+        }))
+        .await;
+        broker.cleanup().await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("timed out"),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_url_list_skips_nodes_that_do_not_answer() {
+        let list = format!("amqp://guest:hunter2-secret@127.0.0.1:1/%2f, {}", amqp_url());
+        let broker = Arc::new(
+            AmqpBroker::connect(&list, BrokerNames::new(unique_prefix("urllist")))
+                .await
+                .expect("the second node answers"),
+        );
+        broker.declare().await.expect("declare");
+        let outcome = tokio::spawn(timeout(TEST_TIMEOUT, {
+            let broker = broker.clone();
+            async move {
+                // Every further connection (the consumers' pool) also finds
+                // the node that answers.
+                let jobs = new_jobs(2);
+                broker.publish_jobs(&jobs).await.expect("publish");
+                let mut stream = broker.consume_jobs(4).await.expect("consume");
+                for _ in 0..2 {
+                    next_delivery(&mut stream).await.acker.ack().await.expect("ack");
+                }
+            }
+        }))
+        .await;
+        broker.cleanup().await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("timed out"),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+
+        let all_down =
+            "amqp://guest:hunter2-secret@127.0.0.1:1/%2f,amqp://guest:hunter2-secret@127.0.0.1:2/%2f";
+        let message = AmqpBroker::connect(all_down, BrokerNames::new(unique_prefix("urllist")))
+            .await
+            .expect_err("no node answers")
+            .to_string();
+        assert!(
+            message.contains("127.0.0.1:1") && message.contains("127.0.0.1:2"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2-secret"), "{message}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn undecodable_job_payload_is_dead_lettered_and_skipped() {
         run::<AmqpBroker, _, _>("undecodable", |broker: Arc<AmqpBroker>| async move {

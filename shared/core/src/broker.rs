@@ -33,18 +33,51 @@ pub const JOB_DELIVERY_LIMIT: u32 = 20;
 pub struct BrokerNames {
     /// The prefix (`stevedore` by default).
     pub prefix: String,
+    /// How many quorum queues jobs are spread over (`[broker] job_queues`,
+    /// at least 1). See [`BrokerNames::job_queues`].
+    pub job_queue_count: u16,
 }
 
+/// The most job queues `[broker] job_queues` may ask for.
+pub const MAX_JOB_QUEUES: u16 = 64;
+
 impl BrokerNames {
-    /// Names under `prefix`.
+    /// Names under `prefix`, with one job queue.
     pub fn new(prefix: impl Into<String>) -> Self {
         BrokerNames {
             prefix: prefix.into(),
+            job_queue_count: 1,
         }
     }
-    /// The jobs quorum queue.
+
+    /// The same names with jobs spread over `count` quorum queues (clamped
+    /// to 1..=[`MAX_JOB_QUEUES`]).
+    pub fn with_job_queues(mut self, count: u16) -> Self {
+        self.job_queue_count = count.clamp(1, MAX_JOB_QUEUES);
+        self
+    }
+
+    /// The first (with one queue, the only) jobs quorum queue.
     pub fn jobs_queue(&self) -> String {
         format!("{}.jobs", self.prefix)
+    }
+
+    /// Every jobs quorum queue: `<prefix>.jobs`, then `<prefix>.jobs.1`,
+    /// `<prefix>.jobs.2`, …. Publishers spread job messages over them and
+    /// every worker consumes from all of them, so one queue's throughput
+    /// (a quorum queue is one Raft group, led by one node) is no longer the
+    /// ceiling. The choice of queue never decides order: an object has at
+    /// most one action In progress, the store's locks see to that.
+    pub fn job_queues(&self) -> Vec<String> {
+        (0..self.job_queue_count).map(|i| self.job_queue(i)).collect()
+    }
+
+    /// Job queue number `index` (0 is [`BrokerNames::jobs_queue`]).
+    pub fn job_queue(&self, index: u16) -> String {
+        match index {
+            0 => self.jobs_queue(),
+            i => format!("{}.jobs.{i}", self.prefix),
+        }
     }
     /// The dead-letter exchange for jobs.
     pub fn dead_letter_exchange(&self) -> String {

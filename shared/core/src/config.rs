@@ -240,12 +240,18 @@ pub struct BrokerSettings {
     /// committed and the outbox relay publishes it later.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How many quorum queues jobs are spread over (1 to 64; default 1).
+    /// Publishers rotate job messages over them and every worker consumes
+    /// from all of them, which lifts the ceiling of one queue on a cluster.
+    /// Every process must use the same count; see docs/SCALING.md.
+    pub job_queues: u16,
 }
 
 impl Default for BrokerSettings {
     fn default() -> Self {
         BrokerSettings {
             publish_timeout: Duration::from_secs(5),
+            job_queues: 1,
         }
     }
 }
@@ -586,6 +592,12 @@ impl FileConfig {
             return Err(Error::Config(
                 "[database] acquire_timeout must be positive".into(),
             ));
+        }
+        if !(1..=crate::broker::MAX_JOB_QUEUES).contains(&cfg.broker.job_queues) {
+            return Err(Error::Config(format!(
+                "[broker] job_queues must be between 1 and {}",
+                crate::broker::MAX_JOB_QUEUES
+            )));
         }
         if cfg.broker.publish_timeout.is_zero() {
             return Err(Error::Config("[broker] publish_timeout must be positive".into()));

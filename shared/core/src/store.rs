@@ -642,23 +642,48 @@ pub mod prelude {
 /// A shared, dynamically dispatched store.
 pub type DynStore = Arc<dyn Store>;
 
-/// A URL with its password replaced by `***`, for logs and errors.
+/// A URL with its password replaced by `***`, for logs and errors; each URL
+/// of a comma-separated list (a cluster's nodes) is redacted.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    // The credentials end at the last `@` before the query: a password may
+    // hold `/` or `@`, a query may hold `@`.
+    let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
+    match before_query.rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_and_nothing_else() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://h/db?x=a@b"), "postgres://h/db?x=a@b");
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        assert_eq!(
+            redact_url("amqp://g:p1@a:5672/%2f,amqp://g:p2@b:5672/%2f"),
+            "amqp://g:***@a:5672/%2f,amqp://g:***@b:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://g@a/"), "amqp://g@a/");
+        assert_eq!(redact_url("postgres://u:p/a@ss@h/db"), "postgres://u:***@h/db");
+    }
 
     #[test]
     fn a_page_holds_what_fits_its_budget_and_never_nothing() {
