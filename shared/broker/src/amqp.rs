@@ -501,14 +501,23 @@ impl Broker for AmqpBroker {
 
     async fn consume_jobs(&self, prefetch: u16) -> Result<JobStream> {
         // One channel and consumer per queue, each with its share of the
-        // prefetch; the streams are merged.
+        // prefetch; the streams are merged, and the merge ends as soon as
+        // any of them ends, so that the worker subscribes to all again
+        // instead of going on with fewer queues than it should.
         let queues = self.names.job_queues();
+        if queues.len() == 1 {
+            return self.consume_job_queue(&queues[0], prefetch).await;
+        }
         let share = prefetch.div_ceil(queues.len() as u16).max(1);
         let mut streams = Vec::with_capacity(queues.len());
         for queue in &queues {
-            streams.push(self.consume_job_queue(queue, share).await?);
+            let stream = self.consume_job_queue(queue, share).await?;
+            streams.push(stream.map(Some).chain(futures::stream::iter([None])));
         }
-        Ok(futures::stream::select_all(streams).boxed())
+        Ok(futures::stream::select_all(streams)
+            .take_while(|item| std::future::ready(item.is_some()))
+            .filter_map(std::future::ready)
+            .boxed())
     }
     async fn publish_update(&self, update: &Update) -> Result<()> {
         let payload = serde_json::to_vec(update)?;
