@@ -5,8 +5,8 @@
 #
 #   - PostgreSQL on 127.0.0.1:5432, RabbitMQ on 127.0.0.1:5672: started if
 #     installed but stopped, installed from Debian packages if missing;
-#   - Chromium and chromedriver (the dashboard's browser test), installed
-#     from Debian packages if missing.
+#   - Chromium and chromedriver (the dashboard's browser test) and HAProxy
+#     (the cluster rig's test), installed from Debian packages if missing.
 #
 # Each step does nothing when its service is already there, so running the
 # script again costs only the tests. Installing and starting need root (or
@@ -155,9 +155,21 @@ ensure_browser() {
     die "no $chromium or $driver after installing chromium and chromium-driver"
 }
 
+ensure_haproxy() {
+  # tests/e2e/cluster.rs runs the cluster rig (scripts/cluster.sh) behind
+  # HAProxy; Debian's package starts a service of its own, which the rig
+  # does not use.
+  command -v haproxy >/dev/null 2>&1 && return 0
+  apt_install haproxy
+  if command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl stop haproxy 2>/dev/null || true
+  fi
+}
+
 ensure_postgres
 ensure_rabbitmq
 ensure_browser
+ensure_haproxy
 
 # `--workspace` selects every package whatever -p says, so it goes when the
 # arguments name packages themselves.

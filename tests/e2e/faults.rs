@@ -12,7 +12,7 @@ use uuid::Uuid;
 /// The fault tests run one at a time: each starts an API, workers,
 /// PostgreSQL databases and RabbitMQ connections with second-scale leases,
 /// and on a 2-core machine several at once starve each other's heartbeats.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_survives_its_worker_being_killed() {

@@ -13,6 +13,7 @@ mod support;
 
 mod actions_api;
 mod cli;
+mod cluster;
 mod dashboard;
 mod deploy_manifests;
 mod faults;

@@ -9,6 +9,7 @@
 //! cargo run --release --bin bench -- latency --rate 1000 --seconds 10
 //! cargo run --release --bin bench -- logs --lines 200000
 //! cargo run --release --bin bench -- compare --actions 10000 --workers 2
+//! scripts/cluster.sh faults   # runs `bench drive` against the cluster rig
 //! ```
 //!
 //! `--smoke` shrinks every size so CI can check that the benchmarks still run
@@ -20,6 +21,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod compare;
+mod drive;
 mod latency;
 mod list;
 mod logs;
@@ -117,6 +119,9 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
     },
+    /// Traffic and websocket followers against a running deployment (the
+    /// cluster rig, scripts/cluster.sh), then what it lost: one line of JSON.
+    Drive(drive::DriveArgs),
 }
 
 #[tokio::main]
@@ -127,6 +132,11 @@ async fn main() -> Result<()> {
         rig::set_batch_interval(std::time::Duration::from_millis(ms));
     }
     let out = match cli.scenario {
+        // One line: scripts/cluster.sh reports its last line.
+        Scenario::Drive(args) => {
+            println!("{}", serde_json::to_string(&drive::drive(args).await?)?);
+            return Ok(());
+        }
         Scenario::List { actions, requests } => {
             list::list(if s { 2000 } else { actions }, if s { 2 } else { requests }).await?
         }
