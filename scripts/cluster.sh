@@ -23,7 +23,7 @@
 #       then every action settles and the last line is the summary (JSON)
 #   scripts/cluster.sh load [--seconds S] [--rate R] [--verb noop]
 #       the same traffic without faults; the summary adds CPU seconds per role
-#   scripts/cluster.sh kill NAME | restart NAME | node-stop I | node-start I | leader
+#   scripts/cluster.sh kill NAME | restart NAME | node-stop I | node-start I | leader | leaders
 #       single steps (NAME: api-1, stream-2, worker-3, …; I: 1..3)
 #
 # Settings (environment): STEVEDORE_RIG_BASE (port base, default 5700; the
@@ -208,15 +208,23 @@ wait_ready() {
   die "$name not ready on $port; see $dir/$name.log"
 }
 
-# The node (1..3) that leads job queue 0, from a node that is running.
+# The node (1..3) that leads job queue 0.
 leader() {
-  local i out
+  local l
+  l="$(leaders | awk '$1 == "stevedore.jobs" { print $2 }')"
+  [ -n "$l" ] && [ "$l" != "?" ] && echo "$l"
+}
+
+# Each quorum queue with the node (1..3) that leads it, a line each.
+leaders() {
+  local i out map=""
+  for i in "${nodes[@]}"; do map+="$(node_name "$i")=$i "; done
   for i in "${nodes[@]}"; do
-    if out="$(ctl "$i" "list_queues -q name leader" 2>/dev/null)"; then
-      out="$(awk '$1 == "stevedore.jobs" { print $2 }' <<<"$out")"
-      for j in "${nodes[@]}"; do
-        [ "$out" = "$(node_name "$j")" ] && echo "$j" && return 0
-      done
+    if out="$(ctl "$i" "list_queues -q name type leader" 2>/dev/null)"; then
+      awk -v map="$map" '
+        BEGIN { n = split(map, kv, " "); for (k = 1; k <= n; k++) { split(kv[k], p, "="); node[p[1]] = p[2] } }
+        $2 == "quorum" { print $1, ($3 in node ? node[$3] : "?") }' <<<"$out" | sort
+      return 0
     fi
   done
   return 1
@@ -274,7 +282,7 @@ EOF
     sleep 0.2
   done
   curl -fsS "http://127.0.0.1:$lb_port/readyz" >/dev/null || die "HAProxy does not answer; see $dir/haproxy.log"
-  log "job queue leader: node $(leader || echo '?')"
+  log "job queue leaders (queue node): $(leaders | paste -sd, -)"
   cat "$dir/user"
 }
 
@@ -299,7 +307,8 @@ cmd_status() {
   for i in "${nodes[@]}"; do
     if ctl "$i" "status" >/dev/null 2>&1; then echo "rabbitmq-$i: running"; else echo "rabbitmq-$i: stopped"; fi
   done
-  echo "job queue leader: node $(leader || echo '?')"
+  echo "job queue leaders (queue node):"
+  leaders || echo "(no node answers)"
 }
 
 # Runs the traffic driver (the bench's `rig` scenario) against the balancer.
@@ -394,5 +403,6 @@ case "$cmd" in
   node-stop) scripts/rabbitmq-node.sh stop "$(node_port "${1:?node-stop 1..3}")" ;;
   node-start) scripts/rabbitmq-node.sh start "$(node_port "${1:?node-start 1..3}")" ;;
   leader) leader ;;
+  leaders) leaders ;;
   *) die "unknown command $cmd (--help)" ;;
 esac

@@ -48,6 +48,17 @@ async fn the_cluster_rig_loses_nothing_when_nodes_and_processes_die() {
         "cluster.sh up failed:\n{}",
         String::from_utf8_lossy(&up.stderr)
     );
+    // Two job queues, replicated on all three nodes, led by two nodes.
+    let leaders = cluster(&["leaders"]);
+    let leaders = String::from_utf8_lossy(&leaders.stdout).to_string();
+    let jobs: Vec<&str> = leaders
+        .lines()
+        .filter(|l| l.starts_with("stevedore.jobs ") || l.starts_with("stevedore.jobs.1 "))
+        .collect();
+    assert_eq!(jobs.len(), 2, "both job queues are quorum queues:\n{leaders}");
+    let nodes: std::collections::HashSet<&str> = jobs.iter().filter_map(|l| l.split(' ').nth(1)).collect();
+    assert_eq!(nodes.len(), 2, "the job queues' leaders are on two nodes:\n{leaders}");
+
     let faults = tokio::task::spawn_blocking(|| {
         cluster(&[
             "faults",

@@ -442,10 +442,20 @@ impl Broker for AmqpBroker {
             ShortString::from("x-dead-letter-exchange"),
             AMQPValue::LongString(LongString::from(dlx.as_str())),
         );
-        for queue in self.names.job_queues() {
-            channel
-                .queue_declare(&queue, durable_queue, jobs_args.clone())
-                .await?;
+        for (i, queue) in self.names.job_queues().into_iter().enumerate() {
+            let mut args = jobs_args.clone();
+            if i > 0 {
+                // Leaders on the node with the fewest, so that N queues
+                // spread over the nodes (RabbitMQ's default puts a leader on
+                // the declaring client's node). Not on the first queue: it
+                // predates the option, and RabbitMQ refuses to declare an
+                // existing queue with other arguments.
+                args.insert(
+                    ShortString::from("x-queue-leader-locator"),
+                    AMQPValue::LongString(LongString::from("balanced")),
+                );
+            }
+            channel.queue_declare(&queue, durable_queue, args).await?;
         }
 
         channel

@@ -25,6 +25,7 @@ mod drive;
 mod latency;
 mod list;
 mod logs;
+mod queues;
 mod rig;
 mod throughput;
 
@@ -122,6 +123,9 @@ enum Scenario {
     /// Traffic and websocket followers against a running deployment (the
     /// cluster rig, scripts/cluster.sh), then what it lost: one line of JSON.
     Drive(drive::DriveArgs),
+    /// Confirmed and consumed job messages per second over one or several
+    /// job queues, the broker alone (`--url` may list a cluster's nodes).
+    Queues(queues::QueuesArgs),
 }
 
 #[tokio::main]
@@ -132,6 +136,7 @@ async fn main() -> Result<()> {
         rig::set_batch_interval(std::time::Duration::from_millis(ms));
     }
     let out = match cli.scenario {
+        Scenario::Queues(args) => queues::queues(args).await?,
         // One line: scripts/cluster.sh reports its last line.
         Scenario::Drive(args) => {
             println!("{}", serde_json::to_string(&drive::drive(args).await?)?);
