@@ -196,6 +196,25 @@ fn duration_secs(v: &Value) -> u64 {
         * mult
 }
 
+/// `[broker] job_queues` of deploy/stevedore.toml: the one place where
+/// every role of every deployment here reads the job queue count from.
+fn deploy_job_queues() -> u16 {
+    let text = read(&deploy().join("stevedore.toml"));
+    FileConfig::parse(&text)
+        .expect("deploy/stevedore.toml parses")
+        .broker
+        .job_queues
+}
+
+/// The broker names every role of these deployments uses.
+fn deploy_broker_names() -> BrokerNames {
+    BrokerNames::default().with_job_queues(deploy_job_queues())
+}
+
+fn compose() -> Value {
+    yaml_doc(&deploy().join("docker-compose.yml"))
+}
+
 // ---------------------------------------------------------------- tests
 
 #[test]
@@ -522,9 +541,25 @@ fn k8s_hpa_scales_workers_on_job_queue_depth() {
         metric["external"]["metric"]["name"],
         "rabbitmq_queue_messages_ready"
     );
+    // Every job queue, and only those (not the dead letters): the HPA adds
+    // up the values of all the series the selector matches.
+    let selector = &metric["external"]["metric"]["selector"];
+    assert!(
+        selector["matchLabels"]["queue"].is_null(),
+        "one queue label would count one job queue of several"
+    );
+    let expressions = arr(selector, "/matchExpressions");
+    assert_eq!(expressions.len(), 1, "{selector}");
+    let queues = &expressions[0];
+    assert_eq!(queues["key"], "queue");
+    assert_eq!(queues["operator"], "In");
+    let selected: BTreeSet<String> = strings(&queues["values"]).into_iter().collect();
+    let expected: BTreeSet<String> = deploy_broker_names().job_queues().into_iter().collect();
     assert_eq!(
-        metric["external"]["metric"]["selector"]["matchLabels"]["queue"],
-        BrokerNames::default().jobs_queue().as_str()
+        selected,
+        expected,
+        "the HPA's queues are not the {} job queues of deploy/stevedore.toml",
+        deploy_job_queues()
     );
     let min = hpa["spec"]["minReplicas"].as_u64().unwrap();
     let max = hpa["spec"]["maxReplicas"].as_u64().unwrap();
@@ -672,7 +707,7 @@ fn compose_credentials_agree_across_services() {
 
 #[test]
 fn rabbitmq_definitions_match_the_broker_topology() {
-    let names = BrokerNames::default();
+    let names = deploy_broker_names();
     let defs = json_file(&deploy().join("rabbitmq/definitions.json"));
     let queue = |name: &str| {
         arr(&defs, "/queues")
@@ -689,27 +724,44 @@ fn rabbitmq_definitions_match_the_broker_topology() {
             .clone()
     };
 
-    let jobs = queue(&names.jobs_queue());
-    assert_eq!(jobs["durable"], true);
-    assert_eq!(jobs["auto_delete"], false);
-    assert_eq!(jobs["vhost"], "/");
-    // Exactly the arguments `AmqpBroker::declare` passes: any difference makes
-    // RabbitMQ refuse the application's declaration (PRECONDITION_FAILED).
-    let expected: BTreeMap<String, Value> = BTreeMap::from([
-        ("x-queue-type".into(), Value::from("quorum")),
-        ("x-delivery-limit".into(), Value::from(JOB_DELIVERY_LIMIT)),
-        (
-            "x-dead-letter-exchange".into(),
-            Value::from(names.dead_letter_exchange()),
-        ),
-    ]);
-    let args: BTreeMap<String, Value> = jobs["arguments"]
-        .as_object()
-        .unwrap()
+    // Every job queue of the configured count, and no other queue: a queue
+    // of a larger count left here would be declared and never consumed.
+    let declared: BTreeSet<String> = arr(&defs, "/queues")
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|q| s(q, "/name").to_string())
         .collect();
-    assert_eq!(args, expected, "arguments of {}", names.jobs_queue());
+    let mut expected_queues: BTreeSet<String> = names.job_queues().into_iter().collect();
+    expected_queues.insert(names.dead_letter_queue());
+    assert_eq!(
+        declared, expected_queues,
+        "definitions.json: the queues of {} job queues (deploy/stevedore.toml)",
+        names.job_queue_count
+    );
+    assert!(names.job_queue_count >= 1);
+    for name in names.job_queues() {
+        let jobs = queue(&name);
+        assert_eq!(jobs["durable"], true, "{name}");
+        assert_eq!(jobs["auto_delete"], false, "{name}");
+        assert_eq!(jobs["vhost"], "/", "{name}");
+        // Exactly the arguments `AmqpBroker::declare` passes: any difference
+        // makes RabbitMQ refuse the application's declaration
+        // (PRECONDITION_FAILED). All job queues dead-letter alike.
+        let expected: BTreeMap<String, Value> = BTreeMap::from([
+            ("x-queue-type".into(), Value::from("quorum")),
+            ("x-delivery-limit".into(), Value::from(JOB_DELIVERY_LIMIT)),
+            (
+                "x-dead-letter-exchange".into(),
+                Value::from(names.dead_letter_exchange()),
+            ),
+        ]);
+        let args: BTreeMap<String, Value> = jobs["arguments"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(args, expected, "arguments of {name}");
+    }
 
     let dead = queue(&names.dead_letter_queue());
     assert_eq!(dead["durable"], true);
@@ -768,6 +820,50 @@ fn rabbitmq_conf_loads_the_definitions_compose_mounts() {
             volumes.iter().any(|v| v.starts_with(&format!("{file}:{target}"))),
             "compose rabbitmq: {file} not mounted at {target}: {volumes:?}"
         );
+    }
+}
+
+/// The nodes of a cluster: three, so that every quorum queue keeps a
+/// majority of its members while one node is down.
+const RABBITMQ_NODES: usize = 3;
+
+/// Settings of the job queue count other than deploy/stevedore.toml's.
+const JOB_QUEUE_OVERRIDES: &[&str] = &["STEVEDORE_BROKER_JOB_QUEUES", "--job-queues"];
+
+#[test]
+fn every_role_reads_one_job_queue_count() {
+    let n = deploy_job_queues();
+    // One leader per node, or the same number on each.
+    assert_eq!(
+        usize::from(n) % RABBITMQ_NODES,
+        0,
+        "[broker] job_queues = {n} in deploy/stevedore.toml: not a multiple of the {RABBITMQ_NODES} nodes"
+    );
+    // Nothing overrides deploy/stevedore.toml (which compose mounts, the
+    // ConfigMap copies and the systemd units read): an override in one role
+    // only would split the roles over different queues.
+    let mut places: Vec<(String, String)> = Vec::new();
+    let compose = compose();
+    for (name, svc) in compose["services"].as_object().unwrap() {
+        places.push((format!("compose {name}"), svc.to_string()));
+    }
+    for (file, doc) in k8s_docs() {
+        places.push((format!("{file} {}", doc["metadata"]["name"]), doc.to_string()));
+    }
+    for p in walk(&deploy().join("systemd")) {
+        places.push((rel(&p), read(&p)));
+    }
+    for (what, text) in &places {
+        for setting in JOB_QUEUE_OVERRIDES {
+            // The ConfigMap's copy of stevedore.toml names the variable in a comment.
+            if what.starts_with("deploy/k8s/configmap.yaml") {
+                continue;
+            }
+            assert!(
+                !text.contains(setting),
+                "{what} sets {setting}: the job queue count belongs in deploy/stevedore.toml only"
+            );
+        }
     }
 }
 
