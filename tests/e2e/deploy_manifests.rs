@@ -211,8 +211,60 @@ fn deploy_broker_names() -> BrokerNames {
     BrokerNames::default().with_job_queues(deploy_job_queues())
 }
 
+/// One URL of an `amqp://user:password@host:port/vhost` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AmqpUrl {
+    user: String,
+    password: String,
+    host: String,
+    port: u16,
+    vhost: String,
+}
+
+/// The URLs of a comma-separated list, as `STEVEDORE_AMQP_URL` takes them.
+fn amqp_urls(list: &str) -> Vec<AmqpUrl> {
+    list.split(',')
+        .map(|url| {
+            let rest = url
+                .trim()
+                .strip_prefix("amqp://")
+                .unwrap_or_else(|| panic!("not an amqp:// URL: {url}"));
+            let (credentials, rest) = rest
+                .split_once('@')
+                .unwrap_or_else(|| panic!("no credentials in {url}"));
+            let (user, password) = credentials
+                .split_once(':')
+                .unwrap_or_else(|| panic!("no password in {url}"));
+            let (authority, vhost) = rest
+                .split_once('/')
+                .unwrap_or_else(|| panic!("no vhost in {url}"));
+            let (host, port) = authority
+                .rsplit_once(':')
+                .unwrap_or_else(|| panic!("no port in {url}"));
+            AmqpUrl {
+                user: user.to_string(),
+                password: password.to_string(),
+                host: host.to_string(),
+                port: port.parse().unwrap_or_else(|_| panic!("bad port in {url}")),
+                vhost: vhost.to_string(),
+            }
+        })
+        .collect()
+}
+
 fn compose() -> Value {
     yaml_doc(&deploy().join("docker-compose.yml"))
+}
+
+/// The RabbitMQ nodes of the compose file: its services running the RabbitMQ image.
+fn compose_rabbitmq_nodes(compose: &Value) -> Vec<String> {
+    compose["services"]
+        .as_object()
+        .expect("services")
+        .iter()
+        .filter(|(_, svc)| svc["image"].as_str().is_some_and(|i| i.starts_with("rabbitmq:")))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 // ---------------------------------------------------------------- tests
@@ -570,11 +622,13 @@ const STEVEDORE_SERVICES: &[&str] = &["migrate", "api", "stream", "worker"];
 
 #[test]
 fn compose_runs_every_role_in_order() {
-    let compose = yaml_doc(&deploy().join("docker-compose.yml"));
+    let compose = compose();
     let services = compose["services"].as_object().expect("services");
-    for name in ["postgres", "rabbitmq", "migrate", "api", "stream", "worker"] {
+    for name in ["postgres", "migrate", "api", "stream", "worker"] {
         assert!(services.contains_key(name), "compose: no service {name}");
     }
+    let nodes = compose_rabbitmq_nodes(&compose);
+    assert!(!nodes.is_empty(), "compose: no RabbitMQ service");
     let svc = |n: &str| &services[n];
     let depends = |n: &str, on: &str| svc(n)["depends_on"][on]["condition"].clone();
 
@@ -585,7 +639,10 @@ fn compose_runs_every_role_in_order() {
             "service_completed_successfully",
             "{role}"
         );
-        assert_eq!(depends(role, "rabbitmq"), "service_healthy", "{role}");
+        // Each node must be up: the URL list names them all.
+        for node in &nodes {
+            assert_eq!(depends(role, node), "service_healthy", "{role} on {node}");
+        }
     }
     assert_eq!(svc("migrate")["restart"], "no");
     assert_eq!(svc("worker")["deploy"]["replicas"], 2);
@@ -639,7 +696,10 @@ fn compose_runs_every_role_in_order() {
         strings(&svc("worker")["command"]),
         ["worker", "--listen", "0.0.0.0:9090"]
     );
-    for name in ["postgres", "rabbitmq", "api", "stream", "worker"] {
+    for name in ["postgres", "api", "stream", "worker"]
+        .into_iter()
+        .chain(nodes.iter().map(String::as_str))
+    {
         let hc = &svc(name)["healthcheck"];
         assert!(
             hc["test"].is_array() && hc["disable"] != true,
@@ -657,20 +717,25 @@ fn compose_runs_every_role_in_order() {
         .as_str()
         .unwrap()
         .starts_with("postgres:15"));
-    assert!(svc("rabbitmq")["image"]
-        .as_str()
-        .unwrap()
-        .starts_with("rabbitmq:3.12-management"));
-    assert_eq!(
-        svc("rabbitmq")["environment"]["RABBITMQ_SCHEDULER_BUSY_WAIT_THRESHOLD"].as_str(),
-        Some("none"),
-        "RabbitMQ's schedulers must not spin on shared cores"
-    );
+    for node in &nodes {
+        assert!(
+            svc(node)["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("rabbitmq:3.12-management"),
+            "compose {node}"
+        );
+        assert_eq!(
+            svc(node)["environment"]["RABBITMQ_SCHEDULER_BUSY_WAIT_THRESHOLD"].as_str(),
+            Some("none"),
+            "compose {node}: RabbitMQ's schedulers must not spin on shared cores"
+        );
+    }
 }
 
 #[test]
 fn compose_credentials_agree_across_services() {
-    let compose = yaml_doc(&deploy().join("docker-compose.yml"));
+    let compose = compose();
     let services = &compose["services"];
     let pg = &services["postgres"]["environment"];
     let defs = json_file(&deploy().join("rabbitmq/definitions.json"));
@@ -686,22 +751,20 @@ fn compose_credentials_agree_across_services() {
         if *role == "migrate" {
             continue;
         }
-        let amqp = s(env, "/STEVEDORE_AMQP_URL");
-        let user = amqp
-            .strip_prefix("amqp://")
-            .and_then(|r| r.split(':').next())
-            .unwrap_or_else(|| panic!("compose {role}: bad AMQP URL {amqp}"));
-        assert!(
-            arr(&defs, "/users").iter().any(|u| u["name"] == user),
-            "compose {role}: AMQP user {user} is not in definitions.json"
-        );
-        assert!(
-            arr(&defs, "/permissions")
-                .iter()
-                .any(|p| p["user"] == user && p["vhost"] == "/"),
-            "compose {role}: {user} has no permissions on vhost /"
-        );
-        assert!(amqp.ends_with("/%2f"), "compose {role}: vhost / is %2f");
+        for url in amqp_urls(s(env, "/STEVEDORE_AMQP_URL")) {
+            let user = url.user.as_str();
+            assert!(
+                arr(&defs, "/users").iter().any(|u| u["name"] == user),
+                "compose {role}: AMQP user {user} is not in definitions.json"
+            );
+            assert!(
+                arr(&defs, "/permissions")
+                    .iter()
+                    .any(|p| p["user"] == user && p["vhost"] == "/"),
+                "compose {role}: {user} has no permissions on vhost /"
+            );
+            assert_eq!(url.vhost, "%2f", "compose {role}: vhost / is %2f");
+        }
     }
 }
 
@@ -810,22 +873,141 @@ fn rabbitmq_definitions_match_the_broker_topology() {
 fn rabbitmq_conf_loads_the_definitions_compose_mounts() {
     let conf = ini(&deploy().join("rabbitmq/rabbitmq.conf"));
     let path = ini_get(&conf, "", "load_definitions").expect("load_definitions");
-    let compose = yaml_doc(&deploy().join("docker-compose.yml"));
-    let volumes = strings(&compose["services"]["rabbitmq"]["volumes"]);
-    for (file, target) in [
-        ("./rabbitmq/definitions.json", path),
-        ("./rabbitmq/rabbitmq.conf", "/etc/rabbitmq/rabbitmq.conf"),
-    ] {
-        assert!(
-            volumes.iter().any(|v| v.starts_with(&format!("{file}:{target}"))),
-            "compose rabbitmq: {file} not mounted at {target}: {volumes:?}"
-        );
+    let compose = compose();
+    for node in compose_rabbitmq_nodes(&compose) {
+        let volumes = strings(&compose["services"][&node]["volumes"]);
+        for (file, target) in [
+            ("./rabbitmq/definitions.json", path),
+            ("./rabbitmq/rabbitmq.conf", "/etc/rabbitmq/rabbitmq.conf"),
+        ] {
+            assert!(
+                volumes.iter().any(|v| v.starts_with(&format!("{file}:{target}"))),
+                "compose {node}: {file} not mounted at {target}: {volumes:?}"
+            );
+        }
     }
 }
 
 /// The nodes of a cluster: three, so that every quorum queue keeps a
 /// majority of its members while one node is down.
 const RABBITMQ_NODES: usize = 3;
+
+#[test]
+fn compose_runs_a_three_node_rabbitmq_cluster() {
+    let compose = compose();
+    let services = &compose["services"];
+    let nodes = compose_rabbitmq_nodes(&compose);
+    assert_eq!(nodes.len(), RABBITMQ_NODES, "compose: RabbitMQ nodes {nodes:?}");
+
+    // Each node its own host name (its node name) and its own data volume.
+    let hostnames: BTreeSet<String> = nodes
+        .iter()
+        .map(|n| s(&services[n], "/hostname").to_string())
+        .collect();
+    assert_eq!(
+        hostnames.len(),
+        RABBITMQ_NODES,
+        "compose: node host names {hostnames:?}"
+    );
+    let declared_volumes = compose["volumes"].as_object().expect("top-level volumes");
+    let mut data_volumes = BTreeSet::new();
+    for node in &nodes {
+        let volumes = strings(&services[node]["volumes"]);
+        let data: Vec<&str> = volumes
+            .iter()
+            .filter_map(|v| v.strip_suffix(":/var/lib/rabbitmq"))
+            .collect();
+        assert_eq!(
+            data.len(),
+            1,
+            "compose {node}: one volume at /var/lib/rabbitmq: {volumes:?}"
+        );
+        assert!(
+            declared_volumes.contains_key(data[0]),
+            "compose {node}: {} is not a named volume",
+            data[0]
+        );
+        data_volumes.insert(data[0].to_string());
+    }
+    assert_eq!(
+        data_volumes.len(),
+        RABBITMQ_NODES,
+        "compose: nodes share a data volume: {data_volumes:?}"
+    );
+
+    // One Erlang cookie, or the nodes cannot talk to each other.
+    let cookies: BTreeSet<&str> = nodes
+        .iter()
+        .map(|n| s(&services[n], "/environment/RABBITMQ_ERLANG_COOKIE"))
+        .collect();
+    assert_eq!(cookies.len(), 1, "compose: the nodes' Erlang cookies differ");
+    assert!(!cookies.first().unwrap().is_empty());
+
+    // Cluster formation lists exactly these nodes.
+    let conf = ini(&deploy().join("rabbitmq/rabbitmq.conf"));
+    assert!(
+        matches!(
+            ini_get(&conf, "", "cluster_formation.peer_discovery_backend"),
+            Some("classic_config" | "rabbit_peer_discovery_classic_config")
+        ),
+        "rabbitmq.conf: classic_config peer discovery"
+    );
+    let listed: BTreeSet<String> = conf
+        .iter()
+        .filter(|(_, k, _)| k.starts_with("cluster_formation.classic_config.nodes."))
+        .map(|(_, _, v)| v.clone())
+        .collect();
+    let expected: BTreeSet<String> = hostnames.iter().map(|h| format!("rabbit@{h}")).collect();
+    assert_eq!(listed, expected, "rabbitmq.conf: classic_config nodes");
+    check_cluster_settings("deploy/rabbitmq/rabbitmq.conf", &conf, RABBITMQ_NODES);
+
+    // Every Stevedore process can reach every node.
+    for role in STEVEDORE_SERVICES {
+        let env = &services[*role]["environment"];
+        let urls = amqp_urls(s(env, "/STEVEDORE_AMQP_URL"));
+        let hosts: Vec<&str> = urls.iter().map(|u| u.host.as_str()).collect();
+        let unique: BTreeSet<String> = hosts.iter().map(|h| h.to_string()).collect();
+        assert_eq!(
+            hosts.len(),
+            unique.len(),
+            "compose {role}: a node listed twice: {hosts:?}"
+        );
+        assert_eq!(
+            unique, hostnames,
+            "compose {role}: the AMQP URLs must list every node"
+        );
+        for url in &urls {
+            assert_eq!(url.port, 5672, "compose {role}: {url:?}");
+            assert_eq!(
+                (&url.user, &url.password),
+                (&urls[0].user, &urls[0].password),
+                "compose {role}: one user for all nodes"
+            );
+        }
+    }
+}
+
+/// What a cluster's rabbitmq.conf needs, whichever the peer discovery.
+fn check_cluster_settings(what: &str, conf: &[(String, String, String)], nodes: usize) {
+    let get = |key: &str| ini_get(conf, "", key).unwrap_or_else(|| panic!("{what}: no {key}"));
+    let number = |key: &str| {
+        get(key)
+            .parse::<usize>()
+            .unwrap_or_else(|_| panic!("{what}: {key} is not a number"))
+    };
+    // Definitions import queues only once every node is there: each quorum
+    // queue then starts with a member on every node.
+    assert_eq!(
+        number("cluster_formation.target_cluster_size_hint"),
+        nodes,
+        "{what}"
+    );
+    assert_eq!(number("quorum_queue.initial_cluster_size"), nodes, "{what}");
+    // Leaders spread over the nodes, whoever declares the queues.
+    assert_eq!(get("queue_leader_locator"), "balanced", "{what}");
+    // The worker autoscaler's metric.
+    assert_eq!(get("prometheus.return_per_object_metrics"), "true", "{what}");
+}
 
 /// Settings of the job queue count other than deploy/stevedore.toml's.
 const JOB_QUEUE_OVERRIDES: &[&str] = &["STEVEDORE_BROKER_JOB_QUEUES", "--job-queues"];
