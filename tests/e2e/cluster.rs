@@ -57,7 +57,11 @@ async fn the_cluster_rig_loses_nothing_when_nodes_and_processes_die() {
         .collect();
     assert_eq!(jobs.len(), 2, "both job queues are quorum queues:\n{leaders}");
     let nodes: std::collections::HashSet<&str> = jobs.iter().filter_map(|l| l.split(' ').nth(1)).collect();
-    assert_eq!(nodes.len(), 2, "the job queues' leaders are on two nodes:\n{leaders}");
+    assert_eq!(
+        nodes.len(),
+        2,
+        "the job queues' leaders are on two nodes:\n{leaders}"
+    );
 
     let faults = tokio::task::spawn_blocking(|| {
         cluster(&[

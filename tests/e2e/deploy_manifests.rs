@@ -874,7 +874,7 @@ fn rabbitmq_definitions_match_the_broker_topology() {
         names.job_queue_count
     );
     assert!(names.job_queue_count >= 1);
-    for name in names.job_queues() {
+    for (index, name) in names.job_queues().into_iter().enumerate() {
         let jobs = queue(&name);
         assert_eq!(jobs["durable"], true, "{name}");
         assert_eq!(jobs["auto_delete"], false, "{name}");
@@ -882,7 +882,7 @@ fn rabbitmq_definitions_match_the_broker_topology() {
         // Exactly the arguments `AmqpBroker::declare` passes: any difference
         // makes RabbitMQ refuse the application's declaration
         // (PRECONDITION_FAILED). All job queues dead-letter alike.
-        let expected: BTreeMap<String, Value> = BTreeMap::from([
+        let mut expected: BTreeMap<String, Value> = BTreeMap::from([
             ("x-queue-type".into(), Value::from("quorum")),
             ("x-delivery-limit".into(), Value::from(JOB_DELIVERY_LIMIT)),
             (
@@ -890,6 +890,9 @@ fn rabbitmq_definitions_match_the_broker_topology() {
                 Value::from(names.dead_letter_exchange()),
             ),
         ]);
+        if let Some(locator) = names.job_queue_leader_locator(index as u16) {
+            expected.insert("x-queue-leader-locator".into(), Value::from(locator));
+        }
         let args: BTreeMap<String, Value> = jobs["arguments"]
             .as_object()
             .unwrap()

@@ -12,7 +12,8 @@
 //! management tools show them.
 //!
 //! On a cluster, the URL may list several nodes, comma-separated: each new
-//! connection tries them in turn, starting one further along each time, so
+//! connection tries them in turn, starting one further along each time (a
+//! pool's first connection at a random node), so
 //! connections spread over the nodes and a stopped node is skipped. Jobs may
 //! be spread over several quorum queues ([`BrokerNames::job_queues`]):
 //! publishes rotate over them and a consumer takes from all of them.
@@ -444,15 +445,10 @@ impl Broker for AmqpBroker {
         );
         for (i, queue) in self.names.job_queues().into_iter().enumerate() {
             let mut args = jobs_args.clone();
-            if i > 0 {
-                // Leaders on the node with the fewest, so that N queues
-                // spread over the nodes (RabbitMQ's default puts a leader on
-                // the declaring client's node). Not on the first queue: it
-                // predates the option, and RabbitMQ refuses to declare an
-                // existing queue with other arguments.
+            if let Some(locator) = self.names.job_queue_leader_locator(i as u16) {
                 args.insert(
                     ShortString::from("x-queue-leader-locator"),
-                    AMQPValue::LongString(LongString::from("balanced")),
+                    AMQPValue::LongString(LongString::from(locator)),
                 );
             }
             channel.queue_declare(&queue, durable_queue, args).await?;
@@ -887,10 +883,13 @@ fn connection_pool(urls: &[String], names: &BrokerNames, role: &str, size: usize
     let properties = ConnectionProperties::default()
         .with_connection_name(LongString::from(format!("{}-{role}", names.prefix)))
         .with_executor(tokio_executor_trait::Tokio::current());
+    // Each pool starts at a random node, so that the processes' connections
+    // spread over the cluster instead of all going to the first node.
+    let start = (uuid::Uuid::new_v4().as_u128() % urls.len() as u128) as usize;
     managed::Pool::builder(ConnectionManager {
         urls: urls.to_vec(),
         properties,
-        next: AtomicUsize::new(0),
+        next: AtomicUsize::new(start),
     })
     .runtime(deadpool::Runtime::Tokio1)
     .max_size(size)

@@ -72,6 +72,16 @@ impl BrokerNames {
         (0..self.job_queue_count).map(|i| self.job_queue(i)).collect()
     }
 
+    /// The `x-queue-leader-locator` job queue number `index` is declared
+    /// with: `balanced` (the node with the fewest leaders, so that several
+    /// queues spread over a cluster; RabbitMQ's default is the declaring
+    /// client's node) for every queue but the first, which predates the
+    /// option: RabbitMQ refuses to redeclare an existing queue with other
+    /// arguments.
+    pub fn job_queue_leader_locator(&self, index: u16) -> Option<&'static str> {
+        (index > 0).then_some("balanced")
+    }
+
     /// Job queue number `index` (0 is [`BrokerNames::jobs_queue`]).
     pub fn job_queue(&self, index: u16) -> String {
         match index {

@@ -47,7 +47,8 @@ pub struct QueuesArgs {
 
 pub async fn queues(a: QueuesArgs) -> Result<Value> {
     let url = a.url.clone().unwrap_or_else(|| {
-        std::env::var("STEVEDORE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+        std::env::var("STEVEDORE_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
     });
     let prefix = format!("stv-queues-{}", uuid::Uuid::new_v4().simple());
     let names = BrokerNames::new(prefix).with_job_queues(a.queues);
@@ -103,7 +104,11 @@ async fn run(a: &QueuesArgs, broker: Arc<AmqpBroker>) -> Result<Value> {
     }
     let consumed_in = start.elapsed();
     let consumed = consumed.load(Ordering::Relaxed);
-    anyhow::ensure!(consumed >= a.messages, "only {consumed} of {} consumed", a.messages);
+    anyhow::ensure!(
+        consumed >= a.messages,
+        "only {consumed} of {} consumed",
+        a.messages
+    );
     Ok(json!({
         "scenario": "queues",
         "queues": a.queues,
