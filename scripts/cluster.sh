@@ -138,7 +138,10 @@ defaults
   # A request whose connection was refused goes to the other process.
   retries 3
   option redispatch
-  retry-on conn-failure empty-response
+  # Only when the connection failed: a request that reached a process that
+  # then died may have been committed, and sending it again would submit
+  # the action twice.
+  retry-on conn-failure
 
 frontend stevedore
   bind 127.0.0.1:$lb_port

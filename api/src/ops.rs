@@ -35,6 +35,10 @@ pub const JOBS_QUEUE_DEPTH: &str = "stevedore_jobs_queue_depth";
 pub const OUTBOX_BACKLOG: &str = "stevedore_outbox_backlog";
 /// Gauge: websocket clients connected to this process's stream hub.
 pub const WEBSOCKET_CLIENTS: &str = "stevedore_websocket_clients";
+/// Counter: times the stream hub waited out a missing event (lost or crossed
+/// update, or a sequence number no event took) and sent its clients to the
+/// store (`stream::sequencer`).
+pub const STREAM_SEQUENCE_GAPS: &str = "stevedore_stream_sequence_gaps_total";
 /// Gauge: HTTP connections this listener's process is serving.
 pub const HTTP_CONNECTIONS: &str = "stevedore_http_connections";
 /// Most outbox rows a scrape counts.
@@ -124,6 +128,10 @@ fn describe() {
     describe_gauge!(JOBS_QUEUE_DEPTH, "Jobs waiting in the jobs queue");
     describe_gauge!(OUTBOX_BACKLOG, "Outbox rows not yet confirmed by the broker");
     describe_gauge!(WEBSOCKET_CLIENTS, "Websocket clients connected to this process");
+    describe_counter!(
+        STREAM_SEQUENCE_GAPS,
+        "Missing events the stream hub waited out, sending its clients to the store"
+    );
     describe_gauge!(HTTP_CONNECTIONS, "HTTP connections this process is serving");
 }
 

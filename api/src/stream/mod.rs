@@ -29,6 +29,7 @@
 
 pub mod events_ws;
 pub mod logs_ws;
+pub mod sequencer;
 
 use crate::auth::{authenticate_presented, request_credentials, Caller, Presentation};
 use crate::client_addr::ClientAddr;
@@ -228,6 +229,9 @@ impl Hub {
 
     async fn run_subscriber(self, broker: DynBroker, shutdown: Shutdown) {
         let mut reconnect = Reconnect::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
+        // Live events in `seq` order, whatever order their publishers' updates
+        // arrive in (see `sequencer`).
+        let mut sequencer = sequencer::Sequencer::new(sequencer::HOLD);
         let subscribe = || broker.subscribe_updates();
         while let Some(mut updates) = reconnect
             .until_connected("subscribe to updates", &shutdown, subscribe)
@@ -239,12 +243,35 @@ impl Hub {
             // every client catches up from there.
             self.dispatch_gap();
             loop {
+                let deadline = sequencer.deadline();
                 let item = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(std::time::Instant::now).into()),
+                        if deadline.is_some() => {
+                        let expired = sequencer.expire(std::time::Instant::now());
+                        if expired.gap {
+                            metrics::counter!(crate::ops::STREAM_SEQUENCE_GAPS).increment(1);
+                            self.dispatch_gap();
+                        }
+                        self.dispatch_events(expired.events);
+                        continue;
+                    }
                     item = updates.next() => item,
                 };
                 match item {
-                    Some(Ok(update)) => self.dispatch(update),
+                    Some(Ok(Update::Event(event))) => {
+                        let ready = sequencer.push(event, std::time::Instant::now());
+                        self.dispatch_events(ready);
+                    }
+                    Some(Ok(Update::Events { events })) => {
+                        let now = std::time::Instant::now();
+                        let mut ready = Vec::new();
+                        for event in events {
+                            ready.extend(sequencer.push(event, now));
+                        }
+                        self.dispatch_events(ready);
+                    }
+                    Some(Ok(logs)) => self.dispatch(logs),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "update subscription lost messages");
                         self.dispatch_gap();
@@ -252,6 +279,9 @@ impl Hub {
                     None => break,
                 }
             }
+            // What was held goes out; the next subscription starts with a
+            // gap notice.
+            self.dispatch_events(sequencer.drain());
             self.inner.connected.store(false, Ordering::Relaxed);
             tracing::warn!("update subscription ended; re-subscribing");
         }
@@ -285,6 +315,18 @@ impl Hub {
                     offer_all(&mut reg.logs, &uuid, &Delivery::Logs(Arc::new(lines)));
                 }
             }
+        }
+    }
+
+    /// Hands events to the clients they concern, in the order given, under
+    /// one lock.
+    fn dispatch_events(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut reg = self.inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        for event in events {
+            dispatch_event(&mut reg, event);
         }
     }
 

@@ -78,6 +78,8 @@ struct Followed {
     /// How many times each `seq` arrived.
     seen: HashMap<i64, u32>,
     reconnects: u32,
+    /// The `since` of each reconnection.
+    resumed_from: Vec<i64>,
 }
 
 pub async fn drive(a: DriveArgs) -> Result<Value> {
@@ -252,12 +254,14 @@ pub async fn drive(a: DriveArgs) -> Result<Value> {
             .map(|e| e.seq)
             .filter(|s| *s > start && *s <= last_seq)
             .collect();
-        let missed = owed.iter().filter(|s| !f.seen.contains_key(s)).count();
+        let missed_seqs: Vec<i64> = owed.iter().copied().filter(|s| !f.seen.contains_key(s)).collect();
+        let missed = missed_seqs.len();
         let twice = f.seen.values().filter(|n| **n > 1).count();
         missed_total += missed;
         twice_total += twice;
         follower_reports.push(json!({
             "owed": owed.len(), "missed": missed, "seen_twice": twice, "reconnects": f.reconnects,
+            "missed_seqs": &missed_seqs[..missed.min(5)], "resumed_from": f.resumed_from,
         }));
     }
 
@@ -326,7 +330,12 @@ async fn follow(base: String, followed: Arc<Mutex<Followed>>, mut stop: watch::R
     loop {
         let since = followed.lock().unwrap().last;
         let url = match since {
-            Some(s) => format!("{base}&since={s}"),
+            Some(s) => {
+                if followed.lock().unwrap().start.is_some_and(|start| start != s) || stop_at.is_some() {
+                    followed.lock().unwrap().resumed_from.push(s);
+                }
+                format!("{base}&since={s}")
+            }
             None => base.clone(),
         };
         if let Ok(Ok((mut ws, _))) =
