@@ -91,7 +91,17 @@ async fn the_cluster_rig_loses_nothing_when_nodes_and_processes_die() {
     assert!(n("accepted") >= 100, "a steady stream was accepted: {summary}");
     // An answer lost with a killed API process may still have been
     // committed: such actions run too, so completed can exceed accepted.
+    // But never more than that: nothing is submitted twice (the balancer
+    // must not resend a request that reached a process).
+    let unanswered: u64 = summary["submissions"]
+        .as_object()
+        .expect("submissions")
+        .iter()
+        .filter(|(k, _)| k.as_str() != "202")
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum();
     assert!(n("completed") >= n("accepted"), "{summary}");
+    assert!(n("completed") <= n("accepted") + unanswered, "submitted twice: {summary}");
     for zero in [
         "lost",
         "stuck",
