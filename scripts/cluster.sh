@@ -271,7 +271,11 @@ EOF
   # shellcheck disable=SC1091
   source "$dir/env"
   "$stevedore" migrate >"$dir/migrate.log" 2>&1 || die "migrate failed; see $dir/migrate.log"
-  STEVEDORE_URL="http://127.0.0.1:$lb_port" "$stevedore" user create rig >"$dir/user" 2>>"$dir/migrate.log"
+  # The rig user's API key: readable by root only.
+  (
+    umask 077
+    STEVEDORE_URL="http://127.0.0.1:$lb_port" "$stevedore" user create rig >"$dir/user" 2>>"$dir/migrate.log"
+  )
 
   log "Stevedore: ${processes[*]} (job queues: $job_queues)"
   for p in "${processes[@]}"; do start_process "$p"; done
@@ -323,7 +327,7 @@ drive() {
   [ -n "$user" ] && [ -n "$key" ] || die "no credentials in $dir/user"
   # shellcheck disable=SC1091
   source "$dir/env"
-  "$(cat "$dir/bench-bin")" drive --url "$url" --user "$user" --key "$key" \
+  STEVEDORE_APIKEY="$key" "$(cat "$dir/bench-bin")" drive --url "$url" --user "$user" \
     --database-url "$STEVEDORE_DATABASE_URL" --rig-dir "$dir" "$@"
 }
 

@@ -101,7 +101,10 @@ async fn the_cluster_rig_loses_nothing_when_nodes_and_processes_die() {
         .map(|(_, v)| v.as_u64().unwrap_or(0))
         .sum();
     assert!(n("completed") >= n("accepted"), "{summary}");
-    assert!(n("completed") <= n("accepted") + unanswered, "submitted twice: {summary}");
+    assert!(
+        n("completed") <= n("accepted") + unanswered,
+        "submitted twice: {summary}"
+    );
     for zero in [
         "lost",
         "stuck",

@@ -421,8 +421,8 @@ mod amqp_only {
         assert!(!message.contains("hunter2-secret"), "{message}");
     }
 
-    /// Messages ready in `queue`, read with a passive declare.
-    async fn ready_in(queue: &str) -> u32 {
+    /// A channel of its own on the test broker, past the driver.
+    async fn raw_channel() -> (deadpool_lapin::Connection, lapin::Channel) {
         let raw = deadpool_lapin::Config {
             url: Some(amqp_url()),
             ..deadpool_lapin::Config::default()
@@ -431,6 +431,12 @@ mod amqp_only {
         .expect("pool");
         let conn = raw.get().await.expect("connection");
         let channel = conn.create_channel().await.expect("channel");
+        (conn, channel)
+    }
+
+    /// Messages ready in `queue`, read with a passive declare.
+    async fn ready_in(queue: &str) -> u32 {
+        let (_conn, channel) = raw_channel().await;
         let q = channel
             .queue_declare(
                 queue,
@@ -536,14 +542,7 @@ mod amqp_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn undecodable_job_payload_is_dead_lettered_and_skipped() {
         run::<AmqpBroker, _, _>("undecodable", |broker: Arc<AmqpBroker>| async move {
-            let raw = deadpool_lapin::Config {
-                url: Some(amqp_url()),
-                ..deadpool_lapin::Config::default()
-            }
-            .create_pool(Some(deadpool_lapin::Runtime::Tokio1))
-            .expect("pool");
-            let conn = raw.get().await.expect("connection");
-            let channel = conn.create_channel().await.expect("channel");
+            let (_conn, channel) = raw_channel().await;
             channel
                 .basic_publish(
                     "",

@@ -34,8 +34,9 @@ pub struct DriveArgs {
     /// User whose API key submits and follows.
     #[arg(long)]
     user: String,
-    /// That user's API key.
-    #[arg(long)]
+    /// That user's API key (from the environment, so that it shows in no
+    /// process list).
+    #[arg(long, env = "STEVEDORE_APIKEY", hide_env_values = true)]
     key: String,
     /// The deployment's database, read for the accounting.
     #[arg(long)]
@@ -441,20 +442,7 @@ fn cpu_by_role(dir: &Path) -> BTreeMap<String, f64> {
     }
     let me = std::process::id();
     let mut out = BTreeMap::new();
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in proc_dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
+    for (pid, comm, seconds) in crate::rig::process_cpu() {
         let role = if let Some(r) = roles.get(&pid) {
             r.clone()
         } else if pid == me {
@@ -468,9 +456,7 @@ fn cpu_by_role(dir: &Path) -> BTreeMap<String, f64> {
         } else {
             continue;
         };
-        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        *out.entry(role).or_insert(0.0) += (field(14) + field(15) + field(16) + field(17)) / 100.0;
+        *out.entry(role).or_insert(0.0) += seconds;
     }
     out
 }

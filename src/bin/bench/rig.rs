@@ -272,24 +272,9 @@ impl CpuTimes {
     /// The times now.
     pub fn now() -> CpuTimes {
         let mut out = std::collections::BTreeMap::new();
-        let me = std::process::id().to_string();
-        let ticks = 100.0; // USER_HZ on Linux
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return CpuTimes(out);
-        };
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                continue;
-            };
-            let comm = &stat[open + 1..close];
-            let group = if name == me {
+        let me = std::process::id();
+        for (pid, comm, seconds) in process_cpu() {
+            let group = if pid == me {
                 "bench"
             } else if comm.starts_with("postgres") {
                 "postgresql"
@@ -298,12 +283,7 @@ impl CpuTimes {
             } else {
                 continue;
             };
-            // Fields after the command: state is 3rd; utime, stime, cutime,
-            // cstime are the 14th to 17th of the whole line.
-            let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-            let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            let total = (field(14) + field(15) + field(16) + field(17)) / ticks;
-            *out.entry(group).or_insert(0.0) += total;
+            *out.entry(group).or_insert(0.0) += seconds;
         }
         CpuTimes(out)
     }
@@ -418,4 +398,33 @@ impl Stages {
         }
         Value::Object(m)
     }
+}
+
+/// Every process's pid, command name and CPU seconds so far (user + system,
+/// with the children it waited for), from `/proc/<pid>/stat`; empty where
+/// `/proc` cannot be read.
+pub fn process_cpu() -> Vec<(u32, String, f64)> {
+    let ticks = 100.0; // USER_HZ on Linux
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // Fields after the command: state is 3rd; utime, stime, cutime,
+        // cstime are the 14th to 17th of the whole line.
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let seconds = (field(14) + field(15) + field(16) + field(17)) / ticks;
+        out.push((pid, stat[open + 1..close].to_string(), seconds));
+    }
+    out
 }
