@@ -183,12 +183,12 @@ async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, String)> {
     Ok((listener, format!("http://{addr}")))
 }
 
-/// The outbox relay with the config's redispatch bound.
 /// The role's dispatcher, with the file's `[database]` batch settings.
 fn dispatcher(store: DynStore, broker: DynBroker, file: &FileConfig) -> Dispatcher {
     Dispatcher::new(store, broker).with_batch_interval(file.database.batch_interval)
 }
 
+/// The outbox relay with the config's redispatch bound.
 fn relay(dispatcher: &Dispatcher, file: &FileConfig) -> OutboxRelay {
     use stevedore_core::dispatch::{RELAY_INTERVAL, RELAY_MIN_AGE};
     OutboxRelay::new(dispatcher.clone()).with_timings(
