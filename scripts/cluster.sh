@@ -71,10 +71,10 @@ ensure_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  # Debian starts an HAProxy service of its own on install; the rig runs its own.
-  if command -v systemctl >/dev/null && systemctl is-active -q haproxy 2>/dev/null; then
-    systemctl stop haproxy || true
+    # Debian starts an HAProxy service on install; the rig runs its own.
+    if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null; then
+      systemctl stop haproxy 2>/dev/null || true
+    fi
   fi
 }
 
@@ -176,7 +176,15 @@ command_of() {
 }
 processes=(api-1 api-2 stream-1 stream-2 worker-1 worker-2 worker-3)
 
-alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+# Whether pid file $1 names a running process whose command line holds $2
+# (a stale pid file may name another process by now).
+owns() {
+  local pid
+  pid="$(cat "$1" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
+
+alive() { owns "$dir/$1.pid" "$(cat "$dir/stevedore-bin" 2>/dev/null || echo stevedore)"; }
 
 start_process() {
   local name="$1" args
@@ -296,7 +304,8 @@ EOF
 cmd_down() {
   local p i
   if [ -d "$dir" ]; then
-    [ -f "$dir/haproxy.pid" ] && kill "$(cat "$dir/haproxy.pid")" 2>/dev/null || true
+    if owns "$dir/haproxy.pid" "$dir/haproxy.cfg"; then kill "$(cat "$dir/haproxy.pid")" 2>/dev/null || true; fi
+    if owns "$dir/driver.pid" " drive "; then kill "$(cat "$dir/driver.pid")" 2>/dev/null || true; fi
     for p in "${processes[@]}"; do kill_process "$p"; done
   fi
   for i in "${nodes[@]}"; do scripts/rabbitmq-node.sh down "$(node_port "$i")" 2>/dev/null || true; done
@@ -318,7 +327,8 @@ cmd_status() {
   leaders || echo "(no node answers)"
 }
 
-# Runs the traffic driver (the bench's `rig` scenario) against the balancer.
+# Runs the traffic driver (`bench drive`) against the balancer; in a
+# subshell only (it ends with exec).
 drive() {
   local key user url
   url="http://127.0.0.1:$lb_port"
@@ -327,7 +337,8 @@ drive() {
   [ -n "$user" ] && [ -n "$key" ] || die "no credentials in $dir/user"
   # shellcheck disable=SC1091
   source "$dir/env"
-  STEVEDORE_APIKEY="$key" "$(cat "$dir/bench-bin")" drive --url "$url" --user "$user" \
+  # exec: the background job's pid is the driver's own (faults and down kill it).
+  STEVEDORE_APIKEY="$key" exec "$(cat "$dir/bench-bin")" drive --url "$url" --user "$user" \
     --database-url "$STEVEDORE_DATABASE_URL" --rig-dir "$dir" "$@"
 }
 
@@ -345,6 +356,9 @@ cmd_faults() {
   # The driver submits until the faults are over (at most an hour).
   drive --seconds 3600 --stop-file "$dir/stop" --verb mark "$@" >"$dir/summary.json" &
   local driver=$!
+  echo "$driver" >"$dir/driver.pid"
+  # However this ends, the driver stops submitting.
+  trap 'touch "$dir/stop"; kill '"$driver"' 2>/dev/null || true' EXIT
   for _ in $(seq 1 600); do
     [ -f "$dir/stop.started" ] && break
     kill -0 "$driver" 2>/dev/null || die "the driver failed; see above"
@@ -378,6 +392,7 @@ cmd_faults() {
   log "faults done; the driver stops submitting and settles"
   touch "$dir/stop"
   wait "$driver" || die "the driver failed; see above"
+  trap - EXIT
   tail -n 1 "$dir/summary.json"
 }
 

@@ -63,7 +63,12 @@ stop() {
   fi
   # A node that did not answer may still hold its port.
   if [ -f "$base/pid" ]; then
-    kill "$(cat "$base/pid")" 2>/dev/null || true
+    local pid
+    pid="$(cat "$base/pid")"
+    # Only if it is this node still (a stale pid file may name another process).
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$node"; then
+      kill "$pid" 2>/dev/null || true
+    fi
     rm -f "$base/pid"
   fi
 }
@@ -108,6 +113,11 @@ case "$cmd" in
     echo "[]." >"$base/enabled_plugins"
     echo "$busy_wait" >"$base/busy-wait"
     chown -R rabbitmq:rabbitmq "$base"
+    # A node wiped here may have been a member before: the cluster must
+    # forget it, or it refuses the join.
+    if [ -n "$join" ]; then
+      su -s /bin/sh rabbitmq -c "rabbitmqctl -n '$join' forget_cluster_node '$node'" >/dev/null 2>&1 || true
+    fi
     launch
     if [ -n "$join" ]; then
       ctl stop_app >/dev/null

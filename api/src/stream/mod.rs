@@ -246,9 +246,9 @@ impl Hub {
                 let deadline = sequencer.deadline();
                 let item = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(std::time::Instant::now).into()),
+                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
                         if deadline.is_some() => {
-                        let expired = sequencer.expire(std::time::Instant::now());
+                        let expired = sequencer.expire(tokio::time::Instant::now());
                         if expired.gap {
                             metrics::counter!(crate::ops::STREAM_SEQUENCE_GAPS).increment(1);
                             self.dispatch_gap();
@@ -260,11 +260,11 @@ impl Hub {
                 };
                 match item {
                     Some(Ok(Update::Event(event))) => {
-                        let ready = sequencer.push(event, std::time::Instant::now());
+                        let ready = sequencer.push(event, tokio::time::Instant::now());
                         self.dispatch_events(ready);
                     }
                     Some(Ok(Update::Events { events })) => {
-                        let now = std::time::Instant::now();
+                        let now = tokio::time::Instant::now();
                         let mut ready = Vec::new();
                         for event in events {
                             ready.extend(sequencer.push(event, now));
@@ -279,9 +279,14 @@ impl Hub {
                     None => break,
                 }
             }
-            // What was held goes out; the next subscription starts with a
-            // gap notice.
-            self.dispatch_events(sequencer.drain());
+            // What was held goes out after a gap notice: something before
+            // it may never have come, and a client that sent it would
+            // otherwise replay from past the hole.
+            let held = sequencer.drain();
+            if !held.is_empty() {
+                self.dispatch_gap();
+                self.dispatch_events(held);
+            }
             self.inner.connected.store(false, Ordering::Relaxed);
             tracing::warn!("update subscription ended; re-subscribing");
         }

@@ -19,8 +19,9 @@
 //! sequencer cannot know what came before them.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stevedore_core::event::Event;
+use tokio::time::Instant;
 
 /// How long an event waits for the events before it.
 pub const HOLD: Duration = Duration::from_millis(250);
@@ -111,7 +112,8 @@ impl Sequencer {
     }
 
     /// Everything held, in order, and a fresh start (the subscription
-    /// ended; the next one begins with a gap notice anyway).
+    /// ended). Something before them may be missing: the caller sends a gap
+    /// notice first.
     pub fn drain(&mut self) -> Vec<Event> {
         self.released = None;
         std::mem::take(&mut self.held)

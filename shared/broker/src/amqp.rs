@@ -493,7 +493,7 @@ impl Broker for AmqpBroker {
             return Ok(());
         }
         // Rotate over the job queues, one message each.
-        let count = usize::from(self.names.job_queue_count);
+        let count = usize::from(self.names.queue_count());
         let first = self.next_queue.fetch_add(jobs.len(), Ordering::Relaxed);
         let queues: Vec<String> = (0..jobs.len())
             .map(|i| self.names.job_queue(((first + i) % count) as u16))
@@ -514,9 +514,13 @@ impl Broker for AmqpBroker {
         if queues.len() == 1 {
             return self.consume_job_queue(&queues[0], prefetch).await;
         }
-        let share = prefetch.div_ceil(queues.len() as u16).max(1);
+        let n = queues.len() as u16;
         let mut streams = Vec::with_capacity(queues.len());
-        for queue in &queues {
+        for (i, queue) in queues.iter().enumerate() {
+            // The prefetch split exactly (the first `prefetch % n` queues
+            // take one more); at least one each, so a worker whose prefetch
+            // is below the number of queues holds one job per queue.
+            let share = (prefetch / n + u16::from((i as u16) < prefetch % n)).max(1);
             let stream = self.consume_job_queue(queue, share).await?;
             streams.push(stream.map(Some).chain(futures::stream::iter([None])));
         }
@@ -829,12 +833,10 @@ impl managed::Manager for ConnectionManager {
     }
 }
 
-/// The URLs of a comma-separated list, trimmed; at least one.
+/// The URLs of a comma-separated list (`split_url_list`); at least one.
 fn split_urls(list: &str) -> Result<Vec<String>> {
-    let urls: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
+    let urls: Vec<String> = stevedore_core::store::split_url_list(list)
+        .into_iter()
         .map(String::from)
         .collect();
     if urls.is_empty() {

@@ -69,7 +69,12 @@ impl BrokerNames {
     /// ceiling. The choice of queue never decides order: an object has at
     /// most one action In progress, the store's locks see to that.
     pub fn job_queues(&self) -> Vec<String> {
-        (0..self.job_queue_count).map(|i| self.job_queue(i)).collect()
+        (0..self.queue_count()).map(|i| self.job_queue(i)).collect()
+    }
+
+    /// How many job queues there are: `job_queue_count`, at least 1.
+    pub fn queue_count(&self) -> u16 {
+        self.job_queue_count.max(1)
     }
 
     /// The `x-queue-leader-locator` job queue number `index` is declared

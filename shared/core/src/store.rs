@@ -643,9 +643,44 @@ pub mod prelude {
 pub type DynStore = Arc<dyn Store>;
 
 /// A URL with its password replaced by `***`, for logs and errors; each URL
-/// of a comma-separated list (a cluster's nodes) is redacted.
+/// of a comma-separated list (a cluster's nodes) is redacted. When in doubt
+/// it hides too much, never too little.
 pub fn redact_url(url: &str) -> String {
-    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+    split_url_list(url)
+        .into_iter()
+        .map(redact_one)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The URLs of a comma-separated list, trimmed. A comma starts a new URL
+/// only when a scheme (`amqp://`, …) follows it, so a password may hold
+/// commas.
+pub fn split_url_list(list: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        if starts_with_scheme(list[i + 1..].trim_start()) {
+            out.push(list[start..i].trim());
+            start = i + 1;
+        }
+    }
+    out.push(list[start..].trim());
+    out.retain(|u| !u.is_empty());
+    out
+}
+
+fn starts_with_scheme(s: &str) -> bool {
+    match s.find("://") {
+        Some(end) if end > 0 => {
+            let scheme = &s[..end];
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }
+        _ => false,
+    }
 }
 
 fn redact_one(url: &str) -> String {
@@ -653,16 +688,32 @@ fn redact_one(url: &str) -> String {
         return url.to_string();
     };
     let rest = &url[scheme_end..];
-    // The credentials end at the last `@` before the query: a password may
-    // hold `/` or `@`, a query may hold `@`.
-    let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
-    match before_query.rfind('@') {
+    // The credentials end at the last `@`: a password may hold `/`, `?`,
+    // `@` or `:`. (A query holding `@` then hides more than it must.)
+    let redacted = match rest.rfind('@') {
         Some(at) => match rest[..at].find(':') {
             Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
             None => url.to_string(),
         },
         None => url.to_string(),
-    }
+    };
+    redact_password_parameter(&redacted)
+}
+
+/// A `password=` query parameter (libpq's form) replaced by `***`.
+fn redact_password_parameter(url: &str) -> String {
+    let Some(q) = url.find('?') else {
+        return url.to_string();
+    };
+    let (head, query) = url.split_at(q + 1);
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{head}{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -671,6 +722,10 @@ mod tests {
 
     #[test]
     fn urls_lose_their_passwords_and_nothing_else() {
+        assert_eq!(
+            split_url_list("amqp://a/, amqp://u:p,q@b/"),
+            ["amqp://a/", "amqp://u:p,q@b/"]
+        );
         assert_eq!(
             redact_url("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
@@ -683,6 +738,27 @@ mod tests {
         );
         assert_eq!(redact_url("amqp://g@a/"), "amqp://g@a/");
         assert_eq!(redact_url("postgres://u:p/a@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("amqp://u:p?ss@h/"), "amqp://u:***@h/");
+        assert_eq!(redact_url("postgres://app:a,b@db/x"), "postgres://app:***@db/x");
+        assert_eq!(
+            redact_url("amqp://u:a,b@h1/%2f, amqp://u:c,d@h2/%2f"),
+            "amqp://u:***@h1/%2f,amqp://u:***@h2/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=sec&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        for leaky in [
+            "amqp://u:p?ss@h/",
+            "postgres://app:a,b@db/x",
+            "amqp://u:x:y@h/",
+            "amqp://u:p#1@h/",
+        ] {
+            let shown = redact_url(leaky);
+            let password = &leaky[leaky.find("://").unwrap() + 3..leaky.rfind('@').unwrap()];
+            let password = password.split_once(':').unwrap().1;
+            assert!(!shown.contains(password), "{leaky} → {shown}");
+        }
     }
 
     #[test]
