@@ -293,12 +293,36 @@ impl AmqpBroker {
 
     /// A consumer of one job queue, on a channel of its own.
     async fn consume_job_queue(&self, queue: &str, prefetch: u16) -> Result<JobStream> {
+        self.consume_queue(
+            queue,
+            prefetch,
+            Undecodable::DeadLetter,
+            |job, delivery, acker| JobDelivery {
+                job,
+                redelivered: delivery.redelivered,
+                acker,
+            },
+        )
+        .await
+    }
+
+    /// A consumer of `queue` (jobs or dead letters), on a channel of its own:
+    /// each job message becomes an item made by `item`, with the acker that
+    /// settles it (and keeps the channel open until then); a message that
+    /// is no job is settled as `undecodable` says and skipped.
+    async fn consume_queue<I: Send + 'static>(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        undecodable: Undecodable,
+        item: fn(JobMessage, &lapin::message::Delivery, Box<dyn Acker>) -> I,
+    ) -> Result<BoxStream<'static, Result<I>>> {
         let channel = self.consumer_channel().await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let consumer = channel
             .basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::default())
             .await?;
-        let stream = futures::stream::unfold(Some((consumer, channel)), |state| async move {
+        let stream = futures::stream::unfold(Some((consumer, channel)), move |state| async move {
             let (mut consumer, channel) = state?;
             loop {
                 match consumer.next().await {
@@ -306,27 +330,14 @@ impl AmqpBroker {
                     Some(Err(e)) => return Some((Err(Error::from(e)), None)),
                     Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data) {
                         Ok(job) => {
-                            let item = JobDelivery {
-                                job,
-                                redelivered: delivery.redelivered,
-                                acker: Box::new(AmqpAcker {
-                                    acker: delivery.acker,
-                                    _channel: channel.clone(),
-                                }),
-                            };
-                            return Some((Ok(item), Some((consumer, channel))));
+                            let acker = Box::new(AmqpAcker {
+                                acker: delivery.acker.clone(),
+                                _channel: channel.clone(),
+                            });
+                            let next = item(job, &delivery, acker);
+                            return Some((Ok(next), Some((consumer, channel))));
                         }
-                        Err(e) => {
-                            warn!(
-                                error = %e,
-                                bytes = delivery.data.len(),
-                                "rejecting undecodable job message to the dead-letter queue"
-                            );
-                            if let Err(e) = delivery.acker.reject(BasicRejectOptions { requeue: false }).await
-                            {
-                                warn!(error = %e, "cannot reject undecodable job message");
-                            }
-                        }
+                        Err(e) => undecodable.settle(&delivery, &e).await,
                     },
                 }
             }
@@ -529,6 +540,7 @@ impl Broker for AmqpBroker {
             .filter_map(std::future::ready)
             .boxed())
     }
+
     async fn publish_update(&self, update: &Update) -> Result<()> {
         let payload = serde_json::to_vec(update)?;
         let properties = BasicProperties::default()
@@ -614,49 +626,46 @@ impl Broker for AmqpBroker {
     }
 
     async fn consume_dead_letters(&self, prefetch: u16) -> Result<DeadLetterStream> {
-        let channel = self.consumer_channel().await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let consumer = channel
-            .basic_consume(
-                &self.names.dead_letter_queue(),
-                "",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let stream = futures::stream::unfold(Some((consumer, channel)), |state| async move {
-            let (mut consumer, channel) = state?;
-            loop {
-                match consumer.next().await {
-                    None => return None,
-                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
-                    Some(Ok(delivery)) => match serde_json::from_slice::<JobMessage>(&delivery.data) {
-                        Ok(job) => {
-                            let item = DeadLetter {
-                                job,
-                                reason: death_reason(delivery.properties.headers().as_ref()),
-                                acker: Box::new(AmqpAcker {
-                                    acker: delivery.acker,
-                                    _channel: channel.clone(),
-                                }),
-                            };
-                            return Some((Ok(item), Some((consumer, channel))));
-                        }
-                        Err(e) => {
-                            warn!(
-                                error = %e,
-                                bytes = delivery.data.len(),
-                                "dropping an undecodable dead letter"
-                            );
-                            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                                warn!(error = %e, "cannot drop an undecodable dead letter");
-                            }
-                        }
-                    },
+        self.consume_queue(
+            &self.names.dead_letter_queue(),
+            prefetch,
+            Undecodable::Drop,
+            |job, delivery, acker| DeadLetter {
+                job,
+                reason: death_reason(delivery.properties.headers().as_ref()),
+                acker,
+            },
+        )
+        .await
+    }
+}
+
+/// What a consumer does with a message that is no job message.
+#[derive(Clone, Copy)]
+enum Undecodable {
+    /// Reject it to the dead-letter queue (a job queue's consumer).
+    DeadLetter,
+    /// Ack it away (the dead-letter queue's consumer: nowhere further).
+    Drop,
+}
+
+impl Undecodable {
+    async fn settle(self, delivery: &lapin::message::Delivery, error: &serde_json::Error) {
+        let bytes = delivery.data.len();
+        match self {
+            Undecodable::DeadLetter => {
+                warn!(error = %error, bytes, "rejecting undecodable job message to the dead-letter queue");
+                if let Err(e) = delivery.acker.reject(BasicRejectOptions { requeue: false }).await {
+                    warn!(error = %e, "cannot reject undecodable job message");
                 }
             }
-        });
-        Ok(stream.boxed())
+            Undecodable::Drop => {
+                warn!(error = %error, bytes, "dropping an undecodable dead letter");
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    warn!(error = %e, "cannot drop an undecodable dead letter");
+                }
+            }
+        }
     }
 }
 
