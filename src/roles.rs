@@ -50,15 +50,10 @@ pub struct DevArgs {
     http: HttpArgs,
 }
 
-/// Options of the long-running production roles.
+/// Where the production roles find RabbitMQ, and its topology.
 #[derive(Debug, Args)]
-pub struct ServerArgs {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "STEVEDORE_LISTEN")]
-    listen: Option<String>,
-    /// RabbitMQ URL.
+pub struct BrokerArgs {
+    /// RabbitMQ URL (several nodes of a cluster: comma-separated).
     #[arg(long, env = "STEVEDORE_AMQP_URL")]
     amqp_url: Option<String>,
     /// Prefix of queue and exchange names.
@@ -69,6 +64,18 @@ pub struct ServerArgs {
     #[arg(long, env = "STEVEDORE_BROKER_JOB_QUEUES",
           value_parser = clap::value_parser!(u16).range(1..=i64::from(stevedore_core::broker::MAX_JOB_QUEUES)))]
     job_queues: Option<u16>,
+}
+
+/// Options of the long-running production roles.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "STEVEDORE_LISTEN")]
+    listen: Option<String>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Deprecated (use --trusted-proxies): trust every X-Forwarded-For hop,
     /// so the client is the leftmost, which clients can forge.
     #[arg(long, env = "STEVEDORE_TRUST_FORWARDED_FOR")]
@@ -96,17 +103,8 @@ pub struct ServerArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// RabbitMQ URL.
-    #[arg(long, env = "STEVEDORE_AMQP_URL")]
-    amqp_url: Option<String>,
-    /// Prefix of queue and exchange names.
-    #[arg(long, env = "STEVEDORE_BROKER_PREFIX")]
-    broker_prefix: Option<String>,
-    /// Quorum queues jobs are spread over (overrides [broker] job_queues;
-    /// every process must use the same count).
-    #[arg(long, env = "STEVEDORE_BROKER_JOB_QUEUES",
-          value_parser = clap::value_parser!(u16).range(1..=i64::from(stevedore_core::broker::MAX_JOB_QUEUES)))]
-    job_queues: Option<u16>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Actions run at once (overrides [worker] concurrency).
     #[arg(long, env = "STEVEDORE_WORKER_CONCURRENCY")]
     concurrency: Option<usize>,
@@ -150,19 +148,16 @@ async fn open_store(url: &str, file: &FileConfig) -> Result<DynStore> {
     Ok(store)
 }
 
-async fn open_amqp(
-    url: Option<String>,
-    prefix: Option<String>,
-    job_queues: Option<u16>,
-    file: &FileConfig,
-) -> Result<DynBroker> {
-    let url = url
+async fn open_amqp(args: BrokerArgs, file: &FileConfig) -> Result<DynBroker> {
+    let url = args
+        .amqp_url
         .or_else(|| file.amqp_url.clone())
         .context("no RabbitMQ URL: set --amqp-url, STEVEDORE_AMQP_URL or amqp_url in the config file")?;
-    let prefix = prefix
+    let prefix = args
+        .broker_prefix
         .or_else(|| file.broker_prefix.clone())
         .unwrap_or_else(|| "stevedore".into());
-    let names = BrokerNames::new(prefix).with_job_queues(job_queues.unwrap_or(file.broker.job_queues));
+    let names = BrokerNames::new(prefix).with_job_queues(args.job_queues.unwrap_or(file.broker.job_queues));
     let broker = AmqpBroker::connect(&url, names)
         .await
         .with_context(|| format!("connecting to {}", redact_url(&url)))?
@@ -340,7 +335,7 @@ pub async fn api(a: ServerArgs) -> Result<()> {
         edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
-    let broker = open_amqp(a.amqp_url, a.broker_prefix, a.job_queues, &file).await?;
+    let broker = open_amqp(a.broker, &file).await?;
     let dispatcher = dispatcher(store, broker, &file);
     let shutdown = Shutdown::new();
     shutdown.on_signals();
@@ -395,7 +390,7 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
         tracing::warn!("no operations configured: every job will fail; pass --config stevedore.toml");
     }
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
-    let broker = open_amqp(a.amqp_url, a.broker_prefix, a.job_queues, &file).await?;
+    let broker = open_amqp(a.broker, &file).await?;
     let mut settings = file.worker.clone();
     if let Some(c) = a.concurrency {
         settings.concurrency = c;
@@ -522,7 +517,7 @@ pub async fn stream(a: ServerArgs) -> Result<()> {
         edge_settings(a.trust_forwarded_for, a.trusted_proxies, a.allowed_origins, &file)?;
     let ops = Arc::new(settings::operations(&file, false)?);
     let store = open_store(&require_db(&a.common, &file)?, &file).await?;
-    let broker = open_amqp(a.amqp_url, a.broker_prefix, a.job_queues, &file).await?;
+    let broker = open_amqp(a.broker, &file).await?;
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let listen = a
