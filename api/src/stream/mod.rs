@@ -259,19 +259,15 @@ impl Hub {
                     item = updates.next() => item,
                 };
                 match item {
-                    Some(Ok(Update::Event(event))) => {
-                        let ready = sequencer.push(event, tokio::time::Instant::now());
-                        self.dispatch_events(ready);
-                    }
-                    Some(Ok(Update::Events { events })) => {
+                    Some(Ok(logs @ Update::Logs { .. })) => self.dispatch(logs),
+                    Some(Ok(update)) => {
                         let now = tokio::time::Instant::now();
                         let mut ready = Vec::new();
-                        for event in events {
+                        for event in update.into_events() {
                             ready.extend(sequencer.push(event, now));
                         }
                         self.dispatch_events(ready);
                     }
-                    Some(Ok(logs)) => self.dispatch(logs),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "update subscription lost messages");
                         self.dispatch_gap();

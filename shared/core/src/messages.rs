@@ -89,6 +89,15 @@ impl Update {
         }
     }
 
+    /// The events it carries, owned (none for log lines).
+    pub fn into_events(self) -> Vec<Event> {
+        match self {
+            Update::Event(e) => vec![e],
+            Update::Events { events } => events,
+            Update::Logs { .. } => Vec::new(),
+        }
+    }
+
     /// The routing key on the topic exchange: `event.<namespace>.<type>`,
     /// `events.<namespace>` (or `events` when a batch spans namespaces), or
     /// `logs.<namespace>.<action uuid>`.
