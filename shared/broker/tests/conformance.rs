@@ -90,7 +90,16 @@ where
     F: FnOnce(Arc<B>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let broker = B::open(label).await;
+    run_on(label, B::open(label).await, test).await;
+}
+
+/// [`run`] on a broker the test opened itself.
+async fn run_on<B, F, Fut>(label: &str, broker: Arc<B>, test: F)
+where
+    B: Backend,
+    F: FnOnce(Arc<B>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     broker.declare().await.expect("declare");
     let outcome = tokio::spawn(timeout(TEST_TIMEOUT, test(broker.clone()))).await;
     broker.cleanup().await;
@@ -457,43 +466,33 @@ mod amqp_only {
         let names = BrokerNames::new(unique_prefix("spread")).with_job_queues(3);
         assert_eq!(names.job_queues().len(), 3);
         let broker = Arc::new(AmqpBroker::connect(&amqp_url(), names).await.expect("connect"));
-        broker.declare().await.expect("declare");
-        let outcome = tokio::spawn(timeout(TEST_TIMEOUT, {
-            let broker = broker.clone();
-            async move {
-                // One call of six, then three calls of one: each message
-                // goes to the next queue, across calls too.
-                let mut jobs = new_jobs(6);
-                broker.publish_jobs(&jobs).await.expect("publish six");
-                for _ in 0..3 {
-                    let one = new_jobs(1);
-                    broker.publish_jobs(&one).await.expect("publish one");
-                    jobs.extend(one);
-                }
-                eventually_count("ready jobs", 9, || broker.ready_count()).await;
-                for queue in broker.names().job_queues() {
-                    assert_eq!(ready_in(&queue).await, 3, "{queue} holds its share");
-                }
-                let mut stream = broker.consume_jobs(4).await.expect("consume");
-                let mut seen = HashSet::new();
-                for _ in 0..jobs.len() {
-                    let delivery = next_delivery(&mut stream).await;
-                    delivery.acker.ack().await.expect("ack");
-                    assert!(seen.insert(delivery.job.actions[0]), "delivered twice");
-                }
-                let expected: HashSet<Uuid> = jobs.iter().map(|j| j.actions[0]).collect();
-                assert_eq!(seen, expected);
-                assert_no_delivery(&mut stream).await;
-                eventually_count("ready jobs", 0, || broker.ready_count()).await;
+        run_on("spread", broker, |broker: Arc<AmqpBroker>| async move {
+            // One call of six, then three calls of one: each message
+            // goes to the next queue, across calls too.
+            let mut jobs = new_jobs(6);
+            broker.publish_jobs(&jobs).await.expect("publish six");
+            for _ in 0..3 {
+                let one = new_jobs(1);
+                broker.publish_jobs(&one).await.expect("publish one");
+                jobs.extend(one);
             }
-        }))
+            eventually_count("ready jobs", 9, || broker.ready_count()).await;
+            for queue in broker.names().job_queues() {
+                assert_eq!(ready_in(&queue).await, 3, "{queue} holds its share");
+            }
+            let mut stream = broker.consume_jobs(4).await.expect("consume");
+            let mut seen = HashSet::new();
+            for _ in 0..jobs.len() {
+                let delivery = next_delivery(&mut stream).await;
+                delivery.acker.ack().await.expect("ack");
+                assert!(seen.insert(delivery.job.actions[0]), "delivered twice");
+            }
+            let expected: HashSet<Uuid> = jobs.iter().map(|j| j.actions[0]).collect();
+            assert_eq!(seen, expected);
+            assert_no_delivery(&mut stream).await;
+            eventually_count("ready jobs", 0, || broker.ready_count()).await;
+        })
         .await;
-        broker.cleanup().await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => panic!("timed out"),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,27 +503,17 @@ mod amqp_only {
                 .await
                 .expect("the second node answers"),
         );
-        broker.declare().await.expect("declare");
-        let outcome = tokio::spawn(timeout(TEST_TIMEOUT, {
-            let broker = broker.clone();
-            async move {
-                // Every further connection (the consumers' pool) also finds
-                // the node that answers.
-                let jobs = new_jobs(2);
-                broker.publish_jobs(&jobs).await.expect("publish");
-                let mut stream = broker.consume_jobs(4).await.expect("consume");
-                for _ in 0..2 {
-                    next_delivery(&mut stream).await.acker.ack().await.expect("ack");
-                }
+        run_on("urllist", broker, |broker: Arc<AmqpBroker>| async move {
+            // Every further connection (the consumers' pool) also finds
+            // the node that answers.
+            let jobs = new_jobs(2);
+            broker.publish_jobs(&jobs).await.expect("publish");
+            let mut stream = broker.consume_jobs(4).await.expect("consume");
+            for _ in 0..2 {
+                next_delivery(&mut stream).await.acker.ack().await.expect("ack");
             }
-        }))
+        })
         .await;
-        broker.cleanup().await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => panic!("timed out"),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
 
         let all_down =
             "amqp://guest:hunter2-secret@127.0.0.1:1/%2f,amqp://guest:hunter2-secret@127.0.0.1:2/%2f";

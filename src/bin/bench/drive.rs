@@ -79,7 +79,7 @@ struct Followed {
     /// How many times each `seq` arrived.
     seen: HashMap<i64, u32>,
     reconnects: u32,
-    /// The `since` of each reconnection.
+    /// The `since` of each reconnection attempt.
     resumed_from: Vec<i64>,
 }
 
@@ -331,10 +331,9 @@ async fn follow(base: String, followed: Arc<Mutex<Followed>>, mut stop: watch::R
     loop {
         let since = followed.lock().unwrap().last;
         let url = match since {
+            // Only a reconnection has a `since`.
             Some(s) => {
-                if followed.lock().unwrap().start.is_some_and(|start| start != s) || stop_at.is_some() {
-                    followed.lock().unwrap().resumed_from.push(s);
-                }
+                followed.lock().unwrap().resumed_from.push(s);
                 format!("{base}&since={s}")
             }
             None => base.clone(),
