@@ -653,6 +653,27 @@ mod tests {
     }
 
     #[test]
+    fn job_queues_default_to_one_and_refuse_what_is_out_of_range() {
+        assert_eq!(FileConfig::parse("").unwrap().broker.job_queues, 1);
+        assert_eq!(
+            FileConfig::parse("[broker]\njob_queues = 3")
+                .unwrap()
+                .broker
+                .job_queues,
+            3
+        );
+        for bad in ["0", "65"] {
+            let err = FileConfig::parse(&format!("[broker]\njob_queues = {bad}")).unwrap_err();
+            assert!(
+                err.to_string().contains("job_queues must be between 1 and 64"),
+                "{err}"
+            );
+        }
+        let err = FileConfig::parse("[broker]\njob_queues = -1").unwrap_err();
+        assert!(err.to_string().contains("job_queues"), "{err}");
+    }
+
+    #[test]
     fn bad_operations_are_refused_with_a_reason() {
         for (text, want) in [
             (
