@@ -54,6 +54,10 @@ pub struct Action {
     pub retry_of: Option<Uuid>,
     /// How many times a worker has claimed it (1 on the first run).
     pub claims: i32,
+    /// The handler's last progress report, 0–100 (`None` before any).
+    pub progress: Option<u8>,
+    /// The message of that report (empty before any).
+    pub progress_message: String,
 }
 
 impl Action {
@@ -82,14 +86,17 @@ impl Action {
             state: self.state,
             start_date: self.start_date,
             end_date: self.end_date,
+            progress: self.progress,
+            progress_message: self.progress_message.clone(),
         }
     }
 }
 
 /// The wire form of an action, field for field as in the Docker Cloud audit API
-/// (plus `user`, `can_be_retried` and `body`). It deliberately has no key named
-/// like an SDK method (`logs`, `cancel`, `retry`, …): the Python SDKs `setattr`
-/// every key onto the object, and such a key would shadow the method.
+/// (plus `user`, `can_be_retried`, `body`, `progress` and `progress_message`).
+/// It deliberately has no key named like an SDK method (`logs`, `cancel`,
+/// `retry`, …): the Python SDKs `setattr` every key onto the object, and such
+/// a key would shadow the method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionJson {
     /// Lowercase v4 uuid.
@@ -128,6 +135,13 @@ pub struct ActionJson {
     /// RFC 2822, or null.
     #[serde(with = "dates::wire_opt")]
     pub end_date: Option<DateTime<Utc>>,
+    /// Extension: the handler's last progress report, 0–100, or null
+    /// before any (kept in final states; see `stevedore_core::progress`).
+    #[serde(default)]
+    pub progress: Option<u8>,
+    /// Extension: the message of that report ("" before any).
+    #[serde(default)]
+    pub progress_message: String,
 }
 
 /// What a caller supplies to record a new action; the store decides its
@@ -216,6 +230,8 @@ mod tests {
             end_date: None,
             retry_of: None,
             claims: 1,
+            progress: Some(42),
+            progress_message: "Copying layers".into(),
         };
         let v = serde_json::to_value(a.to_wire()).unwrap();
         assert_eq!(
@@ -227,6 +243,8 @@ mod tests {
         assert_eq!(v["state"], "Success");
         assert_eq!(v["can_be_canceled"], false);
         assert_eq!(v["can_be_retried"], true);
+        assert_eq!(v["progress"], 42);
+        assert_eq!(v["progress_message"], "Copying layers");
         let obj = v.as_object().unwrap();
         for forbidden in [
             "logs", "cancel", "retry", "refresh", "fetch", "list", "delete", "save", "pk",

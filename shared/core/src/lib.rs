@@ -17,6 +17,7 @@
 //! - [`config`]: `stevedore.toml`, operations and object types.
 //! - [`auth`]: API keys (hashed at rest) and `Authorization` headers;
 //!   [`session`], the dashboard's sessions (their ids hashed at rest).
+//! - [`progress`]: what a handler reports while it runs, coalesced writes and live frames.
 //! - [`syslog`], [`retention`]: the QNAP-style system log, and the pruner of old history.
 //! - [`shutdown`]: the one shutdown signal every role listens to; [`reconnect`],
 //!   the delays of every loop that reconnects to the broker.
@@ -38,6 +39,7 @@ pub mod lifecycle;
 pub mod logline;
 pub mod messages;
 pub mod object;
+pub mod progress;
 pub mod reconnect;
 pub mod retention;
 pub mod session;

@@ -6,6 +6,7 @@
 
 use crate::event::Event;
 use crate::logline::LogLine;
+use crate::progress::ProgressEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -77,6 +78,12 @@ pub enum Update {
         /// The lines, in order.
         lines: Vec<LogLine>,
     },
+    /// Progress reports just written (ephemeral: no `seq`, never replayed;
+    /// [`crate::progress`]).
+    Progress {
+        /// The reports, one per action.
+        reports: Vec<ProgressEvent>,
+    },
 }
 
 impl Update {
@@ -85,7 +92,7 @@ impl Update {
         match self {
             Update::Event(e) => std::slice::from_ref(e),
             Update::Events { events } => events,
-            Update::Logs { .. } => &[],
+            Update::Logs { .. } | Update::Progress { .. } => &[],
         }
     }
 
@@ -94,13 +101,14 @@ impl Update {
         match self {
             Update::Event(e) => vec![e],
             Update::Events { events } => events,
-            Update::Logs { .. } => Vec::new(),
+            Update::Logs { .. } | Update::Progress { .. } => Vec::new(),
         }
     }
 
     /// The routing key on the topic exchange: `event.<namespace>.<type>`,
-    /// `events.<namespace>` (or `events` when a batch spans namespaces), or
-    /// `logs.<namespace>.<action uuid>`.
+    /// `events.<namespace>` (or `events` when a batch spans namespaces),
+    /// `logs.<namespace>.<action uuid>`, or `progress.<namespace>` (or
+    /// `progress`).
     pub fn routing_key(&self) -> String {
         match self {
             Update::Event(e) => format!("event.{}.{}", e.namespace, e.object_type),
@@ -118,6 +126,12 @@ impl Update {
                     .map(|l| l.action_uuid.to_string())
                     .unwrap_or_default()
             ),
+            Update::Progress { reports } => match reports.first() {
+                Some(r) if reports.iter().all(|o| o.namespace == r.namespace) => {
+                    format!("progress.{}", r.namespace)
+                }
+                _ => "progress".to_string(),
+            },
         }
     }
 }

@@ -20,9 +20,10 @@ pub use crate::lifecycle::requests::{
 use crate::action::{Action, NewAction};
 use crate::event::Event;
 use crate::lifecycle::engine::{self, ObjectChanged, ObjectRequest, Target, TransitionRequest};
-use crate::lifecycle::Driver;
+use crate::lifecycle::{Driver, StoredAction};
 use crate::logline::{LogLine, NewLogLine};
 use crate::object::Object;
+use crate::progress::ProgressWrite;
 use crate::session::{NewSession, Session};
 use crate::state::ActionState;
 use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
@@ -436,6 +437,12 @@ pub trait ActionStore: Database {
     /// worker notices a cancel (Canceling) even when the control message was
     /// lost; `None` when the token no longer holds the action.
     async fn heartbeat(&self, uuid: Uuid, token: LeaseToken, lease: Duration) -> Result<Option<ActionState>>;
+
+    /// Writes the latest progress of several actions in ONE statement (a
+    /// worker's coalesced flush, [`crate::progress`]), each fenced by its
+    /// lease token. Returns the actions written, as they are now, in no
+    /// particular order; one whose token no longer holds it is left out.
+    async fn record_progress(&self, writes: &[ProgressWrite]) -> Result<Vec<StoredAction>>;
 
     /// Appends lines to an action's log and numbers them (per action, from 1,
     /// without gaps), returning them as stored. With `Some(token)` the write is

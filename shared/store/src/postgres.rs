@@ -55,9 +55,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use stevedore_core::action::Action;
 use stevedore_core::event::Event;
-use stevedore_core::lifecycle::Driver;
+use stevedore_core::lifecycle::{Driver, StoredAction};
 use stevedore_core::logline::{LogLine, NewLogLine};
 use stevedore_core::object::Object;
+use stevedore_core::progress::ProgressWrite;
 use stevedore_core::session::{NewSession, Session};
 use stevedore_core::state::ActionState;
 use stevedore_core::store::{
@@ -152,6 +153,9 @@ struct Sql {
     /// Claims the actions `$1` with the tokens `$2` (arrays of the same
     /// length) for owner `$3`, lease `$4` µs, claimable states `$5`.
     claim_many: String,
+    /// Sets the progress `$3` and message `$4` of the actions `$1` where
+    /// the token `$2` holds the lease (arrays of the same length).
+    record_progress: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -275,6 +279,13 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
              WHERE actions.uuid = t.uuid AND actions.state = ANY($5) \
                AND (actions.lease_token IS NULL OR actions.lease_expires_at < now()) \
              RETURNING actions.lease_token AS claim_token, {}",
+            qualified("actions", rows::PG_ACTION_COLUMNS)
+        ),
+        record_progress: format!(
+            "UPDATE actions SET progress = t.progress, progress_message = t.message \
+             FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS t(uuid, token, progress, message) \
+             WHERE actions.uuid = t.uuid AND actions.lease_token = t.token \
+             RETURNING {}",
             qualified("actions", rows::PG_ACTION_COLUMNS)
         ),
         redispatch: format!(
@@ -932,6 +943,24 @@ impl ActionStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         state.as_deref().map(rows::parse_state).transpose()
+    }
+
+    async fn record_progress(&self, writes: &[ProgressWrite]) -> Result<Vec<StoredAction>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uuids: Vec<Uuid> = writes.iter().map(|w| w.uuid).collect();
+        let tokens: Vec<Uuid> = writes.iter().map(|w| w.token.0).collect();
+        let progress: Vec<i32> = writes.iter().map(|w| i32::from(w.progress.percent)).collect();
+        let messages: Vec<&str> = writes.iter().map(|w| w.progress.message.as_str()).collect();
+        let rows = sqlx::query(&SQL.record_progress)
+            .bind(&uuids)
+            .bind(&tokens)
+            .bind(&progress)
+            .bind(&messages)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::stored_action).collect()
     }
 
     async fn append_logs(

@@ -43,6 +43,8 @@ pub(crate) trait RowExt {
     fn int(&self, col: &str) -> Result<i64>;
     /// A 32-bit integer column.
     fn int32(&self, col: &str) -> Result<i32>;
+    /// A nullable 32-bit integer column.
+    fn opt_int32(&self, col: &str) -> Result<Option<i32>>;
     /// A boolean column.
     fn flag(&self, col: &str) -> Result<bool>;
     /// A uuid column.
@@ -87,6 +89,9 @@ impl RowExt for PgRow {
     fn int32(&self, col: &str) -> Result<i32> {
         Ok(self.try_get(col)?)
     }
+    fn opt_int32(&self, col: &str) -> Result<Option<i32>> {
+        Ok(self.try_get(col)?)
+    }
     fn flag(&self, col: &str) -> Result<bool> {
         Ok(self.try_get(col)?)
     }
@@ -115,6 +120,9 @@ impl RowExt for SqliteRow {
         Ok(self.try_get(col)?)
     }
     fn int32(&self, col: &str) -> Result<i32> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int32(&self, col: &str) -> Result<Option<i32>> {
         Ok(self.try_get(col)?)
     }
     fn flag(&self, col: &str) -> Result<bool> {
@@ -184,13 +192,14 @@ pub(crate) fn state_literals(states: &[ActionState]) -> String {
 /// reads. PostgreSQL needs the JSON column cast to text.
 pub(crate) const ACTION_COLUMNS: &str = "uuid, namespace, action, object, object_uuid, \
     object_type, object_parents, verb, method, path, body, ip, location, user_name, \
-    user_agent, is_user_action, state, start_date, end_date, retry_of, claims";
+    user_agent, is_user_action, state, start_date, end_date, retry_of, claims, progress, \
+    progress_message";
 
 /// [`ACTION_COLUMNS`] for PostgreSQL.
 pub(crate) const PG_ACTION_COLUMNS: &str = "uuid, namespace, action, object, object_uuid, \
     object_type, object_parents::text AS object_parents, verb, method, path, body, ip, \
     location, user_name, user_agent, is_user_action, state, start_date, end_date, \
-    retry_of, claims";
+    retry_of, claims, progress, progress_message";
 
 /// An action's head (what the lifecycle engine decides on) from a row with
 /// its state, lease and claim columns and `lease_expired`.
@@ -230,6 +239,10 @@ pub(crate) fn stored_action(row: &impl RowExt) -> Result<StoredAction> {
             end_date: row.opt_time("end_date")?,
             retry_of: row.opt_uuid("retry_of")?,
             claims: row.int32("claims")?,
+            progress: row
+                .opt_int32("progress")?
+                .map(|p| u8::try_from(p.clamp(0, 100)).unwrap_or(100)),
+            progress_message: row.text("progress_message")?,
         },
         object_parents: row.strings("object_parents")?,
     })

@@ -40,9 +40,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use stevedore_core::action::Action;
 use stevedore_core::event::Event;
-use stevedore_core::lifecycle::Driver;
+use stevedore_core::lifecycle::{Driver, StoredAction};
 use stevedore_core::logline::{LogLine, NewLogLine};
 use stevedore_core::object::Object;
+use stevedore_core::progress::ProgressWrite;
 use stevedore_core::session::{NewSession, Session};
 use stevedore_core::state::ActionState;
 use stevedore_core::store::{
@@ -786,6 +787,39 @@ impl ActionStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         state.as_deref().map(rows::parse_state).transpose()
+    }
+
+    async fn record_progress(&self, writes: &[ProgressWrite]) -> Result<Vec<StoredAction>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement: the writes go in as a JSON array, joined by uuid.
+        let rows_in: Vec<serde_json::Value> = writes
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "uuid": w.uuid.to_string(),
+                    "token": w.token.0.to_string(),
+                    "progress": w.progress.percent,
+                    "message": w.progress.message,
+                })
+            })
+            .collect();
+        let rows = sqlx::query(&format!(
+            "UPDATE actions SET progress = t.t_progress, progress_message = t.t_message \
+             FROM (SELECT json_extract(value, '$.uuid') AS t_uuid, \
+                          json_extract(value, '$.token') AS t_token, \
+                          json_extract(value, '$.progress') AS t_progress, \
+                          json_extract(value, '$.message') AS t_message \
+                   FROM json_each(?1)) AS t \
+             WHERE actions.uuid = t.t_uuid AND actions.lease_token = t.t_token \
+             RETURNING {}",
+            rows::ACTION_COLUMNS
+        ))
+        .bind(serde_json::Value::Array(rows_in).to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::stored_action).collect()
     }
 
     async fn append_logs(

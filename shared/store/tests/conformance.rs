@@ -2002,6 +2002,116 @@ mod cases {
         assert_eq!(later[0].as_ref().unwrap().action.state, Success);
         assert!(store.transition_many(&[]).await.unwrap().is_empty());
     }
+
+    // --- progress ----------------------------------------------------------
+
+    pub async fn progress_is_written_in_one_batch_fenced_per_action_and_kept_when_final(store: &dyn Store) {
+        use stevedore_core::progress::{Progress, ProgressWrite};
+        let mut subs = vec![];
+        for _ in 0..3 {
+            subs.push(
+                store
+                    .submit_action(new_action("acme", Uuid::new_v4()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let fresh = store
+            .get_action(Scope::All, subs[0].action.uuid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((fresh.progress, fresh.progress_message.as_str()), (None, ""));
+        let mut claims = vec![];
+        for s in &subs {
+            claims.push(
+                store
+                    .claim_action(s.action.uuid, "w1", LONG_LEASE)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let write = |i: usize, token: LeaseToken, percent: u8, message: &str| ProgressWrite {
+            uuid: subs[i].action.uuid,
+            token,
+            progress: Progress::new(percent, message).unwrap(),
+        };
+        let written = store
+            .record_progress(&[
+                write(0, claims[0].token, 42, "Copying layers"),
+                // Not the holder's token: refused, neighbours unaffected.
+                write(1, LeaseToken(Uuid::new_v4()), 90, "stale"),
+                write(2, claims[2].token, 7, ""),
+            ])
+            .await
+            .unwrap();
+        let mut got: Vec<(Uuid, Option<u8>, String, ActionState)> = written
+            .iter()
+            .map(|w| {
+                (
+                    w.action.uuid,
+                    w.action.progress,
+                    w.action.progress_message.clone(),
+                    w.action.state,
+                )
+            })
+            .collect();
+        got.sort_by_key(|g| g.0);
+        let mut want = vec![
+            (
+                subs[0].action.uuid,
+                Some(42),
+                "Copying layers".to_string(),
+                InProgress,
+            ),
+            (subs[2].action.uuid, Some(7), String::new(), InProgress),
+        ];
+        want.sort_by_key(|w| w.0);
+        assert_eq!(got, want);
+        // What it returns carries the object's parents, for the live report.
+        let first = written
+            .iter()
+            .find(|w| w.action.uuid == subs[0].action.uuid)
+            .unwrap();
+        assert_eq!(
+            first.object_parents,
+            vec![format!("/api/app/v1/acme/stack/{}/", Uuid::nil())]
+        );
+        let read = |i: usize| {
+            let uuid = subs[i].action.uuid;
+            async move { store.get_action(Scope::All, uuid).await.unwrap().unwrap() }
+        };
+        assert_eq!(read(0).await.progress, Some(42));
+        assert_eq!(read(0).await.to_wire().progress_message, "Copying layers");
+        assert_eq!(
+            read(1).await.progress,
+            None,
+            "a write without the lease changes nothing"
+        );
+        // A final state keeps the last report, and the lease is gone: no
+        // more progress writes.
+        store
+            .transition_many(&[Finish {
+                uuid: subs[0].action.uuid,
+                to: Success,
+                token: claims[0].token,
+            }])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .unwrap();
+        let done = read(0).await;
+        assert_eq!((done.state, done.progress), (Success, Some(42)));
+        assert!(store
+            .record_progress(&[write(0, claims[0].token, 99, "late")])
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(read(0).await.progress, Some(42));
+        assert!(store.record_progress(&[]).await.unwrap().is_empty());
+    }
 }
 
 /// Instantiates every case for one backend, in a module named after it.
@@ -2053,6 +2163,7 @@ macro_rules! conformance {
                 an_object_change_records_its_event_log_entry_and_action_together,
                 a_terminated_object_is_never_changed_again,
                 cancel_moves_by_the_lifecycle_rule,
+                progress_is_written_in_one_batch_fenced_per_action_and_kept_when_final,
             );
         }
     };

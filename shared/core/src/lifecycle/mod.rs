@@ -379,6 +379,8 @@ mod tests {
             end_date: None,
             retry_of: None,
             claims: 1,
+            progress: None,
+            progress_message: String::new(),
         }
     }
 
