@@ -7,6 +7,7 @@
 
 use crate::finisher::Finisher;
 use crate::handlers::{self, HandlerContext, Outcome};
+use crate::progress::{ProgressBoard, ProgressSink};
 use backon::BackoffBuilder;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,19 +67,23 @@ pub struct Executor {
     finisher: Finisher,
     held: HeldJobs,
     release_held: CancellationToken,
+    progress: Arc<ProgressBoard>,
 }
 
 impl Executor {
-    /// An executor that claims as `owner`. Starts its [`Finisher`], so it
-    /// must be called inside a Tokio runtime.
+    /// An executor that claims as `owner`. Starts its [`Finisher`] and its
+    /// progress flusher, so it must be called inside a Tokio runtime.
     pub fn new(
         dispatcher: Dispatcher,
         ops: Arc<Operations>,
         settings: WorkerSettings,
         owner: String,
     ) -> Self {
+        let progress = ProgressBoard::new();
+        crate::progress::spawn_flusher(&progress, dispatcher.clone(), settings.progress_interval);
         Executor {
             finisher: Finisher::spawn(dispatcher.clone()),
+            progress,
             dispatcher,
             ops,
             settings,
@@ -258,12 +263,13 @@ impl Executor {
             budget,
         ));
         let heartbeat = tokio::spawn(heartbeat(self.clone(), uuid, token));
+        let progress = self.progress.register(uuid, token);
 
         let outcome = match self.ops.get(&action.object_type, &action.verb).cloned() {
             // Cancelled before any worker ran it: nothing to run.
             _ if action.state == ActionState::Canceling => Outcome::Canceled,
             Some(op) => {
-                self.run_attempts(&action, op, cancel.clone(), log_tx.clone())
+                self.run_attempts(&action, op, cancel.clone(), log_tx.clone(), progress)
                     .await
             }
             None => Outcome::Failed(format!(
@@ -312,6 +318,9 @@ impl Executor {
         }
         drop(log_tx);
         let _ = writer.await;
+        // The last progress report, if coalescing held it back, goes in
+        // before the final state (which ends the lease that fences it).
+        self.progress.retire(uuid, &self.dispatcher).await;
         // The heartbeat keeps renewing the lease until the last write is in,
         // so a slow final write is not mistaken for a dead worker.
         match final_state {
@@ -386,6 +395,7 @@ impl Executor {
         op: Operation,
         cancel: CancellationToken,
         log_tx: mpsc::Sender<NewLogLine>,
+        progress: ProgressSink,
     ) -> Outcome {
         let handler = handlers::for_operation(&op);
         let mut delays = backon::ExponentialBuilder::default()
@@ -403,7 +413,8 @@ impl Executor {
                 self.settings.kill_grace,
                 self.settings.output_drain,
                 log_tx.clone(),
-            );
+            )
+            .with_progress(progress.clone());
             // The timeout cancels the token like a user cancel would, so the
             // handler winds down the same way (exec: SIGTERM, grace, SIGKILL).
             let timer = {

@@ -8,12 +8,15 @@
 //! - [`finisher`]: group commit of the executors' final writes.
 //! - [`handlers`]: `exec` (a command), and the built-ins `noop`, `sleep`, `fail`.
 //! - [`dead_letters`]: jobs the broker gave up on end their actions as Failed.
+//! - [`progress`]: handlers' progress reports, coalesced into one write per
+//!   `[worker] progress_interval` and published.
 
 pub mod consumer;
 pub mod dead_letters;
 pub mod executor;
 pub mod finisher;
 pub mod handlers;
+pub mod progress;
 
 pub use consumer::Worker;
 

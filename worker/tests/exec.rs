@@ -236,3 +236,74 @@ async fn a_cancel_while_the_command_runs_stops_its_group() {
     assert_eq!(r.outcome, Outcome::Canceled);
     assert!(wait_gone(r.pid()).await);
 }
+
+/// Reserved `::progress` lines on stdout report progress and are not
+/// logged; malformed ones, and any on stderr, are logged as they are.
+#[tokio::test]
+async fn progress_lines_report_progress_instead_of_logging() {
+    use stevedore_core::store::LeaseToken;
+    use stevedore_worker::progress::ProgressBoard;
+    let script = "echo before; echo '::progress 30 Copying layers'; \
+                  echo '::progress 250 too far'; echo '::progress 64% Extracting'; \
+                  echo '::progress 90 on stderr' >&2; echo after";
+    let op = operation(script, false);
+    let handler = handlers::for_operation(&op);
+    let (tx, mut rx) = mpsc::channel(1024);
+    let a = action().await;
+    let uuid = a.uuid;
+    let board = ProgressBoard::new();
+    let sink = board.register(uuid, LeaseToken(uuid::Uuid::new_v4()));
+    let ctx = HandlerContext::new(a, op, CancellationToken::new(), Duration::from_secs(1), SOON, tx)
+        .with_progress(sink);
+    let outcome = tokio::time::timeout(SOON, handler.run(&ctx)).await.unwrap();
+    drop(ctx);
+    let mut lines = vec![];
+    while let Some(l) = rx.recv().await {
+        lines.push((l.stream, l.log));
+    }
+    assert_eq!(outcome, Outcome::Success);
+    let latest = board.latest(uuid).expect("a report");
+    assert_eq!((latest.percent, latest.message.as_str()), (64, "Extracting"));
+    let stdout: Vec<&str> = lines
+        .iter()
+        .filter(|(s, _)| *s == StreamType::Stdout)
+        .map(|(_, l)| l.as_str())
+        .collect();
+    assert_eq!(stdout, ["before", "::progress 250 too far", "after"]);
+    assert!(lines.contains(&(StreamType::Stderr, "::progress 90 on stderr".to_string())));
+}
+
+/// The built-in `sleep` reports its progress up to 100.
+#[tokio::test]
+async fn the_sleep_handler_reports_progress() {
+    use stevedore_core::store::LeaseToken;
+    use stevedore_worker::progress::ProgressBoard;
+    let op = FileConfig::parse("[[operation]]\nobject = 'service'\nverb = 'sleep'\nhandler = 'sleep'\n")
+        .unwrap()
+        .operations
+        .remove(0);
+    let handler = handlers::for_operation(&op);
+    let (tx, _rx) = mpsc::channel(1024);
+    let mut a = action().await;
+    a.body = r#"{"seconds": 0.5}"#.into();
+    let uuid = a.uuid;
+    let board = ProgressBoard::new();
+    let ctx = HandlerContext::new(a, op, CancellationToken::new(), Duration::from_secs(1), SOON, tx)
+        .with_progress(board.register(uuid, LeaseToken(uuid::Uuid::new_v4())));
+    let run = tokio::spawn({
+        let handler = handler.clone();
+        async move { handler.run(&ctx).await }
+    });
+    // Midway it has reported something below 100…
+    let mut seen_partial = false;
+    while !run.is_finished() {
+        if board.latest(uuid).is_some_and(|p| p.percent < 100) {
+            seen_partial = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(run.await.unwrap(), Outcome::Success);
+    assert!(seen_partial);
+    // …and at the end, 100.
+    assert_eq!(board.latest(uuid).unwrap().percent, 100);
+}

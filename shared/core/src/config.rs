@@ -118,6 +118,11 @@ pub struct WorkerSettings {
     /// is dropped and counted in a final system line. System lines are
     /// always stored.
     pub max_log_bytes: u64,
+    /// How often a worker writes its running actions' progress reports:
+    /// at most one statement per interval for all that changed, whatever
+    /// the handlers report in between (only the latest report counts).
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -133,9 +138,14 @@ impl Default for WorkerSettings {
             outage_hold: Duration::from_secs(300),
             output_drain: Duration::from_secs(2),
             max_log_bytes: 16 * 1024 * 1024,
+            progress_interval: Duration::from_secs(1),
         }
     }
 }
+
+/// The shortest `[worker] progress_interval`: progress writes are meant to
+/// be few.
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// After the shutdown deadline and the kill grace, the time a worker keeps
 /// for handing its stopped actions back and exiting.
@@ -191,6 +201,14 @@ impl WorkerSettings {
         }
         if self.max_log_bytes == 0 {
             return fail("max_log_bytes must be positive".into());
+        }
+        if self.progress_interval < MIN_PROGRESS_INTERVAL || self.progress_interval > self.lease {
+            return fail(format!(
+                "progress_interval ({}) must be between {} and the lease ({})",
+                show(self.progress_interval),
+                show(MIN_PROGRESS_INTERVAL),
+                show(self.lease)
+            ));
         }
         Ok(())
     }
@@ -717,11 +735,19 @@ mod tests {
             ("[worker]\nstop_timeout='30s'", "must fit in stop_timeout"),
             ("[worker]\nconcurrency=0", "at least 1"),
             ("[worker]\noutage_hold='1h'", "consumer_timeout"),
+            ("[worker]\nprogress_interval='10ms'", "progress_interval"),
+            ("[worker]\nprogress_interval='1m'", "progress_interval"),
         ] {
             let err = FileConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
         assert!(FileConfig::parse("[worker]\nshutdown_deadline='50s'\nstop_timeout='65s'").is_ok());
+        let cfg = FileConfig::parse("[worker]\nprogress_interval='250ms'").unwrap();
+        assert_eq!(cfg.worker.progress_interval, Duration::from_millis(250));
+        assert_eq!(
+            WorkerSettings::default().progress_interval,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

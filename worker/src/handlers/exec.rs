@@ -3,8 +3,11 @@
 //! The command gets the action JSON on stdin and `STEVEDORE_ACTION_UUID`,
 //! `STEVEDORE_OBJECT_URI`, `STEVEDORE_OBJECT_UUID`, `STEVEDORE_OBJECT_TYPE`,
 //! `STEVEDORE_VERB`, `STEVEDORE_NAMESPACE` in its environment. Every line it
-//! writes to stdout or stderr becomes a log line. Exit 0 → Success, exit 75
-//! (EX_TEMPFAIL) → a temporary failure, anything else → Failed.
+//! writes to stdout or stderr becomes a log line, except the reserved
+//! progress lines on stdout (`::progress 42 Copying layers`, see
+//! [`super::progress_line`]), which report progress instead. Exit 0 →
+//! Success, exit 75 (EX_TEMPFAIL) → a temporary failure, anything else →
+//! Failed.
 //!
 //! The command's life, in stages, each bounded and each watching the
 //! action's token (cancel, timeout, lost lease, shutdown):
@@ -23,7 +26,8 @@
 //!    no longer holds the action open: its further output is read and
 //!    discarded, so it never dies of a broken pipe either.
 
-use super::{Handler, HandlerContext, Outcome};
+use super::{progress_line, Handler, HandlerContext, Outcome};
+use crate::progress::ProgressSink;
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -116,11 +120,24 @@ impl Handler for ExecHandler {
         let readers: Vec<JoinHandle<()>> = [
             child.stdout.take().map(|o| {
                 let r = BufReader::new(o);
-                tokio::spawn(pump(r, StreamType::Stdout, ctx.log_sink(), detach_output.clone()))
+                let progress = Some(ctx.progress_sink());
+                tokio::spawn(pump(
+                    r,
+                    StreamType::Stdout,
+                    ctx.log_sink(),
+                    progress,
+                    detach_output.clone(),
+                ))
             }),
             child.stderr.take().map(|e| {
                 let r = BufReader::new(e);
-                tokio::spawn(pump(r, StreamType::Stderr, ctx.log_sink(), detach_output.clone()))
+                tokio::spawn(pump(
+                    r,
+                    StreamType::Stderr,
+                    ctx.log_sink(),
+                    None,
+                    detach_output.clone(),
+                ))
             }),
         ]
         .into_iter()
@@ -282,12 +299,14 @@ async fn drain(readers: Vec<JoinHandle<()>>, detach_output: CancellationToken, c
 }
 
 /// Forwards lines from a child's output to the log sink, cutting lines longer
-/// than [`MAX_LINE_BYTES`]. Once `detach` fires, drops the sink and reads the
-/// rest of the output to its end, discarding it.
+/// than [`MAX_LINE_BYTES`]; with a `progress` sink (stdout), reserved
+/// progress lines go there instead. Once `detach` fires, drops the sinks and
+/// reads the rest of the output to its end, discarding it.
 async fn pump<R: AsyncBufRead + Unpin>(
     mut r: R,
     stream: StreamType,
     sink: mpsc::Sender<NewLogLine>,
+    progress: Option<ProgressSink>,
     detach: CancellationToken,
 ) {
     let mut sink = Some(sink);
@@ -301,6 +320,12 @@ async fn pump<R: AsyncBufRead + Unpin>(
             None => read_capped_line(&mut r, MAX_LINE_BYTES).await,
         };
         let Some(line) = line else { return };
+        if let (Some(p), Some(_)) = (&progress, &sink) {
+            if let Some(report) = progress_line::parse(&line) {
+                p.report(report);
+                continue;
+            }
+        }
         if let Some(s) = &sink {
             let sent = tokio::select! {
                 biased;

@@ -1,24 +1,29 @@
 //! Handlers: what actually performs an operation.
 //!
-//! A handler gets a [`HandlerContext`] (the action, its operation, a log sink
-//! and a cancellation token) and returns an [`Outcome`]. Timeouts, leases and
+//! A handler gets a [`HandlerContext`] (the action, its operation, a log sink,
+//! a progress sink and a cancellation token) and returns an [`Outcome`].
+//! A built-in reports progress with [`HandlerContext::progress`]; an `exec`
+//! command prints reserved lines ([`progress_line`]). Timeouts, leases and
 //! state changes are the executor's business, not the handler's: a handler
 //! only has to stop promptly when its token is cancelled.
 
 mod exec;
 mod noop;
+pub mod progress_line;
 mod sleep;
 
 pub use exec::ExecHandler;
 pub use noop::{FailHandler, NoopHandler};
 pub use sleep::SleepHandler;
 
+use crate::progress::ProgressSink;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use stevedore_core::action::Action;
 use stevedore_core::config::{HandlerSpec, Operation};
 use stevedore_core::logline::{NewLogLine, StreamType};
+use stevedore_core::progress::Progress;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +53,7 @@ pub struct HandlerContext {
     /// How long a command's output is still read after it exited.
     pub output_drain: Duration,
     log: mpsc::Sender<NewLogLine>,
+    progress: ProgressSink,
 }
 
 impl HandlerContext {
@@ -67,7 +73,28 @@ impl HandlerContext {
             kill_grace,
             output_drain,
             log,
+            progress: ProgressSink::discard(),
         }
+    }
+
+    /// The same context, its progress reports going to `progress`.
+    pub fn with_progress(mut self, progress: ProgressSink) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Reports progress: `percent` done (above 100 is ignored), doing
+    /// `message`. Cheap and never waits: only the latest report is kept,
+    /// and the worker writes it at most once per `[worker] progress_interval`.
+    pub fn progress(&self, percent: u8, message: impl Into<String>) {
+        if let Some(p) = Progress::new(percent, message) {
+            self.progress.report(p);
+        }
+    }
+
+    /// A clone of the progress sink, for tasks that read child output.
+    pub fn progress_sink(&self) -> ProgressSink {
+        self.progress.clone()
     }
 
     /// Emits a log line (waits when the log writer is behind: backpressure

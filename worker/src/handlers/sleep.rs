@@ -1,7 +1,8 @@
 //! `sleep`: waits, then succeeds — a stand-in for a long operation in tests,
 //! demos and benchmarks. The duration comes from the request body:
 //! `{"seconds": 2.5}` or `{"duration": "2s"}`; default one second, capped at
-//! one hour.
+//! one hour. It reports its progress (the share of the time slept) about
+//! [`PROGRESS_STEPS`] times.
 
 use super::{Handler, HandlerContext, Outcome};
 use async_trait::async_trait;
@@ -15,6 +16,11 @@ pub struct SleepHandler;
 const DEFAULT_SLEEP: Duration = Duration::from_secs(1);
 /// Upper bound, so a typo cannot park a worker slot for days.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// How many progress reports a sleep makes (at most one every
+/// [`MIN_PROGRESS_STEP`]).
+pub const PROGRESS_STEPS: u32 = 20;
+/// The shortest time between two progress reports of a sleep.
+const MIN_PROGRESS_STEP: Duration = Duration::from_millis(100);
 
 /// The duration a request body asks for.
 pub fn requested_duration(body: &str) -> Duration {
@@ -49,13 +55,30 @@ impl Handler for SleepHandler {
         let d = requested_duration(&ctx.action.body);
         ctx.log(StreamType::Stdout, format!("sleeping {:.3}s", d.as_secs_f64()))
             .await;
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {
-                ctx.log(StreamType::Stdout, "done").await;
-                Outcome::Success
+        let total = d.as_secs_f64();
+        let step = (d / PROGRESS_STEPS).max(MIN_PROGRESS_STEP);
+        let start = tokio::time::Instant::now();
+        let deadline = start + d;
+        ctx.progress(0, format!("sleeping {total:.1}s"));
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
             }
-            _ = ctx.cancel.cancelled() => Outcome::Canceled,
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.min(now + step)) => {}
+                _ = ctx.cancel.cancelled() => return Outcome::Canceled,
+            }
+            let slept = start.elapsed().as_secs_f64().min(total);
+            let percent = if total > 0.0 {
+                (slept / total * 100.0) as u8
+            } else {
+                100
+            };
+            ctx.progress(percent.min(100), format!("slept {slept:.1}s of {total:.1}s"));
         }
+        ctx.log(StreamType::Stdout, "done").await;
+        Outcome::Success
     }
 }
 
