@@ -12,6 +12,10 @@
 //! Whenever the hub may have missed updates it replays from the store again.
 //! The socket stays open until the client or the process goes away.
 //!
+//! Live progress reports of actions ([`stevedore_core::progress`]) are sent
+//! as they come, as action events with `"action": "progress"` and no `seq`:
+//! they are not replayed, and a client resumes from the last `seq` it saw.
+//!
 //! Live events go out in batches: the socket takes what its queue holds
 //! (up to [`MAX_BATCH`]), writes each new frame into its write buffer and
 //! flushes once. Clients see the same frames in the same order.
@@ -240,6 +244,8 @@ async fn send_batch(
             }
             Next::Delivery(Delivery::Gap) => replay(socket, s, namespaces, cursor).await?,
             Next::Delivery(Delivery::Logs(_)) => {}
+            // Ephemeral: no `seq`, so the cursor neither filters nor moves.
+            Next::Delivery(Delivery::Progress(p)) => feed_text(socket, p.frame.clone()).await?,
         }
         taken += 1;
         if taken < MAX_BATCH {

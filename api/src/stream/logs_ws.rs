@@ -8,6 +8,11 @@
 //! no line is lost or doubled. When the action's final event arrives, the
 //! lines not yet sent are read from the store (a worker stores every line
 //! before it writes the final state), then the server closes the socket.
+//!
+//! Progress: a following socket of a running action that has progress first
+//! gets its current report, then every live one, as
+//! `{"type":"progress","progress":…,"progress_message":…,"timestamp":…}`
+//! frames (never stored as lines, so they take no line number).
 
 use super::{
     authenticate_handshake, feed_text, finish, flush, namespaces_for, overflow_message, Delivery, Next, Stop,
@@ -24,6 +29,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::str::FromStr;
+use stevedore_core::action::Action;
 use stevedore_core::state::ActionState;
 use stevedore_core::store::{DynStore, Scope};
 use uuid::Uuid;
@@ -129,10 +135,11 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
     // before is in the tail we read next.
     let mut sub = follow.then(|| s.hub.subscribe_logs(uuid));
     let store = s.api.dispatcher.store().clone();
-    let finished = match action_finished(&store, uuid).await {
-        Ok(f) => f,
+    let action = match current_action(&store, uuid).await {
+        Ok(a) => a,
         Err(stop) => return stop,
     };
+    let finished = action.state.is_final();
     // Lines are numbered from 1 without gaps: the newest tells where the
     // last `tail` start, and they are read a page at a time.
     let newest = match store.logs(uuid, Some(1)).await {
@@ -149,6 +156,9 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
     };
     if finished {
         return Stop::Done;
+    }
+    if let Err(stop) = send_current_progress(socket, &action).await {
+        return stop;
     }
     loop {
         tokio::select! {
@@ -188,6 +198,14 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
                         };
                     }
                 }
+                Next::Delivery(Delivery::Progress(p)) => {
+                    if let Err(stop) = feed_text(socket, p.logs_frame.clone()).await {
+                        return stop;
+                    }
+                    if let Err(stop) = flush(socket).await {
+                        return stop;
+                    }
+                }
                 Next::Delivery(Delivery::Gap) => {
                     let finished = match action_finished(&store, uuid).await {
                         Ok(f) => f,
@@ -206,11 +224,26 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
 }
 
 async fn action_finished(store: &DynStore, uuid: Uuid) -> Result<bool, Stop> {
+    Ok(current_action(store, uuid).await?.state.is_final())
+}
+
+async fn current_action(store: &DynStore, uuid: Uuid) -> Result<Action, Stop> {
     match store.get_action(Scope::All, uuid).await {
-        Ok(Some(a)) => Ok(a.state.is_final()),
+        Ok(Some(a)) => Ok(a),
         Ok(None) => Err(Stop::Error(format!("action {uuid} not found"))),
         Err(e) => Err(read_failed(e)),
     }
+}
+
+/// The action's stored progress, if it has any, as a progress frame.
+async fn send_current_progress(socket: &mut WebSocket, action: &Action) -> Result<(), Stop> {
+    let Some(progress) = action.progress else {
+        return Ok(());
+    };
+    let now = chrono::Utc::now().timestamp();
+    let frame = stevedore_core::progress::logs_frame(progress, &action.progress_message, now);
+    feed_text(socket, frame.to_string()).await?;
+    flush(socket).await
 }
 
 fn read_failed(e: stevedore_core::Error) -> Stop {

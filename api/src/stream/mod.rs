@@ -50,6 +50,7 @@ use stevedore_core::broker::DynBroker;
 use stevedore_core::event::Event;
 use stevedore_core::logline::LogLine;
 use stevedore_core::messages::Update;
+use stevedore_core::progress::ProgressEvent;
 use stevedore_core::reconnect::Reconnect;
 use stevedore_core::shutdown::Shutdown;
 use tokio::sync::mpsc;
@@ -88,6 +89,8 @@ pub enum Delivery {
     /// The hub may have missed updates (it re-subscribed, or fell behind):
     /// catch up from the store.
     Gap,
+    /// A live progress report of one action (ephemeral: no `seq`).
+    Progress(Arc<HubProgress>),
 }
 
 impl Delivery {
@@ -99,7 +102,33 @@ impl Delivery {
                 Delivery::Event(e) => e.frame.len(),
                 Delivery::Logs(lines) => lines.iter().map(|l| l.log.len() + DELIVERY_OVERHEAD).sum(),
                 Delivery::Gap => 0,
+                Delivery::Progress(p) => p.frame.len() + p.logs_frame.len(),
             }
+    }
+}
+
+/// A progress report as fanned out, with its two frames serialized once:
+/// the events stream's and the logs stream's.
+#[derive(Debug)]
+pub struct HubProgress {
+    /// The report.
+    pub report: ProgressEvent,
+    /// Its events stream frame (the report's JSON).
+    pub frame: Utf8Bytes,
+    /// Its logs stream frame (`{"type":"progress",…}`).
+    pub logs_frame: Utf8Bytes,
+}
+
+impl HubProgress {
+    /// The report with its frames.
+    pub fn new(report: ProgressEvent) -> Self {
+        let frame = serde_json::to_string(&report).unwrap_or_default().into();
+        let logs_frame = report.logs_frame().to_string().into();
+        HubProgress {
+            report,
+            frame,
+            logs_frame,
+        }
     }
 }
 
@@ -260,6 +289,8 @@ impl Hub {
                 };
                 match item {
                     Some(Ok(logs @ Update::Logs { .. })) => self.dispatch(logs),
+                    // Progress has no `seq`: nothing to put in order.
+                    Some(Ok(progress @ Update::Progress { .. })) => self.dispatch(progress),
                     Some(Ok(update)) => {
                         let now = tokio::time::Instant::now();
                         let mut ready = Vec::new();
@@ -314,6 +345,11 @@ impl Hub {
                 };
                 if reg.logs.contains_key(&uuid) {
                     offer_all(&mut reg.logs, &uuid, &Delivery::Logs(Arc::new(lines)));
+                }
+            }
+            Update::Progress { reports } => {
+                for report in reports {
+                    dispatch_progress(&mut reg, report);
                 }
             }
         }
@@ -444,6 +480,24 @@ fn dispatch_event(reg: &mut Registry, event: Event) {
     }
     if let (Some(u), true) = (action_uuid, watched_logs) {
         offer_all(&mut reg.logs, &u, &d);
+    }
+}
+
+/// Hands one progress report to the events clients of its namespace and the
+/// logs clients of its action.
+fn dispatch_progress(reg: &mut Registry, report: ProgressEvent) {
+    let watched_events = reg.events.contains_key(&report.namespace);
+    let watched_logs = reg.logs.contains_key(&report.uuid);
+    if !watched_events && !watched_logs {
+        return;
+    }
+    let p = Arc::new(HubProgress::new(report));
+    let d = Delivery::Progress(p.clone());
+    if watched_events {
+        offer_all(&mut reg.events, &p.report.namespace, &d);
+    }
+    if watched_logs {
+        offer_all(&mut reg.logs, &p.report.uuid, &d);
     }
 }
 
@@ -867,6 +921,53 @@ mod tests {
             next_now(&mut logs).await,
             Some(Next::Delivery(Delivery::Event(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn progress_reaches_its_namespace_and_its_actions_logs_clients_only() {
+        let hub = Hub::new(8, 1 << 20);
+        let mine = Uuid::new_v4();
+        let mut events = hub.subscribe_events(&["acme".to_string()]);
+        let mut other_ns = hub.subscribe_events(&["other".to_string()]);
+        let mut logs = hub.subscribe_logs(mine);
+        let mut other_logs = hub.subscribe_logs(Uuid::new_v4());
+        let report = ProgressEvent {
+            object_type: "action".into(),
+            action: "progress".into(),
+            uuid: mine,
+            resource_uri: stevedore_core::action::action_uri(&mine),
+            state: "In progress".into(),
+            parents: vec![],
+            datetime: chrono::Utc::now(),
+            progress: 42,
+            progress_message: "Copying".into(),
+            namespace: "acme".into(),
+        };
+        hub.dispatch(Update::Progress {
+            reports: vec![report],
+        });
+        match next_now(&mut events).await {
+            Some(Next::Delivery(Delivery::Progress(p))) => {
+                let v: serde_json::Value = serde_json::from_str(p.frame.as_str()).unwrap();
+                assert_eq!(
+                    (v["action"].as_str(), v["progress"].as_u64()),
+                    (Some("progress"), Some(42))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match next_now(&mut logs).await {
+            Some(Next::Delivery(Delivery::Progress(p))) => {
+                let v: serde_json::Value = serde_json::from_str(p.logs_frame.as_str()).unwrap();
+                assert_eq!(
+                    (v["type"].as_str(), v["progress_message"].as_str()),
+                    (Some("progress"), Some("Copying"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(next_now(&mut other_ns).await.is_none());
+        assert!(next_now(&mut other_logs).await.is_none());
     }
 
     #[tokio::test]
