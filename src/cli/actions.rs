@@ -3,7 +3,7 @@
 use super::config::ConnArgs;
 use super::http::{Api, ApiError};
 use super::output::{self, paint, relative_cell, state_color, Cell, Spinner};
-use super::stream::{self, LogsEnd};
+use super::stream::{self, LogFrame, LogsEnd};
 use super::Exit;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
@@ -331,22 +331,37 @@ async fn logs(api: &Api, a: LogsArgs) -> Result<()> {
     let uuid = str_field(&action, "uuid").to_string();
     if !a.follow {
         let printer = Spinner::none();
-        match stream::logs(api, &uuid, a.tail, false, |l| printer.println(l)).await? {
+        let print = |f: LogFrame<'_>| {
+            if let LogFrame::Line(l) = f {
+                printer.println(l)
+            }
+        };
+        match stream::logs(api, &uuid, a.tail, false, print).await? {
             LogsEnd::Closed => return Ok(()),
             LogsEnd::Dropped(why) => bail!("the log stream ended early: {why}"),
         }
     }
-    let code = follow(api, &uuid, a.tail, &Spinner::none()).await?;
+    // On a terminal, a status line with the progress bar under the lines.
+    let label = format!("{} {}", str_field(&action, "action"), &uuid[..uuid.len().min(8)]);
+    let printer = Spinner::start(&label);
+    let code = follow(api, &uuid, a.tail, &printer).await;
+    printer.finish();
+    let code = code?;
     if code != 0 {
         return Err(Exit(code).into());
     }
     Ok(())
 }
 
-/// Prints an action's log lines until it finishes; returns the exit status
-/// of its final state. If the socket drops first, polls the action instead.
+/// Prints an action's log lines and shows its progress until it finishes;
+/// returns the exit status of its final state. If the socket drops first,
+/// polls the action instead.
 pub async fn follow(api: &Api, uuid: &str, tail: Option<u64>, printer: &Spinner) -> Result<u8> {
-    let end = stream::logs(api, uuid, tail, true, |l| printer.println(l)).await?;
+    let show = |f: LogFrame<'_>| match f {
+        LogFrame::Line(l) => printer.println(l),
+        LogFrame::Progress(percent, message) => printer.set_progress(percent, message),
+    };
+    let end = stream::logs(api, uuid, tail, true, show).await?;
     if let LogsEnd::Dropped(why) = &end {
         printer.println_err(&format!(
             "the log stream was interrupted ({why}); waiting for the action to finish"

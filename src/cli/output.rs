@@ -1,5 +1,5 @@
 //! Terminal output: colours (only on a terminal, never with `NO_COLOR`),
-//! relative times, plain tables and a spinner.
+//! relative times, plain tables and a spinner with a progress bar.
 
 use chrono::{DateTime, Utc};
 use std::io::{IsTerminal, Write};
@@ -196,17 +196,53 @@ fn pad(s: &str, width: usize) -> String {
     format!("{s}{}", " ".repeat(width.saturating_sub(n)))
 }
 
-/// A one-line spinner on stderr, shown only when stderr is a terminal.
-/// Output printed through [`Spinner::println`] clears the spinner line first.
+/// A one-line spinner on stderr, shown only when stderr is a terminal, with
+/// an action's progress bar once it reports progress. Output printed through
+/// [`Spinner::println`] clears the spinner line first. Without a terminal,
+/// each new progress report is a plain line on stderr instead
+/// ([`progress_line`]).
 #[derive(Clone)]
 pub struct Spinner {
     inner: Option<Arc<Mutex<SpinnerState>>>,
+    /// The last report printed as a plain line (no terminal).
+    printed: Arc<Mutex<Option<(u8, String)>>>,
 }
 
 struct SpinnerState {
     message: String,
+    progress: Option<(u8, String)>,
     frame: usize,
     done: bool,
+}
+
+/// Cells of the progress bar.
+const BAR_WIDTH: usize = 20;
+/// Characters of a progress message shown next to the bar (the rest is cut,
+/// so the status line does not wrap on a narrow terminal).
+const BAR_MESSAGE_CHARS: usize = 40;
+
+/// The progress bar of the status line: `[██████░░…] 42% Copying layers`.
+pub fn progress_bar(percent: u8, message: &str) -> String {
+    let percent = percent.min(100) as usize;
+    let filled = percent * BAR_WIDTH / 100;
+    let mut text: String = message.chars().take(BAR_MESSAGE_CHARS).collect();
+    if message.chars().count() > BAR_MESSAGE_CHARS {
+        text.push('…');
+    }
+    format!(
+        "[{}{}] {percent:>3}% {text}",
+        "█".repeat(filled),
+        "░".repeat(BAR_WIDTH - filled)
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// A progress report as a plain line (no terminal): `progress 42% Copying layers`.
+pub fn progress_line(percent: u8, message: &str) -> String {
+    format!("progress {}% {message}", percent.min(100))
+        .trim_end()
+        .to_string()
 }
 
 const FRAMES: &[&str] = &["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -219,6 +255,7 @@ impl Spinner {
         }
         let state = Arc::new(Mutex::new(SpinnerState {
             message: message.to_string(),
+            progress: None,
             frame: 0,
             done: false,
         }));
@@ -231,17 +268,46 @@ impl Spinner {
                     return;
                 }
                 s.frame = (s.frame + 1) % FRAMES.len();
+                let bar = s
+                    .progress
+                    .as_ref()
+                    .map(|(p, m)| format!(" {}", progress_bar(*p, m)))
+                    .unwrap_or_default();
                 let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{} {}", FRAMES[s.frame], s.message);
+                let _ = write!(err, "\r\x1b[2K{} {}{bar}", FRAMES[s.frame], s.message);
                 let _ = err.flush();
             }
         });
-        Spinner { inner: Some(state) }
+        Spinner {
+            inner: Some(state),
+            printed: Arc::default(),
+        }
     }
 
     /// No spinner: lines go straight to stdout.
     pub fn none() -> Spinner {
-        Spinner { inner: None }
+        Spinner {
+            inner: None,
+            printed: Arc::default(),
+        }
+    }
+
+    /// Shows an action's progress: on a terminal as a bar on the spinner
+    /// line, else as a plain line on stderr when it differs from the last.
+    pub fn set_progress(&self, percent: u8, message: &str) {
+        let report = (percent.min(100), message.to_string());
+        match &self.inner {
+            Some(s) => s.lock().unwrap().progress = Some(report),
+            None => {
+                let mut last = self.printed.lock().unwrap();
+                if last.as_ref() != Some(&report) {
+                    let mut err = std::io::stderr().lock();
+                    let _ = writeln!(err, "{}", progress_line(report.0, &report.1));
+                    let _ = err.flush();
+                    *last = Some(report);
+                }
+            }
+        }
     }
 
     /// Replaces the spinner's message.
@@ -320,6 +386,23 @@ mod tests {
             "2 minutes ago"
         );
         assert_eq!(relative_cell(Some("yesterday"), now), "yesterday");
+    }
+
+    #[test]
+    fn progress_shows_as_a_bar_or_a_plain_line() {
+        assert_eq!(progress_bar(0, ""), format!("[{}]   0%", "░".repeat(20)));
+        assert_eq!(
+            progress_bar(42, "Copying layers"),
+            format!("[{}{}]  42% Copying layers", "█".repeat(8), "░".repeat(12))
+        );
+        assert_eq!(
+            progress_bar(100, "done"),
+            format!("[{}] 100% done", "█".repeat(20))
+        );
+        let long = progress_bar(5, &"x".repeat(100));
+        assert!(long.ends_with(&format!("{}…", "x".repeat(40))), "{long}");
+        assert_eq!(progress_line(42, "Copying layers"), "progress 42% Copying layers");
+        assert_eq!(progress_line(7, ""), "progress 7%");
     }
 
     #[test]

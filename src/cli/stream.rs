@@ -73,13 +73,43 @@ pub fn logs_path(uuid: &str, tail: Option<u64>, follow: bool) -> String {
     p
 }
 
-/// Streams an action's log lines to `on_line` until the socket ends.
+/// What an action's logs socket sends besides errors.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogFrame<'a> {
+    /// A log line.
+    Line(&'a str),
+    /// A progress report: percent done (0–100) and its message.
+    Progress(u8, &'a str),
+}
+
+impl<'a> LogFrame<'a> {
+    /// The frame a parsed text frame is, if it is a line or a progress report.
+    pub fn of(v: &'a Value) -> Option<LogFrame<'a>> {
+        match v.get("type").and_then(Value::as_str) {
+            Some("log") => Some(LogFrame::Line(
+                v.get("log").and_then(Value::as_str).unwrap_or_default(),
+            )),
+            Some("progress") => {
+                let percent = v.get("progress").and_then(Value::as_u64)?;
+                let message = v
+                    .get("progress_message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                Some(LogFrame::Progress(u8::try_from(percent.min(100)).ok()?, message))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Streams an action's log lines and progress reports to `on_frame` until
+/// the socket ends.
 pub async fn logs(
     api: &Api,
     uuid: &str,
     tail: Option<u64>,
     follow: bool,
-    mut on_line: impl FnMut(&str),
+    mut on_frame: impl FnMut(LogFrame<'_>),
 ) -> Result<LogsEnd, ApiError> {
     let mut ws = connect(api, &logs_path(uuid, tail, follow)).await?;
     loop {
@@ -88,8 +118,11 @@ pub async fn logs(
                 let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
                     continue;
                 };
+                if let Some(frame) = LogFrame::of(&v) {
+                    on_frame(frame);
+                    continue;
+                }
                 match v.get("type").and_then(Value::as_str) {
-                    Some("log") => on_line(v.get("log").and_then(Value::as_str).unwrap_or_default()),
                     Some("error") => {
                         let m = v["data"]["errorMessage"]
                             .as_str()
@@ -244,6 +277,19 @@ mod tests {
         );
         assert_eq!(events_path(None), "/api/audit/v1/events");
         assert_eq!(events_path(Some(42)), "/api/audit/v1/events?since=42");
+    }
+
+    #[test]
+    fn log_frames_are_lines_or_progress() {
+        let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap();
+        let v = parse(r#"{"type":"log","log":"hello","timestamp":1}"#);
+        assert_eq!(LogFrame::of(&v), Some(LogFrame::Line("hello")));
+        let v = parse(r#"{"type":"progress","progress":42,"progress_message":"Copying","timestamp":1}"#);
+        assert_eq!(LogFrame::of(&v), Some(LogFrame::Progress(42, "Copying")));
+        let v = parse(r#"{"type":"progress","progress_message":"no number"}"#);
+        assert_eq!(LogFrame::of(&v), None);
+        let v = parse(r#"{"type":"error","data":{"errorMessage":"x"}}"#);
+        assert_eq!(LogFrame::of(&v), None);
     }
 
     #[test]
