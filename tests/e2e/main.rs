@@ -22,6 +22,7 @@ mod limits;
 mod ops;
 mod outages;
 mod pipeline;
+mod progress;
 mod qnap;
 mod session;
 mod stream;
