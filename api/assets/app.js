@@ -191,7 +191,8 @@ const events = {
         return;
       }
       dispatch(msg);
-      header.changed();
+      // Progress changes no count.
+      if (!isProgress(msg)) header.changed();
     });
     this.ws = ws;
     ws.onclose = () => {
@@ -329,6 +330,34 @@ function drawChart(bins) {
   svg.setAttribute("aria-label", `completed per minute: ${bins.join(", ")}; now ${bins[bins.length - 1]}/min`);
 }
 
+// --- progress: an action's `progress` (0–100) and `progress_message` ------------
+
+/** Whether an events frame is a live progress report (no seq, not a change of state). */
+function isProgress(e) {
+  return !!e && e.type === "action" && e.action === "progress";
+}
+
+/** A progress bar (hidden while `progress` is null); `compact` for table cells. */
+function progressBar(progress, message, compact) {
+  const bar = h("div", { class: compact ? "progress compact" : "progress", role: "progressbar",
+    "aria-valuemin": "0", "aria-valuemax": "100", "aria-label": "Progress" },
+    h("div", { class: "progress-fill" }), h("span", { class: "progress-text" }));
+  setProgress(bar, progress, message);
+  return bar;
+}
+
+/** Shows `progress` and `message` on a bar made by progressBar. */
+function setProgress(bar, progress, message) {
+  bar.hidden = progress === null || progress === undefined;
+  if (bar.hidden) return;
+  const p = Math.max(0, Math.min(100, Number(progress) || 0));
+  const text = message ? `${p}% · ${message}` : `${p}%`;
+  bar.setAttribute("aria-valuenow", String(p));
+  bar.setAttribute("aria-valuetext", text);
+  bar.querySelector(".progress-fill").style.width = `${p}%`;
+  bar.querySelector(".progress-text").textContent = bar.classList.contains("compact") ? `${p}%` : text;
+}
+
 // --- the actions table (shared by the actions page and the object page) ---------
 
 /** A live table of actions for `filter`; `pageLink(offset)` makes pager hrefs. */
@@ -373,7 +402,8 @@ function actionsTable(v, filter, offset, pageLink) {
       const tr = h("tr", { "data-uuid": a.uuid, class: !first && !shown.has(a.uuid) ? "fresh" : null },
         h("td", {}, h("a", { href: `#/action/${a.uuid}` }, a.action || a.uuid)),
         h("td", {}, objectLink(a.object)),
-        h("td", { class: "nowrap" }, stateBadge(a.state)),
+        h("td", { class: "nowrap" }, stateBadge(a.state),
+          RULES.final.includes(a.state) ? null : progressBar(a.progress, a.progress_message, true)),
         h("td", { class: "nowrap" }, when(a.start_date)),
         h("td", { class: "nowrap opt" }, when(a.end_date)),
         h("td", { class: "nowrap opt" }, a.user),
@@ -403,6 +433,12 @@ function actionsTable(v, filter, offset, pageLink) {
 
   const refresh = debounce(load, 300);
   v.on((e) => {
+    // Progress moves the bar of a shown row in place; it changes no listing.
+    if (isProgress(e)) {
+      const bar = shown.has(e.uuid) && wrap.querySelector(`tr[data-uuid="${e.uuid}"] .progress`);
+      if (bar) setProgress(bar, e.progress, e.progress_message);
+      return;
+    }
     // Reconnected (null), a shown action changed, or (page one) any action
     // changed: with a filter, an update can move one into the page.
     if (!e || (e.type === "action" && (shown.has(e.uuid) || offset === 0 || loading))) refresh();
@@ -468,11 +504,14 @@ async function actionPage(v, uuid) {
   const logBox = h("div", { class: "logs", id: "logs", tabindex: "0", role: "log", "aria-live": "off", "aria-label": "Log lines" });
   const follow = h("input", { type: "checkbox", id: "follow", checked: true });
   const logState = h("span", { id: "log-state" }, "connecting…");
+  const progress = progressBar(null, "", false);
+  progress.id = "progress";
   let action = null;
 
   function render(a) {
     action = a;
     title.replaceChildren(`${a.action} `, stateBadge(a.state));
+    setProgress(progress, a.progress, a.progress_message);
     // The API's own answers (the state rule; for retry also "the object
     // exists and the operation is configured").
     cancel.disabled = !a.can_be_canceled;
@@ -527,7 +566,9 @@ async function actionPage(v, uuid) {
   if (!v.alive) return null;
   const refresh = debounce(reload, 200);
   v.on((e) => {
-    if (!e || (e.type === "action" && e.uuid === uuid)) refresh();
+    if (isProgress(e)) {
+      if (e.uuid === uuid) setProgress(progress, e.progress, e.progress_message);
+    } else if (!e || (e.type === "action" && e.uuid === uuid)) refresh();
   });
   v.own(() => refresh.cancel());
 
@@ -555,6 +596,8 @@ async function actionPage(v, uuid) {
         logBox.append(h("div", { class: `line ${msg.streamType === "stderr" ? "stderr" : ""}` }, msg.log));
         if (++lines > MAX_LOG_LINES) logBox.firstChild.remove();
         scrollSoon();
+      } else if (msg.type === "progress") {
+        setProgress(progress, msg.progress, msg.progress_message);
       } else if (msg.type === "error") {
         logBox.append(h("div", { class: "note" }, msg.error || "stream error"));
       }
@@ -587,6 +630,7 @@ async function actionPage(v, uuid) {
   return [
     title,
     h("div", { class: "toolbar" }, cancel, retry),
+    progress,
     h("h2", {}, "Logs"),
     h("div", { class: "logbar" }, h("label", { for: "follow" }, follow, " Follow"), logState),
     logBox,

@@ -571,3 +571,172 @@ async fn dashboard_in_a_browser_embedded() {
 async fn dashboard_in_a_browser_postgres_rabbitmq() {
     dashboard_end_to_end(Backend::PostgresRabbit).await;
 }
+
+// --- progress ------------------------------------------------------------------
+
+/// The test operations plus one that reports progress and waits between its
+/// reports for gate files (`<tmp>/stevedore-e2e-gate-<action>-1`, then `-2`),
+/// so the test sees each report without assuming how long anything takes.
+fn progress_config() -> String {
+    TEST_CONFIG.to_string()
+        + r#"
+[[operation]]
+object = "service"
+verb = "deploy"
+exec = ["sh", "-c", """
+gate() { i=0; while [ ! -e "${TMPDIR:-/tmp}/stevedore-e2e-gate-$STEVEDORE_ACTION_UUID-$1" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; }
+echo 'pulling image'
+echo '::progress 42 Copying layers'
+gate 1
+echo 'layers copied'
+echo '::progress 80 Extracting'
+gate 2
+echo done
+"""]
+"#
+}
+
+/// Opens gate `n` of the action `uuid`; removes both when dropped.
+struct Gates(String);
+
+impl Gates {
+    fn path(&self, n: u8) -> PathBuf {
+        std::env::temp_dir().join(format!("stevedore-e2e-gate-{}-{n}", self.0))
+    }
+    fn open(&self, n: u8) {
+        std::fs::write(self.path(n), b"go").unwrap();
+    }
+}
+
+impl Drop for Gates {
+    fn drop(&mut self) {
+        for n in [1, 2] {
+            let _ = std::fs::remove_file(self.path(n));
+        }
+    }
+}
+
+/// Logs in through the form with the deployment's user and key.
+async fn log_in(c: &Client, base: &str, d: &Deployment) {
+    c.goto(&format!("{base}/")).await.unwrap();
+    until(c, "the login form", "!document.getElementById('login').hidden").await;
+    c.find(Locator::Id("login-user"))
+        .await
+        .unwrap()
+        .send_keys(&d.user)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login-key"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{}\u{E007}", d.key))
+        .await
+        .unwrap();
+    until(
+        c,
+        "the events stream",
+        "document.getElementById('live').classList.contains('on')",
+    )
+    .await;
+}
+
+/// The text and value of the action page's progress bar, once it shows `percent`.
+async fn progress_shows(c: &Client, percent: u8) -> Value {
+    until(
+        c,
+        &format!("the progress bar at {percent}%"),
+        &format!(
+            "(() => {{ const p = document.getElementById('progress'); \
+             return p && !p.hidden && p.getAttribute('aria-valuenow') === '{percent}' \
+               && {{ text: p.textContent, width: p.querySelector('.progress-fill').style.width }}; }})()"
+        ),
+    )
+    .await
+}
+
+async fn dashboard_progress(backend: Backend) {
+    let _one = ONE_BROWSER.lock().await;
+    let mut d = Deployment::start_with(backend, &progress_config()).await;
+    let base = d.dashboard_url().await;
+    let save: Option<PathBuf> = (backend == Backend::Embedded).then(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    log_in(&c, &base, &d).await;
+
+    let svc = d.new_service().await;
+    let uuid = d.submit(&svc, "deploy", None).await;
+    let gates = Gates(uuid.clone());
+
+    // The actions list shows a small bar in the running action's row.
+    c.goto(&format!("{base}/#/actions")).await.unwrap();
+    until(
+        &c,
+        "the running action's bar in the list",
+        &format!(
+            "document.querySelector('#page tr[data-uuid=\"{uuid}\"] .progress:not([hidden])')\
+             ?.getAttribute('aria-valuenow') === '42'"
+        ),
+    )
+    .await;
+
+    // The action page: the bar with the report's message, then the next
+    // report live (no reload; the action is still running).
+    c.goto(&format!("{base}/#/action/{uuid}")).await.unwrap();
+    title_state(&c, "In progress").await;
+    let shown = progress_shows(&c, 42).await;
+    assert!(
+        shown["text"].as_str().unwrap().contains("42% · Copying layers"),
+        "{shown}"
+    );
+    assert_eq!(shown["width"], "42%");
+    until(
+        &c,
+        "the log lines without the reports",
+        "document.getElementById('logs').textContent.includes('pulling image')",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "return document.getElementById('logs').textContent.includes('::progress')"
+        )
+        .await,
+        false,
+        "reports are not log lines"
+    );
+    screenshot(&c, save.as_deref(), "progress").await;
+    js(&c, "window.__stillHere = true; return true;").await;
+    gates.open(1);
+    let shown = progress_shows(&c, 80).await;
+    assert!(shown["text"].as_str().unwrap().contains("Extracting"), "{shown}");
+    assert_eq!(
+        js(&c, "return document.querySelector('h1 .state').dataset.state").await,
+        "In progress",
+        "the bar moved while the action runs"
+    );
+    assert_eq!(
+        js(&c, "return window.__stillHere === true").await,
+        true,
+        "no reload"
+    );
+
+    // It ends; the last report stays.
+    gates.open(2);
+    title_state(&c, "Success").await;
+    progress_shows(&c, 80).await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_progress_embedded() {
+    dashboard_progress(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_progress_postgres_rabbitmq() {
+    dashboard_progress(Backend::PostgresRabbit).await;
+}
