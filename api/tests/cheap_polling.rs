@@ -192,6 +192,14 @@ impl ActionStore for CountingStore {
         self.inner.heartbeat(uuid, token, lease).await
     }
 
+    async fn record_progress(
+        &self,
+        writes: &[stevedore_core::progress::ProgressWrite],
+    ) -> Result<Vec<stevedore_core::lifecycle::StoredAction>> {
+        self.count("record_progress");
+        self.inner.record_progress(writes).await
+    }
+
     async fn append_logs(
         &self,
         uuid: Uuid,

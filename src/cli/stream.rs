@@ -122,16 +122,13 @@ pub async fn logs(
                     on_frame(frame);
                     continue;
                 }
-                match v.get("type").and_then(Value::as_str) {
-                    Some("error") => {
-                        let m = v["data"]["errorMessage"]
-                            .as_str()
-                            .unwrap_or("error frame")
-                            .to_string();
-                        let _ = ws.close(None).await;
-                        return Ok(LogsEnd::Dropped(m));
-                    }
-                    _ => {}
+                if v.get("type").and_then(Value::as_str) == Some("error") {
+                    let m = v["data"]["errorMessage"]
+                        .as_str()
+                        .unwrap_or("error frame")
+                        .to_string();
+                    let _ = ws.close(None).await;
+                    return Ok(LogsEnd::Dropped(m));
                 }
             }
             Some(Ok(Message::Close(frame))) => {
