@@ -329,6 +329,31 @@ function drawChart(bins) {
   svg.setAttribute("aria-label", `completed per minute: ${bins.join(", ")}; now ${bins[bins.length - 1]}/min`);
 }
 
+// --- queue places of Pending actions -------------------------------------------
+
+/** A Pending action's place in its object's queue, for a table cell ("#2"), or null. */
+function queueBadge(a) {
+  if (a.state !== "Pending" || a.queue_position == null) return null;
+  return h("span", { class: "queue", title: `queued #${a.queue_position}` }, `#${a.queue_position}`);
+}
+
+/** "Queued #2, waiting for <link>" for a Pending action's page, or null. */
+function queueLine(a) {
+  if (a.state !== "Pending" || a.queue_position == null) return null;
+  const ahead = ((a.waiting_for || "").match(/\/action\/([0-9a-f-]{36})\/$/) || [])[1];
+  return h("p", { class: "queue-line" }, `Queued #${a.queue_position}`,
+    ahead && UUID.test(ahead) ? [", waiting for ", h("a", { href: `#/action/${ahead}` }, ahead.slice(0, 8))] : null);
+}
+
+/**
+ * Whether event `e` may have moved the queue `objects` (object URIs of
+ * Pending actions shown) wait in: any action event on one of them (a
+ * queue moves with one event, for the first action still waiting).
+ */
+function movesQueueOf(e, objects) {
+  return e.type === "action" && Array.isArray(e.parents) && objects.has(e.parents[0]);
+}
+
 // --- the actions table (shared by the actions page and the object page) ---------
 
 /** A live table of actions for `filter`; `pageLink(offset)` makes pager hrefs. */
@@ -337,6 +362,7 @@ function actionsTable(v, filter, offset, pageLink) {
   const pager = h("div", { class: "pager" });
   const box = h("div", {}, wrap, pager);
   let shown = new Set();
+  let queues = new Set();
   let first = true;
   // One load at a time; an event during a load makes one more afterwards, so
   // a change that lands between the server's snapshot and the redraw is not lost.
@@ -373,7 +399,7 @@ function actionsTable(v, filter, offset, pageLink) {
       const tr = h("tr", { "data-uuid": a.uuid, class: !first && !shown.has(a.uuid) ? "fresh" : null },
         h("td", {}, h("a", { href: `#/action/${a.uuid}` }, a.action || a.uuid)),
         h("td", {}, objectLink(a.object)),
-        h("td", { class: "nowrap" }, stateBadge(a.state)),
+        h("td", { class: "nowrap" }, stateBadge(a.state), queueBadge(a)),
         h("td", { class: "nowrap" }, when(a.start_date)),
         h("td", { class: "nowrap opt" }, when(a.end_date)),
         h("td", { class: "nowrap opt" }, a.user),
@@ -382,6 +408,7 @@ function actionsTable(v, filter, offset, pageLink) {
       return tr;
     });
     shown = new Set(page.objects.map((a) => a.uuid));
+    queues = new Set(page.objects.filter((a) => a.state === "Pending").map((a) => a.object));
     first = false;
     wrap.replaceChildren(
       rows.length
@@ -405,7 +432,7 @@ function actionsTable(v, filter, offset, pageLink) {
   v.on((e) => {
     // Reconnected (null), a shown action changed, or (page one) any action
     // changed: with a filter, an update can move one into the page.
-    if (!e || (e.type === "action" && (shown.has(e.uuid) || offset === 0 || loading))) refresh();
+    if (!e || (e.type === "action" && (shown.has(e.uuid) || offset === 0 || loading)) || movesQueueOf(e, queues)) refresh();
   });
   v.own(() => refresh.cancel());
   load();
@@ -468,11 +495,13 @@ async function actionPage(v, uuid) {
   const logBox = h("div", { class: "logs", id: "logs", tabindex: "0", role: "log", "aria-live": "off", "aria-label": "Log lines" });
   const follow = h("input", { type: "checkbox", id: "follow", checked: true });
   const logState = h("span", { id: "log-state" }, "connecting…");
+  const queue = h("div", { id: "queue" });
   let action = null;
 
   function render(a) {
     action = a;
     title.replaceChildren(`${a.action} `, stateBadge(a.state));
+    queue.replaceChildren(...[queueLine(a)].filter(Boolean));
     // The API's own answers (the state rule; for retry also "the object
     // exists and the operation is configured").
     cancel.disabled = !a.can_be_canceled;
@@ -527,7 +556,8 @@ async function actionPage(v, uuid) {
   if (!v.alive) return null;
   const refresh = debounce(reload, 200);
   v.on((e) => {
-    if (!e || (e.type === "action" && e.uuid === uuid)) refresh();
+    const waitsOn = new Set(action && action.state === "Pending" ? [action.object] : []);
+    if (!e || (e.type === "action" && e.uuid === uuid) || movesQueueOf(e, waitsOn)) refresh();
   });
   v.own(() => refresh.cancel());
 
@@ -586,6 +616,7 @@ async function actionPage(v, uuid) {
 
   return [
     title,
+    queue,
     h("div", { class: "toolbar" }, cancel, retry),
     h("h2", {}, "Logs"),
     h("div", { class: "logbar" }, h("label", { for: "follow" }, follow, " Follow"), logState),

@@ -23,6 +23,7 @@ mod ops;
 mod outages;
 mod pipeline;
 mod qnap;
+mod queue_position;
 mod session;
 mod stream;
 mod tls;
