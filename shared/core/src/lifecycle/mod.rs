@@ -364,6 +364,20 @@ mod tests {
     use super::*;
     use crate::testing::new_action;
 
+    #[test]
+    fn only_a_pending_action_that_changes_leaves_the_queue() {
+        use ActionState::*;
+        for to in [InProgress, Canceled] {
+            assert!(leaves_queue(Pending, to), "{to}");
+        }
+        assert!(!leaves_queue(Pending, Pending));
+        for from in [InProgress, Canceling] {
+            for to in ActionState::ALL {
+                assert!(!leaves_queue(from, to), "{from} → {to}: the holder is no queue place");
+            }
+        }
+    }
+
     fn ended(new: &NewAction, state: ActionState) -> Action {
         Action {
             uuid: new.uuid,
