@@ -2,9 +2,10 @@
 //! `waiting_for` on the verb's answer, the detail and the list (audit and
 //! Tutum v1 paths), how they move when an action ahead leaves the queue
 //! (a cancel while Pending, a promotion), the one `update` event per move
-//! on the events websocket, and another tenant seeing none of it.
+//! on the events websocket, the CLI's `action ls` and `inspect`, and another
+//! tenant seeing none of it.
 
-use crate::support::deployment::Deployment;
+use crate::support::deployment::{run_cli, Deployment};
 use crate::support::ws::{ws_connect, ws_json, Ws};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -103,6 +104,30 @@ async fn pending_actions_show_their_place_in_the_queue_and_move_up(d: &mut Deplo
         listed(d, &svc_uri, &[&a, &b, &c, &e]).await,
         vec![(None, None), waiting(1, &a), waiting(2, &b), waiting(3, &c)]
     );
+
+    // So do the CLI's table and inspect.
+    let no_saved = d.dir.path().join("no-credentials.toml").display().to_string();
+    let env = [
+        ("STEVEDORE_URL", d.url.as_str()),
+        ("STEVEDORE_USER", d.user.as_str()),
+        ("STEVEDORE_APIKEY", d.key.as_str()),
+        ("STEVEDORE_CREDENTIALS", no_saved.as_str()),
+        ("NO_COLOR", "1"),
+    ];
+    let table = run_cli(&["action", "ls", "--object", &svc_uri], &env).await;
+    let row = |u: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&u[..8]))
+            .unwrap_or_else(|| panic!("{u} not in\n{table}"))
+            .trim_end()
+            .to_string()
+    };
+    assert!(row(&b).ends_with("Pending #1"), "{table}");
+    assert!(row(&e).ends_with("Pending #3"), "{table}");
+    assert!(row(&a).ends_with("In progress"), "{table}");
+    let inspected: Value = serde_json::from_str(&run_cli(&["action", "inspect", &c], &env).await).unwrap();
+    assert_eq!(place(&inspected), waiting(2, &b));
 
     // Another tenant sees none of it.
     let (other, other_key) = d.create_user("queue-outsider").await;

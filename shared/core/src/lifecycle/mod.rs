@@ -373,7 +373,10 @@ mod tests {
         assert!(!leaves_queue(Pending, Pending));
         for from in [InProgress, Canceling] {
             for to in ActionState::ALL {
-                assert!(!leaves_queue(from, to), "{from} → {to}: the holder is no queue place");
+                assert!(
+                    !leaves_queue(from, to),
+                    "{from} → {to}: the holder is no queue place"
+                );
             }
         }
     }
