@@ -1,9 +1,9 @@
 //! Queue positions of Pending actions end to end: `queue_position` and
-//! `waiting_for` on the verb's answer, the detail and the list (audit and
-//! Tutum v1 paths), how they move when an action ahead leaves the queue
-//! (a cancel while Pending, a promotion), the one `update` event per move
-//! on the events websocket, the CLI's `action ls` and `inspect`, and another
-//! tenant seeing none of it.
+//! `waiting_for` on the verb's answer, the detail, the list (audit and
+//! Tutum v1 paths) and the state long-poll; how they move when an action
+//! ahead leaves the queue (a cancel while Pending, a promotion); the one
+//! `update` event per move on the events websocket; the CLI's `action ls`
+//! and `inspect`; and another tenant seeing none of it.
 
 use crate::support::deployment::{run_cli, Deployment};
 use crate::support::ws::{ws_connect, ws_json, Ws};
@@ -100,6 +100,16 @@ async fn pending_actions_show_their_place_in_the_queue_and_move_up(d: &mut Deplo
     // So do the detail and the list.
     assert_eq!(place(&detail(d, &b).await), waiting(1, &a));
     assert_eq!(place(&detail(d, &e).await), waiting(3, &c));
+    // And the long-poll that waits for a state answers with the same JSON.
+    let (status, _, now) = d
+        .request(
+            Method::GET,
+            &format!("/api/v1/event/wait/action/{c}/Pending?duration=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{now}");
+    assert_eq!(place(&now), waiting(2, &b));
     assert_eq!(
         listed(d, &svc_uri, &[&a, &b, &c, &e]).await,
         vec![(None, None), waiting(1, &a), waiting(2, &b), waiting(3, &c)]
