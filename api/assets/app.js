@@ -358,6 +358,31 @@ function setProgress(bar, progress, message) {
   bar.querySelector(".progress-text").textContent = bar.classList.contains("compact") ? `${p}%` : text;
 }
 
+// --- queue places of Pending actions -------------------------------------------
+
+/** A Pending action's place in its object's queue, for a table cell ("#2"), or null. */
+function queueBadge(a) {
+  if (a.state !== "Pending" || a.queue_position == null) return null;
+  return h("span", { class: "queue", title: `queued #${a.queue_position}` }, `#${a.queue_position}`);
+}
+
+/** "Queued #2, waiting for <link>" for a Pending action's page, or null. */
+function queueLine(a) {
+  if (a.state !== "Pending" || a.queue_position == null) return null;
+  const ahead = ((a.waiting_for || "").match(/\/action\/([0-9a-f-]{36})\/$/) || [])[1];
+  return h("p", { class: "queue-line" }, `Queued #${a.queue_position}`,
+    ahead && UUID.test(ahead) ? [", waiting for ", h("a", { href: `#/action/${ahead}` }, ahead.slice(0, 8))] : null);
+}
+
+/**
+ * Whether event `e` may have moved the queue `objects` (object URIs of
+ * Pending actions shown) wait in: any action event on one of them (a
+ * queue moves with one event, for the first action still waiting).
+ */
+function movesQueueOf(e, objects) {
+  return e.type === "action" && Array.isArray(e.parents) && objects.has(e.parents[0]);
+}
+
 // --- the actions table (shared by the actions page and the object page) ---------
 
 /** A live table of actions for `filter`; `pageLink(offset)` makes pager hrefs. */
@@ -366,6 +391,7 @@ function actionsTable(v, filter, offset, pageLink) {
   const pager = h("div", { class: "pager" });
   const box = h("div", {}, wrap, pager);
   let shown = new Set();
+  let queues = new Set();
   let first = true;
   // One load at a time; an event during a load makes one more afterwards, so
   // a change that lands between the server's snapshot and the redraw is not lost.
@@ -402,7 +428,7 @@ function actionsTable(v, filter, offset, pageLink) {
       const tr = h("tr", { "data-uuid": a.uuid, class: !first && !shown.has(a.uuid) ? "fresh" : null },
         h("td", {}, h("a", { href: `#/action/${a.uuid}` }, a.action || a.uuid)),
         h("td", {}, objectLink(a.object)),
-        h("td", { class: "nowrap" }, stateBadge(a.state),
+        h("td", { class: "nowrap" }, stateBadge(a.state), queueBadge(a),
           RULES.final.includes(a.state) ? null : progressBar(a.progress, a.progress_message, true)),
         h("td", { class: "nowrap" }, when(a.start_date)),
         h("td", { class: "nowrap opt" }, when(a.end_date)),
@@ -412,6 +438,7 @@ function actionsTable(v, filter, offset, pageLink) {
       return tr;
     });
     shown = new Set(page.objects.map((a) => a.uuid));
+    queues = new Set(page.objects.filter((a) => a.state === "Pending").map((a) => a.object));
     first = false;
     wrap.replaceChildren(
       rows.length
@@ -441,7 +468,7 @@ function actionsTable(v, filter, offset, pageLink) {
     }
     // Reconnected (null), a shown action changed, or (page one) any action
     // changed: with a filter, an update can move one into the page.
-    if (!e || (e.type === "action" && (shown.has(e.uuid) || offset === 0 || loading))) refresh();
+    if (!e || (e.type === "action" && (shown.has(e.uuid) || offset === 0 || loading)) || movesQueueOf(e, queues)) refresh();
   });
   v.own(() => refresh.cancel());
   load();
@@ -506,12 +533,14 @@ async function actionPage(v, uuid) {
   const logState = h("span", { id: "log-state" }, "connecting…");
   const progress = progressBar(null, "", false);
   progress.id = "progress";
+  const queue = h("div", { id: "queue" });
   let action = null;
 
   function render(a) {
     action = a;
     title.replaceChildren(`${a.action} `, stateBadge(a.state));
     setProgress(progress, a.progress, a.progress_message);
+    queue.replaceChildren(...[queueLine(a)].filter(Boolean));
     // The API's own answers (the state rule; for retry also "the object
     // exists and the operation is configured").
     cancel.disabled = !a.can_be_canceled;
@@ -568,7 +597,10 @@ async function actionPage(v, uuid) {
   v.on((e) => {
     if (isProgress(e)) {
       if (e.uuid === uuid) setProgress(progress, e.progress, e.progress_message);
-    } else if (!e || (e.type === "action" && e.uuid === uuid)) refresh();
+      return;
+    }
+    const waitsOn = new Set(action && action.state === "Pending" ? [action.object] : []);
+    if (!e || (e.type === "action" && e.uuid === uuid) || movesQueueOf(e, waitsOn)) refresh();
   });
   v.own(() => refresh.cancel());
 
@@ -629,6 +661,7 @@ async function actionPage(v, uuid) {
 
   return [
     title,
+    queue,
     h("div", { class: "toolbar" }, cancel, retry),
     progress,
     h("h2", {}, "Logs"),

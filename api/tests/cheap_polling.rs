@@ -172,6 +172,15 @@ impl ActionStore for CountingStore {
         self.inner.list_actions(scope, filter, limit, offset).await
     }
 
+    async fn queue_places(
+        &self,
+        scope: Scope<'_>,
+        uuids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, stevedore_core::action::QueuePlace>> {
+        self.count("queue_places");
+        self.inner.queue_places(scope, uuids).await
+    }
+
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {
         self.count("unsent_outbox");
         self.inner.unsent_outbox(min_age, limit).await

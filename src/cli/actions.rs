@@ -262,6 +262,16 @@ pub fn target(object: &str) -> String {
     }
 }
 
+/// An action's STATE cell: its state, and for a Pending action its place
+/// in its object's queue (`Pending #2`; 1 = next to run).
+fn state_text(a: &Value) -> String {
+    let state = str_field(a, "state");
+    match a.get("queue_position").and_then(Value::as_i64) {
+        Some(n) if state == "Pending" => format!("{state} #{n}"),
+        _ => state.to_string(),
+    }
+}
+
 /// The `action ls` table.
 pub fn render_table(actions: &[Value], now: chrono::DateTime<chrono::Utc>, colors: bool) -> String {
     let rows: Vec<Vec<Cell>> = actions
@@ -277,7 +287,7 @@ pub fn render_table(actions: &[Value], now: chrono::DateTime<chrono::Utc>, color
                 Cell::plain(target(str_field(a, "object"))),
                 Cell::plain(str_field(a, "ip")),
                 Cell::plain(str_field(a, "location")),
-                Cell::colored(state, state_color(state)),
+                Cell::colored(state_text(a), state_color(state)),
             ]
         })
         .collect();
@@ -467,6 +477,25 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_pending_action_shows_its_queue_position_in_the_state_column() {
+        let now = chrono::Utc::now();
+        let pending = serde_json::json!({
+            "uuid": "6246c558-976c-4df6-ba60-eb1a344a17af",
+            "state": "Pending",
+            "queue_position": 2,
+            "waiting_for": "/api/audit/v1/action/7246c558-976c-4df6-ba60-eb1a344a17af/",
+        });
+        let t = render_table(&[pending], now, false);
+        assert!(
+            t.lines().nth(1).unwrap().trim_end().ends_with("Pending #2"),
+            "{t}"
+        );
+        let unplaced = serde_json::json!({"uuid": "6246c558", "state": "Pending"});
+        let t = render_table(&[unplaced], now, false);
+        assert!(t.lines().nth(1).unwrap().trim_end().ends_with("Pending"), "{t}");
     }
 
     #[test]

@@ -740,3 +740,106 @@ async fn dashboard_progress_embedded() {
 async fn dashboard_progress_postgres_rabbitmq() {
     dashboard_progress(Backend::PostgresRabbit).await;
 }
+
+// --- queue positions ---------------------------------------------------------
+
+/// A Pending action's page says where it waits ("Queued #3, waiting for
+/// <the action ahead>") and its place moves live when an action ahead
+/// leaves the queue; the list shows the places next to the states.
+async fn queue_positions_in_the_dashboard(backend: Backend) {
+    let _one = ONE_BROWSER.lock().await;
+    let mut d = Deployment::start_with(backend, &config()).await;
+    let base = d.dashboard_url().await;
+    let save: Option<PathBuf> = (backend == Backend::Embedded)
+        .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"));
+    let svc = d.new_service().await;
+    let running = d.submit(&svc, "deploy", None).await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(d.submit(&svc, "noop", None).await);
+    }
+    let [b, c_uuid, last] = [0, 1, 2].map(|i| waiting[i].clone());
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    log_in(&c, &base, &d).await;
+
+    c.goto(&format!("{base}/#/action/{last}")).await.unwrap();
+    let line = until(
+        &c,
+        "the queue line",
+        "document.querySelector('#queue .queue-line')?.textContent",
+    )
+    .await;
+    assert_eq!(line, format!("Queued #3, waiting for {}", &c_uuid[..8]));
+    assert_eq!(
+        js(
+            &c,
+            "return document.querySelector('#queue a').getAttribute('href')"
+        )
+        .await,
+        format!("#/action/{c_uuid}")
+    );
+    screenshot(&c, save.as_deref(), "queue-position").await;
+
+    // The head of the queue is canceled: this page moves up, live (the
+    // stream's one event names the first behind the canceled action).
+    let (status, _, _) = d
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/audit/v1/action/{b}/cancel/"),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    until(
+        &c,
+        "the page to move up to #2",
+        &format!(
+            "document.querySelector('#queue .queue-line')?.textContent === {:?}",
+            format!("Queued #2, waiting for {}", &c_uuid[..8])
+        ),
+    )
+    .await;
+
+    // The list shows each place next to its state.
+    let (_, _, svc_json) = d
+        .request(reqwest::Method::GET, &format!("/api/app/v1/service/{svc}/"), None)
+        .await;
+    let svc_uri = svc_json["resource_uri"].as_str().unwrap().to_string();
+    c.goto(&format!("{base}/#/actions?object={svc_uri}"))
+        .await
+        .unwrap();
+    let places = until(
+        &c,
+        "the places in the list",
+        &format!(
+            "(() => {{ const q = (u) => document.querySelector(`tr[data-uuid=\"${{u}}\"] .queue`)?.textContent; \
+             const a = q({c_uuid:?}), z = q({last:?}); return a && z ? [a, z] : null; }})()"
+        ),
+    )
+    .await;
+    assert_eq!(places, json!(["#1", "#2"]));
+    assert_eq!(
+        js(
+            &c,
+            &format!(
+                "const r = document.querySelector('tr[data-uuid=\"{running}\"]'); \
+                 return r ? r.querySelector('.queue') === null : 'not listed'"
+            )
+        )
+        .await,
+        json!(true),
+        "a running action has no place"
+    );
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_positions_in_a_browser_embedded() {
+    queue_positions_in_the_dashboard(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_positions_in_a_browser_postgres_rabbitmq() {
+    queue_positions_in_the_dashboard(Backend::PostgresRabbit).await;
+}

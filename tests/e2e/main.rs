@@ -24,6 +24,7 @@ mod outages;
 mod pipeline;
 mod progress;
 mod qnap;
+mod queue_position;
 mod session;
 mod stream;
 mod tls;

@@ -249,7 +249,7 @@ async fn list(
         .list_actions(caller.scope(), &filter, page.limit, page.offset)
         .await?;
     let total = found.total;
-    let objects: Vec<ActionJson> = found.items.into_iter().map(|a| a.to_wire()).collect();
+    let objects: Vec<ActionJson> = super::queue::wire(state, caller, &found.items).await?;
     Ok(Json(Envelope::new(path, &params, page, total, objects)).into_response())
 }
 
@@ -285,7 +285,7 @@ async fn retry_target(state: &ApiState, caller: &Caller, old: &Action) -> ApiRes
 /// (a list answers it from the state alone: one object lookup per row
 /// would cost more than the flag is worth there).
 async fn detail(state: &ApiState, caller: &Caller, action: &Action) -> ApiResult<ActionJson> {
-    let mut json = action.to_wire();
+    let mut json = super::queue::wire_one(state, caller, action).await?;
     if json.can_be_retried {
         json.can_be_retried = match retry_target(state, caller, action).await {
             Ok(_) => true,
@@ -312,7 +312,7 @@ async fn retry(state: &ApiState, caller: &Caller, info: &RequestInfo, uuid: Uuid
     Ok(with_action(
         StatusCode::ACCEPTED,
         &submitted.action,
-        serde_json::to_value(submitted.action.to_wire())?,
+        serde_json::to_value(super::queue::wire_one(state, caller, &submitted.action).await?)?,
     ))
 }
 

@@ -5,6 +5,7 @@ pub mod actions;
 pub mod objects;
 pub mod probes;
 pub mod qnap;
+pub mod queue;
 pub mod session;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};

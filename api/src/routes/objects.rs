@@ -495,7 +495,7 @@ async fn run_verb(
     Ok(with_action(
         StatusCode::ACCEPTED,
         &submitted.action,
-        serde_json::to_value(submitted.action.to_wire())?,
+        serde_json::to_value(super::queue::wire_one(&state, &caller, &submitted.action).await?)?,
     ))
 }
 

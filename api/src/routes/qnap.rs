@@ -327,7 +327,8 @@ async fn snapshot(
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("action {uuid} not found")))?;
         let reached = a.state.as_str().eq_ignore_ascii_case(want.trim());
-        Ok((serde_json::to_value(a.to_wire())?, reached))
+        let json = super::queue::wire_one(state, caller, &a).await?;
+        Ok((serde_json::to_value(json)?, reached))
     } else {
         let o = store
             .get_object(caller.scope(), uuid)

@@ -88,12 +88,40 @@ impl Action {
             end_date: self.end_date,
             progress: self.progress,
             progress_message: self.progress_message.clone(),
+            queue_position: None,
+            waiting_for: None,
         }
     }
 }
 
+/// Where a Pending action waits in its object's queue (computed when read,
+/// never stored: see the store's `ActionStore::queue_places`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePlace {
+    /// 1 = the next to run once the object is free.
+    pub position: i64,
+    /// The action directly ahead: the previous Pending action, or for
+    /// position 1 the In progress or Canceling action holding the object
+    /// (`None` only if nothing holds it, for the instant before a promotion
+    /// commits).
+    pub waiting_for: Option<Uuid>,
+}
+
+impl ActionJson {
+    /// The JSON with the action's queue place, if it has one (only a
+    /// Pending action does); without one both fields stay null.
+    pub fn with_queue(mut self, place: Option<&QueuePlace>) -> Self {
+        if let Some(p) = place.filter(|_| self.state == ActionState::Pending) {
+            self.queue_position = Some(p.position);
+            self.waiting_for = p.waiting_for.as_ref().map(action_uri);
+        }
+        self
+    }
+}
+
 /// The wire form of an action, field for field as in the Docker Cloud audit API
-/// (plus `user`, `can_be_retried`, `body`, `progress` and `progress_message`).
+/// (plus `user`, `can_be_retried`, `body`, `progress`, `progress_message`,
+/// `queue_position` and `waiting_for`).
 /// It deliberately has no key named like an SDK method (`logs`, `cancel`,
 /// `retry`, …): the Python SDKs `setattr` every key onto the object, and such
 /// a key would shadow the method.
@@ -142,6 +170,17 @@ pub struct ActionJson {
     /// Extension: the message of that report ("" before any).
     #[serde(default)]
     pub progress_message: String,
+
+    // Queue place (an extension; see `QueuePlace`): both null unless the
+    // action is Pending.
+    /// 1-based place of a Pending action in its object's queue (1 = next
+    /// to run), or null.
+    #[serde(default)]
+    pub queue_position: Option<i64>,
+    /// Resource URI of the action a Pending one waits directly behind, or
+    /// null.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 /// What a caller supplies to record a new action; the store decides its
@@ -245,11 +284,64 @@ mod tests {
         assert_eq!(v["can_be_retried"], true);
         assert_eq!(v["progress"], 42);
         assert_eq!(v["progress_message"], "Copying layers");
+        assert_eq!(v["queue_position"], serde_json::Value::Null);
+        assert_eq!(v["waiting_for"], serde_json::Value::Null);
         let obj = v.as_object().unwrap();
         for forbidden in [
             "logs", "cancel", "retry", "refresh", "fetch", "list", "delete", "save", "pk",
         ] {
             assert!(!obj.contains_key(forbidden), "{forbidden}");
+        }
+    }
+
+    #[test]
+    fn only_a_pending_action_shows_its_queue_place() {
+        let ahead = Uuid::new_v4();
+        let place = QueuePlace {
+            position: 2,
+            waiting_for: Some(ahead),
+        };
+        let mut json = ActionJson {
+            state: ActionState::Pending,
+            ..sample().to_wire()
+        };
+        json = json.with_queue(Some(&place));
+        assert_eq!(json.queue_position, Some(2));
+        assert_eq!(json.waiting_for, Some(action_uri(&ahead)));
+        let running = sample().to_wire().with_queue(Some(&place));
+        assert_eq!((running.queue_position, running.waiting_for), (None, None));
+        let unknown = ActionJson {
+            state: ActionState::Pending,
+            ..sample().to_wire()
+        }
+        .with_queue(None);
+        assert_eq!((unknown.queue_position, unknown.waiting_for), (None, None));
+    }
+
+    fn sample() -> Action {
+        Action {
+            uuid: Uuid::new_v4(),
+            namespace: "acme".into(),
+            action: "Service Start".into(),
+            object: "/api/app/v1/acme/service/eea638f4-b77a-4183-b241-22dbd7866f22/".into(),
+            object_uuid: Uuid::new_v4(),
+            object_type: "service".into(),
+            verb: "start".into(),
+            method: "POST".into(),
+            path: "/".into(),
+            body: String::new(),
+            ip: String::new(),
+            location: String::new(),
+            user: "acme".into(),
+            user_agent: String::new(),
+            is_user_action: true,
+            state: ActionState::InProgress,
+            start_date: None,
+            end_date: None,
+            retry_of: None,
+            claims: 0,
+            progress: None,
+            progress_message: String::new(),
         }
     }
 }

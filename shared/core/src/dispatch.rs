@@ -244,6 +244,7 @@ impl Committed for Transitioned {
     fn events(&self) -> Vec<&Event> {
         std::iter::once(&self.event)
             .chain(self.promoted.as_ref().map(|p| &p.event))
+            .chain(self.queue_moved.as_ref())
             .collect()
     }
     fn actions(&self) -> Vec<&Action> {

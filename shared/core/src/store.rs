@@ -17,7 +17,7 @@ pub use crate::lifecycle::requests::{
     Transitioned,
 };
 
-use crate::action::{Action, NewAction};
+use crate::action::{Action, NewAction, QueuePlace};
 use crate::event::Event;
 use crate::lifecycle::engine::{self, ObjectChanged, ObjectRequest, Target, TransitionRequest};
 use crate::lifecycle::{Driver, StoredAction};
@@ -30,6 +30,7 @@ use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -412,6 +413,12 @@ pub trait ActionStore: Database {
         limit: i64,
         offset: i64,
     ) -> Result<Page<Action>>;
+
+    /// The queue places ([`QueuePlace`]) of those of `uuids` that are
+    /// Pending and visible in `scope`, by uuid (the others are left out):
+    /// for a page of a list or one action, in one statement over the
+    /// partial index of unfinished actions, whatever the objects' history.
+    async fn queue_places(&self, scope: Scope<'_>, uuids: &[Uuid]) -> Result<HashMap<Uuid, QueuePlace>>;
 
     /// Outbox rows not marked sent and created at least `min_age` ago, oldest
     /// first, at most `limit`.

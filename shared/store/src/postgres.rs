@@ -51,9 +51,10 @@ use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::QueryBuilder;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
-use stevedore_core::action::Action;
+use stevedore_core::action::{Action, QueuePlace};
 use stevedore_core::event::Event;
 use stevedore_core::lifecycle::{Driver, StoredAction};
 use stevedore_core::logline::{LogLine, NewLogLine};
@@ -156,6 +157,14 @@ struct Sql {
     /// Sets the progress `$3` and message `$4` of the actions `$1` where
     /// the token `$2` holds the lease (arrays of the same length).
     record_progress: String,
+    /// The queue places of the Pending actions of `$1` (an array) in the
+    /// namespaces `$2` (an array; null: all): per object, its unfinished
+    /// actions up to the newest asked for, over the partial index
+    /// `actions_active_by_object`.
+    queue_places: String,
+    /// For each action of `$1` (an array), the oldest Pending action of
+    /// its object after it ([`Driver::next_waiting`]).
+    next_waiting: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -164,6 +173,7 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     let holding = rows::state_literals(&stevedore_core::lifecycle::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
     let claimable = rows::state_literals(&stevedore_core::lifecycle::claimable_states());
+    let pending = rows::state_literals(&[ActionState::Pending]);
     let heads = "SELECT uuid, namespace, object_uuid, state, lease_token, claims, \
                      COALESCE(lease_expires_at < now(), false) AS lease_expired \
                  FROM actions WHERE uuid = ANY($1)";
@@ -301,6 +311,32 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
             "UPDATE actions SET dispatched_at = now() \
              WHERE uuid = ANY($1) AND state IN ({claimable}) AND lease_token IS NULL \
              RETURNING uuid"
+        ),
+        // The holder of an object is older than every action waiting
+        // there (promotion takes the oldest), so in id order it comes
+        // first: the action before a Pending one is what it waits behind.
+        queue_places: format!(
+            "WITH page AS (SELECT object_uuid, max(id) AS upto FROM actions \
+                 WHERE uuid = ANY($1) AND state IN ({pending}) \
+                   AND ($2::text[] IS NULL OR namespace = ANY($2)) \
+                 GROUP BY object_uuid) \
+             SELECT q.uuid, q.position, q.waiting_for FROM page \
+             CROSS JOIN LATERAL (SELECT w.uuid, w.state, \
+                     count(*) FILTER (WHERE w.state IN ({pending})) OVER (ORDER BY w.id) AS position, \
+                     lag(w.uuid) OVER (ORDER BY w.id) AS waiting_for \
+                 FROM actions AS w \
+                 WHERE w.object_uuid = page.object_uuid AND w.state IN ({active}) \
+                   AND w.id <= page.upto) AS q \
+             WHERE q.state IN ({pending}) AND q.uuid = ANY($1)"
+        ),
+        next_waiting: format!(
+            "SELECT t.l AS left_uuid, {cols} FROM unnest($1::uuid[]) AS t(l) \
+             JOIN actions AS a ON a.uuid = t.l \
+             CROSS JOIN LATERAL (SELECT * FROM actions AS w \
+                 WHERE w.object_uuid = a.object_uuid AND w.state IN ({active}) \
+                   AND w.state IN ({pending}) AND w.id > a.id \
+                 ORDER BY w.id LIMIT 1) AS n",
+            cols = qualified("n", rows::PG_ACTION_COLUMNS)
         ),
     }
 });
@@ -862,6 +898,18 @@ impl ActionStore for PgStore {
         // Never fewer than this page proves exist.
         let total = total.max(offset.saturating_add(items.len() as i64 + i64::from(more)));
         Ok(Page { items, total })
+    }
+
+    async fn queue_places(&self, scope: Scope<'_>, uuids: &[Uuid]) -> Result<HashMap<Uuid, QueuePlace>> {
+        if uuids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = sqlx::query(&SQL.queue_places)
+            .bind(uuids)
+            .bind(rows::scope_namespaces(scope))
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(rows::queue_place).collect()
     }
 
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {

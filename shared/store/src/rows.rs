@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::time::Duration;
-use stevedore_core::action::Action;
+use stevedore_core::action::{Action, QueuePlace};
 use stevedore_core::event::{Event, EventKind};
 use stevedore_core::lifecycle::{ActionHead, StoredAction};
 use stevedore_core::logline::{LogLine, StreamType};
@@ -200,6 +200,17 @@ pub(crate) const PG_ACTION_COLUMNS: &str = "uuid, namespace, action, object, obj
     object_type, object_parents::text AS object_parents, verb, method, path, body, ip, \
     location, user_name, user_agent, is_user_action, state, start_date, end_date, \
     retry_of, claims, progress, progress_message";
+
+/// A row of a queue-places query (`uuid`, `position`, `waiting_for`).
+pub(crate) fn queue_place(row: &impl RowExt) -> Result<(Uuid, QueuePlace)> {
+    Ok((
+        row.uuid("uuid")?,
+        QueuePlace {
+            position: row.int("position")?,
+            waiting_for: row.opt_uuid("waiting_for")?,
+        },
+    ))
+}
 
 /// An action's head (what the lifecycle engine decides on) from a row with
 /// its state, lease and claim columns and `lease_expired`.

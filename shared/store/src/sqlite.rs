@@ -35,10 +35,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
-use stevedore_core::action::Action;
+use stevedore_core::action::{Action, QueuePlace};
 use stevedore_core::event::Event;
 use stevedore_core::lifecycle::{Driver, StoredAction};
 use stevedore_core::logline::{LogLine, NewLogLine};
@@ -86,6 +87,13 @@ struct Sql {
     /// New actions: the JSON array `?1` of rows bound by name
     /// ([`driver::ActionRow`]), at instant `?2`.
     insert_actions: String,
+    /// The queue places of the Pending actions of the JSON list `?1` in
+    /// the namespaces of the JSON list `?2` (null: all): per object, its
+    /// unfinished actions up to the newest asked for.
+    queue_places: String,
+    /// The oldest Pending action of the object of action `?1` after it
+    /// ([`Driver::next_waiting`]).
+    next_waiting: String,
 }
 
 static SQL: LazyLock<Sql> = LazyLock::new(|| {
@@ -96,6 +104,7 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
     let holding = rows::state_literals(&stevedore_core::lifecycle::holding_states());
     let promotable = rows::state_literals(ActionState::InProgress.sources());
     let claimable = rows::state_literals(&stevedore_core::lifecycle::claimable_states());
+    let pending = rows::state_literals(&[ActionState::Pending]);
     Sql {
         transition: format!(
             "UPDATE actions SET state = ?2, \
@@ -172,6 +181,32 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
              WHERE uuid IN (SELECT value FROM json_each(?2)) \
                AND state IN ({claimable}) AND lease_token IS NULL \
              RETURNING uuid"
+        ),
+        // The holder of an object is older than every action waiting
+        // there (promotion takes the oldest), so in id order it comes
+        // first: the action before a Pending one is what it waits behind.
+        queue_places: format!(
+            "WITH page AS (SELECT object_uuid, max(id) AS upto FROM actions \
+                 WHERE uuid IN (SELECT value FROM json_each(?1)) AND state IN ({pending}) \
+                   AND (?2 IS NULL OR namespace IN (SELECT value FROM json_each(?2))) \
+                 GROUP BY object_uuid), \
+             queue AS (SELECT w.uuid, w.state, \
+                     sum(CASE WHEN w.state IN ({pending}) THEN 1 ELSE 0 END) OVER win AS position, \
+                     lag(w.uuid) OVER win AS waiting_for \
+                 FROM page JOIN actions AS w INDEXED BY actions_active_by_object \
+                     ON w.object_uuid = page.object_uuid AND w.state IN ({active}) \
+                    AND w.id <= page.upto \
+                 WINDOW win AS (PARTITION BY w.object_uuid ORDER BY w.id)) \
+             SELECT uuid, position, waiting_for FROM queue \
+             WHERE state IN ({pending}) AND uuid IN (SELECT value FROM json_each(?1))"
+        ),
+        next_waiting: format!(
+            "SELECT {cols} FROM actions INDEXED BY actions_active_by_object \
+             WHERE object_uuid = (SELECT object_uuid FROM actions WHERE uuid = ?1) \
+               AND state IN ({active}) AND state IN ({pending}) \
+               AND id > (SELECT id FROM actions WHERE uuid = ?1) \
+             ORDER BY id LIMIT 1",
+            cols = rows::ACTION_COLUMNS
         ),
     }
 });
@@ -707,6 +742,22 @@ impl ActionStore for SqliteStore {
             |r| Ok(rows::stored_action(r)?.action),
         )
         .await
+    }
+
+    async fn queue_places(&self, scope: Scope<'_>, uuids: &[Uuid]) -> Result<HashMap<Uuid, QueuePlace>> {
+        if uuids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<String> = uuids.iter().map(Uuid::to_string).collect();
+        let namespaces = rows::scope_namespaces(scope)
+            .map(|ns| json_list(&ns))
+            .transpose()?;
+        let found = sqlx::query(&SQL.queue_places)
+            .bind(json_list(&ids)?)
+            .bind(namespaces)
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(rows::queue_place).collect()
     }
 
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>> {

@@ -46,7 +46,7 @@ mod cases {
     use chrono::{SubsecRound, Utc};
     use futures::future::join_all;
     use std::time::Duration;
-    use stevedore_core::action::{action_uri, NewAction};
+    use stevedore_core::action::{action_uri, NewAction, QueuePlace};
     use stevedore_core::event::EventKind;
     use stevedore_core::lifecycle::engine::{ObjectChanged, ObjectRequest};
     use stevedore_core::lifecycle::{ObjectChange, ObjectPatch};
@@ -361,8 +361,117 @@ mod cases {
                 (third.action.uuid.to_string(), "Pending".to_string()),
                 (first.action.uuid.to_string(), "Success".to_string()),
                 (second.action.uuid.to_string(), "In progress".to_string()),
+                // The queue moved: the first still waiting moved up.
+                (third.action.uuid.to_string(), "Pending".to_string()),
             ]
         );
+    }
+
+    // --- queue places ----------------------------------------------------
+
+    pub async fn queue_places_number_each_objects_waiting_actions(store: &dyn Store) {
+        let object = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        let mut on_object = Vec::new();
+        for _ in 0..4 {
+            on_object.push(
+                store
+                    .submit_action(new_action("acme", object))
+                    .await
+                    .unwrap()
+                    .action,
+            );
+        }
+        let a = store
+            .submit_action(new_action("acme", other))
+            .await
+            .unwrap()
+            .action;
+        let b = store
+            .submit_action(new_action("acme", other))
+            .await
+            .unwrap()
+            .action;
+        // A finished action of the object's history counts for nothing.
+        let mut done = new_action("acme", object);
+        done.completed = Some(Success);
+        store.submit_action(done).await.unwrap();
+        let [first, second, third, fourth] = [0, 1, 2, 3].map(|i| on_object[i].uuid);
+        let all = [first, second, third, fourth, a.uuid, b.uuid];
+        let place = |position, waiting_for| QueuePlace {
+            position,
+            waiting_for: Some(waiting_for),
+        };
+
+        let places = store.queue_places(Scope::All, &all).await.unwrap();
+        assert_eq!(places.len(), 4, "only the Pending ones: {places:?}");
+        assert_eq!(places[&second], place(1, first));
+        assert_eq!(places[&third], place(2, second));
+        assert_eq!(places[&fourth], place(3, third));
+        assert_eq!(places[&b.uuid], place(1, a.uuid));
+        // A page holding only some of a queue: each still counts all ahead.
+        let page = store.queue_places(Scope::All, &[fourth]).await.unwrap();
+        assert_eq!(page[&fourth], place(3, third));
+        // Scoped: another tenant sees none of them; nothing asked, nothing read.
+        let others = ["other".to_string()];
+        assert!(store
+            .queue_places(Scope::Namespaces(&others), &all)
+            .await
+            .unwrap()
+            .is_empty());
+        let acme = ["acme".to_string()];
+        assert_eq!(
+            store.queue_places(Scope::Namespaces(&acme), &all).await.unwrap(),
+            places
+        );
+        assert!(store.queue_places(Scope::All, &[]).await.unwrap().is_empty());
+
+        // A cancel while waiting moves those behind up, with one event for
+        // the first of them.
+        let canceled = store.cancel(Scope::All, second).await.unwrap();
+        assert_eq!(canceled.action.state, Canceled);
+        let moved = canceled.queue_moved.expect("the queue moved");
+        assert_eq!(
+            (moved.uuid.as_str(), moved.state.as_str(), moved.action),
+            (third.to_string().as_str(), "Pending", EventKind::Update)
+        );
+        assert!(moved.seq > canceled.event.seq);
+        let places = store.queue_places(Scope::All, &all).await.unwrap();
+        assert_eq!(places[&third], place(1, first));
+        assert_eq!(places[&fourth], place(2, third));
+        assert_eq!(places[&b.uuid], place(1, a.uuid), "another object's queue stays");
+
+        // A promotion moves the rest up too.
+        let claim = store
+            .claim_action(first, "w1", LONG_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        let finished = store
+            .transition(Scope::All, first, Success, Some(claim.token))
+            .await
+            .unwrap();
+        assert_eq!(finished.promoted.as_ref().unwrap().action.uuid, third);
+        let moved = finished.queue_moved.expect("the queue moved");
+        assert_eq!(moved.uuid, fourth.to_string());
+        assert!(moved.seq > finished.promoted.unwrap().event.seq);
+        let places = store.queue_places(Scope::All, &all).await.unwrap();
+        assert_eq!(places.len(), 2);
+        assert_eq!(places[&fourth], place(1, third));
+
+        // The last one leaving moves nobody: no event.
+        let canceled = store.cancel(Scope::All, fourth).await.unwrap();
+        assert!(canceled.queue_moved.is_none());
+        let stored = store
+            .events_after(Scope::All, canceled.event.seq - 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        // Nor does a change that leaves no queue (the holder's cancel).
+        let canceling = store.cancel(Scope::All, third).await.unwrap();
+        assert_eq!(canceling.action.state, Canceling);
+        assert!(canceling.queue_moved.is_none());
+        assert!(store.queue_places(Scope::All, &all).await.unwrap().len() == 1);
     }
 
     pub async fn canceling_a_pending_action_does_not_promote_while_the_object_is_busy(store: &dyn Store) {
@@ -2164,6 +2273,7 @@ macro_rules! conformance {
                 a_terminated_object_is_never_changed_again,
                 cancel_moves_by_the_lifecycle_rule,
                 progress_is_written_in_one_batch_fenced_per_action_and_kept_when_final,
+                queue_places_number_each_objects_waiting_actions,
             );
         }
     };

@@ -1,4 +1,5 @@
-//! `list`: the action list over a seeded table.
+//! `list`: the action list over a seeded table, with queues of Pending
+//! actions (their places cost one more query per page).
 
 use crate::rig::{percentiles, Rig};
 use anyhow::Result;
@@ -39,6 +40,7 @@ pub async fn list(actions: i64, requests: usize) -> Result<Value> {
     .bind(actions)
     .execute(&pool)
     .await?;
+    let queues = seed_queues(&pool, actions).await?;
     sqlx::query("ANALYZE").execute(&pool).await?;
     let seed_seconds = t.elapsed().as_secs_f64();
     eprintln!("seeded in {seed_seconds:.1}s");
@@ -66,7 +68,21 @@ pub async fn list(actions: i64, requests: usize) -> Result<Value> {
             "start_date__gte=2026-01-01T00:00:00Z&start_date__lte=2026-01-02T00:00:00Z".into(),
         ),
         ("deep page (offset 100000)", "offset=100000".into()),
+        // Queue places: one more query per page, for its Pending actions.
+        ("state=Pending (places in 25 queues)", "state=Pending".into()),
+        (
+            "object with the long queue (places)",
+            format!("object={LONG_QUEUE_OBJECT}"),
+        ),
     ];
+    let mut shapes: Vec<(String, String)> = shapes
+        .into_iter()
+        .map(|(name, q)| (name.to_string(), format!("?{q}")))
+        .collect();
+    shapes.push((
+        format!("detail, {} in the long queue", queues.deep_position),
+        format!("{}/", queues.deep_action),
+    ));
     let http = rig.client();
     let mut results = vec![];
     for (name, q) in shapes {
@@ -75,14 +91,17 @@ pub async fn list(actions: i64, requests: usize) -> Result<Value> {
         for _ in 0..requests {
             let t = Instant::now();
             let v: Value = http
-                .get(format!("{}/api/audit/v1/action/?{q}", rig.url))
+                .get(format!("{}/api/audit/v1/action/{q}", rig.url))
                 .basic_auth(&rig.auth.0, Some(&rig.auth.1))
                 .send()
                 .await?
                 .json()
                 .await?;
             h.record(t.elapsed().as_micros() as u64)?;
-            total = v["meta"]["total_count"].as_i64().unwrap_or(-1);
+            total = v["meta"]["total_count"]
+                .as_i64()
+                .or(v["queue_position"].as_i64())
+                .unwrap_or(-1);
         }
         eprintln!("{name}: p50 {:.1} ms", h.value_at_quantile(0.5) as f64 / 1000.0);
         results.push(json!({ "query": name, "total_count": total, "latency": percentiles(&h) }));
@@ -90,6 +109,68 @@ pub async fn list(actions: i64, requests: usize) -> Result<Value> {
     pool.close().await;
     rig.stop().await;
     Ok(
-        json!({ "scenario": "list", "actions": actions, "requests_per_query": requests, "seed_seconds": seed_seconds, "queries": results }),
+        json!({ "scenario": "list", "actions": actions, "waiting": queues.waiting, "long_queue": queues.long, "requests_per_query": requests, "seed_seconds": seed_seconds, "queries": results }),
     )
+}
+
+/// The object whose queue is long (a service of the seeded objects).
+const LONG_QUEUE_OBJECT: &str = "/api/app/v1/bench/service/00000000-0000-4000-8000-000000002709/";
+
+/// What [`seed_queues`] made.
+struct Queues {
+    /// Pending actions in all.
+    waiting: i64,
+    /// Pending actions behind the long queue's holder.
+    long: i64,
+    /// An action half-way down the long queue, and its position.
+    deep_action: String,
+    deep_position: i64,
+}
+
+/// Objects that are busy, with actions waiting behind them (newer than the
+/// finished ones): a queue of `actions / 100` (at most 10,000) on
+/// [`LONG_QUEUE_OBJECT`], then up to 1,000 services with 20 each. Each
+/// holder (In progress, never dispatched: the rig has no worker) comes
+/// before its queue, as promotion keeps it.
+async fn seed_queues(pool: &sqlx::PgPool, actions: i64) -> Result<Queues> {
+    let long = (actions / 100).clamp(20, 10_000);
+    let short_queues = (actions / 1000).clamp(1, 1000);
+    let insert = |objects: &str| {
+        format!(
+            "INSERT INTO actions (uuid, namespace, action, object, object_uuid, object_type, object_parents, verb, \
+                                  method, path, body, ip, location, user_name, user_agent, is_user_action, state, \
+                                  start_date, claims) \
+             SELECT gen_random_uuid(), 'bench', 'Service Noop', \
+                    '/api/app/v1/bench/service/00000000-0000-4000-8000-' || lpad(to_hex(o), 12, '0') || '/', \
+                    ('00000000-0000-4000-8000-' || lpad(to_hex(o), 12, '0'))::uuid, 'service', '[]', 'noop', 'POST', \
+                    '/', '', '127.0.0.1', '', 'bench', 'bench', true, \
+                    CASE WHEN k = 0 THEN 'In progress' ELSE 'Pending' END, now(), 0 \
+             FROM ({objects}) AS q ORDER BY k, o"
+        )
+    };
+    sqlx::query(&insert("SELECT 9993 AS o, k FROM generate_series(0, $1) AS k"))
+        .bind(long)
+        .execute(pool)
+        .await?;
+    sqlx::query(&insert(
+        "SELECT o * 10 + 1 AS o, k FROM generate_series(0, $1 - 1) AS o, generate_series(0, 20) AS k",
+    ))
+    .bind(short_queues)
+    .execute(pool)
+    .await?;
+    let deep_position = long / 2;
+    let deep_action: String = sqlx::query_scalar(
+        "SELECT uuid::text FROM actions \
+         WHERE object_uuid = '00000000-0000-4000-8000-000000002709' AND state = 'Pending' \
+         ORDER BY id OFFSET $1 - 1 LIMIT 1",
+    )
+    .bind(deep_position)
+    .fetch_one(pool)
+    .await?;
+    Ok(Queues {
+        waiting: long + short_queues * 20,
+        long,
+        deep_action,
+        deep_position,
+    })
 }

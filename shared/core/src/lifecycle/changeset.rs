@@ -43,6 +43,13 @@ impl Changeset {
         }
     }
 
+    /// Records that `waiting`, still Pending, moved up its object's queue:
+    /// its `update` event only (its state did not change, so no system log
+    /// entry and nothing to dispatch).
+    pub fn queue_moved(&mut self, waiting: &StoredAction) {
+        self.events.push(waiting.event(EventKind::Update, UNSTAMPED));
+    }
+
     /// Records a change of `object` (its event of `kind`) and its system log
     /// entry.
     pub fn object(&mut self, object: &Object, kind: EventKind, entry: NewSystemLog) {

@@ -101,6 +101,13 @@ pub trait Driver: Send {
     /// ([`super::holding_states`]); returns the actions promoted, in no order.
     async fn promote(&mut self, objects: &[Uuid]) -> Result<Vec<StoredAction>>;
 
+    /// For each of `left` (actions that left their object's queue in this
+    /// transaction: promoted, or canceled while Pending), the oldest action
+    /// of the same object still Pending and created after it — the first
+    /// whose queue position moved — keyed by the action of `left`; none
+    /// when nothing waits behind it.
+    async fn next_waiting(&mut self, left: &[Uuid]) -> Result<Vec<(Uuid, StoredAction)>>;
+
     /// Clears the lease of `uuid` if `token` still holds it and the action
     /// is claimable ([`super::claimable_states`]), and sets its dispatch time
     /// to now, so another worker may claim it: the action as changed, `None`

@@ -12,8 +12,8 @@ use super::requests::{
     lookups_of, LeaseToken, ObjectLookup, ResolvedBatch, Scope, Submission, Submitted, Transitioned,
 };
 use super::{
-    cancel_target, initial_states, objects_to_lock, on_expired_lease, ActionHead, Changeset, Driver,
-    LeaseExpiry, ObjectChange, StateUpdate, StoredAction, Written,
+    cancel_target, initial_states, leaves_queue, objects_to_lock, on_expired_lease, ActionHead, Changeset,
+    Driver, LeaseExpiry, ObjectChange, StateUpdate, StoredAction, Written,
 };
 use crate::action::NewAction;
 use crate::event::{Event, EventKind};
@@ -202,10 +202,30 @@ async fn apply(
             .map(|s| (s.action.object_uuid, s))
             .collect()
     };
+    // Then the queues that moved: behind each action that left one, the
+    // first still waiting.
+    let left: Vec<Uuid> = promoted
+        .values()
+        .map(|p| p.action.uuid)
+        .chain(
+            updates
+                .iter()
+                .filter(|u| changed.contains_key(&u.uuid))
+                .filter(|u| heads.get(&u.uuid).is_some_and(|h| leaves_queue(h.state, u.to)))
+                .map(|u| u.uuid),
+        )
+        .collect();
+    let mut moved: HashMap<Uuid, StoredAction> = if left.is_empty() {
+        HashMap::new()
+    } else {
+        tx.next_waiting(&left).await?.into_iter().collect()
+    };
+    let mut moved_once = std::collections::HashSet::new();
     // Everything recorded in the order one change after the other would
-    // have recorded it: each action's change, then its promotion.
+    // have recorded it: each action's change, its promotion, then the
+    // queue move behind it.
     let mut changes = Changeset::default();
-    let mut outcomes: Vec<Result<(StoredAction, Option<StoredAction>)>> = Vec::with_capacity(requests.len());
+    let mut outcomes: Vec<Result<Outcome>> = Vec::with_capacity(requests.len());
     for d in decided {
         let outcome = d.and_then(|u| {
             // The guard refused what the rules allowed: only a duplicate
@@ -223,7 +243,21 @@ async fn apply(
             if let Some(n) = &next {
                 changes.action(n, EventKind::Update, true);
             }
-            Ok((stored, next))
+            let leaver = next
+                .as_ref()
+                .map(|n| n.action.uuid)
+                .or(leaves_queue(from, u.to).then_some(u.uuid));
+            let queue_moved = leaver
+                .and_then(|l| moved.remove(&l))
+                .filter(|w| moved_once.insert(w.action.uuid));
+            if let Some(w) = &queue_moved {
+                changes.queue_moved(w);
+            }
+            Ok(Outcome {
+                stored,
+                next,
+                queue_moved: queue_moved.is_some(),
+            })
         });
         outcomes.push(outcome);
     }
@@ -233,14 +267,25 @@ async fn apply(
     for o in outcomes {
         out.push(match o {
             Err(e) => Err(e),
-            Ok((stored, next)) => Ok(Transitioned {
+            Ok(o) => Ok(Transitioned {
                 event: next_event(&mut events)?,
-                promoted: next.map(|n| submitted(n, &mut events, &outbox)).transpose()?,
-                action: stored.action,
+                promoted: o.next.map(|n| submitted(n, &mut events, &outbox)).transpose()?,
+                queue_moved: o.queue_moved.then(|| next_event(&mut events)).transpose()?,
+                action: o.stored.action,
             }),
         });
     }
     Ok(out)
+}
+
+/// What [`apply`] recorded for one request, before the events are numbered.
+struct Outcome {
+    /// The action as changed.
+    stored: StoredAction,
+    /// The action promoted behind it.
+    next: Option<StoredAction>,
+    /// Whether a queue-move event follows.
+    queue_moved: bool,
 }
 
 fn not_found(uuid: Uuid) -> Error {

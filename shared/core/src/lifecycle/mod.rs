@@ -110,6 +110,13 @@ pub fn claimable_states() -> Vec<ActionState> {
     vec![ActionState::InProgress, ActionState::Canceling]
 }
 
+/// Whether a change from `from` to `to` takes an action out of its
+/// object's queue of Pending actions (promoted, or canceled while it
+/// waited): every Pending action behind it then moves up one place.
+pub fn leaves_queue(from: ActionState, to: ActionState) -> bool {
+    from == ActionState::Pending && to != ActionState::Pending
+}
+
 /// The rule for a new action's first state, for a batch in order: one asked
 /// for as already `completed` is recorded in that (final) state; one whose
 /// object is free starts In progress (and is dispatched), which makes the
@@ -356,6 +363,23 @@ pub fn object_log_entry(object: &Object, done: &str, user: &str) -> crate::syslo
 mod tests {
     use super::*;
     use crate::testing::new_action;
+
+    #[test]
+    fn only_a_pending_action_that_changes_leaves_the_queue() {
+        use ActionState::*;
+        for to in [InProgress, Canceled] {
+            assert!(leaves_queue(Pending, to), "{to}");
+        }
+        assert!(!leaves_queue(Pending, Pending));
+        for from in [InProgress, Canceling] {
+            for to in ActionState::ALL {
+                assert!(
+                    !leaves_queue(from, to),
+                    "{from} → {to}: the holder is no queue place"
+                );
+            }
+        }
+    }
 
     fn ended(new: &NewAction, state: ActionState) -> Action {
         Action {

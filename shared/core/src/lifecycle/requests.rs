@@ -164,6 +164,12 @@ pub struct Transitioned {
     /// When the change ended the action and a Pending action on the same object
     /// was promoted to In progress: that action, its event and its outbox row.
     pub promoted: Option<Submitted>,
+    /// When the change took an action out of its object's queue (the
+    /// promoted one, or this one canceled while Pending) and another still
+    /// waits behind it: the `update` event of the first of those, which
+    /// tells the streams that it and every Pending action behind it moved
+    /// up one place.
+    pub queue_moved: Option<Event>,
 }
 
 /// A worker's final write of one action: move `uuid` to `to` under `token`.

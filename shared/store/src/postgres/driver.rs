@@ -253,6 +253,17 @@ impl Driver for PgDriver {
         stored(&found)
     }
 
+    async fn next_waiting(&mut self, left: &[Uuid]) -> Result<Vec<(Uuid, StoredAction)>> {
+        let found = sqlx::query(&SQL.next_waiting)
+            .bind(left)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        found
+            .iter()
+            .map(|row| Ok((row.uuid("left_uuid")?, rows::stored_action(row)?)))
+            .collect()
+    }
+
     async fn release(&mut self, uuid: Uuid, token: LeaseToken) -> Result<Option<StoredAction>> {
         sqlx::query(&SQL.release)
             .bind(uuid)

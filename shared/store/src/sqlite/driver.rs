@@ -196,6 +196,20 @@ impl Driver for SqliteDriver {
         Ok(promoted)
     }
 
+    async fn next_waiting(&mut self, left: &[Uuid]) -> Result<Vec<(Uuid, StoredAction)>> {
+        let mut found = Vec::new();
+        for l in left {
+            let row = sqlx::query(&SQL.next_waiting)
+                .bind(l.to_string())
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            if let Some(row) = row {
+                found.push((*l, rows::stored_action(&row)?));
+            }
+        }
+        Ok(found)
+    }
+
     async fn release(&mut self, uuid: Uuid, token: LeaseToken) -> Result<Option<StoredAction>> {
         sqlx::query(&format!(
             "UPDATE actions SET lease_token = NULL, lease_owner = NULL, \
