@@ -118,6 +118,14 @@ pub struct WorkerSettings {
     /// is dropped and counted in a final system line. System lines are
     /// always stored.
     pub max_log_bytes: u64,
+    /// How often a worker renews its entry in the workers registry
+    /// (`GET /api/v1/worker/`), with the actions it runs.
+    #[serde(with = "humantime_serde")]
+    pub registry_heartbeat: Duration,
+    /// How long a worker stays in the registry after its last heartbeat: a
+    /// worker that died leaves the list within this time.
+    #[serde(with = "humantime_serde")]
+    pub registry_lease: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -133,6 +141,8 @@ impl Default for WorkerSettings {
             outage_hold: Duration::from_secs(300),
             output_drain: Duration::from_secs(2),
             max_log_bytes: 16 * 1024 * 1024,
+            registry_heartbeat: Duration::from_secs(5),
+            registry_lease: Duration::from_secs(15),
         }
     }
 }
@@ -191,6 +201,13 @@ impl WorkerSettings {
         }
         if self.max_log_bytes == 0 {
             return fail("max_log_bytes must be positive".into());
+        }
+        if self.registry_heartbeat.is_zero() || self.registry_heartbeat * 2 > self.registry_lease {
+            return fail(format!(
+                "registry_heartbeat ({}) must be at most half the registry_lease ({}), so a live worker never drops off the list",
+                show(self.registry_heartbeat),
+                show(self.registry_lease)
+            ));
         }
         Ok(())
     }
@@ -717,6 +734,11 @@ mod tests {
             ("[worker]\nstop_timeout='30s'", "must fit in stop_timeout"),
             ("[worker]\nconcurrency=0", "at least 1"),
             ("[worker]\noutage_hold='1h'", "consumer_timeout"),
+            (
+                "[worker]\nregistry_heartbeat='10s'\nregistry_lease='15s'",
+                "at most half the registry_lease",
+            ),
+            ("[worker]\nregistry_heartbeat='0s'", "registry_heartbeat"),
         ] {
             let err = FileConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
