@@ -2097,6 +2097,10 @@ mod cases {
         assert_eq!(second.items.len(), 1);
         assert_eq!(second.items[0].worker.id, w2.id);
 
+        let beyond = store.live_workers(10, 5).await.unwrap();
+        assert!(beyond.items.is_empty());
+        assert_eq!(beyond.total, 2, "a page past the end still counts");
+
         store.deregister_worker(&w1.id).await.unwrap();
         store.deregister_worker(&w1.id).await.unwrap();
         assert!(store.live_worker(&w1.id).await.unwrap().is_none());

@@ -3,7 +3,7 @@
 //! one clock however theirs drift.
 
 use super::PgStore;
-use crate::rows;
+use crate::rows::{self, RowExt};
 use async_trait::async_trait;
 use std::time::Duration;
 use stevedore_core::store::{Page, WorkerRegistry};
@@ -59,20 +59,29 @@ impl WorkerRegistry for PgStore {
     }
 
     async fn live_workers(&self, limit: i64, offset: i64) -> Result<Page<WorkerInfo>> {
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE expires_at > now()")
-            .fetch_one(&self.pool)
-            .await?;
-        let items = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM workers WHERE expires_at > now() \
+        // The count comes with the page, from the same snapshot, so a worker
+        // registering meanwhile cannot make them disagree.
+        let found = sqlx::query(&format!(
+            "SELECT {COLUMNS}, count(*) OVER () AS total FROM workers WHERE expires_at > now() \
              ORDER BY started_at, id LIMIT $1 OFFSET $2"
         ))
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(rows::worker_from_row)
-        .collect::<Result<Vec<_>>>()?;
+        .await?;
+        let total = match found.first() {
+            Some(row) => row.int("total")?,
+            None if offset == 0 => 0,
+            None => {
+                sqlx::query_scalar("SELECT count(*) FROM workers WHERE expires_at > now()")
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        let items = found
+            .iter()
+            .map(rows::worker_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Page { items, total })
     }
 

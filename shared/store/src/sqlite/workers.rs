@@ -1,7 +1,7 @@
 //! The workers registry on SQLite (`stevedore dev`: one process, one clock).
 
 use super::{micros_after, now, SqliteStore};
-use crate::rows;
+use crate::rows::{self, RowExt};
 use async_trait::async_trait;
 use std::time::Duration;
 use stevedore_core::store::{Page, WorkerRegistry};
@@ -58,23 +58,31 @@ impl WorkerRegistry for SqliteStore {
     }
 
     async fn live_workers(&self, limit: i64, offset: i64) -> Result<Page<WorkerInfo>> {
+        // The count comes with the page (see the PostgreSQL driver).
         let at = rows::to_micros(now());
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE expires_at > ?1")
-            .bind(at)
-            .fetch_one(&self.pool)
-            .await?;
-        let items = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM workers WHERE expires_at > ?1 \
+        let found = sqlx::query(&format!(
+            "SELECT {COLUMNS}, count(*) OVER () AS total FROM workers WHERE expires_at > ?1 \
              ORDER BY started_at, id LIMIT ?2 OFFSET ?3"
         ))
         .bind(at)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(rows::worker_from_row)
-        .collect::<Result<Vec<_>>>()?;
+        .await?;
+        let total = match found.first() {
+            Some(row) => row.int("total")?,
+            None if offset == 0 => 0,
+            None => {
+                sqlx::query_scalar("SELECT count(*) FROM workers WHERE expires_at > ?1")
+                    .bind(at)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        let items = found
+            .iter()
+            .map(rows::worker_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Page { items, total })
     }
 
