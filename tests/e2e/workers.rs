@@ -276,3 +276,34 @@ on_both_backends!(config = registry_config;
     only_admins_list_workers,
     the_cli_lists_workers,
 );
+
+#[tokio::test]
+async fn the_worker_and_admin_commands_have_help() {
+    for (args, says) in [
+        (&["worker", "--help"][..], "worker ls"),
+        (&["worker", "ls", "--help"][..], "--json"),
+        (&["user", "create", "--help"][..], "--admin"),
+        (
+            &["user", "grant-admin", "--help"][..],
+            "Usage: stevedore user grant-admin",
+        ),
+        (
+            &["user", "revoke-admin", "--help"][..],
+            "Usage: stevedore user revoke-admin",
+        ),
+    ] {
+        let out = Command::new(bin())
+            .args(args)
+            .env("STEVEDORE_APIKEY", "secret-value")
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(text.contains(says), "{args:?}: {text}");
+        assert!(
+            !text.contains("secret-value"),
+            "{args:?} shows the API key: {text}"
+        );
+    }
+}
