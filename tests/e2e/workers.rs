@@ -117,6 +117,16 @@ async fn workers_list_their_fields_and_running_actions(d: &mut Deployment) {
             .count()
     };
     let list = workers_until(d, "the action shows as running", |l| running(l) == 1).await;
+    let metrics = scrape(d).await;
+    assert_eq!(
+        gauge(&metrics, "stevedore_workers_live"),
+        Some(pids.len() as f64),
+        "{metrics}"
+    );
+    assert!(
+        gauge(&metrics, "stevedore_workers_running_actions") >= Some(1.0),
+        "{metrics}"
+    );
     let runner = list
         .iter()
         .find(|w| running(std::slice::from_ref(w)) == 1)
@@ -140,6 +150,24 @@ async fn workers_list_their_fields_and_running_actions(d: &mut Deployment) {
         assert!(page["meta"]["next"].is_null());
         assert!(page["meta"]["previous"].is_string());
     }
+}
+
+/// The API's `/metrics` text.
+async fn scrape(d: &Deployment) -> String {
+    reqwest::get(format!("{}/metrics", d.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of an unlabelled sample.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
 }
 
 async fn a_killed_worker_leaves_the_list_within_its_lease(d: &mut Deployment) {
