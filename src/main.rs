@@ -75,9 +75,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Client(c) => return cli::main(c, Cli::command()),
-        Command::Worker(a) => match a.into_client_command() {
-            Ok(client) => return cli::worker_main(client),
-            Err(role) => Command::Worker(role),
+        Command::Worker(mut a) => match a.take_client_command() {
+            Some(client) => return cli::worker_main(client),
+            None => Command::Worker(a),
         },
         other => other,
     };

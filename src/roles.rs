@@ -117,13 +117,10 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    /// The client subcommand given (`worker ls`), else these options back
-    /// to run a worker.
-    pub fn into_client_command(self) -> Result<crate::cli::workers::WorkerCommand, WorkerArgs> {
-        match self.client {
-            Some(c) => Ok(c),
-            None => Err(self),
-        }
+    /// The client subcommand given (`worker ls`), if any: without one,
+    /// `stevedore worker` runs a worker.
+    pub fn take_client_command(&mut self) -> Option<crate::cli::workers::WorkerCommand> {
+        self.client.take()
     }
 }
 

@@ -76,7 +76,7 @@ impl Registration {
                 Err(e) => tracing::warn!(error = %e, "registry heartbeat failed"),
             }
             beats = beats.wrapping_add(1);
-            if beats % PRUNE_EVERY == 0 {
+            if beats.is_multiple_of(PRUNE_EVERY) {
                 self.prune().await;
             }
         }
