@@ -335,3 +335,51 @@ async fn the_worker_and_admin_commands_have_help() {
         );
     }
 }
+
+/// Stopping gracefully, with a config of its own.
+mod stopping {
+    use super::*;
+
+    /// A stopped worker (SIGTERM) removes its entry when it exits: with a
+    /// registry lease of a minute, longer than the test waits, only the
+    /// deregistration can take it off the list.
+    async fn a_stopped_worker_leaves_the_list_at_once(backend: Backend) {
+        let config = TEST_CONFIG.replacen(
+            "[worker]\n",
+            "[worker]\nregistry_heartbeat = \"300ms\"\nregistry_lease = \"60s\"\n",
+            1,
+        );
+        let mut d = Deployment::start_with(backend, &config).await;
+        make_admin(&d).await;
+        let pids = worker_pids(&mut d).await;
+        let before = workers_until(&d, "every worker registers", |l| l.len() == pids.len()).await;
+        let index = match backend {
+            Backend::Embedded => 0,
+            Backend::PostgresRabbit => 2,
+        };
+        let pid = d.pid(index);
+        let stopped: String = before
+            .iter()
+            .find(|w| w["pid"].as_i64() == Some(i64::from(pid)))
+            .map(|w| w["id"].as_str().unwrap().to_string())
+            .unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        let exited = d.wait_exit(index, SETTLE).await;
+        assert!(exited.is_some(), "the process did not exit after SIGTERM");
+        if backend == Backend::Embedded {
+            d.restart_dev().await;
+            make_admin(&d).await;
+        }
+        let after = workers_until(&d, "the survivor is listed", |l| l.len() == 1).await;
+        assert!(!ids(&after).contains(&stopped), "{after:#?}");
+        let store = d.store().await;
+        assert!(store.live_worker(&stopped).await.unwrap().is_none());
+    }
+
+    on_both_backends!(backend; a_stopped_worker_leaves_the_list_at_once);
+}
