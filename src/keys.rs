@@ -138,36 +138,12 @@ pub async fn apikey_revoke(a: ApikeyRevokeArgs) -> Result<()> {
         a.key_id, revoked.fingerprint, a.user
     );
 
-    let within = humantime::format_duration(file.auth.credential_cache_ttl);
-    let postgres = a
-        .common
-        .database_url(&file)
-        .is_some_and(|u| u.starts_with("postgres"));
-    match a.amqp_url.or_else(|| file.amqp_url.clone()) {
-        Some(url) => {
-            let prefix = a
-                .broker_prefix
-                .or_else(|| file.broker_prefix.clone())
-                .unwrap_or_else(|| "stevedore".into());
-            let told = tokio::time::timeout(ANNOUNCE_TIMEOUT, announce(&url, prefix, &a.user)).await;
-            match told {
-                Ok(Ok(())) => eprintln!("running API and stream processes were told"),
-                Ok(Err(e)) => eprintln!(
-                    "warning: running API and stream processes were not told ({e:#}); they refuse the key within {within}"
-                ),
-                Err(_) => eprintln!(
-                    "warning: RabbitMQ at {} did not answer; running API and stream processes refuse the key within {within}",
-                    redact_url(&url)
-                ),
-            }
-        }
-        None if postgres => eprintln!(
-            "note: no RabbitMQ URL (--amqp-url, STEVEDORE_AMQP_URL or amqp_url), so running API and \
-             stream processes were not told; they refuse the key within {within}"
-        ),
-        // `stevedore dev` reads the store's revision before trusting its cache.
-        None => {}
-    }
+    let prefix = a
+        .broker_prefix
+        .or_else(|| file.broker_prefix.clone())
+        .unwrap_or_else(|| "stevedore".into());
+    let amqp = a.amqp_url.or_else(|| file.amqp_url.clone());
+    tell_running_processes(amqp, prefix, &a.user, &a.common, &file).await;
     if keys_of(&store, &a.user).await?.is_empty() {
         eprintln!(
             "{} has no API key left; create one with `stevedore apikey create {}`",
@@ -175,6 +151,44 @@ pub async fn apikey_revoke(a: ApikeyRevokeArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// After `user`'s credentials changed in the store (a key revoked, the admin
+/// flag changed): tells running API and stream processes to forget their
+/// cached credentials, on RabbitMQ when a URL is configured, and says what
+/// happened. `stevedore dev` needs no message: it reads the store's revision.
+pub(crate) async fn tell_running_processes(
+    amqp_url: Option<String>,
+    prefix: String,
+    user: &str,
+    common: &CommonArgs,
+    file: &stevedore_core::config::FileConfig,
+) {
+    let within = humantime::format_duration(file.auth.credential_cache_ttl);
+    let postgres = common
+        .database_url(file)
+        .is_some_and(|u| u.starts_with("postgres"));
+    match amqp_url {
+        Some(url) => {
+            let told = tokio::time::timeout(ANNOUNCE_TIMEOUT, announce(&url, prefix, user)).await;
+            match told {
+                Ok(Ok(())) => eprintln!("running API and stream processes were told"),
+                Ok(Err(e)) => eprintln!(
+                    "warning: running API and stream processes were not told ({e:#}); they notice within {within}"
+                ),
+                Err(_) => eprintln!(
+                    "warning: RabbitMQ at {} did not answer; running API and stream processes notice within {within}",
+                    redact_url(&url)
+                ),
+            }
+        }
+        None if postgres => eprintln!(
+            "note: no RabbitMQ URL (--amqp-url, STEVEDORE_AMQP_URL or amqp_url), so running API and \
+             stream processes were not told; they notice within {within}"
+        ),
+        // `stevedore dev` reads the store's revision before trusting its cache.
+        None => {}
+    }
 }
 
 /// Publishes the revocation of `user`'s credentials on the control exchange.

@@ -34,7 +34,8 @@ enum Command {
     /// The websocket stream service (action logs, events), on PostgreSQL +
     /// RabbitMQ; run as many as you like, each sees every update.
     Stream(roles::ServerArgs),
-    /// A worker: consumes jobs and runs their handlers.
+    /// A worker: consumes jobs and runs their handlers. `stevedore worker ls`
+    /// lists the live workers instead (admins only).
     Worker(roles::WorkerArgs),
     /// Applies database migrations.
     Migrate(CommonArgs),
@@ -53,6 +54,10 @@ enum Command {
 enum UserCommand {
     /// Creates a user (and their own namespace) with a first API key.
     Create(roles::UserCreateArgs),
+    /// Makes a user an admin (an operator: may list the workers).
+    GrantAdmin(roles::UserAdminArgs),
+    /// Takes a user's admin flag away, at once on every running API process.
+    RevokeAdmin(roles::UserAdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +75,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Client(c) => return cli::main(c, Cli::command()),
+        Command::Worker(mut a) => match a.take_client_command() {
+            Some(client) => return cli::worker_main(client),
+            None => Command::Worker(a),
+        },
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -87,6 +96,8 @@ fn main() -> ExitCode {
             Command::Worker(a) => roles::worker(a).await,
             Command::Migrate(a) => roles::migrate(a).await,
             Command::User(UserCommand::Create(a)) => roles::user_create(a).await,
+            Command::User(UserCommand::GrantAdmin(a)) => roles::user_set_admin(a, true).await,
+            Command::User(UserCommand::RevokeAdmin(a)) => roles::user_set_admin(a, false).await,
             Command::Apikey(ApikeyCommand::Create(a)) => roles::apikey_create(a).await,
             Command::Apikey(ApikeyCommand::Ls(a)) => keys::apikey_ls(a).await,
             Command::Apikey(ApikeyCommand::Revoke(a)) => keys::apikey_revoke(a).await,

@@ -101,6 +101,8 @@ pub struct ServerArgs {
 /// `stevedore worker` options.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    #[command(subcommand)]
+    client: Option<crate::cli::workers::WorkerCommand>,
     #[command(flatten)]
     common: CommonArgs,
     #[command(flatten)]
@@ -114,6 +116,14 @@ pub struct WorkerArgs {
     listen: Option<String>,
 }
 
+impl WorkerArgs {
+    /// The client subcommand given (`worker ls`), if any: without one,
+    /// `stevedore worker` runs a worker.
+    pub fn take_client_command(&mut self) -> Option<crate::cli::workers::WorkerCommand> {
+        self.client.take()
+    }
+}
+
 /// `stevedore user create` options.
 #[derive(Debug, Args)]
 pub struct UserCreateArgs {
@@ -124,6 +134,28 @@ pub struct UserCreateArgs {
     /// Further namespaces (organisations) the user belongs to.
     #[arg(long = "namespace")]
     namespaces: Vec<String>,
+    /// Make the user an admin (an operator: may list the workers).
+    #[arg(long)]
+    admin: bool,
+    /// Where the dev SQLite database lives (when no database URL is given).
+    #[arg(long, env = "STEVEDORE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+/// `stevedore user grant-admin|revoke-admin` options.
+#[derive(Debug, Args)]
+pub struct UserAdminArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The user.
+    name: String,
+    /// RabbitMQ URL, to tell running API and stream processes at once
+    /// (without it they notice within [auth] credential_cache_ttl, 5 s by default).
+    #[arg(long, env = "STEVEDORE_AMQP_URL")]
+    amqp_url: Option<String>,
+    /// Prefix of queue and exchange names.
+    #[arg(long, env = "STEVEDORE_BROKER_PREFIX")]
+    broker_prefix: Option<String>,
     /// Where the dev SQLite database lives (when no database URL is given).
     #[arg(long, env = "STEVEDORE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -272,6 +304,8 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     if store.get_user(user).await?.is_none() {
         store.create_user(user, &[]).await?;
     }
+    // The bootstrap user is the dev server's operator.
+    store.set_admin(user, true).await?;
     let key = generate_api_key();
     store.add_api_key(user, &hash_api_key(&key)).await?;
 
@@ -473,15 +507,48 @@ pub async fn user_create(a: UserCreateArgs) -> Result<()> {
     }
     let store = admin_store(&a.common, &a.data_dir).await?;
     let user = store.create_user(&a.name, &a.namespaces).await?;
+    if a.admin {
+        store.set_admin(&user.name, true).await?;
+    }
     let key = generate_api_key();
     let id = store.add_api_key(&user.name, &hash_api_key(&key)).await?;
     eprintln!(
-        "created user {} in namespaces {} with API key {id}",
+        "created {} {} in namespaces {} with API key {id}",
+        if a.admin { "admin" } else { "user" },
         user.name,
         user.namespaces.join(", ")
     );
     let url = std::env::var("STEVEDORE_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
     print_exports(&url, &user.name, &key);
+    Ok(())
+}
+
+/// `stevedore user grant-admin` (`admin`) and `revoke-admin`: the flag is
+/// committed with a new credential revision, then announced like a key
+/// revocation, so running processes drop the user's cached credentials.
+pub async fn user_set_admin(a: UserAdminArgs, admin: bool) -> Result<()> {
+    let file = a.common.file()?;
+    let store = admin_store(&a.common, &a.data_dir).await?;
+    match store.set_admin(&a.name, admin).await {
+        Err(stevedore_core::Error::NotFound(_)) => bail!(
+            "no user named {:?}; create it with `stevedore user create`",
+            a.name
+        ),
+        other => other?,
+    }
+    let what = if admin {
+        "is now an admin"
+    } else {
+        "is no longer an admin"
+    };
+    admin_log(&store, &a.name, format!("{} {what}", a.name)).await;
+    eprintln!("{} {what}", a.name);
+    let amqp = a.amqp_url.or_else(|| file.amqp_url.clone());
+    let prefix = a
+        .broker_prefix
+        .or_else(|| file.broker_prefix.clone())
+        .unwrap_or_else(|| "stevedore".into());
+    crate::keys::tell_running_processes(amqp, prefix, &a.name, &a.common, &file).await;
     Ok(())
 }
 

@@ -782,6 +782,57 @@ async function objectPage(v, typeName, uuid) {
   ];
 }
 
+// --- workers (admins only) ----------------------------------------------------------
+
+const WORKERS_REFRESH_MS = 3000;
+
+/** The live workers of the registry, refreshed every few seconds. */
+function workersPage(v) {
+  const wrap = h("div", { class: "table-wrap" });
+  const summary = h("p", { class: "hint", id: "workers-summary" });
+  async function load() {
+    let page;
+    try {
+      page = await api("GET", `/api/v1/worker/${query({ limit: 1000 })}`);
+    } catch (e) {
+      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      return;
+    }
+    if (!v.alive) return;
+    const busy = page.objects.reduce((n, w) => n + w.running_actions.length, 0);
+    const slots = page.objects.reduce((n, w) => n + w.concurrency, 0);
+    summary.textContent = `${page.meta.total_count} live worker${page.meta.total_count === 1 ? "" : "s"}, ${busy} of ${slots} slots busy`;
+    wrap.replaceChildren(
+      page.objects.length
+        ? h("table", { "aria-label": "Workers" },
+            h("thead", {}, h("tr", {}, ["Worker", "Host", "PID", "Version", "Started", "Busy", "Running", "Last heartbeat"]
+              .map((c) => h("th", { scope: "col" }, c)))),
+            h("tbody", {}, page.objects.map((w) =>
+              h("tr", { "data-worker": w.id },
+                h("td", { class: "mono" }, w.id),
+                h("td", {}, w.host),
+                h("td", { class: "nowrap" }, String(w.pid)),
+                h("td", { class: "nowrap" }, w.version),
+                h("td", { class: "nowrap" }, when(w.started)),
+                h("td", { class: "nowrap" }, `${w.running_actions.length} / ${w.concurrency}`),
+                h("td", {}, w.running_actions.filter((u) => UUID.test(u)).map((u) =>
+                  h("div", {}, h("a", { href: `#/action/${u}`, class: "mono" }, u.slice(0, 8))))),
+                h("td", { class: "nowrap" }, when(w.last_heartbeat)),
+              ))))
+        : h("p", { class: "empty" }, "No live workers."),
+    );
+  }
+  const timer = setInterval(load, WORKERS_REFRESH_MS);
+  v.own(() => clearInterval(timer));
+  load();
+  return [h("h1", {}, "Workers"), summary, wrap];
+}
+
+/** The nav entries only admins get. */
+function adminNav() {
+  return me && me.admin ? [h("a", { href: "#/workers", "data-page": "workers" }, "Workers")] : [];
+}
+
 // --- routing -----------------------------------------------------------------------
 
 /** Whether a hash is a page of ours (the skip link's `#view` is not). */
@@ -806,6 +857,9 @@ async function route() {
   } else if (parts[0] === "object" && parts[1] && NAME.test(parts[1]) && parts[2]) {
     content = await objectPage(v, parts[1], parts[2]);
     current = parts[1];
+  } else if (parts[0] === "workers" && me.admin) {
+    content = workersPage(v);
+    current = "workers";
   } else content = actionsPage(v, q);
   if (!v.alive) return; // a newer navigation (or a logout) won
   for (const a of $("nav").querySelectorAll("a")) {
@@ -863,6 +917,7 @@ async function start(who) {
   $("nav").replaceChildren(
     h("a", { href: "#/actions", "data-page": "actions" }, "Actions"),
     ...types.map((t) => h("a", { href: `#/objects/${t.name}`, "data-page": t.name }, typeLabel(t.name))),
+    ...adminNav(),
   );
   events.open();
   header.start();

@@ -40,6 +40,8 @@ pub struct Caller {
     /// The API key the request's credentials come from: the key presented,
     /// or the one its session was made from.
     pub key_id: i64,
+    /// An operator ([`stevedore_core::store::User::admin`]).
+    pub admin: bool,
 }
 
 /// What a request presents to authenticate.
@@ -60,6 +62,19 @@ impl Caller {
     /// The caller's own namespace.
     pub fn own_namespace(&self) -> &str {
         &self.namespaces[0]
+    }
+
+    /// The one rule of the operators' routes (the workers registry): an
+    /// admin passes, anyone else gets a 403 that says why.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{} is not an admin; an operator grants it with `stevedore user grant-admin {}`",
+                self.user, self.user
+            )))
+        }
     }
 }
 
@@ -110,6 +125,7 @@ pub async fn authenticate(
                 user: user.name,
                 namespaces: user.namespaces,
                 key_id,
+                admin: user.admin,
             };
             state.credentials.insert(ticket, &presented, &caller, None);
             record_key_use(state, key_id);
@@ -170,6 +186,7 @@ pub async fn authenticate_session(
                 user: session.user.name,
                 namespaces: session.user.namespaces,
                 key_id: session.key_id,
+                admin: session.user.admin,
             };
             let left = (session.expires_at - chrono::Utc::now())
                 .to_std()

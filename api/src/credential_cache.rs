@@ -184,6 +184,7 @@ mod tests {
             user: user.into(),
             namespaces: vec![user.into()],
             key_id: 1,
+            admin: false,
         }
     }
 

@@ -35,7 +35,8 @@ pub enum ApiError {
     /// 401: missing or wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
-    /// 403: refused whoever asks (a cross-origin request carrying the session cookie).
+    /// 403: refused whoever asks (a cross-origin request carrying the session
+    /// cookie), or refused to this caller (a non-admin on an operators' route).
     #[error("{0}")]
     Forbidden(String),
     /// 404: no such thing (or another tenant's).

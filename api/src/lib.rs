@@ -224,6 +224,9 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     for p in openapi::QNAP_EVENT {
         r = r.route(p, get(routes::qnap::events));
     }
+    for p in openapi::WORKERS {
+        r = r.route(p, get(routes::workers::list));
+    }
     for sub in openapi::subsystems(&state.ops) {
         r = r.route(
             &openapi::mount(&format!("/api/{sub}/v1")),

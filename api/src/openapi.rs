@@ -67,6 +67,9 @@ pub const QNAP_WAIT: &[&str] = &[
     "/api/v1/event/wait/{kind}/{id}/{state}/",
 ];
 
+/// The workers registry (admins only; an extension of the Tutum API).
+pub const WORKERS: &[&str] = &["/api/v1/worker/", "/api/v1/worker"];
+
 /// The mount pattern of a REST prefix.
 pub fn mount(prefix: &str) -> String {
     format!("{prefix}/{{*rest}}")
@@ -173,6 +176,7 @@ const THROTTLED: (u16, &str) = (
     "Too many failed authentication attempts from this address or for this user; see Retry-After",
 );
 const CROSS_ORIGIN: (u16, &str) = (403, "Forbidden: a browser request from another origin");
+const NOT_ADMIN: (u16, &str) = (403, "Forbidden: the caller is not an admin");
 const SWITCHING: (u16, &str) = (101, "Switching Protocols: a websocket of JSON text frames");
 
 /// Every route a listener serving `parts` answers, in a stable order.
@@ -313,6 +317,18 @@ pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
             &[OK_JSON, BAD, UNAUTH, NOT_FOUND],
             &mut out,
         );
+        for p in WORKERS {
+            out.push(
+                route(
+                    "GET",
+                    *p,
+                    "workers",
+                    "Live workers (admins only): id, host, pid, version, started, concurrency, \
+                     running_actions, last_heartbeat, expires; limit, offset",
+                )
+                .answers(&[OK_JSON, BAD, UNAUTH, NOT_ADMIN]),
+            );
+        }
         for t in ops.types().all() {
             let mut verbs: Vec<String> = ops
                 .verbs(&t.name)
@@ -567,6 +583,7 @@ mod tests {
             .chain(QNAP_LOG_EXPORT)
             .chain(QNAP_EVENT)
             .chain(QNAP_WAIT)
+            .chain(WORKERS)
         {
             assert!(has(p), "{p} is mounted but not documented");
         }
@@ -617,7 +634,14 @@ mod tests {
                 r.path
             );
             let guarded = r.method != "GET" || codes.contains(&101);
-            assert_eq!(codes.contains(&403), guarded, "{} {}", r.method, r.path);
+            let admins_only = WORKERS.contains(&r.path.as_str());
+            assert_eq!(
+                codes.contains(&403),
+                guarded || admins_only,
+                "{} {}",
+                r.method,
+                r.path
+            );
         }
     }
 }

@@ -41,6 +41,11 @@ pub const WEBSOCKET_CLIENTS: &str = "stevedore_websocket_clients";
 pub const STREAM_SEQUENCE_GAPS: &str = "stevedore_stream_sequence_gaps_total";
 /// Gauge: HTTP connections this listener's process is serving.
 pub const HTTP_CONNECTIONS: &str = "stevedore_http_connections";
+/// Gauge: live workers in the workers registry (sampled when `/metrics` is scraped).
+pub const WORKERS_LIVE: &str = "stevedore_workers_live";
+/// Gauge: actions the live workers reported running at their last heartbeat
+/// (sampled when `/metrics` is scraped).
+pub const WORKERS_RUNNING_ACTIONS: &str = "stevedore_workers_running_actions";
 /// Most outbox rows a scrape counts.
 pub const OUTBOX_SAMPLE_CAP: i64 = 10_000;
 /// Longest a scrape waits for the broker or the database.
@@ -128,6 +133,11 @@ fn describe() {
     describe_gauge!(JOBS_QUEUE_DEPTH, "Jobs waiting in the jobs queue");
     describe_gauge!(OUTBOX_BACKLOG, "Outbox rows not yet confirmed by the broker");
     describe_gauge!(WEBSOCKET_CLIENTS, "Websocket clients connected to this process");
+    describe_gauge!(WORKERS_LIVE, "Live workers in the workers registry");
+    describe_gauge!(
+        WORKERS_RUNNING_ACTIONS,
+        "Actions the live workers ran at their last registry heartbeat"
+    );
     describe_counter!(
         STREAM_SEQUENCE_GAPS,
         "Missing events the stream hub waited out, sending its clients to the store"
@@ -251,6 +261,21 @@ async fn sample(d: &Dispatcher) {
         Ok(Ok(rows)) => metrics::gauge!(OUTBOX_BACKLOG).set(rows.len() as f64),
         Ok(Err(e)) => tracing::debug!(error = %e, "cannot sample the outbox backlog"),
         Err(_) => tracing::debug!("sampling the outbox backlog timed out"),
+    }
+    sample_workers(d).await;
+}
+
+/// The workers registry's gauges (one page of the largest size: workers are few).
+async fn sample_workers(d: &Dispatcher) {
+    let live = d.store().live_workers(crate::listing::MAX_LIMIT, 0);
+    match tokio::time::timeout(SAMPLE_TIMEOUT, live).await {
+        Ok(Ok(page)) => {
+            let running: usize = page.items.iter().map(|w| w.running.len()).sum();
+            metrics::gauge!(WORKERS_LIVE).set(page.total as f64);
+            metrics::gauge!(WORKERS_RUNNING_ACTIONS).set(running as f64);
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot sample the workers registry"),
+        Err(_) => tracing::debug!("sampling the workers registry timed out"),
     }
 }
 

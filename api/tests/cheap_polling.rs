@@ -79,6 +79,11 @@ impl Tenancy for CountingStore {
         self.inner.get_user(name).await
     }
 
+    async fn set_admin(&self, name: &str, admin: bool) -> Result<()> {
+        self.count("set_admin");
+        self.inner.set_admin(name, admin).await
+    }
+
     async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<i64> {
         self.count("add_api_key");
         self.inner.add_api_key(user, key_digest).await
@@ -287,6 +292,47 @@ impl Retention for CountingStore {
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned> {
         self.count("prune");
         self.inner.prune(older_than, max_system_log).await
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for CountingStore {
+    async fn register_worker(
+        &self,
+        worker: &stevedore_core::workers::NewWorker,
+        lease: Duration,
+    ) -> Result<()> {
+        self.count("register_worker");
+        self.inner.register_worker(worker, lease).await
+    }
+
+    async fn worker_heartbeat(&self, id: &str, running: &[Uuid], lease: Duration) -> Result<bool> {
+        self.count("worker_heartbeat");
+        self.inner.worker_heartbeat(id, running, lease).await
+    }
+
+    async fn deregister_worker(&self, id: &str) -> Result<()> {
+        self.count("deregister_worker");
+        self.inner.deregister_worker(id).await
+    }
+
+    async fn live_workers(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<stevedore_core::workers::WorkerInfo>> {
+        self.count("live_workers");
+        self.inner.live_workers(limit, offset).await
+    }
+
+    async fn live_worker(&self, id: &str) -> Result<Option<stevedore_core::workers::WorkerInfo>> {
+        self.count("live_worker");
+        self.inner.live_worker(id).await
+    }
+
+    async fn prune_workers(&self) -> Result<u64> {
+        self.count("prune_workers");
+        self.inner.prune_workers().await
     }
 }
 

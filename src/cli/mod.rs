@@ -1,5 +1,5 @@
 //! The client commands: `stevedore action …`, `event`, `log …`, `run`,
-//! `login` and `completions`. They talk to a Stevedore API (and its stream
+//! `login`, `completions` and `worker ls`. They talk to a Stevedore API (and its stream
 //! service) over HTTP and websockets, authenticating like the Docker Cloud
 //! and Tutum clients do.
 //!
@@ -15,6 +15,7 @@ pub mod output;
 pub mod run;
 pub mod stream;
 pub mod syslog;
+pub mod workers;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -93,14 +94,7 @@ pub fn main(command: ClientCommand, app: clap::Command) -> ExitCode {
         clap_complete::generate(a.shell, &mut app, "stevedore", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(ERROR_EXIT);
-        }
-    };
-    let result = runtime.block_on(async move {
+    block_on(async move {
         match command {
             ClientCommand::Action(a) => actions::run(a).await,
             ClientCommand::Event(a) => event(a).await,
@@ -109,8 +103,25 @@ pub fn main(command: ClientCommand, app: clap::Command) -> ExitCode {
             ClientCommand::Login(a) => login(a).await,
             ClientCommand::Completions(_) => unreachable!("handled above"),
         }
-    });
-    match result {
+    })
+}
+
+/// Runs a `stevedore worker` client subcommand (`worker ls`).
+pub fn worker_main(command: workers::WorkerCommand) -> ExitCode {
+    block_on(workers::run(command))
+}
+
+/// Runs a client command to its end on a runtime of its own, and maps its
+/// outcome to the client's exit status.
+fn block_on(command: impl std::future::Future<Output = Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(ERROR_EXIT);
+        }
+    };
+    match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Exit>() {
             Some(Exit(code)) => ExitCode::from(*code),

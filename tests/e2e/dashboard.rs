@@ -843,3 +843,145 @@ async fn queue_positions_in_a_browser_embedded() {
 async fn queue_positions_in_a_browser_postgres_rabbitmq() {
     queue_positions_in_the_dashboard(Backend::PostgresRabbit).await;
 }
+
+// --- the workers page -----------------------------------------------------------
+
+/// Logs in through the form as `(user, key)` and waits for the header.
+async fn log_in_as(c: &Client, user: &str, key: &str) {
+    until(c, "the login form", "!document.getElementById('login').hidden").await;
+    // The form keeps the last user name typed.
+    let user_field = c.find(Locator::Id("login-user")).await.unwrap();
+    user_field.clear().await.unwrap();
+    user_field.send_keys(user).await.unwrap();
+    let key_field = c.find(Locator::Id("login-key")).await.unwrap();
+    key_field.clear().await.unwrap();
+    key_field.send_keys(&format!("{key}\u{E007}")).await.unwrap();
+    until(
+        c,
+        "the dashboard header",
+        "!document.getElementById('top').hidden",
+    )
+    .await;
+}
+
+/// An admin sees the Workers page with every live worker and the action one
+/// runs, follows it to the action; a user who is no admin has no such page.
+async fn workers_page_in_a_browser(backend: Backend) {
+    let _one = ONE_BROWSER.lock().await;
+    let config = TEST_CONFIG.replacen(
+        "[worker]\n",
+        "[worker]\nregistry_heartbeat = \"300ms\"\nregistry_lease = \"2s\"\n",
+        1,
+    );
+    let mut d = Deployment::start_with(backend, &config).await;
+    let workers = match backend {
+        Backend::Embedded => 1,
+        Backend::PostgresRabbit => {
+            let (ok, _, err) = d.admin(&["user", "grant-admin", &d.user]).await;
+            assert!(ok, "{err}");
+            d.start_worker("worker-2").await;
+            2
+        }
+    };
+    let (ok, out, err) = d.admin(&["user", "create", "bob"]).await;
+    assert!(ok, "{err}");
+    let bob = crate::support::deployment::exports(&out);
+    let base = d.dashboard_url().await;
+    let save: Option<PathBuf> = (backend == Backend::Embedded).then(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let save = save.as_deref();
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+
+    c.goto(&format!("{base}/")).await.unwrap();
+    log_in_as(&c, &d.user, &d.key).await;
+    follow(&c, "#nav", "Workers").await;
+    until(
+        &c,
+        "every worker on the page",
+        &format!("document.querySelectorAll('#page tr[data-worker]').length === {workers}"),
+    )
+    .await;
+    // A running action shows on its worker's row.
+    let svc = d.new_service().await;
+    let uuid = d.submit(&svc, "sleep", Some(r#"{"seconds": 60}"#)).await;
+    let link = format!("#page tr[data-worker] a[href='#/action/{uuid}']");
+    until(
+        &c,
+        "the running action on its worker",
+        &format!("document.querySelector({link:?})"),
+    )
+    .await;
+    let summary = js(
+        &c,
+        "return document.getElementById('workers-summary').textContent",
+    )
+    .await;
+    assert!(
+        summary.as_str().unwrap().contains("1 of"),
+        "one slot busy: {summary}"
+    );
+    assert_eq!(
+        js(
+            &c,
+            "return document.querySelector('#nav a[aria-current=page]').textContent"
+        )
+        .await,
+        "Workers"
+    );
+    screenshot(&c, save, "workers").await;
+    click(&c, &link).await;
+    title_state(&c, "In progress").await;
+    let (status, _, _) = d
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/audit/v1/action/{uuid}/cancel/"),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    title_state(&c, "Canceled").await;
+
+    // Someone who is no admin gets no Workers entry, and no page.
+    click(&c, "#logout").await;
+    log_in_as(&c, &bob["STEVEDORE_USER"], &bob["STEVEDORE_APIKEY"]).await;
+    until(&c, "the actions page", "document.querySelector('#page h1')").await;
+    let entries = js(
+        &c,
+        "return [...document.querySelectorAll('#nav a')].map(a => a.textContent)",
+    )
+    .await;
+    assert!(
+        !entries.as_array().unwrap().iter().any(|e| e == "Workers"),
+        "{entries}"
+    );
+    c.goto(&format!("{base}/#/workers")).await.unwrap();
+    until(
+        &c,
+        "the actions page instead",
+        "document.querySelector('#page h1')?.textContent === 'Actions'",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "return document.querySelectorAll('#page tr[data-worker]').length"
+        )
+        .await,
+        0
+    );
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_page_in_a_browser_embedded() {
+    workers_page_in_a_browser(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_page_in_a_browser_postgres_rabbitmq() {
+    workers_page_in_a_browser(Backend::PostgresRabbit).await;
+}

@@ -28,3 +28,4 @@ mod queue_position;
 mod session;
 mod stream;
 mod tls;
+mod workers;

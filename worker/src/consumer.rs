@@ -2,6 +2,7 @@
 //! reap expired leases, and shut down gracefully.
 
 use crate::executor::Executor;
+use crate::registry::Registration;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use stevedore_core::dispatch::Dispatcher;
 use stevedore_core::messages::Control;
 use stevedore_core::reconnect::Reconnect;
 use stevedore_core::shutdown::Shutdown;
+use stevedore_core::workers::NewWorker;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// How long running actions may take to finish after SIGTERM before they are
 /// stopped and handed back to other workers, unless `[worker]
@@ -26,6 +29,8 @@ pub struct Worker {
     ops: Arc<Operations>,
     settings: WorkerSettings,
     owner: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+    host: String,
     shutdown_deadline: Duration,
 }
 
@@ -36,9 +41,10 @@ pub(crate) fn reconnect() -> Reconnect {
 }
 
 impl Worker {
-    /// A worker; `owner` names it in leases (host:pid by default).
+    /// A worker; `owner` names it in leases and in the workers registry
+    /// (`host:pid:random`).
     pub fn new(dispatcher: Dispatcher, ops: Arc<Operations>, settings: WorkerSettings) -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let host = crate::registry::host_name();
         let owner = format!(
             "{host}:{}:{}",
             std::process::id(),
@@ -48,6 +54,8 @@ impl Worker {
             dispatcher,
             ops,
             owner,
+            started_at: chrono::Utc::now(),
+            host,
             shutdown_deadline: settings.shutdown_deadline,
             settings,
         }
@@ -68,6 +76,25 @@ impl Worker {
             self.owner.clone(),
         ));
         tracing::info!(owner = %self.owner, concurrency = self.settings.concurrency, "worker started");
+        let registration = Arc::new(Registration::new(
+            self.dispatcher.store().clone(),
+            NewWorker {
+                id: self.owner.clone(),
+                host: self.host.clone(),
+                pid: i64::from(std::process::id()),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at: self.started_at,
+                concurrency: self.settings.concurrency as i64,
+            },
+            &self.settings,
+        ));
+        // Stopped after the drain, so the entry lists the actions still
+        // finishing until the worker leaves.
+        let registry_stop = CancellationToken::new();
+        let registry = tokio::spawn({
+            let registration = registration.clone();
+            registration.run(exec.clone(), registry_stop.clone())
+        });
         let control = tokio::spawn(control_loop(
             self.dispatcher.clone(),
             exec.clone(),
@@ -140,6 +167,9 @@ impl Worker {
         control.abort();
         reaper.abort();
         dead_letters.abort();
+        registry_stop.cancel();
+        let _ = registry.await;
+        registration.deregister().await;
         tracing::info!("worker stopped");
     }
 }

@@ -112,6 +112,14 @@ impl Executor {
         }
     }
 
+    /// The actions running now.
+    pub fn running_ids(&self) -> Vec<Uuid> {
+        self.running
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// How many actions run now.
     pub fn running_count(&self) -> usize {
         self.running.lock().map(|m| m.len()).unwrap_or(0)

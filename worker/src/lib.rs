@@ -7,6 +7,8 @@
 //!   retries and a batched log writer.
 //! - [`finisher`]: group commit of the executors' final writes.
 //! - [`handlers`]: `exec` (a command), and the built-ins `noop`, `sleep`, `fail`.
+//! - [`registry`]: the worker's entry in the workers registry (heartbeat with
+//!   its running actions).
 //! - [`dead_letters`]: jobs the broker gave up on end their actions as Failed.
 //! - [`progress`]: handlers' progress reports, coalesced into one write per
 //!   `[worker] progress_interval` and published.
@@ -17,6 +19,7 @@ pub mod executor;
 pub mod finisher;
 pub mod handlers;
 pub mod progress;
+pub mod registry;
 
 pub use consumer::Worker;
 

@@ -7,6 +7,7 @@ pub mod probes;
 pub mod qnap;
 pub mod queue;
 pub mod session;
+pub mod workers;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -134,5 +134,5 @@ pub fn answer(checked: &Checked, dispatcher: &Dispatcher) -> axum::response::Res
 /// `GET /auth/` and friends: 200 with who you are, 401 otherwise. The tutum
 /// CLI calls this before every command and needs a JSON object back.
 pub async fn auth_probe(caller: Caller) -> impl IntoResponse {
-    Json(json!({ "user": caller.user, "namespaces": caller.namespaces }))
+    Json(json!({ "user": caller.user, "namespaces": caller.namespaces, "admin": caller.admin }))
 }

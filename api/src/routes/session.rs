@@ -101,7 +101,7 @@ pub async fn login(
     Ok((
         StatusCode::OK,
         [(SET_COOKIE, session_set_cookie(&id, secure))],
-        Json(json!({ "user": caller.user, "namespaces": caller.namespaces })),
+        Json(json!({ "user": caller.user, "namespaces": caller.namespaces, "admin": caller.admin })),
     )
         .into_response())
 }

@@ -123,6 +123,14 @@ pub struct WorkerSettings {
     /// the handlers report in between (only the latest report counts).
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
+    /// How often a worker renews its entry in the workers registry
+    /// (`GET /api/v1/worker/`), with the actions it runs.
+    #[serde(with = "humantime_serde")]
+    pub registry_heartbeat: Duration,
+    /// How long a worker stays in the registry after its last heartbeat: a
+    /// worker that died leaves the list within this time.
+    #[serde(with = "humantime_serde")]
+    pub registry_lease: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -139,6 +147,8 @@ impl Default for WorkerSettings {
             output_drain: Duration::from_secs(2),
             max_log_bytes: 16 * 1024 * 1024,
             progress_interval: Duration::from_secs(1),
+            registry_heartbeat: Duration::from_secs(5),
+            registry_lease: Duration::from_secs(15),
         }
     }
 }
@@ -208,6 +218,13 @@ impl WorkerSettings {
                 show(self.progress_interval),
                 show(MIN_PROGRESS_INTERVAL),
                 show(self.lease)
+            ));
+        }
+        if self.registry_heartbeat.is_zero() || self.registry_heartbeat * 2 > self.registry_lease {
+            return fail(format!(
+                "registry_heartbeat ({}) must be at most half the registry_lease ({}), so a live worker never drops off the list",
+                show(self.registry_heartbeat),
+                show(self.registry_lease)
             ));
         }
         Ok(())
@@ -737,6 +754,11 @@ mod tests {
             ("[worker]\noutage_hold='1h'", "consumer_timeout"),
             ("[worker]\nprogress_interval='10ms'", "progress_interval"),
             ("[worker]\nprogress_interval='1m'", "progress_interval"),
+            (
+                "[worker]\nregistry_heartbeat='10s'\nregistry_lease='15s'",
+                "at most half the registry_lease",
+            ),
+            ("[worker]\nregistry_heartbeat='0s'", "registry_heartbeat"),
         ] {
             let err = FileConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");

@@ -21,6 +21,7 @@
 //! - [`syslog`], [`retention`]: the QNAP-style system log, and the pruner of old history.
 //! - [`shutdown`]: the one shutdown signal every role listens to; [`reconnect`],
 //!   the delays of every loop that reconnects to the broker.
+//! - [`workers`]: the workers registry (who runs, with what, until when).
 //! - [`health`]: conditions a process reports on `/readyz` (jobs held in an outage, a blocked broker).
 //! - `testing` (with the `testing` feature, for tests only): throwaway
 //!   PostgreSQL databases and broker prefixes.
@@ -49,5 +50,6 @@ pub mod store;
 pub mod syslog;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -27,6 +27,7 @@ use crate::progress::ProgressWrite;
 use crate::session::{NewSession, Session};
 use crate::state::ActionState;
 use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
+use crate::workers::{NewWorker, WorkerInfo};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -51,6 +52,9 @@ pub struct User {
     pub name: String,
     /// Namespaces (organisations) they belong to; the first is their own.
     pub namespaces: Vec<String>,
+    /// An operator: may see what spans tenants (the workers registry).
+    /// Granted and revoked with `stevedore user grant-admin|revoke-admin`.
+    pub admin: bool,
 }
 
 /// A stored API key as authentication compares it.
@@ -232,12 +236,28 @@ pub struct Page<T> {
 /// The persistence interface, the sum of one trait per area. See the
 /// module docs for the invariants every implementation keeps.
 pub trait Store:
-    Database + Tenancy + ObjectStore + ActionStore + EventStore + SystemLogStore + Retention + 'static
+    Database
+    + Tenancy
+    + ObjectStore
+    + ActionStore
+    + EventStore
+    + SystemLogStore
+    + Retention
+    + WorkerRegistry
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: Database + Tenancy + ObjectStore + ActionStore + EventStore + SystemLogStore + Retention + 'static
+    T: Database
+        + Tenancy
+        + ObjectStore
+        + ActionStore
+        + EventStore
+        + SystemLogStore
+        + Retention
+        + WorkerRegistry
+        + 'static
 {
 }
 
@@ -273,6 +293,12 @@ pub trait Tenancy: Send + Sync {
 
     /// Looks a user up.
     async fn get_user(&self, name: &str) -> Result<Option<User>>;
+
+    /// Grants (`true`) or revokes (`false`) a user's admin flag and advances
+    /// the [credential revision](Tenancy::credential_revision), in one
+    /// transaction, so processes that cached the user's credentials notice.
+    /// `Error::NotFound` when there is no such user.
+    async fn set_admin(&self, name: &str, admin: bool) -> Result<()>;
 
     /// Stores an API key digest for an existing user (`Error::NotFound`
     /// otherwise) and returns the key's id. Ids are never reused.
@@ -641,6 +667,33 @@ pub trait Retention: Send + Sync {
     async fn prune(&self, older_than: Duration, max_system_log: i64) -> Result<Pruned>;
 }
 
+/// The workers registry ([`crate::workers`]): one row per worker process,
+/// live while its lease holds.
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync {
+    /// Registers a worker, or renews it with what it announces now (an
+    /// upsert by id): it is live for `lease` from now, running nothing yet.
+    async fn register_worker(&self, worker: &NewWorker, lease: Duration) -> Result<()>;
+
+    /// A worker's heartbeat, one statement: it runs `running` now and stays
+    /// live for `lease` from now. `false` when the worker has no row (it was
+    /// pruned while it could not reach the database): register it again.
+    async fn worker_heartbeat(&self, id: &str, running: &[Uuid], lease: Duration) -> Result<bool>;
+
+    /// Removes a worker (a graceful shutdown); nothing when it has no row.
+    async fn deregister_worker(&self, id: &str) -> Result<()>;
+
+    /// One page of the live workers (lease not expired), oldest start first
+    /// (then by id).
+    async fn live_workers(&self, limit: i64, offset: i64) -> Result<Page<WorkerInfo>>;
+
+    /// One live worker.
+    async fn live_worker(&self, id: &str) -> Result<Option<WorkerInfo>>;
+
+    /// Deletes the rows of workers whose lease expired; how many.
+    async fn prune_workers(&self) -> Result<u64>;
+}
+
 fn not_recorded() -> crate::Error {
     crate::Error::Internal("the change was not recorded".into())
 }
@@ -650,6 +703,7 @@ fn not_recorded() -> crate::Error {
 pub mod prelude {
     pub use super::{
         ActionStore, Database, EventStore, ObjectStore, Retention, Store, SystemLogStore, Tenancy,
+        WorkerRegistry,
     };
 }
 

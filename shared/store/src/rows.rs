@@ -408,6 +408,31 @@ pub(crate) fn api_key_from_row(row: &impl RowExt) -> Result<stevedore_core::stor
     })
 }
 
+/// A worker of the registry (`id`, `host`, `pid`, `version`, `started_at`,
+/// `concurrency`, `running` as a JSON array of uuids, `heartbeat_at`,
+/// `expires_at`).
+pub(crate) fn worker_from_row(row: &impl RowExt) -> Result<stevedore_core::workers::WorkerInfo> {
+    use stevedore_core::workers::{NewWorker, WorkerInfo};
+    let running = row
+        .strings("running")?
+        .iter()
+        .map(|s| parse_uuid(s))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(WorkerInfo {
+        worker: NewWorker {
+            id: row.text("id")?,
+            host: row.text("host")?,
+            pid: row.int("pid")?,
+            version: row.text("version")?,
+            started_at: row.time("started_at")?,
+            concurrency: row.int("concurrency")?,
+        },
+        running,
+        heartbeat_at: row.time("heartbeat_at")?,
+        expires_at: row.time("expires_at")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

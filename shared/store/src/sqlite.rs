@@ -26,6 +26,7 @@
 //! (see [`rows::state_literals`]).
 
 mod driver;
+mod workers;
 
 use crate::rows::{self, RowExt};
 use async_trait::async_trait;
@@ -451,12 +452,13 @@ impl Tenancy for SqliteStore {
         Ok(User {
             name: name.to_string(),
             namespaces,
+            admin: false,
         })
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<User>> {
         let rows = sqlx::query(
-            "SELECT u.name, m.namespace FROM users u \
+            "SELECT u.name, u.admin, m.namespace FROM users u \
              LEFT JOIN memberships m ON m.user_name = u.name \
              WHERE u.name = ?1 ORDER BY m.position",
         )
@@ -466,6 +468,7 @@ impl Tenancy for SqliteStore {
         if rows.is_empty() {
             return Ok(None);
         }
+        let admin = rows[0].flag("admin")?;
         let mut namespaces = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(ns) = row.opt_text("namespace")? {
@@ -475,7 +478,25 @@ impl Tenancy for SqliteStore {
         Ok(Some(User {
             name: name.to_string(),
             namespaces,
+            admin,
         }))
+    }
+
+    async fn set_admin(&self, name: &str, admin: bool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE users SET admin = ?2 WHERE name = ?1")
+            .bind(name)
+            .bind(admin)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("user {name}")));
+        }
+        sqlx::query("UPDATE credential_revision SET revision = revision + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn add_api_key(&self, user: &str, key_digest: &str) -> Result<i64> {

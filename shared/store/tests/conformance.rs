@@ -54,6 +54,7 @@ mod cases {
     use stevedore_core::object::Object;
     use stevedore_core::state::{ActionState, IllegalTransition};
     use stevedore_core::store::{Finish, LeaseToken, ObjectLookup, Scope, Store, Submission};
+    use stevedore_core::workers::NewWorker;
     use stevedore_core::Error;
     use uuid::Uuid;
 
@@ -2221,6 +2222,134 @@ mod cases {
         assert_eq!(read(0).await.progress, Some(42));
         assert!(store.record_progress(&[]).await.unwrap().is_empty());
     }
+
+    // --- admins and the workers registry ------------------------------------
+
+    pub async fn admins_are_granted_and_revoked_with_the_credential_revision(store: &dyn Store) {
+        let user = store.create_user("ann", &["acme".into()]).await.unwrap();
+        assert!(!user.admin, "a new user is no admin");
+        store.add_api_key("ann", "digest-1").await.unwrap();
+        let before = store.credential_revision().await.unwrap();
+        store.set_admin("ann", true).await.unwrap();
+        assert!(store.get_user("ann").await.unwrap().unwrap().admin);
+        let (found, _) = store.credentials("ann").await.unwrap().unwrap();
+        assert!(found.admin, "authentication sees the flag");
+        assert_eq!(found.namespaces, vec!["ann", "acme"]);
+        let granted = store.credential_revision().await.unwrap();
+        assert!(granted > before, "cached credentials must be re-read");
+        store.set_admin("ann", false).await.unwrap();
+        assert!(!store.get_user("ann").await.unwrap().unwrap().admin);
+        assert!(store.credential_revision().await.unwrap() > granted);
+        let err = store.set_admin("bob", true).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        assert_eq!(store.get_user("bob").await.unwrap(), None);
+    }
+
+    fn worker(id: &str, started_secs_ago: i64) -> NewWorker {
+        NewWorker {
+            id: id.to_string(),
+            host: "host-1".to_string(),
+            pid: 4242,
+            version: "1.2.3".to_string(),
+            started_at: Utc::now().trunc_subsecs(6) - chrono::Duration::seconds(started_secs_ago),
+            concurrency: 8,
+        }
+    }
+
+    pub async fn workers_register_heartbeat_and_deregister(store: &dyn Store) {
+        let (w1, w2) = (worker("host-1:1:aa", 20), worker("host-2:2:bb", 10));
+        // Registered newest first; listed oldest start first.
+        store.register_worker(&w2, LONG_LEASE).await.unwrap();
+        store.register_worker(&w1, LONG_LEASE).await.unwrap();
+        let page = store.live_workers(10, 0).await.unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.items[0].worker, w1, "every field round-trips");
+        assert_eq!(page.items[1].worker, w2);
+        assert!(page.items.iter().all(|w| w.running.is_empty()));
+        assert!(page.items[0].expires_at > Utc::now() + chrono::Duration::seconds(500));
+
+        let running = vec![Uuid::new_v4(), Uuid::new_v4()];
+        assert!(store
+            .worker_heartbeat(&w1.id, &running, LONG_LEASE)
+            .await
+            .unwrap());
+        let one = store.live_worker(&w1.id).await.unwrap().unwrap();
+        assert_eq!(one.running, running);
+        assert!(one.heartbeat_at >= page.items[0].heartbeat_at);
+        assert!(store.worker_heartbeat(&w1.id, &[], LONG_LEASE).await.unwrap());
+        assert!(store
+            .live_worker(&w1.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .running
+            .is_empty());
+        assert!(
+            !store
+                .worker_heartbeat("nobody", &running, LONG_LEASE)
+                .await
+                .unwrap(),
+            "a heartbeat without a row asks the worker to register again"
+        );
+
+        // Registering again (a restart under the same id) renews the row.
+        let again = NewWorker {
+            concurrency: 16,
+            ..w1.clone()
+        };
+        store.register_worker(&again, LONG_LEASE).await.unwrap();
+        assert_eq!(
+            store
+                .live_worker(&w1.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .worker
+                .concurrency,
+            16
+        );
+        assert_eq!(store.live_workers(10, 0).await.unwrap().total, 2);
+
+        let second = store.live_workers(1, 1).await.unwrap();
+        assert_eq!(second.total, 2);
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.items[0].worker.id, w2.id);
+
+        let beyond = store.live_workers(10, 5).await.unwrap();
+        assert!(beyond.items.is_empty());
+        assert_eq!(beyond.total, 2, "a page past the end still counts");
+
+        store.deregister_worker(&w1.id).await.unwrap();
+        store.deregister_worker(&w1.id).await.unwrap();
+        assert!(store.live_worker(&w1.id).await.unwrap().is_none());
+        let left = store.live_workers(10, 0).await.unwrap();
+        assert_eq!(left.total, 1);
+        assert_eq!(left.items[0].worker.id, w2.id);
+        assert_eq!(
+            store.prune_workers().await.unwrap(),
+            0,
+            "a live worker is never pruned"
+        );
+    }
+
+    pub async fn a_worker_whose_lease_passed_leaves_the_list_and_is_pruned(store: &dyn Store) {
+        let (dead, live) = (worker("dead:1:aa", 5), worker("live:2:bb", 5));
+        store.register_worker(&dead, SHORT_LEASE).await.unwrap();
+        store.register_worker(&live, LONG_LEASE).await.unwrap();
+        assert_eq!(store.live_workers(10, 0).await.unwrap().total, 2);
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+        let page = store.live_workers(10, 0).await.unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!(page.items[0].worker.id, live.id);
+        assert!(store.live_worker(&dead.id).await.unwrap().is_none());
+        assert_eq!(store.prune_workers().await.unwrap(), 1);
+        assert_eq!(store.prune_workers().await.unwrap(), 0);
+        assert!(!store.worker_heartbeat(&dead.id, &[], LONG_LEASE).await.unwrap());
+        // A worker that was only slow registers again and is back.
+        store.register_worker(&dead, LONG_LEASE).await.unwrap();
+        assert_eq!(store.live_workers(10, 0).await.unwrap().total, 2);
+    }
 }
 
 /// Instantiates every case for one backend, in a module named after it.
@@ -2274,6 +2403,9 @@ macro_rules! conformance {
                 cancel_moves_by_the_lifecycle_rule,
                 progress_is_written_in_one_batch_fenced_per_action_and_kept_when_final,
                 queue_places_number_each_objects_waiting_actions,
+                admins_are_granted_and_revoked_with_the_credential_revision,
+                workers_register_heartbeat_and_deregister,
+                a_worker_whose_lease_passed_leaves_the_list_and_is_pruned,
             );
         }
     };

@@ -607,3 +607,17 @@ impl Deployment {
             .await
     }
 }
+
+// --- restarts ----------------------------------------------------------------
+
+impl Deployment {
+    /// Embedded only: starts `stevedore dev` again on the same data directory
+    /// (after [`Self::kill`] of the first, say), as an operator restarting it
+    /// would; the deployment's key becomes the new process's. Returns the new
+    /// process's index.
+    pub async fn restart_dev(&mut self) -> usize {
+        assert_eq!(self.backend, Backend::Embedded, "embedded only");
+        self.start_dev().await;
+        self.children.len() - 1
+    }
+}
