@@ -21,6 +21,7 @@
 //! - [`shutdown`]: the one shutdown signal every role listens to; [`reconnect`],
 //!   the delays of every loop that reconnects to the broker.
 //! - [`health`]: conditions a process reports on `/readyz` (jobs held in an outage, a blocked broker).
+//! - [`webhook`]: webhooks — matching, signatures, the network guard, backoff.
 //! - `testing` (with the `testing` feature, for tests only): throwaway
 //!   PostgreSQL databases and broker prefixes.
 
@@ -47,5 +48,6 @@ pub mod store;
 pub mod syslog;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhook;
 
 pub use error::{Error, Result};

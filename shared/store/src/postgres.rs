@@ -45,6 +45,7 @@
 //! end of this file checks each of these statements.
 
 mod driver;
+mod webhooks;
 
 use crate::rows::{self, RowExt};
 use async_trait::async_trait;

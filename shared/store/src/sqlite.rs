@@ -26,6 +26,7 @@
 //! (see [`rows::state_literals`]).
 
 mod driver;
+mod webhooks;
 
 use crate::rows::{self, RowExt};
 use async_trait::async_trait;
