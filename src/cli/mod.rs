@@ -1,5 +1,5 @@
 //! The client commands: `stevedore action …`, `event`, `log …`, `run`,
-//! `login` and `completions`. They talk to a Stevedore API (and its stream
+//! `login`, `completions` and `webhook …`. They talk to a Stevedore API (and its stream
 //! service) over HTTP and websockets, authenticating like the Docker Cloud
 //! and Tutum clients do.
 //!
@@ -15,6 +15,7 @@ pub mod output;
 pub mod run;
 pub mod stream;
 pub mod syslog;
+pub mod webhooks;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -53,6 +54,8 @@ pub enum ClientCommand {
     Login(LoginArgs),
     /// Prints a shell completion script.
     Completions(CompletionsArgs),
+    /// Webhooks: add, list, remove, and their delivery logs.
+    Webhook(webhooks::WebhookArgs),
 }
 
 /// `stevedore event` options.
@@ -107,6 +110,7 @@ pub fn main(command: ClientCommand, app: clap::Command) -> ExitCode {
             ClientCommand::Log(a) => syslog::run(a).await,
             ClientCommand::Run(a) => run::run(a).await,
             ClientCommand::Login(a) => login(a).await,
+            ClientCommand::Webhook(a) => webhooks::run(a).await,
             ClientCommand::Completions(_) => unreachable!("handled above"),
         }
     });

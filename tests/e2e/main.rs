@@ -26,3 +26,4 @@ mod qnap;
 mod session;
 mod stream;
 mod tls;
+mod webhooks;

@@ -8,12 +8,14 @@
 //! - [`finisher`]: group commit of the executors' final writes.
 //! - [`handlers`]: `exec` (a command), and the built-ins `noop`, `sleep`, `fail`.
 //! - [`dead_letters`]: jobs the broker gave up on end their actions as Failed.
+//! - [`webhooks`]: the webhook relay (events → delivery rows) and sender.
 
 pub mod consumer;
 pub mod dead_letters;
 pub mod executor;
 pub mod finisher;
 pub mod handlers;
+pub mod webhooks;
 
 pub use consumer::Worker;
 

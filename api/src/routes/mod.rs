@@ -6,6 +6,7 @@ pub mod objects;
 pub mod probes;
 pub mod qnap;
 pub mod session;
+pub mod webhooks;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -851,4 +851,39 @@ mod tests {
         assert_eq!(title_case("redeploy"), "Redeploy");
         assert_eq!(title_case("scale_up"), "Scale Up");
     }
+
+    #[test]
+    fn webhook_settings_default_safe_and_refuse_nonsense() {
+        let cfg = FileConfig::parse("").unwrap();
+        assert_eq!(cfg.webhooks, WebhookSettings::default());
+        assert!(!cfg.webhooks.allow_private_networks);
+        assert!(cfg
+            .webhooks
+            .network_policy()
+            .check("127.0.0.1".parse().unwrap())
+            .is_err());
+        let cfg = FileConfig::parse(
+            "[webhooks]\nallowed_networks = [\"10.1.0.0/16\"]\ntimeout = \"3s\"\nmax_attempts = 2",
+        )
+        .unwrap();
+        assert!(cfg
+            .webhooks
+            .network_policy()
+            .check("10.1.2.3".parse().unwrap())
+            .is_ok());
+        assert_eq!(cfg.webhooks.claim_lease(), Duration::from_secs(8));
+        for (bad, needle) in [
+            ("max_attempts = 0", "max_attempts"),
+            ("timeout = \"0s\"", "timeout"),
+            ("backoff_min = \"10s\"\nbackoff_max = \"1s\"", "backoff_min"),
+            ("per_webhook = 0", "per_webhook"),
+            ("allowed_networks = [\"nope\"]", "nope"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let err = FileConfig::parse(&format!("[webhooks]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
 }

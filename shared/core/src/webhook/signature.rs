@@ -12,8 +12,6 @@ pub const SIGNATURE_HEADER: &str = "X-Stevedore-Signature";
 /// The delivery id header (the same for every attempt of one delivery: the
 /// receiver's idempotency key).
 pub const DELIVERY_HEADER: &str = "X-Stevedore-Delivery";
-/// The header naming the action state that triggered the delivery.
-pub const EVENT_HEADER: &str = "X-Stevedore-Event";
 
 type HmacSha256 = Hmac<Sha256>;
 
