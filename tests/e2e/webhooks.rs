@@ -480,6 +480,25 @@ async fn another_tenant_can_neither_see_nor_change_a_webhook(d: &mut Deployment)
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+async fn a_namespace_holds_at_most_100_webhooks(d: &mut Deployment) {
+    let body = json!({"url": "https://hooks.example.com/in", "states": ["Success"]}).to_string();
+    for _ in 0..100 {
+        let (status, _, json) = d.request(Method::POST, "/api/v1/webhook/", Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+    }
+    let (status, _, json) = d.request(Method::POST, "/api/v1/webhook/", Some(&body)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("remove one"), "{json}");
+    let (_, _, list) = d.request(Method::GET, "/api/v1/webhook/?limit=0", None).await;
+    assert_eq!(list["meta"]["total_count"], 100);
+    // Another tenant has a quota of its own.
+    let (bob, key) = d.create_user("bob").await;
+    let (status, _, json) = d
+        .request_as(Some((&bob, &key)), Method::POST, "/api/v1/webhook/", Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+}
+
 /// Runs `stevedore <args>` as a client of `d`; exit code, stdout, stderr.
 async fn cli(d: &Deployment, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(crate::support::deployment::bin())
@@ -568,6 +587,7 @@ on_both_backends!(config = webhook_config;
     a_delivery_survives_its_worker_being_killed_mid_attempt,
     bad_input_is_refused_and_stores_nothing,
     another_tenant_can_neither_see_nor_change_a_webhook,
+    a_namespace_holds_at_most_100_webhooks,
 );
 
 /// A receiver that hangs holds only its own webhook's slots.

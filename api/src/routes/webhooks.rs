@@ -15,6 +15,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value};
+use stevedore_core::store::Scope;
 use stevedore_core::webhook::{check_url, generate_secret, parse_states, NewWebhook, Webhook, WebhookJson};
 use uuid::Uuid;
 
@@ -24,6 +25,9 @@ const LIST_PARAMS: &[&str] = &["limit", "offset"];
 const CREATE_KEYS: &[&str] = &["url", "states", "object_type", "action", "namespace"];
 /// Keys a change request may hold.
 const PATCH_KEYS: &[&str] = &["url", "states", "object_type", "action"];
+/// Webhooks one namespace may have: each costs every delivery worker a
+/// match per event.
+pub const MAX_WEBHOOKS_PER_NAMESPACE: i64 = 100;
 /// The verbs every object type has (object changes).
 const CHANGE_VERBS: &[&str] = &["create", "update", "terminate"];
 
@@ -70,6 +74,16 @@ pub async fn create(State(state): State<ApiState>, caller: Caller, body: Bytes) 
     let object_type = optional_text(&input, "object_type")?.flatten();
     let action = optional_text(&input, "action")?.flatten();
     check_filters(&state, object_type.as_deref(), action.as_deref())?;
+    let store = state.dispatcher.store();
+    let held = store
+        .list_webhooks(Scope::Namespaces(std::slice::from_ref(&namespace)), 1, 0)
+        .await?
+        .total;
+    if held >= MAX_WEBHOOKS_PER_NAMESPACE {
+        return Err(ApiError::Conflict(format!(
+            "namespace {namespace} has {held} webhooks, the most it may have; remove one first"
+        )));
+    }
     let new = NewWebhook {
         uuid: Uuid::new_v4(),
         namespace,
@@ -79,7 +93,7 @@ pub async fn create(State(state): State<ApiState>, caller: Caller, body: Bytes) 
         action,
         secret: generate_secret(),
     };
-    let created = state.dispatcher.store().create_webhook(&new).await?;
+    let created = store.create_webhook(&new).await?;
     tracing::info!(webhook = %created.uuid, namespace = %created.namespace, "webhook created");
     let mut wire = created.to_wire();
     wire.secret = Some(created.secret);

@@ -690,6 +690,10 @@ pub trait WebhookStore: Send + Sync {
     /// nothing written) when that attempt no longer holds the row (its
     /// lease ran out and another attempt was made).
     async fn record_attempt(&self, id: i64, attempt: i32, outcome: &Attempt) -> Result<bool>;
+
+    /// Retention: deletes delivered and failed deliveries recorded before
+    /// `older_than` (pending ones are kept whatever their age); how many.
+    async fn prune_deliveries(&self, older_than: Duration) -> Result<u64>;
 }
 
 fn not_recorded() -> crate::Error {

@@ -2332,6 +2332,22 @@ mod webhook_cases {
         assert_eq!((d.status, d.last_status_code), (DeliveryStatus::Failed, None));
         assert!(d.next_attempt_at.is_none());
         assert!(store.claim_deliveries(10, long, &[]).await.unwrap().is_empty());
+
+        // Retention takes the finished ones only.
+        let cursor = store.webhook_cursor().await.unwrap();
+        store
+            .advance_webhook_cursor(cursor, cursor + 1, &[delivery(hook.id, cursor + 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.prune_deliveries(Duration::from_secs(3600)).await.unwrap(),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.prune_deliveries(Duration::ZERO).await.unwrap(), 2);
+        let left = store.webhook_deliveries(hook.id, 10, 0).await.unwrap();
+        assert_eq!(left.total, 1);
+        assert_eq!(left.items[0].status, DeliveryStatus::Pending);
     }
 }
 

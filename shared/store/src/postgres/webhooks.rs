@@ -223,4 +223,15 @@ impl WebhookStore for PgStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn prune_deliveries(&self, older_than: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE status <> 'pending' \
+               AND created_at < now() - $1 * interval '1 microsecond'",
+        )
+        .bind(rows::duration_micros(older_than))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

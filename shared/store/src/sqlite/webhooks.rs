@@ -213,4 +213,13 @@ impl WebhookStore for SqliteStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn prune_deliveries(&self, older_than: Duration) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ?1")
+                .bind(super::micros_before(now(), older_than))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
 }
