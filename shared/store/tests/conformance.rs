@@ -2204,7 +2204,7 @@ mod webhook_cases {
         let start = store.webhook_cursor().await.unwrap();
         let first = delivery(hook.id, start + 1);
         assert!(store
-            .advance_webhook_cursor(start, start + 5, &[first.clone()])
+            .advance_webhook_cursor(start, start + 5, std::slice::from_ref(&first))
             .await
             .unwrap());
         // A second relay that read the same cursor moves nothing.
