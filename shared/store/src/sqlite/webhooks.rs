@@ -169,6 +169,17 @@ impl WebhookStore for SqliteStore {
 
     async fn claim_deliveries(&self, limit: i64, lease: Duration, skip: &[i64]) -> Result<Vec<DueDelivery>> {
         let at = now();
+        // A read first: an idle sender then never takes the one write lock.
+        let due: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries \
+             WHERE status = 'pending' AND next_attempt_at <= ?1)",
+        )
+        .bind(rows::to_micros(at))
+        .fetch_one(&self.pool)
+        .await?;
+        if !due {
+            return Ok(vec![]);
+        }
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?3 \
