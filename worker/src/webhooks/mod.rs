@@ -31,7 +31,7 @@ pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "stevedore_webhook_attempts_total";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "stevedore_webhook_deliveries_total";
 
 /// Starts the relay and the sender; both stop on `shutdown` (the sender
-/// after the attempts under way, which its claims bound).
+/// waits a moment for the attempts under way: [`sender::SHUTDOWN_GRACE`]).
 pub fn spawn(store: DynStore, settings: WebhookSettings, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
     let settings = Arc::new(settings);
     let relay = relay::Relay::new(store.clone(), settings.poll_interval);

@@ -34,7 +34,8 @@ impl Sender {
         })
     }
 
-    /// Claims and sends until `shutdown`, then waits for the attempts under way.
+    /// Claims and sends until `shutdown`, then waits up to [`SHUTDOWN_GRACE`]
+    /// for the attempts under way.
     pub async fn run(self, shutdown: Shutdown) {
         let mut running: JoinSet<i64> = JoinSet::new();
         let mut per_webhook: HashMap<i64, usize> = HashMap::new();
@@ -93,9 +94,17 @@ impl Sender {
                 finished(&mut per_webhook, done);
             }
         }
-        while running.join_next().await.is_some() {}
+        // Attempts under way get a moment to finish; the rest are dropped
+        // and their rows are due again once their claims end.
+        let drain = async { while running.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::info!("webhook attempts still under way at shutdown are left to be retried");
+        }
     }
 }
+
+/// How long a stopping sender waits for the attempts under way.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn finished(per_webhook: &mut HashMap<i64, usize>, done: Result<i64, tokio::task::JoinError>) {
     if let Ok(webhook) = done {
