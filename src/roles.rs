@@ -319,6 +319,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let worker = Worker::new(dispatcher.clone(), ops.clone(), file.worker.clone());
     let worker = tokio::spawn(worker.run(shutdown.clone()));
     let relay = tokio::spawn(relay(&dispatcher, &file).run(shutdown.clone()));
+    let webhooks = stevedore_worker::webhooks::spawn(store.clone(), file.webhooks.clone(), shutdown.clone());
     tokio::spawn(run_pruner(
         store.clone(),
         file.retention.clone(),
@@ -351,6 +352,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     shutdown.trigger();
     let _ = relay.await;
     let _ = worker.await;
+    let _ = webhooks.await;
     Ok(())
 }
 
@@ -448,8 +450,14 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
         }
         None => None,
     };
+    let webhooks = stevedore_worker::webhooks::spawn(
+        dispatcher.store().clone(),
+        file.webhooks.clone(),
+        shutdown.clone(),
+    );
     Worker::new(dispatcher, ops, settings).run(shutdown.clone()).await;
     shutdown.trigger();
+    let _ = webhooks.await;
     if let Some(server) = listener {
         let _ = server.await;
     }

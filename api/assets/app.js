@@ -782,6 +782,140 @@ async function objectPage(v, typeName, uuid) {
   ];
 }
 
+// --- webhooks ------------------------------------------------------------------------
+
+const WEBHOOKS = "/api/v1/webhook/";
+
+function webhookFilters(w) {
+  const f = [];
+  if (w.object_type) f.push(`type=${w.object_type}`);
+  if (w.action) f.push(`action=${w.action}`);
+  return f.join(" ") || "any";
+}
+
+/** The webhooks of the caller's namespaces: add, list, remove. */
+function webhooksPage(v) {
+  const wrap = h("div", { class: "table-wrap" });
+  const secret = h("p", { class: "secret", id: "webhook-secret", role: "status", hidden: true });
+
+  async function load() {
+    let page;
+    try {
+      page = await api("GET", `${WEBHOOKS}${query({ limit: 0 })}`);
+    } catch (e) {
+      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      return;
+    }
+    if (!v.alive) return;
+    wrap.replaceChildren(
+      page.objects.length
+        ? h("table", { "aria-label": "Webhooks" },
+            h("thead", {}, h("tr", {}, ["URL", "States", "Filters", "Namespace", "Created", ""].map((c) => h("th", { scope: "col" }, c)))),
+            h("tbody", {}, page.objects.map((w) =>
+              h("tr", { "data-uuid": w.uuid },
+                h("td", { class: "mono" }, h("a", { href: `#/webhook/${w.uuid}` }, w.url)),
+                h("td", {}, w.states.join(", ")),
+                h("td", {}, webhookFilters(w)),
+                h("td", {}, w.namespace),
+                h("td", { class: "nowrap" }, when(w.created_at)),
+                h("td", {}, h("button", { type: "button", class: "secondary", "data-remove": w.uuid, onclick: async () => {
+                  try {
+                    await api("DELETE", `${WEBHOOKS}${w.uuid}/`);
+                    toast(`Removed webhook ${w.url}`);
+                    load();
+                  } catch (e) {
+                    toast(e.message);
+                  }
+                } }, "Remove")),
+              ))))
+        : h("p", { class: "empty" }, "No webhooks yet."),
+    );
+  }
+  load();
+
+  const url = h("input", { name: "url", id: "new-webhook-url", type: "url", required: true, placeholder: "https://…", maxlength: 2048 });
+  const states = h("fieldset", { class: "states", id: "new-webhook-states" }, h("legend", {}, "States"),
+    RULES.states.map((s) => h("label", {}, h("input", { type: "checkbox", value: s, checked: s === "Success" || s === "Failed" }), ` ${s}`)));
+  const type = h("select", { name: "object_type", id: "new-webhook-type" },
+    h("option", { value: "" }, "any type"), types.map((t) => h("option", { value: t.name }, t.name)));
+  const verb = h("input", { name: "action", id: "new-webhook-action", placeholder: "any verb", maxlength: 64 });
+  const form = h("form", { class: "filters", "aria-label": "Add a webhook", onsubmit: async (ev) => {
+      ev.preventDefault();
+      const body = {
+        url: url.value,
+        states: [...states.querySelectorAll("input:checked")].map((c) => c.value),
+      };
+      if (type.value) body.object_type = type.value;
+      if (verb.value) body.action = verb.value;
+      try {
+        const w = await api("POST", WEBHOOKS, body);
+        secret.textContent = `Signing secret for ${w.url} (shown only now): ${w.secret}`;
+        secret.hidden = false;
+        url.value = "";
+        load();
+      } catch (e) {
+        toast(e.message);
+      }
+    } },
+    h("label", { for: "new-webhook-url" }, "URL", url),
+    states,
+    h("label", { for: "new-webhook-type" }, "Object type", type),
+    h("label", { for: "new-webhook-action" }, "Verb", verb),
+    h("button", { type: "submit" }, "Add webhook"));
+  return [h("h1", {}, "Webhooks"), form, secret, wrap];
+}
+
+/** One webhook and its delivery log, refreshed as actions change. */
+async function webhookPage(v, uuid) {
+  if (!UUID.test(uuid)) return [h("h1", {}, "Not found")];
+  let w;
+  try {
+    w = await api("GET", `${WEBHOOKS}${uuid}/`);
+  } catch (e) {
+    return [h("h1", {}, "Webhook"), h("p", { class: "error", role: "alert" }, e.message)];
+  }
+  if (!v.alive) return null;
+  const wrap = h("div", { class: "table-wrap" });
+  async function load() {
+    let page;
+    try {
+      page = await api("GET", `${WEBHOOKS}${uuid}/delivery/${query({ limit: PAGE_SIZE })}`);
+    } catch (e) {
+      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+      return;
+    }
+    if (!v.alive) return;
+    wrap.replaceChildren(
+      page.objects.length
+        ? h("table", { "aria-label": "Deliveries" },
+            h("thead", {}, h("tr", {}, ["Action", "State", "Delivery", "Attempts", "Last result", "Next attempt", "Delivered"].map((c) => h("th", { scope: "col" }, c)))),
+            h("tbody", {}, page.objects.map((d) =>
+              h("tr", { "data-delivery": d.uuid, "data-status": d.status },
+                h("td", { class: "mono" }, h("a", { href: `#/action/${d.action_uuid}` }, d.action_uuid.slice(0, 8))),
+                h("td", {}, stateBadge(d.state)),
+                h("td", {}, h("span", { class: `delivery ${d.status}` }, d.status)),
+                h("td", {}, String(d.attempts)),
+                h("td", {}, d.last_error && d.status !== "delivered" ? d.last_error : d.last_status_code ? `HTTP ${d.last_status_code}` : "–"),
+                h("td", { class: "nowrap" }, d.next_attempt_at ? when(d.next_attempt_at) : "–"),
+                h("td", { class: "nowrap" }, d.delivered_at ? when(d.delivered_at) : "–"),
+              ))))
+        : h("p", { class: "empty" }, "No deliveries yet."),
+    );
+  }
+  const refresh = debounce(load, 500);
+  v.on(() => refresh());
+  const timer = setInterval(load, 2000);
+  v.own(() => {
+    refresh.cancel();
+    clearInterval(timer);
+  });
+  load();
+  const fields = h("dl", { class: "fields", "aria-label": "Fields" },
+    [["url", w.url], ["states", w.states.join(", ")], ["filters", webhookFilters(w)], ["namespace", w.namespace], ["created", when(w.created_at)]]
+      .flatMap(([k, val]) => [h("dt", {}, k), h("dd", {}, val)]));
+  return [h("h1", {}, "Webhook"), fields, h("h2", {}, "Deliveries"), wrap];
+}
+
 // --- workers (admins only) ----------------------------------------------------------
 
 const WORKERS_REFRESH_MS = 3000;
@@ -860,6 +994,12 @@ async function route() {
   } else if (parts[0] === "workers" && me.admin) {
     content = workersPage(v);
     current = "workers";
+  } else if (parts[0] === "webhooks") {
+    content = webhooksPage(v);
+    current = "webhooks";
+  } else if (parts[0] === "webhook" && parts[1]) {
+    content = await webhookPage(v, parts[1]);
+    current = "webhooks";
   } else content = actionsPage(v, q);
   if (!v.alive) return; // a newer navigation (or a logout) won
   for (const a of $("nav").querySelectorAll("a")) {
@@ -917,6 +1057,7 @@ async function start(who) {
   $("nav").replaceChildren(
     h("a", { href: "#/actions", "data-page": "actions" }, "Actions"),
     ...types.map((t) => h("a", { href: `#/objects/${t.name}`, "data-page": t.name }, typeLabel(t.name))),
+    h("a", { href: "#/webhooks", "data-page": "webhooks" }, "Webhooks"),
     ...adminNav(),
   );
   events.open();

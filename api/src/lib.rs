@@ -227,6 +227,7 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
     for p in openapi::WORKERS {
         r = r.route(p, get(routes::workers::list));
     }
+    r = webhook_routes(r);
     for sub in openapi::subsystems(&state.ops) {
         r = r.route(
             &openapi::mount(&format!("/api/{sub}/v1")),
@@ -254,6 +255,25 @@ fn rest_router(state: ApiState, parts: &[openapi::Part]) -> Router {
         .layer(axum::middleware::from_fn(auth::page_challenge))
         .with_state(state)
         .merge(ops_routes)
+}
+
+/// The webhooks API ([`routes::webhooks`]).
+fn webhook_routes(mut r: Router<ApiState>) -> Router<ApiState> {
+    for p in openapi::WEBHOOKS {
+        r = r.route(p, get(routes::webhooks::list).post(routes::webhooks::create));
+    }
+    for p in openapi::WEBHOOK {
+        r = r.route(
+            p,
+            get(routes::webhooks::get)
+                .patch(routes::webhooks::patch)
+                .delete(routes::webhooks::delete),
+        );
+    }
+    for p in openapi::WEBHOOK_DELIVERIES {
+        r = r.route(p, get(routes::webhooks::deliveries));
+    }
+    r
 }
 
 /// The request timeout layer: 503 (made JSON by [`error::json_errors`]) when

@@ -69,6 +69,15 @@ pub const QNAP_WAIT: &[&str] = &[
 
 /// The workers registry (admins only; an extension of the Tutum API).
 pub const WORKERS: &[&str] = &["/api/v1/worker/", "/api/v1/worker"];
+/// Webhooks of the caller's namespaces: list (GET), create (POST).
+pub const WEBHOOKS: &[&str] = &["/api/v1/webhook/", "/api/v1/webhook"];
+/// One webhook: GET, PATCH, DELETE.
+pub const WEBHOOK: &[&str] = &["/api/v1/webhook/{uuid}/", "/api/v1/webhook/{uuid}"];
+/// A webhook's delivery log.
+pub const WEBHOOK_DELIVERIES: &[&str] = &[
+    "/api/v1/webhook/{uuid}/delivery/",
+    "/api/v1/webhook/{uuid}/delivery",
+];
 
 /// The mount pattern of a REST prefix.
 pub fn mount(prefix: &str) -> String {
@@ -405,6 +414,9 @@ pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
             }
         }
     }
+    if parts.contains(&Part::Rest) {
+        webhook_routes(&mut out);
+    }
     if parts.contains(&Part::Stream) {
         let ws = |paths: &[&str], summary: &str, out: &mut Vec<Route>| {
             for p in paths {
@@ -433,6 +445,58 @@ pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
         );
     }
     out
+}
+
+/// The webhooks API (an extension of the Docker Cloud API).
+fn webhook_routes(out: &mut Vec<Route>) {
+    for p in WEBHOOKS {
+        out.push(
+            route("GET", *p, "webhooks", "List webhooks, oldest first").answers(&[OK_JSON, BAD, UNAUTH]),
+        );
+        out.push(
+            route(
+                "POST",
+                *p,
+                "webhooks",
+                "Create a webhook {url, states, object_type?, action?, namespace?}",
+            )
+            .answers(&[
+                (
+                    201,
+                    "Created: the webhook with its signing secret (shown only here)",
+                ),
+                BAD,
+                UNAUTH,
+                NOT_FOUND,
+            ]),
+        );
+    }
+    for p in WEBHOOK {
+        out.push(route("GET", *p, "webhooks", "One webhook").answers(&[OK_JSON, BAD, UNAUTH, NOT_FOUND]));
+        out.push(
+            route(
+                "PATCH",
+                *p,
+                "webhooks",
+                "Change a webhook's url, states or filters",
+            )
+            .answers(&[OK_JSON, BAD, UNAUTH, NOT_FOUND]),
+        );
+        out.push(
+            route("DELETE", *p, "webhooks", "Delete a webhook and its delivery log").answers(&[
+                (204, "Deleted"),
+                BAD,
+                UNAUTH,
+                NOT_FOUND,
+            ]),
+        );
+    }
+    for p in WEBHOOK_DELIVERIES {
+        out.push(
+            route("GET", *p, "webhooks", "A webhook's deliveries, newest first")
+                .answers(&[OK_JSON, BAD, UNAUTH, NOT_FOUND]),
+        );
+    }
 }
 
 fn string_schema(format: Option<&str>) -> ObjectBuilder {
@@ -480,7 +544,7 @@ pub fn document(ops: &Operations, parts: &[Part]) -> Value {
             .operation_id(Some(operation_id(r.method, &r.path)));
         for name in path_params(&r.path) {
             let (description, schema) = match name.as_str() {
-                "uuid" => ("Object or action uuid", string_schema(Some("uuid"))),
+                "uuid" => ("Object, action or webhook uuid", string_schema(Some("uuid"))),
                 "ns" => ("Namespace (a user or organisation name)", string_schema(None)),
                 "verb" => (
                     "A configured operation",
@@ -598,6 +662,17 @@ mod tests {
         }
         for t in ops.types().all() {
             assert!(has(&format!("/api/{}/v1/{}/{{uuid}}/", t.subsystem, t.name)));
+        }
+    }
+
+    #[test]
+    fn webhook_routes_are_documented() {
+        let docs = routes(&ops(), ALL);
+        for p in WEBHOOKS.iter().chain(WEBHOOK).chain(WEBHOOK_DELIVERIES) {
+            assert!(
+                docs.iter().any(|r| r.path == *p),
+                "{p} is mounted but not documented"
+            );
         }
     }
 

@@ -28,6 +28,9 @@ use stevedore_core::state::ActionState;
 use stevedore_core::store::prelude::*;
 use stevedore_core::store::*;
 use stevedore_core::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
+use stevedore_core::webhook::{
+    Attempt, Delivery, DueDelivery, NewDelivery, NewWebhook, Webhook, WebhookTarget,
+};
 use stevedore_core::Result;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -333,6 +336,59 @@ impl WorkerRegistry for CountingStore {
     async fn prune_workers(&self) -> Result<u64> {
         self.count("prune_workers");
         self.inner.prune_workers().await
+    }
+}
+
+/// Webhooks: counted like the rest, so a poll that touched them would show.
+#[async_trait]
+impl WebhookStore for CountingStore {
+    async fn create_webhook(&self, new: &NewWebhook) -> Result<Webhook> {
+        self.count("create_webhook");
+        self.inner.create_webhook(new).await
+    }
+    async fn get_webhook(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Webhook>> {
+        self.count("get_webhook");
+        self.inner.get_webhook(scope, uuid).await
+    }
+    async fn list_webhooks(&self, scope: Scope<'_>, limit: i64, offset: i64) -> Result<Page<Webhook>> {
+        self.count("list_webhooks");
+        self.inner.list_webhooks(scope, limit, offset).await
+    }
+    async fn save_webhook(&self, webhook: &Webhook) -> Result<bool> {
+        self.count("save_webhook");
+        self.inner.save_webhook(webhook).await
+    }
+    async fn delete_webhook(&self, uuid: Uuid) -> Result<bool> {
+        self.count("delete_webhook");
+        self.inner.delete_webhook(uuid).await
+    }
+    async fn webhook_deliveries(&self, webhook_id: i64, limit: i64, offset: i64) -> Result<Page<Delivery>> {
+        self.count("webhook_deliveries");
+        self.inner.webhook_deliveries(webhook_id, limit, offset).await
+    }
+    async fn webhook_targets(&self) -> Result<Vec<WebhookTarget>> {
+        self.count("webhook_targets");
+        self.inner.webhook_targets().await
+    }
+    async fn webhook_cursor(&self) -> Result<i64> {
+        self.count("webhook_cursor");
+        self.inner.webhook_cursor().await
+    }
+    async fn advance_webhook_cursor(&self, from: i64, to: i64, deliveries: &[NewDelivery]) -> Result<bool> {
+        self.count("advance_webhook_cursor");
+        self.inner.advance_webhook_cursor(from, to, deliveries).await
+    }
+    async fn claim_deliveries(&self, limit: i64, lease: Duration, skip: &[i64]) -> Result<Vec<DueDelivery>> {
+        self.count("claim_deliveries");
+        self.inner.claim_deliveries(limit, lease, skip).await
+    }
+    async fn record_attempt(&self, id: i64, attempt: i32, outcome: &Attempt) -> Result<bool> {
+        self.count("record_attempt");
+        self.inner.record_attempt(id, attempt, outcome).await
+    }
+    async fn prune_deliveries(&self, older_than: Duration) -> Result<u64> {
+        self.count("prune_deliveries");
+        self.inner.prune_deliveries(older_than).await
     }
 }
 

@@ -633,3 +633,73 @@ mod hostile {
         assert_eq!(json["state"], "Canceling");
     }
 }
+
+/// Webhook bodies: whatever a client sends to create or change a webhook is
+/// taken (201/200) or refused with a JSON 4xx, and a refused one stores nothing.
+mod webhooks {
+    use super::*;
+
+    fn field() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let text = prop_oneof![
+            any::<String>(),
+            Just("https://hooks.example.com/in".to_string()),
+            Just("http://127.0.0.1:1/".to_string()),
+            Just("ftp://x/".to_string()),
+            Just("Success".to_string()),
+            Just("In progress".to_string()),
+            Just("service".to_string()),
+            Just("start".to_string()),
+            Just("fuzz".to_string()),
+        ];
+        prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            text.clone().prop_map(Value::from),
+            prop::collection::vec(text, 0..4).prop_map(Value::from),
+        ]
+    }
+
+    fn webhook_body() -> impl Strategy<Value = Vec<u8>> {
+        let keys = prop_oneof![
+            prop::sample::select(&["url", "states", "object_type", "action", "namespace", "secret"][..])
+                .prop_map(String::from),
+            any::<String>(),
+        ];
+        prop_oneof![
+            prop::collection::hash_map(keys, field(), 0..5).prop_map(|m| serde_json::to_vec(&m).unwrap()),
+            body(),
+        ]
+    }
+
+    fn webhooks(a: &App) -> i64 {
+        a.rt.block_on(a.store.list_webhooks(Scope::All, 1, 0))
+            .unwrap()
+            .total
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_webhook_body_is_taken_or_refused_without_a_trace(b in webhook_body()) {
+            let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+            let a = app();
+            let before = webhooks(a);
+            let (status, json) = a.send("POST", "/api/v1/webhook/", b.clone());
+            assert_clean_refusal(status, &json, &String::from_utf8_lossy(&b));
+            let after = webhooks(a);
+            if status.is_success() {
+                prop_assert_eq!(status, StatusCode::CREATED);
+                prop_assert_eq!(after, before + 1);
+                let uri = json["resource_uri"].as_str().unwrap().to_string();
+                let (status, changed) = a.send("PATCH", &uri, b);
+                assert_clean_refusal(status, &changed, "patch");
+                let uuid = json["uuid"].as_str().unwrap().parse().unwrap();
+                prop_assert!(a.rt.block_on(a.store.delete_webhook(uuid)).unwrap());
+            } else {
+                prop_assert_eq!(after, before, "a refused request stored a webhook");
+            }
+        }
+    }
+}

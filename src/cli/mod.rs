@@ -1,5 +1,5 @@
 //! The client commands: `stevedore action …`, `event`, `log …`, `run`,
-//! `login`, `completions` and `worker ls`. They talk to a Stevedore API (and its stream
+//! `login`, `completions`, `worker ls` and `webhook …`. They talk to a Stevedore API (and its stream
 //! service) over HTTP and websockets, authenticating like the Docker Cloud
 //! and Tutum clients do.
 //!
@@ -16,6 +16,7 @@ pub mod run;
 pub mod stream;
 pub mod syslog;
 pub mod workers;
+pub mod webhooks;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -54,6 +55,8 @@ pub enum ClientCommand {
     Login(LoginArgs),
     /// Prints a shell completion script.
     Completions(CompletionsArgs),
+    /// Webhooks: add, list, remove, and their delivery logs.
+    Webhook(webhooks::WebhookArgs),
 }
 
 /// `stevedore event` options.
@@ -101,6 +104,7 @@ pub fn main(command: ClientCommand, app: clap::Command) -> ExitCode {
             ClientCommand::Log(a) => syslog::run(a).await,
             ClientCommand::Run(a) => run::run(a).await,
             ClientCommand::Login(a) => login(a).await,
+            ClientCommand::Webhook(a) => webhooks::run(a).await,
             ClientCommand::Completions(_) => unreachable!("handled above"),
         }
     })

@@ -985,3 +985,143 @@ async fn workers_page_in_a_browser_embedded() {
 async fn workers_page_in_a_browser_postgres_rabbitmq() {
     workers_page_in_a_browser(Backend::PostgresRabbit).await;
 }
+
+// --- webhooks ------------------------------------------------------------------
+
+/// Logs in with the keyboard and waits for the dashboard.
+async fn log_in_deployment(c: &Client, d: &Deployment) {
+    until(c, "the login form", "!document.getElementById('login').hidden").await;
+    c.find(Locator::Id("login-user"))
+        .await
+        .unwrap()
+        .send_keys(&d.user)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login-key"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{}\u{E007}", d.key))
+        .await
+        .unwrap();
+    until(
+        c,
+        "the dashboard header",
+        "!document.getElementById('top').hidden",
+    )
+    .await;
+}
+
+/// The Webhooks page: add a webhook (its secret shown once), watch a
+/// delivery reach the receiver and the delivery log, remove the webhook.
+async fn webhooks_in_the_dashboard(backend: Backend) {
+    let _one = ONE_BROWSER.lock().await;
+    let config = format!(
+        "{}\n[webhooks]\nallow_private_networks = true\npoll_interval = \"100ms\"\n",
+        config()
+    );
+    let mut d = Deployment::start_with(backend, &config).await;
+    let base = d.dashboard_url().await;
+    let save: Option<PathBuf> = (backend == Backend::Embedded).then(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let save = save.as_deref();
+    let rx = crate::webhooks::Receiver::start().await;
+    let svc = d.new_service().await;
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    log_in_deployment(&c, &d).await;
+
+    follow(&c, "#nav", "Webhooks").await;
+    until(
+        &c,
+        "the webhook form",
+        "document.getElementById('new-webhook-url')",
+    )
+    .await;
+    c.find(Locator::Id("new-webhook-url"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{}/ok", rx.url))
+        .await
+        .unwrap();
+    js(
+        &c,
+        "document.getElementById('new-webhook-type').value = 'service'; return true;",
+    )
+    .await;
+    click(&c, "form[aria-label='Add a webhook'] button[type=submit]").await;
+    until(
+        &c,
+        "the signing secret",
+        "!document.getElementById('webhook-secret').hidden && document.getElementById('webhook-secret').textContent.includes('whsec_')",
+    )
+    .await;
+    until(
+        &c,
+        "the new webhook's row",
+        "document.querySelector('tr[data-uuid]')",
+    )
+    .await;
+    let (_, _, list) = d.request(reqwest::Method::GET, "/api/v1/webhook/", None).await;
+    assert_eq!(list["objects"][0]["object_type"], "service", "{list}");
+    assert_eq!(
+        list["objects"][0]["states"],
+        json!(["Success", "Failed"]),
+        "{list}"
+    );
+
+    let action = d.submit(&svc, "start", None).await;
+    rx.wait_for("ok", 1, &d).await;
+    click(&c, "tr[data-uuid] a").await;
+    until(
+        &c,
+        "a delivered row in the log",
+        "document.querySelector('tr[data-status=\"delivered\"]')",
+    )
+    .await;
+    let shown = js(&c, "return document.querySelector('tr[data-status]').innerText").await;
+    assert!(shown.as_str().unwrap().contains("HTTP 200"), "{shown}");
+    assert!(
+        js(
+            &c,
+            "return document.querySelector('tr[data-status] a').getAttribute('href')"
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .ends_with(&action),
+        "the row links its action"
+    );
+    screenshot(&c, save, "webhooks").await;
+
+    follow(&c, "#nav", "Webhooks").await;
+    until(
+        &c,
+        "the remove button",
+        "document.querySelector('button[data-remove]')",
+    )
+    .await;
+    click(&c, "button[data-remove]").await;
+    until(
+        &c,
+        "the empty list",
+        "document.querySelector('#page .empty')?.textContent === 'No webhooks yet.'",
+    )
+    .await;
+    let (_, _, list) = d.request(reqwest::Method::GET, "/api/v1/webhook/", None).await;
+    assert_eq!(list["meta"]["total_count"], 0, "{list}");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_in_the_dashboard_embedded() {
+    webhooks_in_the_dashboard(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_in_the_dashboard_postgres_rabbitmq() {
+    webhooks_in_the_dashboard(Backend::PostgresRabbit).await;
+}

@@ -29,3 +29,4 @@ mod session;
 mod stream;
 mod tls;
 mod workers;
+mod webhooks;

@@ -12,6 +12,7 @@
 //! - [`dead_letters`]: jobs the broker gave up on end their actions as Failed.
 //! - [`progress`]: handlers' progress reports, coalesced into one write per
 //!   `[worker] progress_interval` and published.
+//! - [`webhooks`]: the webhook relay (events → delivery rows) and sender.
 
 pub mod consumer;
 pub mod dead_letters;
@@ -20,6 +21,7 @@ pub mod finisher;
 pub mod handlers;
 pub mod progress;
 pub mod registry;
+pub mod webhooks;
 
 pub use consumer::Worker;
 

@@ -8,6 +8,7 @@ pub mod qnap;
 pub mod queue;
 pub mod session;
 pub mod workers;
+pub mod webhooks;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -60,6 +60,9 @@ pub struct FileConfig {
     /// PostgreSQL client settings.
     #[serde(default)]
     pub database: DatabaseSettings,
+    /// Webhook deliveries (run by workers).
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// Limits of the HTTP listeners (connections, requests, pages, streams).
     #[serde(default)]
     pub http: HttpSettings,
@@ -332,6 +335,96 @@ impl Default for AuthSettings {
             session_ttl: Duration::from_secs(12 * 3600),
             credential_cache_ttl: Duration::from_secs(5),
         }
+    }
+}
+
+/// Webhook deliveries (`[webhooks]`): where they may connect, how long an
+/// attempt may take, how often and how long they are retried, and how many
+/// run at once. docs/CONFIG.md gives the reasons for the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Let deliveries connect to loopback, private, link-local and other
+    /// reserved networks (the guard against server-side request forgery is
+    /// off). Default false.
+    pub allow_private_networks: bool,
+    /// Networks deliveries may connect to even though they are private
+    /// (`["10.1.0.0/16"]`): narrower than `allow_private_networks`.
+    pub allowed_networks: Vec<String>,
+    /// How long one attempt may take, connection included; a receiver that
+    /// has not answered by then has failed the attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts of one delivery before it is marked failed.
+    pub max_attempts: i32,
+    /// The delay after the first failed attempt; it doubles after each.
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// The longest delay between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Deliveries one worker process sends at once.
+    pub concurrency: usize,
+    /// Of those, at most this many to one webhook, so a slow receiver cannot
+    /// hold every slot.
+    pub per_webhook: usize,
+    /// How often the relay looks for new events and the sender for due
+    /// deliveries when there was nothing to do.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            allow_private_networks: false,
+            allowed_networks: vec![],
+            timeout: Duration::from_secs(10),
+            max_attempts: 8,
+            backoff_min: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(3600),
+            concurrency: 16,
+            per_webhook: 4,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// Checks the settings, so a mistake is a clear error at start-up.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: &str| Err(Error::Config(format!("[webhooks] {msg}")));
+        if self.timeout.is_zero() {
+            return fail("timeout must be positive");
+        }
+        if self.max_attempts < 1 {
+            return fail("max_attempts must be at least 1");
+        }
+        if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
+            return fail("backoff_min must be positive and at most backoff_max");
+        }
+        if self.concurrency == 0 || self.per_webhook == 0 {
+            return fail("concurrency and per_webhook must be at least 1");
+        }
+        if self.poll_interval.is_zero() {
+            return fail("poll_interval must be positive");
+        }
+        crate::webhook::network::NetworkPolicy::new(self.allow_private_networks, &self.allowed_networks)
+            .map_err(Error::Config)?;
+        Ok(())
+    }
+
+    /// The network guard these settings describe.
+    pub fn network_policy(&self) -> crate::webhook::network::NetworkPolicy {
+        crate::webhook::network::NetworkPolicy::new(self.allow_private_networks, &self.allowed_networks)
+            .unwrap_or_default()
+    }
+
+    /// How long a claimed delivery stays claimed: one attempt's timeout
+    /// and a margin; a worker that dies mid-attempt has its deliveries
+    /// retried after that.
+    pub fn claim_lease(&self) -> Duration {
+        self.timeout + Duration::from_secs(5)
     }
 }
 
@@ -623,6 +716,7 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let cfg: FileConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         cfg.worker.validate()?;
+        cfg.webhooks.validate()?;
         if cfg.database.acquire_timeout.is_zero() {
             return Err(Error::Config(
                 "[database] acquire_timeout must be positive".into(),
@@ -804,5 +898,40 @@ mod tests {
     fn verbs_become_title_case_action_names() {
         assert_eq!(title_case("redeploy"), "Redeploy");
         assert_eq!(title_case("scale_up"), "Scale Up");
+    }
+
+    #[test]
+    fn webhook_settings_default_safe_and_refuse_nonsense() {
+        let cfg = FileConfig::parse("").unwrap();
+        assert_eq!(cfg.webhooks, WebhookSettings::default());
+        assert!(!cfg.webhooks.allow_private_networks);
+        assert!(cfg
+            .webhooks
+            .network_policy()
+            .check("127.0.0.1".parse().unwrap())
+            .is_err());
+        let cfg = FileConfig::parse(
+            "[webhooks]\nallowed_networks = [\"10.1.0.0/16\"]\ntimeout = \"3s\"\nmax_attempts = 2",
+        )
+        .unwrap();
+        assert!(cfg
+            .webhooks
+            .network_policy()
+            .check("10.1.2.3".parse().unwrap())
+            .is_ok());
+        assert_eq!(cfg.webhooks.claim_lease(), Duration::from_secs(8));
+        for (bad, needle) in [
+            ("max_attempts = 0", "max_attempts"),
+            ("timeout = \"0s\"", "timeout"),
+            ("backoff_min = \"10s\"\nbackoff_max = \"1s\"", "backoff_min"),
+            ("per_webhook = 0", "per_webhook"),
+            ("allowed_networks = [\"nope\"]", "nope"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let err = FileConfig::parse(&format!("[webhooks]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 }

@@ -23,6 +23,7 @@
 //!   the delays of every loop that reconnects to the broker.
 //! - [`workers`]: the workers registry (who runs, with what, until when).
 //! - [`health`]: conditions a process reports on `/readyz` (jobs held in an outage, a blocked broker).
+//! - [`webhook`]: webhooks — matching, signatures, the network guard, backoff.
 //! - `testing` (with the `testing` feature, for tests only): throwaway
 //!   PostgreSQL databases and broker prefixes.
 
@@ -51,5 +52,6 @@ pub mod syslog;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod workers;
+pub mod webhook;
 
 pub use error::{Error, Result};

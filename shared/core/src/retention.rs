@@ -31,5 +31,10 @@ pub async fn run_pruner(store: DynStore, settings: RetentionSettings, shutdown: 
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention pass failed"),
         }
+        match store.prune_deliveries(settings.max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "retention pruned old webhook deliveries"),
+            Err(e) => tracing::warn!(error = %e, "webhook delivery retention failed"),
+        }
     }
 }

@@ -28,6 +28,7 @@ use crate::session::{NewSession, Session};
 use crate::state::ActionState;
 use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
 use crate::workers::{NewWorker, WorkerInfo};
+use crate::webhook::{Attempt, Delivery, DueDelivery, NewDelivery, NewWebhook, Webhook, WebhookTarget};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -244,6 +245,7 @@ pub trait Store:
     + SystemLogStore
     + Retention
     + WorkerRegistry
+    + WebhookStore
     + 'static
 {
 }
@@ -257,6 +259,7 @@ impl<T> Store for T where
         + SystemLogStore
         + Retention
         + WorkerRegistry
+        + WebhookStore
         + 'static
 {
 }
@@ -694,6 +697,58 @@ pub trait WorkerRegistry: Send + Sync {
     async fn prune_workers(&self) -> Result<u64>;
 }
 
+/// Webhooks, their delivery rows and the relay's cursor over the events
+/// ([`crate::webhook`]). A delivery row is the truth of a delivery: the
+/// sender claims due rows, and a claim lasts a lease, so a worker that dies
+/// mid-attempt leaves the row due again.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Stores a webhook; its `after_seq` is the last event `seq` stored now.
+    async fn create_webhook(&self, new: &NewWebhook) -> Result<Webhook>;
+
+    /// A webhook by uuid, if visible in `scope`.
+    async fn get_webhook(&self, scope: Scope<'_>, uuid: Uuid) -> Result<Option<Webhook>>;
+
+    /// Webhooks in `scope`, oldest first.
+    async fn list_webhooks(&self, scope: Scope<'_>, limit: i64, offset: i64) -> Result<Page<Webhook>>;
+
+    /// Writes a webhook's url, states and filters (found by uuid); `false`
+    /// when it is gone.
+    async fn save_webhook(&self, webhook: &Webhook) -> Result<bool>;
+
+    /// Deletes a webhook and its deliveries; `false` when it was gone.
+    async fn delete_webhook(&self, uuid: Uuid) -> Result<bool>;
+
+    /// A webhook's deliveries (by its row id), newest first.
+    async fn webhook_deliveries(&self, webhook_id: i64, limit: i64, offset: i64) -> Result<Page<Delivery>>;
+
+    /// Every webhook as the relay matches events against it.
+    async fn webhook_targets(&self) -> Result<Vec<WebhookTarget>>;
+
+    /// The relay's cursor: events up to this `seq` were matched.
+    async fn webhook_cursor(&self) -> Result<i64>;
+
+    /// Moves the cursor from `from` to `to` and inserts `deliveries` (one
+    /// per webhook and event: a duplicate is skipped), in one transaction.
+    /// `false`, with nothing written, when the cursor was not at `from`
+    /// (another relay moved it first).
+    async fn advance_webhook_cursor(&self, from: i64, to: i64, deliveries: &[NewDelivery]) -> Result<bool>;
+
+    /// Claims up to `limit` pending deliveries that are due, oldest due
+    /// first, skipping the webhooks in `skip`: each claim counts an attempt
+    /// and makes the row due again only after `lease`.
+    async fn claim_deliveries(&self, limit: i64, lease: Duration, skip: &[i64]) -> Result<Vec<DueDelivery>>;
+
+    /// Records how attempt `attempt` of delivery `id` ended; `false` (and
+    /// nothing written) when that attempt no longer holds the row (its
+    /// lease ran out and another attempt was made).
+    async fn record_attempt(&self, id: i64, attempt: i32, outcome: &Attempt) -> Result<bool>;
+
+    /// Retention: deletes delivered and failed deliveries recorded before
+    /// `older_than` (pending ones are kept whatever their age); how many.
+    async fn prune_deliveries(&self, older_than: Duration) -> Result<u64>;
+}
+
 fn not_recorded() -> crate::Error {
     crate::Error::Internal("the change was not recorded".into())
 }
@@ -704,6 +759,7 @@ pub mod prelude {
     pub use super::{
         ActionStore, Database, EventStore, ObjectStore, Retention, Store, SystemLogStore, Tenancy,
         WorkerRegistry,
+        WebhookStore,
     };
 }
 

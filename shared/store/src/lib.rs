@@ -9,6 +9,7 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 mod unnest;
+mod webhook_rows;
 
 use std::sync::Arc;
 use stevedore_core::store::{redact_url, DynStore};

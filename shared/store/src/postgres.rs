@@ -46,6 +46,7 @@
 
 mod driver;
 mod workers;
+mod webhooks;
 
 use crate::rows::{self, RowExt};
 use async_trait::async_trait;

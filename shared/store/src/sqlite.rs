@@ -27,6 +27,7 @@
 
 mod driver;
 mod workers;
+mod webhooks;
 
 use crate::rows::{self, RowExt};
 use async_trait::async_trait;

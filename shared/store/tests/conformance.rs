@@ -2455,3 +2455,280 @@ mod backends {
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }
+
+/// Webhooks: their rows, the relay's cursor, and the claims and fenced
+/// outcomes of delivery rows.
+mod webhook_cases {
+    use std::time::Duration;
+    use stevedore_core::state::ActionState;
+    use stevedore_core::store::{Scope, Store};
+    use stevedore_core::webhook::{Attempt, DeliveryStatus, NewDelivery, NewWebhook};
+    use uuid::Uuid;
+
+    fn new_webhook(namespace: &str) -> NewWebhook {
+        NewWebhook {
+            uuid: Uuid::new_v4(),
+            namespace: namespace.into(),
+            url: "https://hooks.example.com/in".into(),
+            states: vec![ActionState::Success, ActionState::Failed],
+            object_type: Some("service".into()),
+            action: None,
+            secret: "whsec_test".into(),
+        }
+    }
+
+    fn delivery(webhook_id: i64, event_seq: i64) -> NewDelivery {
+        NewDelivery {
+            uuid: Uuid::new_v4(),
+            webhook_id,
+            event_seq,
+            action_uuid: Uuid::new_v4(),
+            state: ActionState::Success,
+            body: format!("{{\"seq\":{event_seq}}}"),
+        }
+    }
+
+    pub async fn webhooks_are_scoped_saved_and_deleted(store: &dyn Store) {
+        let alice = vec!["alice".to_string()];
+        let bob = vec!["bob".to_string()];
+        let created = store.create_webhook(&new_webhook("alice")).await.unwrap();
+        assert_eq!(created.after_seq, store.last_event_seq().await.unwrap());
+        assert_eq!(created.states, [ActionState::Success, ActionState::Failed]);
+        assert_eq!(created.secret, "whsec_test");
+        let seen = store
+            .get_webhook(Scope::Namespaces(&alice), created.uuid)
+            .await
+            .unwrap();
+        assert_eq!(seen.as_ref(), Some(&created));
+        assert!(store
+            .get_webhook(Scope::Namespaces(&bob), created.uuid)
+            .await
+            .unwrap()
+            .is_none());
+        store.create_webhook(&new_webhook("bob")).await.unwrap();
+        let page = store
+            .list_webhooks(Scope::Namespaces(&alice), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!((page.total, page.items.len()), (1, 1));
+        assert_eq!(store.list_webhooks(Scope::All, 10, 0).await.unwrap().total, 2);
+        assert_eq!(
+            store.list_webhooks(Scope::All, 1, 1).await.unwrap().items.len(),
+            1
+        );
+
+        let mut changed = created.clone();
+        changed.url = "https://other.example.com/".into();
+        changed.states = vec![ActionState::Canceled];
+        changed.object_type = None;
+        changed.action = Some("start".into());
+        assert!(store.save_webhook(&changed).await.unwrap());
+        let again = store
+            .get_webhook(Scope::All, created.uuid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, changed);
+        let targets = store.webhook_targets().await.unwrap();
+        assert_eq!(targets.len(), 2);
+        assert!(targets.contains(&changed.target()));
+
+        let cursor = store.webhook_cursor().await.unwrap();
+        assert!(store
+            .advance_webhook_cursor(cursor, cursor + 1, &[delivery(created.id, cursor + 1)])
+            .await
+            .unwrap());
+        assert!(store.delete_webhook(created.uuid).await.unwrap());
+        assert!(!store.delete_webhook(created.uuid).await.unwrap());
+        assert!(!store.save_webhook(&changed).await.unwrap());
+        assert!(store
+            .get_webhook(Scope::All, created.uuid)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store.webhook_deliveries(created.id, 10, 0).await.unwrap().total,
+            0
+        );
+    }
+
+    pub async fn the_cursor_moves_once_and_deliveries_are_unique_per_event(store: &dyn Store) {
+        let hook = store.create_webhook(&new_webhook("alice")).await.unwrap();
+        let start = store.webhook_cursor().await.unwrap();
+        let first = delivery(hook.id, start + 1);
+        assert!(store
+            .advance_webhook_cursor(start, start + 5, std::slice::from_ref(&first))
+            .await
+            .unwrap());
+        // A second relay that read the same cursor moves nothing.
+        assert!(!store
+            .advance_webhook_cursor(start, start + 7, &[delivery(hook.id, start + 2)])
+            .await
+            .unwrap());
+        assert_eq!(store.webhook_cursor().await.unwrap(), start + 5);
+        // The same (webhook, event) again is skipped; a deleted webhook's too.
+        let gone = store.create_webhook(&new_webhook("alice")).await.unwrap();
+        store.delete_webhook(gone.uuid).await.unwrap();
+        assert!(store
+            .advance_webhook_cursor(
+                start + 5,
+                start + 6,
+                &[
+                    delivery(hook.id, start + 1),
+                    delivery(hook.id, start + 6),
+                    delivery(gone.id, start + 6)
+                ]
+            )
+            .await
+            .unwrap());
+        let log = store.webhook_deliveries(hook.id, 10, 0).await.unwrap();
+        assert_eq!(log.total, 2);
+        let seqs: Vec<i64> = log.items.iter().map(|d| d.event_seq).collect();
+        assert_eq!(seqs, [start + 6, start + 1], "newest first");
+        let d = &log.items[1];
+        assert_eq!(
+            (d.uuid, d.action_uuid, d.state),
+            (first.uuid, first.action_uuid, ActionState::Success)
+        );
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+        assert!(d.next_attempt_at.is_some() && d.delivered_at.is_none());
+    }
+
+    pub async fn due_deliveries_are_claimed_once_and_outcomes_are_fenced(store: &dyn Store) {
+        let long = Duration::from_secs(600);
+        let hook = store.create_webhook(&new_webhook("alice")).await.unwrap();
+        let other = store.create_webhook(&new_webhook("alice")).await.unwrap();
+        let start = store.webhook_cursor().await.unwrap();
+        store
+            .advance_webhook_cursor(
+                start,
+                start + 2,
+                &[delivery(hook.id, start + 1), delivery(other.id, start + 2)],
+            )
+            .await
+            .unwrap();
+        // Skipped webhooks are left for later.
+        let claimed = store.claim_deliveries(10, long, &[other.id]).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        let c = &claimed[0];
+        assert_eq!((c.webhook_id, c.attempt), (hook.id, 1));
+        assert_eq!(
+            (c.url.as_str(), c.secret.as_str()),
+            ("https://hooks.example.com/in", "whsec_test")
+        );
+        assert_eq!(c.body, format!("{{\"seq\":{}}}", start + 1));
+        // Claimed: not due again while its lease lasts.
+        let rest = store.claim_deliveries(10, long, &[]).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].webhook_id, other.id);
+        assert!(store.claim_deliveries(10, long, &[]).await.unwrap().is_empty());
+
+        // A failure with a retry makes it due again (at once here).
+        let failed = Attempt::Failed {
+            status: Some(500),
+            error: "HTTP 500".into(),
+            retry_in: Some(Duration::ZERO),
+        };
+        assert!(store.record_attempt(c.id, 1, &failed).await.unwrap());
+        let log = store.webhook_deliveries(hook.id, 10, 0).await.unwrap();
+        assert_eq!(log.items[0].last_status_code, Some(500));
+        assert_eq!(log.items[0].last_error.as_deref(), Some("HTTP 500"));
+        let second = store
+            .claim_deliveries(10, Duration::from_secs(1), &[])
+            .await
+            .unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].attempt, 2);
+        // Its lease runs out: a third attempt takes it, and the second's
+        // outcome, come late, writes nothing.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let third = store.claim_deliveries(10, long, &[]).await.unwrap();
+        assert_eq!(third.len(), 1);
+        assert_eq!(third[0].attempt, 3);
+        assert!(!store
+            .record_attempt(c.id, 2, &Attempt::Delivered { status: 200 })
+            .await
+            .unwrap());
+        assert!(store
+            .record_attempt(c.id, 3, &Attempt::Delivered { status: 204 })
+            .await
+            .unwrap());
+        let d = store
+            .webhook_deliveries(hook.id, 10, 0)
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        assert_eq!(
+            (d.status, d.attempts, d.last_status_code),
+            (DeliveryStatus::Delivered, 3, Some(204))
+        );
+        assert!(d.delivered_at.is_some() && d.next_attempt_at.is_none() && d.last_error.is_none());
+        assert!(
+            !store.record_attempt(c.id, 3, &failed).await.unwrap(),
+            "a delivered row is final"
+        );
+
+        // Out of attempts: failed for good, never claimed again.
+        let gave_up = Attempt::Failed {
+            status: None,
+            error: "connection refused".into(),
+            retry_in: None,
+        };
+        assert!(store.record_attempt(rest[0].id, 1, &gave_up).await.unwrap());
+        let d = store
+            .webhook_deliveries(other.id, 10, 0)
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        assert_eq!((d.status, d.last_status_code), (DeliveryStatus::Failed, None));
+        assert!(d.next_attempt_at.is_none());
+        assert!(store.claim_deliveries(10, long, &[]).await.unwrap().is_empty());
+
+        // Retention takes the finished ones only.
+        let cursor = store.webhook_cursor().await.unwrap();
+        store
+            .advance_webhook_cursor(cursor, cursor + 1, &[delivery(hook.id, cursor + 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.prune_deliveries(Duration::from_secs(3600)).await.unwrap(),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.prune_deliveries(Duration::ZERO).await.unwrap(), 2);
+        let left = store.webhook_deliveries(hook.id, 10, 0).await.unwrap();
+        assert_eq!(left.total, 1);
+        assert_eq!(left.items[0].status, DeliveryStatus::Pending);
+    }
+}
+
+macro_rules! webhook_conformance {
+    ($backend:ident, $make:expr; $($case:ident),* $(,)?) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let harness = $make.await;
+                    super::super::webhook_cases::$case(harness.store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+mod webhooks {
+    use super::*;
+    webhook_conformance!(postgres, pg_store();
+        webhooks_are_scoped_saved_and_deleted,
+        the_cursor_moves_once_and_deliveries_are_unique_per_event,
+        due_deliveries_are_claimed_once_and_outcomes_are_fenced,
+    );
+    webhook_conformance!(sqlite, sqlite_store();
+        webhooks_are_scoped_saved_and_deleted,
+        the_cursor_moves_once_and_deliveries_are_unique_per_event,
+        due_deliveries_are_claimed_once_and_outcomes_are_fenced,
+    );
+}
