@@ -109,7 +109,8 @@ pub struct ApiParts {
     pub session_ttl: std::time::Duration,
     /// What one request, connection or stream may hold (`[http]`).
     pub limits: Arc<HttpSettings>,
-    /// Websockets open per user (capped by `limits.max_websockets_per_user`).
+    /// Streams (websockets and event streams) open per user (capped by
+    /// `limits.max_websockets_per_user`).
     pub websockets: user_slots::UserSlots,
     /// Long-polls waiting per user (capped by `limits.max_waits_per_user`).
     pub waits: user_slots::UserSlots,
@@ -141,7 +142,10 @@ impl ApiParts {
             credentials: credential_cache::CredentialCache::default(),
             revocations: revocation::Reach::of(dispatcher.broker().as_ref()),
             session_ttl: AuthSettings::default().session_ttl,
-            websockets: user_slots::UserSlots::new("websockets", limits.max_websockets_per_user),
+            websockets: user_slots::UserSlots::new(
+                "streams (websockets and event streams)",
+                limits.max_websockets_per_user,
+            ),
             waits: user_slots::UserSlots::new("long-polls", limits.max_waits_per_user),
             readiness: routes::probes::Readiness::default(),
             limits: Arc::new(limits),

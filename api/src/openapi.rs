@@ -101,7 +101,7 @@ pub enum Part {
     Ops,
     /// The REST API: credential probes, actions, objects.
     Rest,
-    /// The websocket stream routes.
+    /// The stream routes (websockets, or Server-Sent Events).
     Stream,
 }
 
@@ -187,6 +187,14 @@ const THROTTLED: (u16, &str) = (
 const CROSS_ORIGIN: (u16, &str) = (403, "Forbidden: a browser request from another origin");
 const NOT_ADMIN: (u16, &str) = (403, "Forbidden: the caller is not an admin");
 const SWITCHING: (u16, &str) = (101, "Switching Protocols: a websocket of JSON text frames");
+const EVENT_STREAM: (u16, &str) = (
+    200,
+    "With Accept: text/event-stream: the same JSON frames as Server-Sent Events (id: the resume point)",
+);
+const NO_MORE_LINES: (u16, &str) = (
+    204,
+    "Event stream only: nothing to send and nothing will come (the action ended); do not reconnect",
+);
 
 /// Every route a listener serving `parts` answers, in a stable order.
 pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
@@ -418,29 +426,36 @@ pub fn routes(ops: &Operations, parts: &[Part]) -> Vec<Route> {
         webhook_routes(&mut out);
     }
     if parts.contains(&Part::Stream) {
-        let ws = |paths: &[&str], summary: &str, out: &mut Vec<Route>| {
+        // Every stream route is a websocket, or with `Accept:
+        // text/event-stream` the same frames as Server-Sent Events.
+        let stream = |paths: &[&str], summary: &str, extra: &[(u16, &'static str)], out: &mut Vec<Route>| {
             for p in paths {
-                out.push(route("GET", *p, "stream", summary).answers(&[SWITCHING, UNAUTH, NOT_FOUND]));
+                let answers = [&[SWITCHING, EVENT_STREAM, BAD, UNAUTH, NOT_FOUND][..], extra].concat();
+                out.push(route("GET", *p, "stream", summary).answers(&answers));
             }
         };
-        ws(
+        stream(
             LOGS_WS,
-            "Websocket: an action's log lines (tail, then follow)",
+            "Websocket or event stream: an action's log lines (tail, then follow; Last-Event-ID resumes)",
+            &[NO_MORE_LINES],
             &mut out,
         );
-        ws(
+        stream(
             LOGS_WS_NS,
-            "Websocket: an action's log lines, in a namespace",
+            "Websocket or event stream: an action's log lines, in a namespace",
+            &[NO_MORE_LINES],
             &mut out,
         );
-        ws(
+        stream(
             EVENTS_WS,
-            "Websocket: events of the caller's namespaces (?since=<seq>)",
+            "Websocket or event stream: events of the caller's namespaces (?since=<seq> or Last-Event-ID)",
+            &[],
             &mut out,
         );
-        ws(
+        stream(
             EVENTS_WS_NS,
-            "Websocket: events of one namespace (?since=<seq>)",
+            "Websocket or event stream: events of one namespace (?since=<seq> or Last-Event-ID)",
+            &[],
             &mut out,
         );
     }

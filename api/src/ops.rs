@@ -33,8 +33,11 @@ pub const JOBS_QUEUE_DEPTH: &str = "stevedore_jobs_queue_depth";
 /// Gauge: outbox rows committed but not yet confirmed by the broker (sampled
 /// when `/metrics` is scraped; capped at [`OUTBOX_SAMPLE_CAP`]).
 pub const OUTBOX_BACKLOG: &str = "stevedore_outbox_backlog";
-/// Gauge: websocket clients connected to this process's stream hub.
+/// Gauge: stream clients (websockets and event streams) connected to this
+/// process's stream hub.
 pub const WEBSOCKET_CLIENTS: &str = "stevedore_websocket_clients";
+/// Gauge: of those, the Server-Sent Events clients (`stream::sse`).
+pub const EVENT_STREAM_CLIENTS: &str = "stevedore_event_stream_clients";
 /// Counter: times the stream hub waited out a missing event (lost or crossed
 /// update, or a sequence number no event took) and sent its clients to the
 /// store (`stream::sequencer`).
@@ -132,7 +135,14 @@ fn describe() {
     );
     describe_gauge!(JOBS_QUEUE_DEPTH, "Jobs waiting in the jobs queue");
     describe_gauge!(OUTBOX_BACKLOG, "Outbox rows not yet confirmed by the broker");
-    describe_gauge!(WEBSOCKET_CLIENTS, "Websocket clients connected to this process");
+    describe_gauge!(
+        WEBSOCKET_CLIENTS,
+        "Stream clients (websockets and event streams) connected to this process"
+    );
+    describe_gauge!(
+        EVENT_STREAM_CLIENTS,
+        "Server-Sent Events clients connected to this process"
+    );
     describe_gauge!(WORKERS_LIVE, "Live workers in the workers registry");
     describe_gauge!(
         WORKERS_RUNNING_ACTIONS,

@@ -1,5 +1,7 @@
 //! The one rule against cross-site use of a browser's credentials: an
-//! unsafe request (POST, PATCH, PUT, DELETE) or a websocket handshake whose
+//! unsafe request (POST, PATCH, PUT, DELETE), a websocket handshake or an
+//! event-stream request (`Accept: text/event-stream`: a stream route's
+//! other transport, which holds one of the user's stream slots) whose
 //! `Origin` is neither the API's own nor one the config allows is refused
 //! with 403, whatever credentials it carries.
 //!
@@ -62,7 +64,8 @@ impl OriginPolicy {
 
     /// `Ok` unless the request must be refused (see the module docs).
     pub fn check(&self, method: &Method, headers: &HeaderMap, https: bool) -> Result<(), ApiError> {
-        if method.is_safe() && !is_websocket_handshake(headers) {
+        let stream = is_websocket_handshake(headers) || crate::stream::sse::wants_event_stream(headers);
+        if method.is_safe() && !stream {
             return Ok(());
         }
         let Some(origin) = headers.get(ORIGIN) else {
@@ -79,7 +82,7 @@ impl OriginPolicy {
 }
 
 /// Whether the request asks to become a websocket.
-fn is_websocket_handshake(headers: &HeaderMap) -> bool {
+pub(crate) fn is_websocket_handshake(headers: &HeaderMap) -> bool {
     headers
         .get_all(UPGRADE)
         .iter()
@@ -197,6 +200,12 @@ mod tests {
         assert!(p
             .check(&Method::POST, &headers(&[("host", "ops.example")]), false)
             .is_ok());
+        let mut sse = headers(&evil);
+        sse.insert("accept", HeaderValue::from_static("text/event-stream"));
+        assert!(matches!(
+            p.check(&Method::GET, &sse, false),
+            Err(ApiError::Forbidden(_))
+        ));
         let same = [("host", "ops.example"), ("origin", "http://ops.example")];
         assert!(p.check(&Method::POST, &headers(&same), false).is_ok());
     }

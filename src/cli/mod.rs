@@ -15,8 +15,8 @@ pub mod output;
 pub mod run;
 pub mod stream;
 pub mod syslog;
-pub mod workers;
 pub mod webhooks;
+pub mod workers;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};

@@ -28,5 +28,5 @@ mod queue_position;
 mod session;
 mod stream;
 mod tls;
-mod workers;
 mod webhooks;
+mod workers;

@@ -7,8 +7,8 @@ pub mod probes;
 pub mod qnap;
 pub mod queue;
 pub mod session;
-pub mod workers;
 pub mod webhooks;
+pub mod workers;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,12 +1,15 @@
-//! `GET /api/audit/v1/[<ns>/]events[/]` and `/v1/events[/]` (websocket).
+//! `GET /api/audit/v1/[<ns>/]events[/]` and `/v1/events[/]` (websocket, or
+//! Server-Sent Events with `Accept: text/event-stream`).
 //!
 //! After the handshake the server sends
 //! `{"type":"auth","data":{"user":…,"namespaces":[…],"seq":<n>}}`, then every
 //! event of the caller's namespaces (or of the one namespace in the path) as
 //! the event JSON, which carries its global sequence number `seq`.
 //!
-//! Resume: `?since=<seq>` replays the stored events after `seq` before going
-//! live; without it the stream starts at the `seq` given in the auth frame.
+//! Resume: `?since=<seq>` (or an event stream's `Last-Event-ID`) replays the
+//! stored events after `seq` before going live; without it the stream starts
+//! at the `seq` given in the auth frame. An event stream's `id` is that point:
+//! the auth frame's `seq`, then the highest `seq` sent.
 //! The socket registers with the hub before it reads the store, and drops
 //! live events it already sent, so the hand-over loses and doubles nothing.
 //! Whenever the hub may have missed updates it replays from the store again.
@@ -20,14 +23,13 @@
 //! (up to [`MAX_BATCH`]), writes each new frame into its write buffer and
 //! flushes once. Clients see the same frames in the same order.
 
+use super::transport::{Handshake, StreamClient, Transport};
 use super::{
-    authenticate_handshake, feed_text, finish, flush, namespaces_for, overflow_message, send_text, Delivery,
-    Next, Stop, StreamState, Subscription, MAX_BATCH,
+    authenticate_handshake, namespaces_for, overflow_message, resume_point, Delivery, Next, Stop,
+    StreamState, Subscription, MAX_BATCH,
 };
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
-use crate::input::integer;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -43,17 +45,15 @@ const REPLAY_PAGE: i64 = 1000;
 const WINDOW: i64 = 4096;
 const WINDOW_WORDS: usize = WINDOW as usize / 64;
 
-type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
-
 /// The handler without a namespace segment.
 pub async fn handler(
     State(s): State<StreamState>,
     Query(q): Query<HashMap<String, String>>,
     addr: ClientAddr,
     headers: HeaderMap,
-    ws: Upgrade,
+    handshake: Handshake,
 ) -> Response {
-    handle(s, None, q, addr, headers, ws).await
+    handle(s, None, q, addr, headers, handshake).await
 }
 
 /// The handler with a namespace segment.
@@ -63,9 +63,9 @@ pub async fn handler_ns(
     Query(q): Query<HashMap<String, String>>,
     addr: ClientAddr,
     headers: HeaderMap,
-    ws: Upgrade,
+    handshake: Handshake,
 ) -> Response {
-    handle(s, Some(ns), q, addr, headers, ws).await
+    handle(s, Some(ns), q, addr, headers, handshake).await
 }
 
 async fn handle(
@@ -74,29 +74,41 @@ async fn handle(
     q: HashMap<String, String>,
     addr: ClientAddr,
     headers: HeaderMap,
-    ws: Upgrade,
+    handshake: Handshake,
 ) -> Response {
     let prepared = async {
         let caller = authenticate_handshake(&s.api, &headers, &q, addr).await?;
         let namespaces = namespaces_for(&caller, ns.as_deref())?;
-        let since = match q.get("since").map(|v| v.trim()) {
-            None | Some("") => None,
-            Some(v) => Some(integer("since", v, 0..=i64::MAX)?),
-        };
+        let since = resume_point(&headers, &q)?;
         let slot = s.api.websockets.acquire(&caller.user)?;
         Ok::<_, ApiError>((caller.user, namespaces, since, slot))
     }
     .await;
-    match (prepared, ws) {
-        (Err(e), _) => e.into_response(),
-        (Ok(_), Err(rejection)) => rejection.into_response(),
-        (Ok((user, namespaces, since, slot)), Ok(ws)) => {
-            super::configure(ws).on_upgrade(move |mut socket| async move {
-                let _slot = slot;
-                let stop = stream_events(&mut socket, &s, user, namespaces, since).await;
-                finish(socket, stop).await;
-            })
-        }
+    match prepared {
+        Err(e) => e.into_response(),
+        Ok((user, namespaces, since, slot)) => handshake.serve(
+            slot,
+            EventsClient {
+                s,
+                user,
+                namespaces,
+                since,
+            },
+        ),
+    }
+}
+
+/// One events client, checked and ready to run.
+struct EventsClient {
+    s: StreamState,
+    user: String,
+    namespaces: Vec<String>,
+    since: Option<i64>,
+}
+
+impl StreamClient for EventsClient {
+    async fn run<T: Transport>(self, transport: &mut T) -> Stop {
+        stream_events(transport, &self.s, self.user, self.namespaces, self.since).await
     }
 }
 
@@ -163,8 +175,8 @@ impl Cursor {
     }
 }
 
-async fn stream_events(
-    socket: &mut WebSocket,
+async fn stream_events<T: Transport>(
+    socket: &mut T,
     s: &StreamState,
     user: String,
     namespaces: Vec<String>,
@@ -183,7 +195,7 @@ async fn stream_events(
         "type": "auth",
         "data": {"user": user, "namespaces": namespaces, "seq": start},
     });
-    if let Err(stop) = send_text(socket, auth.to_string()).await {
+    if let Err(stop) = socket.send(Some(start), auth.to_string().into()).await {
         return stop;
     }
     let mut cursor = Cursor::new(start);
@@ -201,10 +213,7 @@ async fn stream_events(
     loop {
         let first = tokio::select! {
             biased;
-            m = socket.recv() => match m {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Stop::Gone,
-                Some(Ok(_)) => continue,
-            },
+            _ = socket.gone() => return Stop::Gone,
             n = sub.next() => n,
             _ = &mut shutdown => return Stop::Shutdown,
         };
@@ -217,8 +226,8 @@ async fn stream_events(
 /// Sends `first` and what else the queue holds (up to [`MAX_BATCH`]
 /// deliveries): the new events' shared frames go into the write buffer,
 /// then one flush.
-async fn send_batch(
-    socket: &mut WebSocket,
+async fn send_batch<T: Transport>(
+    socket: &mut T,
     s: &StreamState,
     namespaces: &[String],
     sub: &mut Subscription,
@@ -239,25 +248,25 @@ async fn send_batch(
             }
             Next::Delivery(Delivery::Event(e)) => {
                 if cursor.accept(e.event.seq) {
-                    feed_text(socket, e.frame.clone()).await?;
+                    socket.feed(Some(cursor.max), e.frame.clone()).await?;
                 }
             }
             Next::Delivery(Delivery::Gap) => replay(socket, s, namespaces, cursor).await?,
             Next::Delivery(Delivery::Logs(_)) => {}
             // Ephemeral: no `seq`, so the cursor neither filters nor moves.
-            Next::Delivery(Delivery::Progress(p)) => feed_text(socket, p.frame.clone()).await?,
+            Next::Delivery(Delivery::Progress(p)) => socket.feed(None, p.frame.clone()).await?,
         }
         taken += 1;
         if taken < MAX_BATCH {
             next = sub.try_next();
         }
     }
-    flush(socket).await
+    socket.flush().await
 }
 
 /// Sends the stored events after the cursor's highest sequence number.
-async fn replay(
-    socket: &mut WebSocket,
+async fn replay<T: Transport>(
+    socket: &mut T,
     s: &StreamState,
     namespaces: &[String],
     cursor: &mut Cursor,
@@ -271,10 +280,11 @@ async fn replay(
         let full = page.len() as i64 == REPLAY_PAGE;
         for e in page {
             if cursor.accept(e.seq) {
-                feed_text(socket, serde_json::to_string(&e).unwrap_or_default()).await?;
+                let frame = serde_json::to_string(&e).unwrap_or_default();
+                socket.feed(Some(cursor.max), frame.into()).await?;
             }
         }
-        flush(socket).await?;
+        socket.flush().await?;
         if !full {
             return Ok(());
         }

@@ -1,5 +1,6 @@
 //! `GET /api/audit/v1/[<ns>/]action/<uuid>/logs/` and `/v1/action/<uuid>/logs/`
-//! (websocket; `tail`, default 300; `follow`, default true).
+//! (websocket, or Server-Sent Events with `Accept: text/event-stream`;
+//! `tail`, default 300; `follow`, default true).
 //!
 //! The socket first registers with the hub, then reads the action's state and
 //! the last `tail` stored lines, and sends them. With `follow` (and the action
@@ -13,19 +14,23 @@
 //! gets its current report, then every live one, as
 //! `{"type":"progress","progress":…,"progress_message":…,"timestamp":…}`
 //! frames (never stored as lines, so they take no line number).
+//!
+//! Resume: each line's number is an event stream's `id`; `Last-Event-ID: n`
+//! (or `?since=n`) sends the lines after `n` instead of the `tail`. An event
+//! stream that would end at once with nothing to send (the action is final,
+//! or `follow=false`, and no line is past the start) is answered `204 No
+//! Content`, which tells an `EventSource` not to reconnect.
 
+use super::transport::{Handshake, StreamClient, Transport};
 use super::{
-    authenticate_handshake, feed_text, finish, flush, namespaces_for, overflow_message, Delivery, Next, Stop,
-    StreamState,
+    authenticate_handshake, namespaces_for, overflow_message, resume_point, Delivery, Next, Stop, StreamState,
 };
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::input::integer;
 use crate::routes::parse_uuid;
-use crate::user_slots::UserSlot;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -41,8 +46,6 @@ pub const DEFAULT_TAIL: i64 = 300;
 /// a socket holds at most this many lines of 64 KiB whatever its `tail`.
 const LOG_PAGE: i64 = 64;
 
-type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
-
 /// The handler without a namespace segment.
 pub async fn handler(
     State(s): State<StreamState>,
@@ -50,9 +53,9 @@ pub async fn handler(
     Query(q): Query<HashMap<String, String>>,
     addr: ClientAddr,
     headers: HeaderMap,
-    ws: Upgrade,
+    handshake: Handshake,
 ) -> Response {
-    handle(s, None, uuid, q, addr, headers, ws).await
+    handle(s, None, uuid, q, addr, headers, handshake).await
 }
 
 /// The handler with a namespace segment.
@@ -62,9 +65,9 @@ pub async fn handler_ns(
     Query(q): Query<HashMap<String, String>>,
     addr: ClientAddr,
     headers: HeaderMap,
-    ws: Upgrade,
+    handshake: Handshake,
 ) -> Response {
-    handle(s, Some(ns), uuid, q, addr, headers, ws).await
+    handle(s, Some(ns), uuid, q, addr, headers, handshake).await
 }
 
 async fn handle(
@@ -74,24 +77,69 @@ async fn handle(
     q: HashMap<String, String>,
     addr: ClientAddr,
     headers: HeaderMap,
-    ws: Upgrade,
+    handshake: Handshake,
 ) -> Response {
-    match prepare(&s, ns, &uuid, &q, addr, &headers).await {
-        Err(e) => e.into_response(),
-        Ok((uuid, tail, follow, slot)) => match ws {
-            Err(rejection) => rejection.into_response(),
-            Ok(ws) => super::configure(ws).on_upgrade(move |mut socket| async move {
-                let _slot = slot;
-                let stop = stream_logs(&mut socket, &s, uuid, tail, follow).await;
-                finish(socket, stop).await;
-            }),
-        },
+    let prepared = match prepare(&s, ns, &uuid, &q, addr, &headers).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if handshake.is_event_stream() {
+        match prepared.nothing_to_send(&s).await {
+            Ok(true) => return StatusCode::NO_CONTENT.into_response(),
+            Ok(false) => {}
+            Err(e) => return e.into_response(),
+        }
+    }
+    let slot = match s.api.websockets.acquire(&prepared.user) {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
+    };
+    handshake.serve(slot, LogsClient { s, prepared })
+}
+
+/// Where a logs stream starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// The last `n` stored lines.
+    Tail(i64),
+    /// The lines after this number (a resume).
+    After(i64),
+}
+
+/// A logs request, checked.
+struct Prepared {
+    user: String,
+    uuid: Uuid,
+    start: Start,
+    follow: bool,
+    /// Whether the action was final when the request came.
+    finished: bool,
+}
+
+impl Prepared {
+    /// Whether the stream would end at once without a line: the action is
+    /// final (or the client does not follow) and no stored line is past
+    /// the start.
+    async fn nothing_to_send(&self, s: &StreamState) -> Result<bool, ApiError> {
+        if self.follow && !self.finished {
+            return Ok(false);
+        }
+        Ok(match self.start {
+            Start::Tail(0) => true,
+            Start::Tail(_) => newest_line(s.api.dispatcher.store(), self.uuid).await? == 0,
+            Start::After(after) => newest_line(s.api.dispatcher.store(), self.uuid).await? <= after,
+        })
     }
 }
 
+/// The number of the action's newest stored line (lines are numbered from 1
+/// without gaps), 0 for none.
+async fn newest_line(store: &DynStore, uuid: Uuid) -> Result<i64, stevedore_core::Error> {
+    Ok(store.logs(uuid, Some(1)).await?.last().map_or(0, |l| l.seq))
+}
+
 /// Checks credentials, the action's visibility and the query before
-/// upgrading, and takes one of the caller's websocket slots. A `tail` above
-/// `[http] max_log_tail` is read as that maximum.
+/// upgrading. A `tail` above `[http] max_log_tail` is read as that maximum.
 async fn prepare(
     s: &StreamState,
     ns: Option<String>,
@@ -99,7 +147,7 @@ async fn prepare(
     q: &HashMap<String, String>,
     addr: ClientAddr,
     headers: &HeaderMap,
-) -> Result<(Uuid, i64, bool, UserSlot), ApiError> {
+) -> Result<Prepared, ApiError> {
     let caller = authenticate_handshake(&s.api, headers, q, addr).await?;
     let uuid = parse_uuid(uuid)?;
     let namespaces = namespaces_for(&caller, ns.as_deref())?;
@@ -126,11 +174,39 @@ async fn prepare(
             }
         },
     };
-    let slot = s.api.websockets.acquire(&caller.user)?;
-    Ok((action.uuid, tail.min(s.api.limits.max_log_tail), follow, slot))
+    let start = match resume_point(headers, q)? {
+        Some(after) => Start::After(after),
+        None => Start::Tail(tail.min(s.api.limits.max_log_tail)),
+    };
+    Ok(Prepared {
+        user: caller.user,
+        uuid: action.uuid,
+        start,
+        follow,
+        finished: action.state.is_final(),
+    })
 }
 
-async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: i64, follow: bool) -> Stop {
+/// One logs client, checked and ready to run.
+struct LogsClient {
+    s: StreamState,
+    prepared: Prepared,
+}
+
+impl StreamClient for LogsClient {
+    async fn run<T: Transport>(self, transport: &mut T) -> Stop {
+        let p = &self.prepared;
+        stream_logs(transport, &self.s, p.uuid, p.start, p.follow).await
+    }
+}
+
+async fn stream_logs<T: Transport>(
+    socket: &mut T,
+    s: &StreamState,
+    uuid: Uuid,
+    start: Start,
+    follow: bool,
+) -> Stop {
     // Register first: a line stored from now on reaches us live, one stored
     // before is in the tail we read next.
     let mut sub = follow.then(|| s.hub.subscribe_logs(uuid));
@@ -142,11 +218,14 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
     let finished = action.state.is_final();
     // Lines are numbered from 1 without gaps: the newest tells where the
     // last `tail` start, and they are read a page at a time.
-    let newest = match store.logs(uuid, Some(1)).await {
-        Ok(lines) => lines.last().map_or(0, |l| l.seq),
+    let newest = match newest_line(&store, uuid).await {
+        Ok(seq) => seq,
         Err(e) => return read_failed(e),
     };
-    let mut last = (newest - tail).max(0);
+    let mut last = match start {
+        Start::Tail(tail) => (newest - tail).max(0),
+        Start::After(after) => after,
+    };
     if let Err(stop) = catch_up(socket, &store, uuid, &mut last, Some(newest)).await {
         return stop;
     }
@@ -163,10 +242,7 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
     loop {
         tokio::select! {
             _ = s.shutdown.cancelled() => return Stop::Shutdown,
-            m = socket.recv() => match m {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Stop::Gone,
-                Some(Ok(_)) => {}
-            },
+            _ = socket.gone() => return Stop::Gone,
             n = sub.next() => match n {
                 Next::Overflowed => return Stop::Error(overflow_message("log")),
                 Next::Delivery(Delivery::Logs(lines)) => {
@@ -180,12 +256,12 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
                                 return stop;
                             }
                         }
-                        if let Err(stop) = feed_text(socket, line.to_wire().to_string()).await {
+                        if let Err(stop) = socket.feed(Some(line.seq), line.to_wire().to_string().into()).await {
                             return stop;
                         }
                         last = line.seq;
                     }
-                    if let Err(stop) = flush(socket).await {
+                    if let Err(stop) = socket.flush().await {
                         return stop;
                     }
                 }
@@ -199,10 +275,8 @@ async fn stream_logs(socket: &mut WebSocket, s: &StreamState, uuid: Uuid, tail: 
                     }
                 }
                 Next::Delivery(Delivery::Progress(p)) => {
-                    if let Err(stop) = feed_text(socket, p.logs_frame.clone()).await {
-                        return stop;
-                    }
-                    if let Err(stop) = flush(socket).await {
+                    // No line number: an event stream's resume point stays.
+                    if let Err(stop) = socket.send(None, p.logs_frame.clone()).await {
                         return stop;
                     }
                 }
@@ -236,14 +310,13 @@ async fn current_action(store: &DynStore, uuid: Uuid) -> Result<Action, Stop> {
 }
 
 /// The action's stored progress, if it has any, as a progress frame.
-async fn send_current_progress(socket: &mut WebSocket, action: &Action) -> Result<(), Stop> {
+async fn send_current_progress<T: Transport>(socket: &mut T, action: &Action) -> Result<(), Stop> {
     let Some(progress) = action.progress else {
         return Ok(());
     };
     let now = chrono::Utc::now().timestamp();
     let frame = stevedore_core::progress::logs_frame(progress, &action.progress_message, now);
-    feed_text(socket, frame.to_string()).await?;
-    flush(socket).await
+    socket.send(None, frame.to_string().into()).await
 }
 
 fn read_failed(e: stevedore_core::Error) -> Stop {
@@ -253,8 +326,8 @@ fn read_failed(e: stevedore_core::Error) -> Stop {
 
 /// Sends the stored lines after `last` (up to `until` when given), a page
 /// at a time (one flush a page), and moves `last` on.
-async fn catch_up(
-    socket: &mut WebSocket,
+async fn catch_up<T: Transport>(
+    socket: &mut T,
     store: &DynStore,
     uuid: Uuid,
     last: &mut i64,
@@ -272,10 +345,12 @@ async fn catch_up(
                 reached = true;
                 break;
             }
-            feed_text(socket, line.to_wire().to_string()).await?;
+            socket
+                .feed(Some(line.seq), line.to_wire().to_string().into())
+                .await?;
             *last = line.seq;
         }
-        flush(socket).await?;
+        socket.flush().await?;
         if reached || !full || until.is_some_and(|u| *last >= u) {
             return Ok(());
         }

@@ -1,4 +1,5 @@
-//! The stream service: live action logs and the events stream over websockets.
+//! The stream service: live action logs and the events stream, over
+//! websockets or Server-Sent Events (the same routes; see [`transport`]).
 //!
 //! - [`Hub`]: one per process. A single task subscribes to the broker's update
 //!   fan-out ([`Broker::subscribe_updates`]) and hands each update to the
@@ -9,6 +10,8 @@
 //!   ends).
 //! - [`events_ws`]: `…/events` (an `auth` frame, then every event of the
 //!   caller's namespaces; resumable with `?since=<seq>`).
+//! - [`transport`]: a websocket or an event stream ([`sse`]), which the two
+//!   above write their frames to alike.
 //!
 //! **Invariant:** the hub never waits for a client. A client whose queue is
 //! full (in messages, or in bytes: `[http] client_queue_bytes`) is dropped
@@ -30,10 +33,13 @@
 pub mod events_ws;
 pub mod logs_ws;
 pub mod sequencer;
+pub mod sse;
+pub mod transport;
 
 use crate::auth::{authenticate_presented, request_credentials, Caller, Presentation};
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
+use crate::input::integer;
 use crate::ApiState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::http::{HeaderMap, Method, Uri};
@@ -232,6 +238,7 @@ impl Hub {
     pub fn new(buffer: usize, max_bytes: usize) -> Self {
         // Registers the gauge at 0, so a stream listener reports it before its first client.
         metrics::gauge!(crate::ops::WEBSOCKET_CLIENTS).increment(0.0);
+        metrics::gauge!(crate::ops::EVENT_STREAM_CLIENTS).increment(0.0);
         Hub {
             inner: Arc::new(HubInner {
                 registry: Mutex::new(Registry::default()),
@@ -606,7 +613,7 @@ pub struct StreamState {
 }
 
 /// Starts the hub's subscription task on `api`'s broker and returns the
-/// websocket routes. The task stops on `shutdown`.
+/// stream routes (websockets and event streams). The task stops on `shutdown`.
 pub fn stream_router(api: ApiState, shutdown: &Shutdown) -> Router {
     let hub = api.hub.clone();
     hub.spawn_subscriber(api.dispatcher.broker().clone(), shutdown.clone());
@@ -697,10 +704,11 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
-/// Authenticates a websocket handshake: `Authorization` (Basic or ApiKey) or
-/// the session cookie, else `?user=&token=`. 401 when none is given or they
-/// are wrong. (Handshakes from another origin never get here: see
-/// [`crate::origin`].)
+/// Authenticates a stream request (a websocket handshake or an event
+/// stream's request): `Authorization` (Basic or ApiKey) or the session
+/// cookie, else `?user=&token=` (browsers can set no header on either). 401
+/// when none is given or they are wrong. (Requests from another origin never
+/// get here: see [`crate::origin`].)
 pub async fn authenticate_handshake(
     state: &ApiState,
     headers: &HeaderMap,
@@ -740,7 +748,7 @@ pub fn error_frame(message: &str) -> String {
     json!({"type": "error", "data": {"errorMessage": message}}).to_string()
 }
 
-/// Why a socket loop stopped.
+/// Why a client loop stopped.
 #[derive(Debug)]
 pub(crate) enum Stop {
     /// Finished normally (logs: backlog sent or action ended).
@@ -752,6 +760,44 @@ pub(crate) enum Stop {
     /// The process is shutting down.
     Shutdown,
 }
+
+impl Stop {
+    /// The close a client is told of (a websocket's close frame, an event
+    /// stream's `close` event): its code and reason; none for a client
+    /// that is gone.
+    pub(crate) fn close_code(&self) -> Option<(u16, &'static str)> {
+        match self {
+            Stop::Done => Some((1000, "")),
+            Stop::Gone => None,
+            Stop::Error(_) => Some((1011, "error")),
+            Stop::Shutdown => Some((1001, "server shutting down")),
+        }
+    }
+}
+
+/// Where a stream resumes: the `Last-Event-ID` an event stream's client
+/// sends back when it reconnects, else `?since=`; `None` for neither (or
+/// empty). 400 unless a non-negative integer.
+pub fn resume_point(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
+    let (key, value) = match headers.get(LAST_EVENT_ID) {
+        Some(v) => (
+            "Last-Event-ID",
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be an integer".into()))?,
+        ),
+        None => match query.get("since") {
+            Some(v) => ("since", v.as_str()),
+            None => return Ok(None),
+        },
+    };
+    match value.trim() {
+        "" => Ok(None),
+        v => integer(key, v, 0..=i64::MAX).map(Some),
+    }
+}
+
+/// The header an event stream's client resumes with.
+pub const LAST_EVENT_ID: &str = "last-event-id";
 
 /// Per-socket read buffer. Clients only send pings and close frames (at
 /// most 139 bytes each), so a small buffer saves most of a connection's
@@ -816,15 +862,12 @@ async fn within_write_timeout(
 
 /// Ends a socket: an error frame first if there is one, then a close frame.
 pub(crate) async fn finish(mut socket: WebSocket, stop: Stop) {
-    let (code, reason) = match &stop {
-        Stop::Done => (1000, ""),
-        Stop::Gone => return,
-        Stop::Error(m) => {
-            let _ = send_text(&mut socket, error_frame(m)).await;
-            (1011, "error")
-        }
-        Stop::Shutdown => (1001, "server shutting down"),
+    let Some((code, reason)) = stop.close_code() else {
+        return;
     };
+    if let Stop::Error(m) = &stop {
+        let _ = send_text(&mut socket, error_frame(m)).await;
+    }
     let close = Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),

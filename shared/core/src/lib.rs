@@ -51,7 +51,7 @@ pub mod store;
 pub mod syslog;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod workers;
 pub mod webhook;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -27,8 +27,8 @@ use crate::progress::ProgressWrite;
 use crate::session::{NewSession, Session};
 use crate::state::ActionState;
 use crate::syslog::{NewSystemLog, Pruned, SystemLogEntry, SystemLogFilter};
-use crate::workers::{NewWorker, WorkerInfo};
 use crate::webhook::{Attempt, Delivery, DueDelivery, NewDelivery, NewWebhook, Webhook, WebhookTarget};
+use crate::workers::{NewWorker, WorkerInfo};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -758,8 +758,7 @@ fn not_recorded() -> crate::Error {
 pub mod prelude {
     pub use super::{
         ActionStore, Database, EventStore, ObjectStore, Retention, Store, SystemLogStore, Tenancy,
-        WorkerRegistry,
-        WebhookStore,
+        WebhookStore, WorkerRegistry,
     };
 }
 

@@ -45,8 +45,8 @@
 //! end of this file checks each of these statements.
 
 mod driver;
-mod workers;
 mod webhooks;
+mod workers;
 
 use crate::rows::{self, RowExt};
 use async_trait::async_trait;

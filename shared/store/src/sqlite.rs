@@ -26,8 +26,8 @@
 //! (see [`rows::state_literals`]).
 
 mod driver;
-mod workers;
 mod webhooks;
+mod workers;
 
 use crate::rows::{self, RowExt};
 use async_trait::async_trait;
