@@ -26,6 +26,7 @@ mod progress;
 mod qnap;
 mod queue_position;
 mod session;
+mod sse;
 mod stream;
 mod tls;
 mod webhooks;

@@ -8,6 +8,7 @@ pub mod http;
 pub mod marks;
 pub mod proxy;
 pub mod rabbit;
+pub mod sse;
 pub mod tls_proxy;
 pub mod ws;
 
