@@ -285,13 +285,15 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A 401 challenges `Basic`, except to page scripts, which mark their
-/// requests with `X-Requested-With`: they get a `Session` challenge, so the
+/// requests with `X-Requested-With`, and to event-stream requests (an
+/// `EventSource` can mark nothing): they get a `Session` challenge, so the
 /// browser shows no password prompt and the page shows its own login form.
 pub async fn page_challenge(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let from_page = req.headers().contains_key("x-requested-with");
+    let from_page = req.headers().contains_key("x-requested-with")
+        || crate::stream::sse::wants_event_stream(req.headers());
     let mut resp = next.run(req).await;
     if from_page && resp.status() == axum::http::StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(

@@ -305,6 +305,16 @@ async fn credentials_scoping_and_origin_are_the_websockets(d: &mut Deployment) {
         assert_eq!(status, 401, "{path}: {body}");
         assert!(body["error"].is_string(), "{body}");
     }
+    // Its challenge prompts no browser for a password (an EventSource can
+    // say nothing of who opened it).
+    let resp = reqwest::Client::new()
+        .get(format!("{stream}/api/audit/v1/events"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["www-authenticate"], "Session realm=\"stevedore\"");
     // Another tenant's action and namespace: 404.
     for path in [
         format!("/api/audit/v1/action/{alices_action}/logs/"),

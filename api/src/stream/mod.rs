@@ -624,7 +624,7 @@ pub fn stream_router(api: ApiState, shutdown: &Shutdown) -> Router {
     })
 }
 
-/// The websocket routes over a given hub (tests use their own).
+/// The stream routes over a given hub (tests use their own).
 pub fn routes(state: StreamState) -> Router {
     use crate::openapi::{EVENTS_WS, EVENTS_WS_NS, LOGS_WS, LOGS_WS_NS};
     let mut r = Router::new();
@@ -645,6 +645,7 @@ pub fn routes(state: StreamState) -> Router {
         crate::origin::refuse_cross_site,
     ))
     .layer(axum::middleware::map_response(crate::error::json_errors))
+    .layer(axum::middleware::from_fn(crate::auth::page_challenge))
     .with_state(state)
 }
 
