@@ -1125,3 +1125,125 @@ async fn webhooks_in_the_dashboard_embedded() {
 async fn webhooks_in_the_dashboard_postgres_rabbitmq() {
     webhooks_in_the_dashboard(Backend::PostgresRabbit).await;
 }
+
+// --- Server-Sent Events: a browser's EventSource on the stream routes ---------
+
+/// The test operations plus one that prints 20 lines over two seconds.
+fn event_source_config() -> String {
+    format!(
+        r#"{TEST_CONFIG}
+[[operation]]
+object = "service"
+verb = "count"
+exec = ["sh", "-c", "for i in $(seq 1 20); do echo \"step $i\"; sleep 0.1; done"]
+"#
+    )
+}
+
+/// What the page's `EventSource`s saw, shown in a panel for the screenshot.
+const EVENT_SOURCE_SCRIPT: &str = r#"
+const s = window.sseDemo = {events: [], lines: [], ids: [], closes: [], opens: 0};
+const panel = document.createElement('pre');
+panel.id = 'sse-demo';
+panel.style.cssText = 'position:fixed;right:12px;bottom:12px;width:560px;max-height:70vh;overflow:auto;' +
+  'margin:0;padding:10px;background:#111;color:#eee;font:12px/1.4 monospace;border-radius:6px;z-index:99';
+document.body.appendChild(panel);
+s.render = () => {
+  const logs = s.es && s.es.readyState === 2 ? 'closed (no reconnect)' : 'open';
+  panel.textContent = 'EventSource /api/audit/v1/events\n' +
+    s.events.map(e => `  id: ${e.id}  ${e.type} ${e.action || ''} ${e.state || ''}`).join('\n') +
+    `\n\nEventSource …/action/<uuid>/logs/ (${logs})\n` +
+    s.lines.map((l, i) => `  id: ${s.ids[i]}  ${l}`).join('\n') +
+    s.closes.map(c => `\n  event: close  code ${c}`).join('');
+};
+const events = new EventSource('/api/audit/v1/events');
+events.onmessage = (m) => {
+  const f = JSON.parse(m.data);
+  s.events.push({id: m.lastEventId, type: f.type, action: f.action, state: f.state, uuid: f.uuid,
+                 seq: f.seq, namespace: f.namespace, user: f.data && f.data.user});
+  s.render();
+};
+s.follow = (uuid) => {
+  const es = s.es = new EventSource(`/api/audit/v1/action/${uuid}/logs/`);
+  es.onopen = () => { s.opens++; };
+  es.onmessage = (m) => { s.ids.push(m.lastEventId); s.lines.push(JSON.parse(m.data).log); s.render(); };
+  es.addEventListener('close', (m) => { s.closes.push(JSON.parse(m.data).code); s.render(); });
+  es.onerror = () => s.render();
+};
+s.render();
+return true;
+"#;
+
+/// A browser's `EventSource`, authenticated by the dashboard's session
+/// cookie alone: the events stream shows an action's events with their
+/// `seq` as ids, and its logs stream ends at the final state; the browser
+/// then reconnects by itself with `Last-Event-ID`, gets a 204 and stops,
+/// having seen every line exactly once.
+async fn event_source_follows_streams_with_the_session_cookie(backend: Backend) {
+    let _one = ONE_BROWSER.lock().await;
+    let mut d = Deployment::start_with(backend, &event_source_config()).await;
+    let base = d.dashboard_url().await;
+    let save: Option<PathBuf> = (backend == Backend::Embedded).then(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    log_in(&c, &base, &d).await;
+
+    js(&c, EVENT_SOURCE_SCRIPT).await;
+    let hello = until(
+        &c,
+        "the auth frame",
+        "window.sseDemo.events.find(e => e.type === 'auth')",
+    )
+    .await;
+    assert_eq!(hello["user"], d.user.as_str(), "{hello}");
+    let svc = d.new_service().await;
+    let uuid = d.submit(&svc, "count", None).await;
+    js(&c, &format!("window.sseDemo.follow({uuid:?}); return true;")).await;
+    until(
+        &c,
+        "the action's final event",
+        &format!("window.sseDemo.events.find(e => e.uuid === {uuid:?} && e.state === 'Success')"),
+    )
+    .await;
+    // The logs stream closed at the final state; the browser's own
+    // reconnect (with Last-Event-ID) got a 204 and it gave up.
+    until(
+        &c,
+        "the logs EventSource to stop reconnecting",
+        "window.sseDemo.closes.length > 0 && window.sseDemo.es.readyState === 2",
+    )
+    .await;
+    let seen = js(&c, "return window.sseDemo;").await;
+    let lines: Vec<String> = (1..=20).map(|i| format!("step {i}")).collect();
+    let ids: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    assert_eq!(seen["lines"], json!(lines), "every line once: {seen}");
+    assert_eq!(seen["ids"], json!(ids));
+    assert_eq!(seen["closes"], json!([1000]));
+    assert_eq!(
+        seen["opens"], 1,
+        "the reconnect was refused (204), not served again"
+    );
+    // The events' ids are their seqs, in order.
+    let events = seen["events"].as_array().unwrap();
+    for e in events.iter().filter(|e| e["type"] != "auth") {
+        assert_eq!(e["id"], e["seq"].as_i64().unwrap().to_string(), "{e}");
+        assert_eq!(e["namespace"], d.user.as_str());
+    }
+    js(&c, "window.sseDemo.render(); return true;").await;
+    screenshot(&c, save.as_deref(), "sse").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_source_in_a_browser_embedded() {
+    event_source_follows_streams_with_the_session_cookie(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_source_in_a_browser_postgres_rabbitmq() {
+    event_source_follows_streams_with_the_session_cookie(Backend::PostgresRabbit).await;
+}
