@@ -27,7 +27,7 @@ use crate::user_slots::UserSlot;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::Utf8Bytes;
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::convert::Infallible;
@@ -85,7 +85,7 @@ pub(crate) fn respond<C: StreamClient>(slot: UserSlot, client: C) -> Response {
             (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             // nginx would otherwise hold events back to fill its buffer.
             (
-                "x-accel-buffering".parse().expect("a header name"),
+                HeaderName::from_static("x-accel-buffering"),
                 HeaderValue::from_static("no"),
             ),
         ],
