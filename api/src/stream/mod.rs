@@ -920,6 +920,25 @@ mod tests {
             .ok()
     }
 
+    #[test]
+    fn last_event_id_wins_over_since_and_both_must_be_counts() {
+        let q = |since: &str| HashMap::from([("since".to_string(), since.to_string())]);
+        let h = |id: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(LAST_EVENT_ID, axum::http::HeaderValue::from_static(id));
+            h
+        };
+        let none = HeaderMap::new();
+        assert_eq!(resume_point(&none, &HashMap::new()).unwrap(), None);
+        assert_eq!(resume_point(&none, &q("7")).unwrap(), Some(7));
+        assert_eq!(resume_point(&h("42"), &q("7")).unwrap(), Some(42));
+        assert_eq!(resume_point(&h(" "), &q("7")).unwrap(), None);
+        for (headers, query) in [(h("x"), q("7")), (h("-1"), HashMap::new()), (none, q("1.5"))] {
+            let e = resume_point(&headers, &query).unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
     #[tokio::test]
     async fn events_reach_only_their_namespaces_clients() {
         let hub = Hub::new(8, 1 << 20);
