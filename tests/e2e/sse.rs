@@ -47,6 +47,7 @@ on_both_backends!(
     logs_end_at_the_final_state_and_resume_after_the_last_line_seen,
     credentials_scoping_and_origin_are_the_websockets,
     a_reader_that_stops_reading_is_dropped_and_resumes_from_its_last_id,
+    progress_frames_carry_no_resume_point,
 );
 
 mod capped {
@@ -577,4 +578,53 @@ async fn a_reader_that_stops_reading_is_dropped_and_resumes_from_its_last_id(d: 
             "{e:?}"
         );
     }
+}
+
+/// Progress reports (the built-in `sleep` reports the share it slept) are
+/// ephemeral: on both event streams they come without an `id`, so an
+/// `EventSource`'s resume point stays at the last event or line.
+async fn progress_frames_carry_no_resume_point(d: &mut Deployment) {
+    let stream = d.stream_url().await;
+    let (user, key) = auth(d);
+    let auth = (user.as_str(), key.as_str());
+    let mut events = sse_connect(&stream, "/api/audit/v1/events", Some(auth), &[])
+        .await
+        .unwrap();
+    assert_eq!(sse_message(&mut events).await.json()["type"], "auth");
+    let svc = new_service_as(d, auth).await;
+    let (status, _, action) = d
+        .request(
+            Method::POST,
+            &format!("/api/app/v1/service/{svc}/sleep/"),
+            Some(r#"{"seconds": 3}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
+    let uuid = action["uuid"].as_str().unwrap().to_string();
+    let mut logs = sse_connect(
+        &stream,
+        &format!("/api/audit/v1/action/{uuid}/logs/"),
+        Some(auth),
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let seen = until(&mut events, |f| is_final_update(f, &uuid)).await;
+    let (progress, rest): (Vec<&SseEvent>, Vec<&SseEvent>) =
+        seen.iter().partition(|e| e.json()["action"] == "progress");
+    assert!(!progress.is_empty(), "no progress report: {seen:?}");
+    for p in &progress {
+        assert_eq!(p.id, None, "{p:?}");
+        assert_eq!(p.json()["uuid"], uuid.as_str());
+    }
+    for e in rest {
+        assert_eq!(e.id_number(), e.json()["seq"].as_i64().unwrap(), "{e:?}");
+    }
+
+    let (frames, code) = sse_until_close(&mut logs).await;
+    assert_eq!(code, 1000);
+    let reports: Vec<&SseEvent> = frames.iter().filter(|e| e.json()["type"] == "progress").collect();
+    assert!(!reports.is_empty(), "no progress frame: {frames:?}");
+    assert!(reports.iter().all(|e| e.id.is_none()), "{reports:?}");
 }

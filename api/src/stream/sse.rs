@@ -8,7 +8,7 @@
 //! gets. A frame that is a resume point carries it as `id:` (the events
 //! stream: the highest `seq` sent, the `auth` frame's `seq` at first; an
 //! action's logs: the line's number), and a reconnecting client sends it
-//! back as `Last-Event-ID`. Where a websocket would get a close frame the
+//! back as `Last-Event-ID`. Progress reports are ephemeral and carry none. Where a websocket would get a close frame the
 //! stream ends with `event: close` and `data: {"code":…,"reason":…}` (1000:
 //! finished, do not reconnect; 1001: the server is shutting down; 1011: an
 //! error, reported by the `error` frame before it). A comment line
