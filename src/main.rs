@@ -31,8 +31,9 @@ enum Command {
     Dev(roles::DevArgs),
     /// The REST API (with the outbox relay), on PostgreSQL + RabbitMQ.
     Api(roles::ServerArgs),
-    /// The websocket stream service (action logs, events), on PostgreSQL +
-    /// RabbitMQ; run as many as you like, each sees every update.
+    /// The stream service (action logs, events; websockets, or Server-Sent
+    /// Events with Accept: text/event-stream), on PostgreSQL + RabbitMQ; run
+    /// as many as you like, each sees every update.
     Stream(roles::ServerArgs),
     /// A worker: consumes jobs and runs their handlers. `stevedore worker ls`
     /// lists the live workers instead (admins only).

@@ -91,7 +91,8 @@ pub struct ServerArgs {
     /// MaxMind GeoIP2/GeoLite2 database that fills actions' `location`.
     #[arg(long, env = "STEVEDORE_GEOIP_DATABASE")]
     geoip_database: Option<PathBuf>,
-    /// `api` only: also serve the websocket stream (logs, events) on the same listener.
+    /// `api` only: also serve the stream routes (logs, events; websockets or
+    /// Server-Sent Events) on the same listener.
     #[arg(long, env = "STEVEDORE_WITH_STREAM")]
     with_stream: bool,
     #[command(flatten)]

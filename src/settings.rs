@@ -81,7 +81,7 @@ pub struct HttpArgs {
     /// Connections served at once ([http] max_connections).
     #[arg(long, env = "STEVEDORE_HTTP_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Websockets one user may hold open ([http] max_websockets_per_user).
+    /// Streams (websockets and event streams) one user may hold open ([http] max_websockets_per_user).
     #[arg(long, env = "STEVEDORE_HTTP_MAX_WEBSOCKETS_PER_USER")]
     pub max_websockets_per_user: Option<usize>,
     /// Long-polls one user may hold ([http] max_waits_per_user).
@@ -96,7 +96,7 @@ pub struct HttpArgs {
     /// Largest logs websocket `tail` ([http] max_log_tail).
     #[arg(long, env = "STEVEDORE_HTTP_MAX_LOG_TAIL")]
     pub max_log_tail: Option<i64>,
-    /// Bytes one websocket client may have queued ([http] client_queue_bytes).
+    /// Bytes one stream client (websocket or event stream) may have queued ([http] client_queue_bytes).
     #[arg(long, env = "STEVEDORE_HTTP_CLIENT_QUEUE_BYTES")]
     pub client_queue_bytes: Option<usize>,
 }
