@@ -12,7 +12,8 @@
 //! - [`request`]: what an action records about its request; [`input`], the
 //!   rules every client value passes (ranges, dates, no NUL bytes).
 //! - [`error`]: the one error type and the JSON error middleware.
-//! - [`stream`]: the websocket stream service (action logs, events).
+//! - [`stream`]: the stream service (action logs, events), over websockets
+//!   or Server-Sent Events.
 //! - [`ops`]: metrics, request ids and request spans, the worker's ops listener.
 //! - [`openapi`]: the one list of routes and the `/openapi.json` document.
 //! - [`dashboard`]: the web dashboard at `/` (embedded page and script).

@@ -468,7 +468,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
-    /// Websockets (logs and events) one user may hold open on one process.
+    /// Streams (logs and events; websockets and event streams together) one
+    /// user may hold open on one process.
     pub max_websockets_per_user: usize,
     /// Long-polls (`/api/v1/event/wait/…`) one user may hold on one process.
     pub max_waits_per_user: usize,
@@ -477,10 +478,10 @@ pub struct HttpSettings {
     pub page_bytes: usize,
     /// Most objects an `include_related` filter may expand to.
     pub max_related: i64,
-    /// Largest `tail` of a logs websocket.
+    /// Largest `tail` of a logs stream.
     pub max_log_tail: i64,
-    /// Bytes one websocket client may have queued before it counts as too
-    /// slow and is disconnected.
+    /// Bytes one stream client (websocket or event stream) may have queued
+    /// before it counts as too slow and is disconnected.
     pub client_queue_bytes: usize,
 }
 
