@@ -11,7 +11,7 @@
 //! actions' own path never pays for webhooks.
 
 use std::time::Duration;
-use stevedore_core::event::Event;
+use stevedore_core::event::{Event, EventKind};
 use stevedore_core::state::ActionState;
 use stevedore_core::store::{DynStore, Scope};
 use stevedore_core::webhook::{NewDelivery, WebhookTarget};
@@ -95,6 +95,9 @@ impl Relay {
         let Ok(state) = event.state.parse::<ActionState>() else {
             return Ok(vec![]);
         };
+        if !reaches_state(event.action, state) {
+            return Ok(vec![]);
+        }
         // The action is read only when a webhook of its namespace wants its state.
         let wanted = targets
             .iter()
@@ -131,5 +134,27 @@ impl Relay {
                 body: body.clone(),
             })
             .collect())
+    }
+}
+
+/// Whether an action event records the action reaching its state. An
+/// `update` event of a Pending action does not: an action is Pending only
+/// from its creation, and such an event says that its object's queue moved
+/// (its `queue_position` changed), which no webhook's state filter asks for.
+fn reaches_state(kind: EventKind, state: ActionState) -> bool {
+    !(kind == EventKind::Update && state == ActionState::Pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_move_is_no_state_reached() {
+        assert!(reaches_state(EventKind::Create, ActionState::Pending));
+        assert!(!reaches_state(EventKind::Update, ActionState::Pending));
+        assert!(reaches_state(EventKind::Update, ActionState::InProgress));
+        assert!(reaches_state(EventKind::Update, ActionState::Success));
+        assert!(reaches_state(EventKind::Create, ActionState::Success));
     }
 }
