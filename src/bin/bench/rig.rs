@@ -132,10 +132,18 @@ impl Rig {
         Ok(rig)
     }
 
-    /// Starts one more worker in this process.
+    /// Starts one more worker in this process, with what a `stevedore
+    /// worker` process runs beside it (the webhook relay and sender, idle
+    /// without webhooks but polling), so a worker costs what it does in
+    /// production.
     pub fn add_worker(&self, settings: WorkerSettings) {
         let w = Worker::new(self.dispatcher.clone(), self.ops.clone(), settings);
         tokio::spawn(w.run(self.shutdown.clone()));
+        stevedore_worker::webhooks::spawn(
+            self.dispatcher.store().clone(),
+            stevedore_core::config::WebhookSettings::default(),
+            self.shutdown.clone(),
+        );
     }
 
     /// An HTTP client with a large connection pool.
