@@ -619,19 +619,7 @@ impl Drop for Gates {
 /// Logs in through the form with the deployment's user and key.
 async fn log_in(c: &Client, base: &str, d: &Deployment) {
     c.goto(&format!("{base}/")).await.unwrap();
-    until(c, "the login form", "!document.getElementById('login').hidden").await;
-    c.find(Locator::Id("login-user"))
-        .await
-        .unwrap()
-        .send_keys(&d.user)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login-key"))
-        .await
-        .unwrap()
-        .send_keys(&format!("{}\u{E007}", d.key))
-        .await
-        .unwrap();
+    log_in_as(c, &d.user, &d.key).await;
     until(
         c,
         "the events stream",
@@ -988,29 +976,6 @@ async fn workers_page_in_a_browser_postgres_rabbitmq() {
 
 // --- webhooks ------------------------------------------------------------------
 
-/// Logs in with the keyboard and waits for the dashboard.
-async fn log_in_deployment(c: &Client, d: &Deployment) {
-    until(c, "the login form", "!document.getElementById('login').hidden").await;
-    c.find(Locator::Id("login-user"))
-        .await
-        .unwrap()
-        .send_keys(&d.user)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login-key"))
-        .await
-        .unwrap()
-        .send_keys(&format!("{}\u{E007}", d.key))
-        .await
-        .unwrap();
-    until(
-        c,
-        "the dashboard header",
-        "!document.getElementById('top').hidden",
-    )
-    .await;
-}
-
 /// The Webhooks page: add a webhook (its secret shown once), watch a
 /// delivery reach the receiver and the delivery log, remove the webhook.
 async fn webhooks_in_the_dashboard(backend: Backend) {
@@ -1032,7 +997,7 @@ async fn webhooks_in_the_dashboard(backend: Backend) {
     let driver = Driver::start().await;
     let c = driver.browser().await;
     c.goto(&format!("{base}/")).await.unwrap();
-    log_in_deployment(&c, &d).await;
+    log_in_as(&c, &d.user, &d.key).await;
 
     follow(&c, "#nav", "Webhooks").await;
     until(
