@@ -56,17 +56,28 @@ impl Relay {
     }
 
     /// Matches the next batch of events; `true` when more may be waiting.
+    ///
+    /// The newest event's `seq` is read before the webhooks, and nothing
+    /// past it is matched in this step: a webhook missing from the list
+    /// read next was created after that read, so it starts after that
+    /// `seq` (`after_seq`, and the store numbers events in commit order) and
+    /// wants none of the events matched here. Reading the webhooks first
+    /// would let one created between the two reads miss the events
+    /// committed meanwhile, and the cursor move past them.
     pub async fn step(&self) -> Result<bool> {
         let cursor = self.store.webhook_cursor().await?;
-        let targets = self.store.webhook_targets().await?;
-        if targets.is_empty() {
-            let last = self.store.last_event_seq().await?;
-            if last > cursor {
-                self.store.advance_webhook_cursor(cursor, last, &[]).await?;
-            }
+        let newest = self.store.last_event_seq().await?;
+        if newest <= cursor {
             return Ok(false);
         }
-        let events = self.store.events_after(Scope::All, cursor, BATCH).await?;
+        let targets = self.store.webhook_targets().await?;
+        if targets.is_empty() {
+            self.store.advance_webhook_cursor(cursor, newest, &[]).await?;
+            return Ok(false);
+        }
+        let read = self.store.events_after(Scope::All, cursor, BATCH).await?;
+        let full = read.len() as i64 == BATCH;
+        let events: Vec<Event> = read.into_iter().take_while(|e| e.seq <= newest).collect();
         let Some(last) = events.last().map(|e| e.seq) else {
             return Ok(false);
         };
@@ -84,7 +95,7 @@ impl Relay {
             metrics::counter!(super::WEBHOOK_DELIVERIES_TOTAL).increment(recorded as u64);
             tracing::debug!(recorded, up_to = last, "webhook deliveries recorded");
         }
-        Ok(events.len() as i64 == BATCH)
+        Ok(full)
     }
 
     /// The deliveries one event makes.
