@@ -665,6 +665,10 @@ poll_interval = \"100ms\"
             let error = entry["last_error"].as_str().unwrap();
             assert!(error.contains("refused to connect"), "{entry}");
             assert!(error.contains("allow_private_networks"), "{entry}");
+            assert!(
+                !error.contains("127.0.0.1"),
+                "the address stays in the worker's log: {entry}"
+            );
             assert_eq!(entry["last_status_code"], Value::Null);
         }
         assert!(rx.at("ok").is_empty(), "nothing was sent");

@@ -13,8 +13,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The networks deliveries may not reach unless allowed: loopback, private
 /// (RFC 1918), shared address space (CGNAT), link-local (cloud metadata),
-/// unique-local and link-local IPv6, multicast, unspecified, broadcast,
-/// and the documentation and benchmarking ranges.
+/// unique-local, site-local and link-local IPv6, multicast, unspecified,
+/// broadcast, the documentation and benchmarking ranges, and the IPv6
+/// forms that may carry an IPv4 address to a private one through a
+/// translator or tunnel (IPv4-translated, NAT64 well-known and local, 6to4,
+/// Teredo).
 const BLOCKED: &[&str] = &[
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -32,11 +35,16 @@ const BLOCKED: &[&str] = &[
     "240.0.0.0/4",
     "::/128",
     "::1/128",
+    "::ffff:0:0:0/96",
     "64:ff9b::/96",
+    "64:ff9b:1::/48",
     "100::/64",
+    "2001::/32",
     "2001:db8::/32",
+    "2002::/16",
     "fc00::/7",
     "fe80::/10",
+    "fec0::/10",
     "ff00::/8",
 ];
 
@@ -92,10 +100,17 @@ impl NetworkPolicy {
             return Ok(());
         }
         match self.blocked.iter().find(|n| n.contains(&ip)) {
-            Some(net) => Err(format!(
-                "refused to connect to {ip} (in {net}, a private or reserved network); \
-                 allow it with [webhooks] allow_private_networks or allowed_networks"
-            )),
+            Some(net) => {
+                // The address goes to the worker's log only: the error is
+                // shown to the webhook's owner in its delivery log, and a
+                // host name's addresses would map the workers' network.
+                tracing::warn!(%ip, %net, "webhook delivery refused: private or reserved address");
+                Err(
+                    "refused to connect: the address is in a private or reserved network; \
+                     an operator allows it with [webhooks] allow_private_networks or allowed_networks"
+                        .into(),
+                )
+            }
             None => Ok(()),
         }
     }
@@ -148,6 +163,11 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
         ] {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(p.check(ip).is_err(), "{bad} must be refused");
