@@ -294,9 +294,14 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
             qualified("actions", rows::PG_ACTION_COLUMNS)
         ),
         record_progress: format!(
-            "UPDATE actions SET progress = t.progress, progress_message = t.message \
+            // The rows are locked in uuid order first, the order of every
+            // other statement that changes several actions, so a flush and
+            // a batch of finishes or cancels never deadlock.
+            "WITH locked AS (SELECT uuid FROM actions WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE) \
+             UPDATE actions SET progress = t.progress, progress_message = t.message \
              FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS t(uuid, token, progress, message) \
              WHERE actions.uuid = t.uuid AND actions.lease_token = t.token \
+               AND actions.uuid IN (SELECT uuid FROM locked) \
              RETURNING {}",
             qualified("actions", rows::PG_ACTION_COLUMNS)
         ),
