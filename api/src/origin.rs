@@ -3,7 +3,9 @@
 //! event-stream request (`Accept: text/event-stream`: a stream route's
 //! other transport, which holds one of the user's stream slots) whose
 //! `Origin` is neither the API's own nor one the config allows is refused
-//! with 403, whatever credentials it carries.
+//! with 403, whatever credentials it carries; so is a stream request
+//! without `Origin` that the browser marks as sent by another site
+//! (`Sec-Fetch-Site`: a `no-cors` fetch).
 //!
 //! A browser attaches credentials to cross-site requests by itself: the
 //! session cookie where `SameSite` is not honoured, and Basic credentials it
@@ -69,6 +71,16 @@ impl OriginPolicy {
             return Ok(());
         }
         let Some(origin) = headers.get(ORIGIN) else {
+            // A cross-site `fetch` in `no-cors` mode sends no `Origin`, may
+            // set `Accept: text/event-stream` and carries cached
+            // credentials: it cannot read the stream, but would hold one of
+            // the user's stream slots. The browser says so in
+            // `Sec-Fetch-Site`, which page scripts cannot set.
+            if stream && from_another_site(headers) {
+                return Err(ApiError::Forbidden(
+                    "cross-site stream request refused: Sec-Fetch-Site says another site sent it".into(),
+                ));
+            }
             return Ok(());
         };
         let host = headers.get(HOST).and_then(|h| h.to_str().ok());
@@ -79,6 +91,15 @@ impl OriginPolicy {
             )),
         }
     }
+}
+
+/// Whether a browser says another site sent the request
+/// (`Sec-Fetch-Site: cross-site` or `same-site`).
+fn from_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site"))
 }
 
 /// Whether the request asks to become a websocket.
@@ -139,6 +160,27 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn a_stream_request_another_site_sent_without_an_origin_is_refused() {
+        let p = OriginPolicy::default();
+        let sse = ("accept", "text/event-stream");
+        for site in ["cross-site", "same-site"] {
+            let h = headers(&[("host", "ops.example"), sse, ("sec-fetch-site", site)]);
+            assert!(p.check(&Method::GET, &h, false).is_err(), "{site}");
+        }
+        for site in ["same-origin", "none"] {
+            let h = headers(&[("host", "ops.example"), sse, ("sec-fetch-site", site)]);
+            assert!(p.check(&Method::GET, &h, false).is_ok(), "{site}");
+        }
+        // Not a browser (curl, SDKs): no Sec-Fetch-Site, no Origin.
+        assert!(p
+            .check(&Method::GET, &headers(&[("host", "ops.example"), sse]), false)
+            .is_ok());
+        // An ordinary read another site sent is not a stream: unaffected.
+        let read = headers(&[("host", "ops.example"), ("sec-fetch-site", "cross-site")]);
+        assert!(p.check(&Method::GET, &read, false).is_ok());
     }
 
     #[test]
