@@ -562,16 +562,6 @@ async fn dashboard_end_to_end(backend: Backend) {
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_in_a_browser_embedded() {
-    dashboard_end_to_end(Backend::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_in_a_browser_postgres_rabbitmq() {
-    dashboard_end_to_end(Backend::PostgresRabbit).await;
-}
-
 // --- progress ------------------------------------------------------------------
 
 /// The test operations plus one that reports progress and waits between its
@@ -719,16 +709,6 @@ async fn dashboard_progress(backend: Backend) {
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_progress_embedded() {
-    dashboard_progress(Backend::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_progress_postgres_rabbitmq() {
-    dashboard_progress(Backend::PostgresRabbit).await;
-}
-
 // --- queue positions ---------------------------------------------------------
 
 /// A Pending action's page says where it waits ("Queued #3, waiting for
@@ -820,16 +800,6 @@ async fn queue_positions_in_the_dashboard(backend: Backend) {
         "a running action has no place"
     );
     c.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_positions_in_a_browser_embedded() {
-    queue_positions_in_the_dashboard(Backend::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_positions_in_a_browser_postgres_rabbitmq() {
-    queue_positions_in_the_dashboard(Backend::PostgresRabbit).await;
 }
 
 // --- the workers page -----------------------------------------------------------
@@ -964,16 +934,6 @@ async fn workers_page_in_a_browser(backend: Backend) {
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_page_in_a_browser_embedded() {
-    workers_page_in_a_browser(Backend::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_page_in_a_browser_postgres_rabbitmq() {
-    workers_page_in_a_browser(Backend::PostgresRabbit).await;
-}
-
 // --- webhooks ------------------------------------------------------------------
 
 /// The Webhooks page: add a webhook (its secret shown once), watch a
@@ -1079,16 +1039,6 @@ async fn webhooks_in_the_dashboard(backend: Backend) {
     let (_, _, list) = d.request(reqwest::Method::GET, "/api/v1/webhook/", None).await;
     assert_eq!(list["meta"]["total_count"], 0, "{list}");
     c.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_in_the_dashboard_embedded() {
-    webhooks_in_the_dashboard(Backend::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_in_the_dashboard_postgres_rabbitmq() {
-    webhooks_in_the_dashboard(Backend::PostgresRabbit).await;
 }
 
 // --- Server-Sent Events: a browser's EventSource on the stream routes ---------
@@ -1203,12 +1153,11 @@ async fn event_source_follows_streams_with_the_session_cookie(backend: Backend) 
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_source_in_a_browser_embedded() {
-    event_source_follows_streams_with_the_session_cookie(Backend::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_source_in_a_browser_postgres_rabbitmq() {
-    event_source_follows_streams_with_the_session_cookie(Backend::PostgresRabbit).await;
-}
+on_both_backends!(backend;
+    dashboard_end_to_end,
+    dashboard_progress,
+    queue_positions_in_the_dashboard,
+    workers_page_in_a_browser,
+    webhooks_in_the_dashboard,
+    event_source_follows_streams_with_the_session_cookie,
+);
