@@ -4,6 +4,7 @@
 //! resume points as ids, a gapless resume from `Last-Event-ID`, the same
 //! credentials, scoping, per-user cap and slow-client drop.
 
+use crate::stream::{is_final_update, new_service_as, run_as};
 use crate::support::deployment::{Deployment, TEST_CONFIG};
 use crate::support::sse::{dechunk, sse_connect, sse_message, sse_until_close, Parser, Sse, SseEvent};
 use crate::support::ws::{ws_connect, ws_json};
@@ -57,38 +58,6 @@ mod capped {
 
 fn auth(d: &Deployment) -> (String, String) {
     (d.user.clone(), d.key.clone())
-}
-
-async fn new_service_as(d: &Deployment, auth: (&str, &str)) -> String {
-    let (status, _, svc) = d
-        .request_as(
-            Some(auth),
-            Method::POST,
-            "/api/app/v1/service/",
-            Some(r#"{"name": "web"}"#),
-        )
-        .await;
-    assert!(status.is_success(), "{status} {svc}");
-    svc["uuid"].as_str().unwrap().to_string()
-}
-
-/// Runs `verb` on a new service of `auth`'s user; returns the action uuid.
-async fn run_as(d: &Deployment, auth: (&str, &str), verb: &str) -> String {
-    let svc = new_service_as(d, auth).await;
-    let (status, _, action) = d
-        .request_as(
-            Some(auth),
-            Method::POST,
-            &format!("/api/app/v1/service/{svc}/{verb}/"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{action}");
-    action["uuid"].as_str().unwrap().to_string()
-}
-
-fn is_final_update(f: &Value, uuid: &str) -> bool {
-    f["uuid"] == uuid && f["action"] == "update" && f["state"] == "Success"
 }
 
 /// Reads messages until one's JSON satisfies `pred`.

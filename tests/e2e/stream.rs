@@ -34,7 +34,8 @@ on_both_backends!(
     streams_show_only_the_callers_namespaces,
 );
 
-async fn new_service_as(d: &Deployment, auth: (&str, &str)) -> String {
+/// Creates a service as `auth`'s user; returns its uuid.
+pub(crate) async fn new_service_as(d: &Deployment, auth: (&str, &str)) -> String {
     let (status, _, svc) = d
         .request_as(
             Some(auth),
@@ -47,8 +48,8 @@ async fn new_service_as(d: &Deployment, auth: (&str, &str)) -> String {
     svc["uuid"].as_str().unwrap().to_string()
 }
 
-/// Runs `verb` on a new service of the deployment's user; returns the action uuid.
-async fn run_as(d: &Deployment, auth: (&str, &str), verb: &str) -> String {
+/// Runs `verb` on a new service of `auth`'s user; returns the action uuid.
+pub(crate) async fn run_as(d: &Deployment, auth: (&str, &str), verb: &str) -> String {
     let svc = new_service_as(d, auth).await;
     let (status, _, action) = d
         .request_as(
@@ -209,7 +210,8 @@ async fn until(ws: &mut Ws, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> 
     }
 }
 
-fn is_final_update(f: &Value, uuid: &str) -> bool {
+/// Whether events frame `f` is the Success update of action `uuid`.
+pub(crate) fn is_final_update(f: &Value, uuid: &str) -> bool {
     f["uuid"] == uuid && f["action"] == "update" && f["state"] == "Success"
 }
 
