@@ -1,7 +1,7 @@
 //! `stevedore action ls|inspect|logs|cancel|retry`.
 
 use super::config::ConnArgs;
-use super::http::{Api, ApiError};
+use super::http::Api;
 use super::output::{self, paint, relative_cell, state_color, Cell, Spinner};
 use super::stream::{self, LogFrame, LogsEnd};
 use super::Exit;
@@ -212,43 +212,6 @@ fn list_query(a: &LsArgs) -> Vec<(&'static str, String)> {
     q
 }
 
-/// Lists actions matching `query`, following pages (`offset = meta.offset +
-/// meta.limit`, as the original clients do) until `limit` (0: no limit).
-pub async fn list(
-    api: &Api,
-    query: &[(&'static str, String)],
-    limit: usize,
-    page_size: u64,
-) -> Result<Vec<Value>> {
-    let mut out: Vec<Value> = vec![];
-    let mut page_limit = page_size;
-    let mut offset = 0u64;
-    loop {
-        let mut q = query.to_vec();
-        q.push(("limit", page_limit.to_string()));
-        q.push(("offset", offset.to_string()));
-        let page = api.get(ACTIONS, &q).await?;
-        let objects = page["objects"]
-            .as_array()
-            .ok_or_else(|| ApiError::Invalid("the action list has no objects".into()))?;
-        out.extend(objects.iter().cloned());
-        if limit > 0 && out.len() >= limit {
-            out.truncate(limit);
-            return Ok(out);
-        }
-        let meta = &page["meta"];
-        let next = meta.get("next").is_some_and(|n| !n.is_null() && n != "");
-        let (Some(m_offset), Some(m_limit)) = (meta["offset"].as_u64(), meta["limit"].as_u64()) else {
-            return Ok(out);
-        };
-        if !next || objects.is_empty() || m_limit == 0 {
-            return Ok(out);
-        }
-        offset = m_offset + m_limit;
-        page_limit = m_limit;
-    }
-}
-
 /// `service/<uuid>` from an object URI (`/api/app/v1/<ns>/service/<uuid>/`).
 pub fn target(object: &str) -> String {
     let segs: Vec<&str> = object
@@ -305,7 +268,9 @@ async fn ls(api: &Api, a: LsArgs) -> Result<()> {
         0 => 100,
         n => n.min(100) as u64,
     });
-    let actions = list(api, &list_query(&a), a.limit, page_size).await?;
+    let actions = api
+        .all_pages(ACTIONS, &list_query(&a), a.limit, page_size)
+        .await?;
     if a.quiet {
         for x in &actions {
             output::say(format_args!("{}", str_field(x, "uuid")));

@@ -195,6 +195,46 @@ impl Api {
         Ok(self.send(Method::GET, path, query, None).await?.json)
     }
 
+    /// The objects of the Tastypie list at `path` matching `query`,
+    /// following pages (`offset = meta.offset + meta.limit`, as the
+    /// original clients do) until `limit` objects (0: no limit), asking
+    /// for `page_size` first.
+    pub async fn all_pages(
+        &self,
+        path: &str,
+        query: &[(&'static str, String)],
+        limit: usize,
+        page_size: u64,
+    ) -> Result<Vec<Value>, ApiError> {
+        let mut out: Vec<Value> = vec![];
+        let mut page_limit = page_size;
+        let mut offset = 0u64;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", page_limit.to_string()));
+            q.push(("offset", offset.to_string()));
+            let page = self.get(path, &q).await?;
+            let objects = page["objects"].as_array().ok_or_else(|| {
+                ApiError::Invalid(format!("{path} did not answer with a list envelope (no objects)"))
+            })?;
+            out.extend(objects.iter().cloned());
+            if limit > 0 && out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            let meta = &page["meta"];
+            let next = meta.get("next").is_some_and(|n| !n.is_null() && n != "");
+            let (Some(m_offset), Some(m_limit)) = (meta["offset"].as_u64(), meta["limit"].as_u64()) else {
+                return Ok(out);
+            };
+            if !next || objects.is_empty() || m_limit == 0 {
+                return Ok(out);
+            }
+            offset = m_offset + m_limit;
+            page_limit = m_limit;
+        }
+    }
+
     /// `POST path` with an optional JSON body → JSON.
     pub async fn post(&self, path: &str, body: Option<String>) -> Result<Reply, ApiError> {
         self.send(Method::POST, path, &[], body).await

@@ -4,7 +4,7 @@
 use super::config::ConnArgs;
 use super::http::{Api, ApiError};
 use super::output::{self, relative_cell, Cell};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -12,7 +12,7 @@ use serde_json::Value;
 /// The workers registry's collection.
 pub const WORKERS: &str = "/api/v1/worker/";
 /// Workers read per request.
-const PAGE: i64 = 1000;
+const PAGE: u64 = 1000;
 
 /// The client subcommands of `stevedore worker` (without one, `stevedore
 /// worker` runs a worker).
@@ -43,28 +43,12 @@ fn explain(e: ApiError) -> anyhow::Error {
     }
 }
 
-/// Every live worker, page by page.
-async fn all_workers(api: &Api) -> Result<Vec<Value>> {
-    let mut out = vec![];
-    loop {
-        let q = [("limit", PAGE.to_string()), ("offset", out.len().to_string())];
-        let body = api.get(WORKERS, &q).await.map_err(explain)?;
-        let Some(objects) = body["objects"].as_array() else {
-            bail!("unexpected response: {WORKERS} did not answer with a list envelope");
-        };
-        out.extend(objects.iter().cloned());
-        if objects.is_empty() || body["meta"]["next"].is_null() {
-            return Ok(out);
-        }
-    }
-}
-
 /// Runs a worker subcommand.
 pub async fn run(command: WorkerCommand) -> Result<()> {
     match command {
         WorkerCommand::Ls(a) => {
             let api = Api::new(&a.conn.resolve()?)?;
-            let workers = all_workers(&api).await?;
+            let workers = api.all_pages(WORKERS, &[], 0, PAGE).await.map_err(explain)?;
             if a.json {
                 output::say(serde_json::to_string_pretty(&workers)?);
             } else if workers.is_empty() {
