@@ -397,6 +397,10 @@ function actionsTable(v, filter, offset, pageLink) {
   // a change that lands between the server's snapshot and the redraw is not lost.
   let loading = false;
   let again = false;
+  // Progress reports that arrive while a load is in flight may be newer than
+  // its snapshot (or name a row it is about to draw): the load applies them
+  // to the rows it draws, so a bar never stays behind its last report.
+  let reportsDuringLoad = new Map();
 
   async function load() {
     if (loading) {
@@ -416,6 +420,7 @@ function actionsTable(v, filter, offset, pageLink) {
   }
 
   async function loadOnce() {
+    reportsDuringLoad = new Map();
     let page;
     try {
       page = await api("GET", `/api/audit/v1/action/${query({ ...filter, limit: PAGE_SIZE, offset })}`);
@@ -448,6 +453,8 @@ function actionsTable(v, filter, offset, pageLink) {
             h("tbody", {}, rows))
         : h("p", { class: "empty" }, "No actions match."),
     );
+    for (const e of reportsDuringLoad.values()) showReport(e);
+    reportsDuringLoad = new Map();
     const m = page.meta;
     const next = m.next ? new URLSearchParams(m.next.split("?")[1] || "").get("offset") : null;
     const prev = m.previous ? new URLSearchParams(m.previous.split("?")[1] || "").get("offset") || "0" : null;
@@ -458,12 +465,17 @@ function actionsTable(v, filter, offset, pageLink) {
     );
   }
 
+  function showReport(e) {
+    const bar = shown.has(e.uuid) && wrap.querySelector(`tr[data-uuid="${e.uuid}"] .progress`);
+    if (bar) setProgress(bar, e.progress, e.progress_message);
+  }
+
   const refresh = debounce(load, 300);
   v.on((e) => {
     // Progress moves the bar of a shown row in place; it changes no listing.
     if (isProgress(e)) {
-      const bar = shown.has(e.uuid) && wrap.querySelector(`tr[data-uuid="${e.uuid}"] .progress`);
-      if (bar) setProgress(bar, e.progress, e.progress_message);
+      if (loading) reportsDuringLoad.set(e.uuid, e);
+      showReport(e);
       return;
     }
     // Reconnected (null), a shown action changed, or (page one) any action
@@ -554,12 +566,27 @@ async function actionPage(v, uuid) {
     );
   }
   let reloads = 0;
+  // The newest live progress report, and how many have come: a fetch that
+  // overlaps a report may hold an older value, so the report wins.
+  let lastReport = null;
+  let reports = 0;
+  function showReport(r) {
+    lastReport = r;
+    reports += 1;
+    setProgress(progress, r.progress, r.progress_message);
+  }
   /** Fetches and shows the action; the newest of overlapping fetches wins. */
   async function reload() {
     const mine = ++reloads;
+    const seen = reports;
     try {
       const a = await api("GET", `/api/audit/v1/action/${uuid}/`);
-      if (mine === reloads && v.alive) render(a);
+      if (mine === reloads && v.alive) {
+        render(a);
+        if (reports !== seen && !RULES.final.includes(a.state)) {
+          setProgress(progress, lastReport.progress, lastReport.progress_message);
+        }
+      }
       return a;
     } catch (e) {
       if (v.alive) toast(e.message);
@@ -596,7 +623,7 @@ async function actionPage(v, uuid) {
   const refresh = debounce(reload, 200);
   v.on((e) => {
     if (isProgress(e)) {
-      if (e.uuid === uuid) setProgress(progress, e.progress, e.progress_message);
+      if (e.uuid === uuid) showReport(e);
       return;
     }
     const waitsOn = new Set(action && action.state === "Pending" ? [action.object] : []);
@@ -629,7 +656,7 @@ async function actionPage(v, uuid) {
         if (++lines > MAX_LOG_LINES) logBox.firstChild.remove();
         scrollSoon();
       } else if (msg.type === "progress") {
-        setProgress(progress, msg.progress, msg.progress_message);
+        showReport(msg);
       } else if (msg.type === "error") {
         logBox.append(h("div", { class: "note" }, msg.error || "stream error"));
       }
