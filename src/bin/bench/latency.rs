@@ -85,6 +85,12 @@ pub async fn latency(rate: u64, seconds: u64, workers: usize, to: Probe) -> Resu
         ..Options::default()
     })
     .await?;
+    // The server runs on this runtime, the load generator on its own.
+    crate::rig::on_load_runtime(measure(rig, rate, seconds, workers, to)).await
+}
+
+/// The load and the measurement of [`latency`], on the load generator's runtime.
+async fn measure(rig: Rig, rate: u64, seconds: u64, workers: usize, to: Probe) -> Result<Value> {
     let http = rig.client();
     let total = rate * seconds;
     let objects = 256usize;

@@ -273,6 +273,11 @@ pub fn percentiles(h: &Histogram<u64>) -> Value {
 /// `/proc/<pid>/stat` (user + system, with the children they waited for):
 /// PostgreSQL (every `postgres` process), RabbitMQ (`beam.smp`) and this
 /// process. Empty where `/proc` cannot be read.
+///
+/// Where a scenario runs its load generator on [`load_runtime`], the
+/// process's share is split: `load_generator` is that runtime's threads,
+/// and `server` is what the system under test used — PostgreSQL, RabbitMQ
+/// and the bench process without its load generator.
 #[derive(Debug, Clone, Default)]
 pub struct CpuTimes(std::collections::BTreeMap<&'static str, f64>);
 
@@ -293,18 +298,77 @@ impl CpuTimes {
             };
             *out.entry(group).or_insert(0.0) += seconds;
         }
+        if LOAD.get().is_some() {
+            out.insert("load_generator", load_thread_cpu());
+        }
         CpuTimes(out)
     }
 
     /// CPU seconds per group used between `self` and `later`, as JSON.
     pub fn until(&self, later: &CpuTimes) -> Value {
         let mut m = serde_json::Map::new();
-        for (k, v) in &later.0 {
-            let used = v - self.0.get(k).copied().unwrap_or(0.0);
-            m.insert((*k).to_string(), json!((used * 100.0).round() / 100.0));
+        let used = |k: &str| later.0.get(k).copied().unwrap_or(0.0) - self.0.get(k).copied().unwrap_or(0.0);
+        for k in later.0.keys() {
+            m.insert((*k).to_string(), json!((used(k) * 100.0).round() / 100.0));
+        }
+        if later.0.contains_key("load_generator") {
+            let server = used("bench") - used("load_generator") + used("postgresql") + used("rabbitmq");
+            m.insert("server".to_string(), json!((server * 100.0).round() / 100.0));
         }
         Value::Object(m)
     }
+}
+
+/// The name of the load generator's threads (at most 15 bytes: Linux keeps
+/// no more of a thread's name).
+const LOAD_THREAD: &str = "bench-load";
+
+static LOAD: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+
+/// The load generator's own runtime (one thread named [`LOAD_THREAD`]), so
+/// that [`CpuTimes`] tells its CPU from the server's: the clients' HTTP,
+/// websocket and JSON work is not the system under test.
+pub fn load_runtime() -> &'static tokio::runtime::Handle {
+    LOAD.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(LOAD_THREAD)
+            .enable_all()
+            .build()
+            .expect("the load generator's runtime")
+    })
+    .handle()
+}
+
+/// Runs `work` on [`load_runtime`] and waits for it.
+pub async fn on_load_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    load_runtime().spawn(work).await?
+}
+
+/// CPU seconds used so far by this process's threads named [`LOAD_THREAD`]
+/// (`/proc/self/task/<tid>/stat`; 0 where it cannot be read).
+fn load_thread_cpu() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with(LOAD_THREAD) {
+            continue;
+        }
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += (field(14) + field(15)) / 100.0;
+    }
+    total
 }
 
 /// The server's own account of where a request's time went: the sums,
