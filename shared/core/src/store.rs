@@ -453,7 +453,8 @@ pub trait ActionStore: Database {
     /// first, at most `limit`.
     async fn unsent_outbox(&self, min_age: Duration, limit: i64) -> Result<Vec<OutboxEntry>>;
 
-    /// Marks outbox rows as sent (published and confirmed). Idempotent.
+    /// Marks outbox rows as sent (published and confirmed): they are
+    /// deleted, as the relay needs only the unsent ones. Idempotent.
     async fn mark_outbox_sent(&self, ids: &[i64]) -> Result<()>;
 
     /// Claims In progress (or Canceling: the worker then stops them at once)

@@ -963,7 +963,10 @@ impl ActionStore for PgStore {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1) AND sent_at IS NULL")
+        // Deleted, not marked: a mark was an UPDATE that wrote a new row
+        // version and an index entry for every action, and the sent rows
+        // stayed until their actions were pruned.
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
             .bind(ids)
             .execute(&self.pool)
             .await?;

@@ -806,14 +806,11 @@ impl ActionStore for SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE outbox SET sent_at = ?2 \
-             WHERE id IN (SELECT value FROM json_each(?1)) AND sent_at IS NULL",
-        )
-        .bind(json_list(ids)?)
-        .bind(rows::to_micros(now()))
-        .execute(&self.pool)
-        .await?;
+        // Deleted, not marked: see the PostgreSQL store.
+        sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(json_list(ids)?)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
