@@ -353,22 +353,28 @@ fn load_thread_cpu() -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
-    let mut total = 0.0;
-    for entry in dir.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if !stat[open + 1..close].starts_with(LOAD_THREAD) {
-            continue;
-        }
-        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        total += (field(14) + field(15)) / 100.0;
+    dir.flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| stat_cpu(&stat, false))
+        .filter(|(comm, _)| comm.starts_with(LOAD_THREAD))
+        .map(|(_, seconds)| seconds)
+        .sum()
+}
+
+/// The command and the CPU seconds (user + system; `with_children`: also
+/// of the children waited for) of a `/proc/…/stat` line.
+fn stat_cpu(stat: &str, with_children: bool) -> Option<(String, f64)> {
+    let ticks = 100.0; // USER_HZ on Linux
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    // Fields after the command: state is 3rd; utime, stime, cutime,
+    // cstime are the 14th to 17th of the whole line.
+    let rest: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let mut seconds = field(14) + field(15);
+    if with_children {
+        seconds += field(16) + field(17);
     }
-    total
+    Some((stat.get(open + 1..close)?.to_string(), seconds / ticks))
 }
 
 /// The server's own account of where a request's time went: the sums,
@@ -476,7 +482,6 @@ impl Stages {
 /// with the children it waited for), from `/proc/<pid>/stat`; empty where
 /// `/proc` cannot be read.
 pub fn process_cpu() -> Vec<(u32, String, f64)> {
-    let ticks = 100.0; // USER_HZ on Linux
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -488,15 +493,9 @@ pub fn process_cpu() -> Vec<(u32, String, f64)> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        // Fields after the command: state is 3rd; utime, stime, cutime,
-        // cstime are the 14th to 17th of the whole line.
-        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let field = |i: usize| rest.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let seconds = (field(14) + field(15) + field(16) + field(17)) / ticks;
-        out.push((pid, stat[open + 1..close].to_string(), seconds));
+        if let Some((comm, seconds)) = stat_cpu(&stat, true) {
+            out.push((pid, comm, seconds));
+        }
     }
     out
 }
