@@ -383,6 +383,20 @@ function movesQueueOf(e, objects) {
   return e.type === "action" && Array.isArray(e.parents) && objects.has(e.parents[0]);
 }
 
+/**
+ * GETs `path` for a view's table: the answer, or null when the view is gone
+ * or the request failed (the error is then shown in `wrap`).
+ */
+async function getInto(v, wrap, path) {
+  try {
+    const page = await api("GET", path);
+    return v.alive ? page : null;
+  } catch (e) {
+    if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+    return null;
+  }
+}
+
 // --- the actions table (shared by the actions page and the object page) ---------
 
 /** A live table of actions for `filter`; `pageLink(offset)` makes pager hrefs. */
@@ -421,14 +435,8 @@ function actionsTable(v, filter, offset, pageLink) {
 
   async function loadOnce() {
     reportsDuringLoad = new Map();
-    let page;
-    try {
-      page = await api("GET", `/api/audit/v1/action/${query({ ...filter, limit: PAGE_SIZE, offset })}`);
-    } catch (e) {
-      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
-      return;
-    }
-    if (!v.alive) return;
+    const page = await getInto(v, wrap, `/api/audit/v1/action/${query({ ...filter, limit: PAGE_SIZE, offset })}`);
+    if (!page) return;
     const rows = page.objects.map((a) => {
       const tr = h("tr", { "data-uuid": a.uuid, class: !first && !shown.has(a.uuid) ? "fresh" : null },
         h("td", {}, h("a", { href: `#/action/${a.uuid}` }, a.action || a.uuid)),
@@ -713,14 +721,8 @@ function objectsPage(v, typeName, q) {
   let shown = new Set();
 
   async function load() {
-    let page;
-    try {
-      page = await api("GET", `${base}${query({ limit: PAGE_SIZE, offset })}`);
-    } catch (e) {
-      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
-      return;
-    }
-    if (!v.alive) return;
+    const page = await getInto(v, wrap, `${base}${query({ limit: PAGE_SIZE, offset })}`);
+    if (!page) return;
     shown = new Set(page.objects.map((o) => o.uuid));
     wrap.replaceChildren(
       page.objects.length
@@ -826,14 +828,8 @@ function webhooksPage(v) {
   const secret = h("p", { class: "secret", id: "webhook-secret", role: "status", hidden: true });
 
   async function load() {
-    let page;
-    try {
-      page = await api("GET", `${WEBHOOKS}${query({ limit: 0 })}`);
-    } catch (e) {
-      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
-      return;
-    }
-    if (!v.alive) return;
+    const page = await getInto(v, wrap, `${WEBHOOKS}${query({ limit: 0 })}`);
+    if (!page) return;
     wrap.replaceChildren(
       page.objects.length
         ? h("table", { "aria-label": "Webhooks" },
@@ -904,14 +900,8 @@ async function webhookPage(v, uuid) {
   if (!v.alive) return null;
   const wrap = h("div", { class: "table-wrap" });
   async function load() {
-    let page;
-    try {
-      page = await api("GET", `${WEBHOOKS}${uuid}/delivery/${query({ limit: PAGE_SIZE })}`);
-    } catch (e) {
-      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
-      return;
-    }
-    if (!v.alive) return;
+    const page = await getInto(v, wrap, `${WEBHOOKS}${uuid}/delivery/${query({ limit: PAGE_SIZE })}`);
+    if (!page) return;
     wrap.replaceChildren(
       page.objects.length
         ? h("table", { "aria-label": "Deliveries" },
@@ -952,14 +942,8 @@ function workersPage(v) {
   const wrap = h("div", { class: "table-wrap" });
   const summary = h("p", { class: "hint", id: "workers-summary" });
   async function load() {
-    let page;
-    try {
-      page = await api("GET", `/api/v1/worker/${query({ limit: 1000 })}`);
-    } catch (e) {
-      if (v.alive) wrap.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
-      return;
-    }
-    if (!v.alive) return;
+    const page = await getInto(v, wrap, `/api/v1/worker/${query({ limit: 1000 })}`);
+    if (!page) return;
     const busy = page.objects.reduce((n, w) => n + w.running_actions.length, 0);
     const slots = page.objects.reduce((n, w) => n + w.concurrency, 0);
     summary.textContent = `${page.meta.total_count} live worker${page.meta.total_count === 1 ? "" : "s"}, ${busy} of ${slots} slots busy`;
