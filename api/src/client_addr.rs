@@ -42,18 +42,7 @@ impl TrustedProxies {
     /// Parses networks (`10.0.0.0/8`, `fd00::/8`) and single addresses
     /// (`127.0.0.1`, taken as `/32` or `/128`). The error names the entry.
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
-        let nets = entries
-            .iter()
-            .map(|e| {
-                let e = e.as_ref().trim();
-                e.parse::<IpNet>()
-                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| {
-                        format!("trusted_proxies: {e:?} is not an IP network like 10.0.0.0/8 or an address")
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let nets = stevedore_core::net::parse_networks("trusted_proxies", "10.0.0.0/8", entries)?;
         Ok(TrustedProxies { nets })
     }
 

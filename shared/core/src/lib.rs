@@ -40,6 +40,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod logline;
 pub mod messages;
+pub mod net;
 pub mod object;
 pub mod progress;
 pub mod reconnect;

@@ -73,18 +73,7 @@ impl NetworkPolicy {
     /// The policy of `allow_private_networks` and `allowed_networks`
     /// (CIDRs or single addresses; the error names the bad entry).
     pub fn new<S: AsRef<str>>(allow_private: bool, allowed: &[S]) -> Result<Self, String> {
-        let allowed = allowed
-            .iter()
-            .map(|e| {
-                let e = e.as_ref().trim();
-                e.parse::<IpNet>()
-                    .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| {
-                        format!("[webhooks] allowed_networks: {e:?} is not an IP network like 10.1.0.0/16 or an address")
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let allowed = crate::net::parse_networks("[webhooks] allowed_networks", "10.1.0.0/16", allowed)?;
         Ok(NetworkPolicy {
             allow_private,
             allowed,
