@@ -3,7 +3,7 @@
 //! ones to admins only, `stevedore worker ls` shows them, and a worker killed
 //! with SIGKILL leaves the list once its registry lease passes.
 
-use crate::support::deployment::{bin, exports, Backend, Deployment, SETTLE, TEST_CONFIG};
+use crate::support::deployment::{assert_help, bin, exports, Backend, Deployment, SETTLE, TEST_CONFIG};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -339,19 +339,7 @@ async fn the_worker_and_admin_commands_have_help() {
             "Usage: stevedore user revoke-admin",
         ),
     ] {
-        let out = Command::new(bin())
-            .args(args)
-            .env("STEVEDORE_APIKEY", "secret-value")
-            .output()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{args:?}");
-        assert!(text.contains(says), "{args:?}: {text}");
-        assert!(
-            !text.contains("secret-value"),
-            "{args:?} shows the API key: {text}"
-        );
+        assert_help(args, says).await;
     }
 }
 

@@ -87,6 +87,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stevedore")
 }
 
+/// Checks that `stevedore <args>` (a `--help`) succeeds and prints `says`,
+/// and that it does not show the API key it finds in the environment.
+pub async fn assert_help(args: &[&str], says: &str) {
+    let out = Command::new(bin())
+        .args(args)
+        .env("STEVEDORE_APIKEY", "secret-value")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?}");
+    assert!(text.contains(says), "{args:?}: {text}");
+    assert!(
+        !text.contains("secret-value"),
+        "{args:?} shows the API key: {text}"
+    );
+}
+
 /// Runs a short-lived `stevedore` command and returns its stdout.
 pub async fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> String {
     let out = Command::new(bin())
