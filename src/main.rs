@@ -89,6 +89,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The roles that serve streams run their clients on a runtime of their
+    // own (see `stevedore_api::stream::socket_runtime`).
+    let streams = match command {
+        Command::Dev(_) | Command::Api(_) | Command::Stream(_) => match stream_runtime() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                eprintln!("error: cannot start the stream clients' runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    if let Some(rt) = &streams {
+        stevedore_api::stream::socket_runtime::install(rt.handle().clone());
+    }
     let result = runtime.block_on(async move {
         match command {
             Command::Dev(a) => roles::dev(a).await,
@@ -105,6 +120,8 @@ fn main() -> ExitCode {
             Command::Client(_) => unreachable!("client commands return above"),
         }
     });
+    // Clients still open end with the process, as they would on one runtime.
+    drop(streams);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -112,4 +129,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime stream clients run on: as many threads as the request
+/// runtime, named so that a profile tells the two apart.
+fn stream_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("stevedore-stream")
+        .enable_all()
+        .build()
 }

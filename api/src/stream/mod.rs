@@ -12,6 +12,9 @@
 //!   caller's namespaces; resumable with `?since=<seq>`).
 //! - [`transport`]: a websocket or an event stream ([`sse`]), which the two
 //!   above write their frames to alike.
+//! - [`socket_runtime`]: where the clients' tasks run (a runtime of their
+//!   own in the `stevedore` binary, so a fan-out does not queue ahead of the
+//!   actions in flight).
 //!
 //! **Invariant:** the hub never waits for a client. A client whose queue is
 //! full (in messages, or in bytes: `[http] client_queue_bytes`) is dropped
@@ -33,6 +36,7 @@
 pub mod events_ws;
 pub mod logs_ws;
 pub mod sequencer;
+pub mod socket_runtime;
 pub mod sse;
 pub mod transport;
 

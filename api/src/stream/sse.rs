@@ -62,11 +62,12 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Answers with an event stream fed by `client` from a task of its own;
+/// Answers with an event stream fed by `client` from a task of its own
+/// (on the stream runtime, [`super::socket_runtime`]);
 /// `slot` (the caller's per-user stream slot) is held until it ends.
 pub(crate) fn respond<C: StreamClient>(slot: UserSlot, client: C) -> Response {
     let (tx, rx) = mpsc::channel(BODY_CHUNKS);
-    tokio::spawn(async move {
+    super::socket_runtime::spawn(async move {
         let _slot = slot;
         metrics::gauge!(crate::ops::EVENT_STREAM_CLIENTS).increment(1.0);
         let mut sse = SseTransport {

@@ -74,10 +74,12 @@ impl Handshake {
             Handshake::Refused(rejection) => rejection.into_response(),
             Handshake::EventStream => sse::respond(slot, client),
             Handshake::Websocket(ws) => configure(ws).on_upgrade(move |socket| async move {
-                let _slot = slot;
-                let mut ws = WsTransport { socket };
-                let stop = client.run(&mut ws).await;
-                ws.finish(stop).await;
+                super::socket_runtime::spawn(async move {
+                    let _slot = slot;
+                    let mut ws = WsTransport { socket };
+                    let stop = client.run(&mut ws).await;
+                    ws.finish(stop).await;
+                });
             }),
         }
     }
