@@ -25,6 +25,7 @@
 //! array and read with `json_each`, except where a partial index must match
 //! (see [`rows::state_literals`]).
 
+mod checkpoint;
 mod driver;
 mod webhooks;
 mod workers;
@@ -39,7 +40,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use stevedore_core::action::{Action, QueuePlace};
 use stevedore_core::event::Event;
@@ -217,11 +218,15 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Background WAL checkpoints of a file database ([`checkpoint`]),
+    /// stopped with the last clone.
+    _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 impl SqliteStore {
     /// Opens `sqlite://path` (created if missing) or `sqlite::memory:`, in WAL
-    /// mode with foreign keys on. Does not migrate.
+    /// mode with foreign keys on; a file database is checkpointed in the
+    /// background ([`checkpoint`]). Does not migrate.
     pub async fn connect(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -231,6 +236,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let file = !checkpoint::in_memory(url);
+        let options = match file {
+            true => options.pragma("wal_autocheckpoint", checkpoint::SAFETY_NET_PAGES.to_string()),
+            false => options,
+        };
         // One connection, never recycled: the concurrency model (module docs),
         // and an in-memory database lives exactly as long as its connection.
         let pool = SqlitePoolOptions::new()
@@ -239,14 +249,21 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self::from_pool(pool))
+        Ok(SqliteStore {
+            pool,
+            _checkpointer: file.then(|| Arc::new(checkpoint::spawn(options))),
+        })
     }
 
-    /// Wraps an existing pool. It should have a single connection (module docs).
+    /// Wraps an existing pool. It should have a single connection (module
+    /// docs); its database checkpoints as its connection says.
     pub fn from_pool(pool: SqlitePool) -> Self {
-        SqliteStore { pool }
+        SqliteStore {
+            pool,
+            _checkpointer: None,
+        }
     }
 
     /// The connection pool.
