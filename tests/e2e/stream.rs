@@ -32,7 +32,42 @@ on_both_backends!(
     events_start_with_auth_then_show_an_actions_create_and_updates,
     events_resume_after_a_reconnect_with_since,
     streams_show_only_the_callers_namespaces,
+    a_stopping_server_closes_its_websockets_with_going_away,
 );
+
+/// A server told to stop (SIGTERM) closes its open streams with 1001
+/// (going away), which tells a client to reconnect elsewhere; the clients
+/// run on a runtime of their own, which must not cut them off first.
+async fn a_stopping_server_closes_its_websockets_with_going_away(d: &mut Deployment) {
+    let stream = d.stream_url().await;
+    let index = d.newest_child();
+    let auth = (d.user.clone(), d.key.clone());
+    let auth = (auth.0.as_str(), auth.1.as_str());
+    let mut sockets = Vec::new();
+    for path in ["/api/audit/v1/events", "/v1/events"] {
+        let mut ws = ws_connect(&stream, path, Some(auth)).await.expect(path);
+        assert_eq!(ws_json(&mut ws).await["type"], "auth");
+        sockets.push(ws);
+    }
+    let pid = d.pid(index).to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    for ws in &mut sockets {
+        match ws_next(ws, Duration::from_secs(10)).await {
+            WsNext::Closed(code) => assert_eq!(code, 1001),
+            other => panic!("expected a close with 1001, got {other:?}"),
+        }
+    }
+    let exited = d.wait_exit(index, crate::support::deployment::SETTLE).await;
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {exited:?}"
+    );
+}
 
 /// Creates a service as `auth`'s user; returns its uuid.
 pub(crate) async fn new_service_as(d: &Deployment, auth: (&str, &str)) -> String {

@@ -594,6 +594,11 @@ impl Deployment {
         self.children.len() - 1
     }
 
+    /// The index of the process started last (for [`Deployment::pid`]).
+    pub fn newest_child(&self) -> usize {
+        self.children.len() - 1
+    }
+
     /// The process id of a child (`0` the API, `1` the first worker, …).
     pub fn pid(&self, index: usize) -> u32 {
         self.children[index].id().expect("child still running")
