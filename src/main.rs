@@ -89,17 +89,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The roles that serve streams run their clients on a runtime of their
-    // own (see `stevedore_api::stream::socket_runtime`).
-    let streams = match command {
-        Command::Dev(_) | Command::Api(_) | Command::Stream(_) => match stream_runtime() {
-            Ok(rt) => Some(rt),
-            Err(e) => {
-                eprintln!("error: cannot start the stream clients' runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        _ => None,
+    // The roles that serve streams (`dev`, `stream`, `api --with-stream`) run
+    // their clients on a runtime of their own (see
+    // `stevedore_api::stream::socket_runtime`).
+    let streams = match &command {
+        Command::Dev(_) | Command::Stream(_) => stream_runtime().map(Some),
+        Command::Api(a) if a.with_stream() => stream_runtime().map(Some),
+        _ => Ok(None),
+    };
+    let streams = match streams {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the stream clients' runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     if let Some(rt) = &streams {
         stevedore_api::stream::socket_runtime::install(rt.handle().clone());
@@ -120,7 +123,11 @@ fn main() -> ExitCode {
             Command::Client(_) => unreachable!("client commands return above"),
         }
     });
-    // Clients still open end with the process, as they would on one runtime.
+    // The clients were told to stop with the rest: their close frames go out
+    // before the process ends (a client slower than that is cut off).
+    if result.is_ok() && streams.is_some() {
+        runtime.block_on(stevedore_api::stream::socket_runtime::drained(CLIENTS_DRAIN));
+    }
     drop(streams);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +137,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Longest a stopping server waits for its stream clients' close frames.
+const CLIENTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The runtime stream clients run on: as many threads as the request
 /// runtime, named so that a profile tells the two apart.

@@ -99,6 +99,13 @@ pub struct ServerArgs {
     http: HttpArgs,
 }
 
+impl ServerArgs {
+    /// Whether `api` serves the stream routes too (`--with-stream`).
+    pub fn with_stream(&self) -> bool {
+        self.with_stream
+    }
+}
+
 /// `stevedore worker` options.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {

@@ -17,10 +17,15 @@
 //! beside the clients it wakes gained nothing).
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
 use tokio::runtime::Handle;
+use tokio_util::task::TaskTracker;
 
 static RUNTIME: OnceLock<Handle> = OnceLock::new();
+
+/// Every stream client's task, wherever it runs, for [`drained`].
+static CLIENTS: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
 
 /// Runs stream clients on `handle` from now on, for the life of the
 /// process. Only the first call counts; it returns whether it was this one.
@@ -42,9 +47,18 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     match runtime {
-        Some(runtime) => drop(runtime.spawn(client)),
-        None => drop(tokio::spawn(client)),
+        Some(runtime) => drop(CLIENTS.spawn_on(client, runtime)),
+        None => drop(CLIENTS.spawn(client)),
     }
+}
+
+/// Waits, at most `limit`, for every stream client to end; returns whether
+/// they all did. Once the shutdown signal fired, each sends its close frame
+/// (1001) and ends: a process waits for that before it exits, or its
+/// clients could see the connection cut without one.
+pub async fn drained(limit: Duration) -> bool {
+    CLIENTS.close();
+    tokio::time::timeout(limit, CLIENTS.wait()).await.is_ok()
 }
 
 #[cfg(test)]
