@@ -92,12 +92,12 @@ fn main() -> ExitCode {
     // The roles that serve streams (`dev`, `stream`, `api --with-stream`) run
     // their clients on a runtime of their own (see
     // `stevedore_api::stream::socket_runtime`).
-    let streams = match &command {
-        Command::Dev(_) | Command::Stream(_) => stream_runtime().map(Some),
-        Command::Api(a) if a.with_stream() => stream_runtime().map(Some),
-        _ => Ok(None),
+    let serves_streams = match &command {
+        Command::Dev(_) | Command::Stream(_) => true,
+        Command::Api(a) => a.with_stream(),
+        _ => false,
     };
-    let streams = match streams {
+    let streams = match serves_streams.then(stream_runtime).transpose() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the stream clients' runtime: {e}");
